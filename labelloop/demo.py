@@ -1,0 +1,152 @@
+"""The embedded default: a local Label Studio with a demo project, and the backend connected to it.
+
+``labelloop demo`` runs :func:`run_demo`. State lives under ``$LABELLOOP_HOME/demo``; the admin password
+and token are generated on first run and kept in ``credentials.json`` (readable by you only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from labelloop import lsclient, sync
+from labelloop.localstudio import LocalLabelStudio, wait_healthy
+from labelloop.settings import LabelLoopSettings
+
+log = logging.getLogger(__name__)
+
+DEMO_TITLE = "LabelLoop demo: review sentiment"
+DEMO_CONFIG = """<View>
+  <Header value="What is the sentiment of this review?"/>
+  <Text name="text" value="$text"/>
+  <Choices name="sentiment" toName="text" choice="single" showInline="true">
+    <Choice value="Positive"/>
+    <Choice value="Negative"/>
+    <Choice value="Neutral"/>
+  </Choices>
+</View>"""
+
+# Written for this demo.
+DEMO_TEXTS = [
+    "The battery lasts two full days and the screen is gorgeous.",
+    "It stopped working after a week and support never answered.",
+    "Arrived on Tuesday, in the box it was advertised in.",
+    "Best pair of headphones I have owned, the sound is rich and clear.",
+    "The zipper broke the first time I used the bag.",
+    "A perfectly average kettle: it boils water.",
+    "Setup took five minutes and everything just worked.",
+    "Cheap plastic, wobbly legs, and two screws were missing.",
+    "The manual is in English and Spanish.",
+    "I would buy this blender again without thinking twice.",
+    "The app crashes every time I open the settings page.",
+    "Color is slightly darker than in the photos.",
+    "Fantastic value for the price, my kids love it.",
+    "Loud, slow, and it smells of burnt dust.",
+    "The package contains one charger and one cable.",
+    "Comfortable shoes, I walked all day without a blister.",
+    "Worst customer service experience I have ever had.",
+    "It does what the description says, nothing more.",
+    "The knife is razor sharp and beautifully balanced.",
+    "Returned it: the fabric tore along the seam within days.",
+    "Delivery was scheduled for the afternoon.",
+    "This camera takes stunning photos even at night.",
+    "The lid does not close properly and coffee leaks everywhere.",
+    "Size medium fits like the size chart describes.",
+    "An absolute joy to cook with, heats evenly and cleans easily.",
+    "Flimsy, overpriced, and the colors faded after one wash.",
+    "The lamp has three brightness settings.",
+    "Great keyboard, the keys feel crisp and quiet.",
+    "Total waste of money, it never charged once.",
+    "I have not decided yet whether I like the new design.",
+]
+
+
+@dataclass
+class DemoCredentials:
+    username: str
+    password: str
+    token: str
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> DemoCredentials:
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        creds = cls("admin@example.com", secrets.token_urlsafe(12), secrets.token_hex(20))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(creds.__dict__, f)
+        return creds
+
+
+def start_backend(settings: LabelLoopSettings, port: int, *, ls_url: str, token: str, log_path: Path) -> subprocess.Popen:
+    """Run ``labelloop backend`` as a child process that knows how to reach Label Studio."""
+    env = {**os.environ, "LABELLOOP_HOME": str(settings.home), "LABEL_STUDIO_URL": ls_url,
+           "LABEL_STUDIO_API_KEY": token}
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "labelloop.cli", "backend", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    wait_healthy(f"http://127.0.0.1:{port}/health", timeout=120, process=process, log=log_path)
+    return process
+
+
+def ensure_demo_project(client, backend_url: str) -> int:
+    """The demo project's id, creating it, connecting the backend and pre-annotating on first run."""
+    for project in lsclient.call("listing projects", client.projects.list):
+        if project.title == DEMO_TITLE:
+            return project.id
+    project = sync.create_project(client, DEMO_TITLE, DEMO_CONFIG, [{"text": t} for t in DEMO_TEXTS],
+                                  description="Label a few reviews: the backend retrains and reorders the queue.")
+    sync.connect_backend(client, project.id, backend_url)
+    sync.preannotate(client, project.id, backend_url, label_config=DEMO_CONFIG)
+    return project.id
+
+
+def run_demo(settings: LabelLoopSettings, *, ls_port: int = 8080, backend_port: int = 9090,
+             wait: bool = True) -> dict:
+    """Bring the demo up; with ``wait`` keep it running until interrupted. Returns its addresses."""
+    root = settings.home / "demo"
+    creds = DemoCredentials.load_or_create(root / "credentials.json")
+    print(f"Starting Label Studio on 127.0.0.1:{ls_port} (first start migrates its database, ~1 min)...", flush=True)
+    studio = LocalLabelStudio(root / "label-studio", ls_port, creds.username, creds.password, creds.token).start()
+    backend = None
+    try:
+        backend_url = f"http://127.0.0.1:{backend_port}"
+        print(f"Starting the LabelLoop backend on {backend_url}...", flush=True)
+        backend = start_backend(settings, backend_port, ls_url=studio.url, token=creds.token,
+                                log_path=root / "backend.log")
+        client = lsclient.make_client(studio.url, creds.token)
+        project_id = ensure_demo_project(client, backend_url)
+        info = {"label_studio": studio.url, "project": f"{studio.url}/projects/{project_id}/data",
+                "backend": backend_url, "username": creds.username, "password": creds.password,
+                "project_id": project_id}
+        print(
+            "\nLabelLoop demo is up.\n"
+            f"  Label Studio  {info['project']}\n"
+            f"  log in as     {creds.username} / {creds.password}   (kept in {root / 'credentials.json'})\n"
+            f"  ML backend    {backend_url}   (logs: {root / 'backend.log'})\n"
+            "Label a few reviews: the backend retrains after each one and re-scores the queue.\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+        while wait:
+            time.sleep(1)
+            if studio.process.poll() is not None or backend.poll() is not None:
+                raise SystemExit("A demo server exited; see the logs under " + str(root))
+        return info
+    except KeyboardInterrupt:
+        return {}
+    finally:
+        if backend is not None and backend.poll() is None:
+            backend.terminate()
+            backend.wait(timeout=20)
+        studio.stop()

@@ -1,0 +1,54 @@
+"""Every error LabelLoop raises on purpose derives from :class:`LabelLoopError`.
+
+Hierarchy::
+
+    LabelLoopError
+    ├── ConfigError                 a setting or argument is wrong
+    │   └── UnsupportedConfigError  a Label Studio labeling config the backend cannot serve
+    ├── TaskDataError               a task lacks its text or the text cannot be used
+    ├── ModelError                  a model could not be loaded, trained or saved
+    ├── MissingExtraError           an optional dependency is not installed
+    └── LabelStudioError            talking to Label Studio failed
+        ├── LabelStudioUnavailableError  the server did not answer
+        └── LabelStudioAuthError         the server refused our token
+
+Messages say what to do next. They never contain tokens or passwords.
+"""
+
+from __future__ import annotations
+
+
+class LabelLoopError(Exception):
+    """Root of LabelLoop's exceptions."""
+
+
+class ConfigError(LabelLoopError):
+    """A setting or argument is wrong."""
+
+
+class UnsupportedConfigError(ConfigError):
+    """A labeling config the backend cannot serve; the message shows what is supported."""
+
+
+class TaskDataError(LabelLoopError):
+    """A task's data cannot be used (missing text field, text too long, wrong type)."""
+
+
+class ModelError(LabelLoopError):
+    """A model could not be loaded, trained or saved."""
+
+
+class MissingExtraError(LabelLoopError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+
+class LabelStudioError(LabelLoopError):
+    """A call to Label Studio failed."""
+
+
+class LabelStudioUnavailableError(LabelStudioError):
+    """Label Studio did not answer (down, wrong URL, network)."""
+
+
+class LabelStudioAuthError(LabelStudioError):
+    """Label Studio refused the token."""

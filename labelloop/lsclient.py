@@ -1,0 +1,108 @@
+"""Calls to Label Studio through label-studio-sdk, with errors that say what to do.
+
+Functions take a ``LabelStudio`` client so callers (and tests) choose how it is built; use
+:func:`make_client` for the usual one. SDK and HTTP failures become
+:class:`~labelloop.errors.LabelStudioError` subclasses; tokens never appear in messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+
+from labelloop.errors import LabelStudioAuthError, LabelStudioError, LabelStudioUnavailableError
+
+T = TypeVar("T")
+
+AUTH_HELP = (
+    "Label Studio refused the API key (HTTP {status}). A legacy token works only when legacy tokens are "
+    "enabled for the organization (Organization > API Tokens Settings); otherwise create a personal access "
+    "token under Account & Settings and set LABEL_STUDIO_API_KEY to it."
+)
+
+
+def make_client(url: str, api_key: str, *, timeout: float = 300.0):
+    """A ``label_studio_sdk.LabelStudio`` client for ``url``."""
+    from label_studio_sdk import LabelStudio
+
+    return LabelStudio(base_url=url.rstrip("/"), api_key=api_key, timeout=timeout)
+
+
+def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one SDK call; map its failures to our errors, naming ``what`` was attempted."""
+    from label_studio_sdk.core.api_error import ApiError
+
+    try:
+        return fn(*args, **kwargs)
+    except ApiError as e:
+        if e.status_code in (401, 403) and "reserved network address" not in str(e.body):
+            raise LabelStudioAuthError(f"{what}: " + AUTH_HELP.format(status=e.status_code)) from e
+        raise LabelStudioError(f"{what}: Label Studio answered HTTP {e.status_code}: {_short(e.body)}") from e
+    except (httpx.TransportError, OSError) as e:
+        raise LabelStudioUnavailableError(
+            f"{what}: Label Studio did not answer ({type(e).__name__}). Check that it is running and that "
+            "LABEL_STUDIO_URL points at it."
+        ) from e
+
+
+def _short(body: Any, limit: int = 300) -> str:
+    text = body if isinstance(body, str) else json.dumps(body, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def iter_tasks(client, project_id: int, *, fields: str = "task_only", page_size: int = 500) -> Iterator[Any]:
+    """All tasks of a project, page by page."""
+    yield from call(f"listing tasks of project {project_id}", client.tasks.list,
+                    project=project_id, fields=fields, page_size=page_size)
+
+
+def fetch_annotations(client, project_id: int) -> list[tuple[int, int, dict, list, bool]]:
+    """``(task_id, annotation_id, data, result, cancelled)`` for every annotation in the project."""
+    rows = []
+    for task in iter_tasks(client, project_id, fields="all"):
+        for ann in task.annotations or []:
+            rows.append((task.id, int(ann["id"]), task.data, ann.get("result") or [], bool(ann.get("was_cancelled"))))
+    return rows
+
+
+def push_predictions(client, project_id: int, predictions: list[dict], *, chunk: int = 1000) -> int:
+    """Store predictions in bulk (``import_predictions``); returns how many were stored."""
+    stored = 0
+    for i in range(0, len(predictions), chunk):
+        part = predictions[i : i + chunk]
+        call(f"importing predictions into project {project_id}", client.projects.import_predictions,
+             id=project_id, request=part)
+        stored += len(part)
+    return stored
+
+
+def set_model_version(client, project_id: int, model_version: str) -> None:
+    """Point the project's prediction-score column and uncertainty sampling at ``model_version``."""
+    call(f"setting model_version of project {project_id}", client.projects.update,
+         id=project_id, model_version=model_version)
+
+
+def basic_auth_header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def ensure_webhook_auth(client, project_id: int, authorization: str) -> int:
+    """Add our basic-auth header to the webhooks Label Studio made for this project's ML backends.
+
+    Label Studio creates ``<backend>/webhook`` without the connection's credentials, so a backend that
+    requires basic auth would otherwise never hear of annotations. Returns how many were updated.
+    """
+    backends = call("listing ML backends", client.ml.list, project=project_id)
+    urls = {b.url.rstrip("/") + "/webhook" for b in backends}
+    updated = 0
+    for hook in call("listing webhooks", client.webhooks.list, project=str(project_id)):
+        if hook.url in urls and (hook.headers or {}).get("Authorization") != authorization:
+            headers = dict(hook.headers or {})
+            headers["Authorization"] = authorization
+            call("updating a webhook", client.webhooks.update, id=hook.id, url=hook.url, headers=headers)
+            updated += 1
+    return updated

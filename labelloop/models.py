@@ -1,0 +1,261 @@
+"""The models the backend serves: fast heads on a frozen encoder, retrained in seconds on CPU.
+
+- :class:`ChoicesModel` maps a sentence vector to probabilities over a ``<Choices>`` control's labels.
+  Untrained, it is zero-shot: cosine similarity to each label's name (or ``hint``). Trained, it is a
+  linear head anchored to those zero-shot weights, so a handful of labels moves it gently and many
+  labels move it far.
+- :class:`SpansModel` tags words for a ``<Labels>`` control: a linear BIO tagger on token vectors
+  with class weights (so it does not collapse to all-``O``), plus a gazetteer of annotated mentions.
+
+Both save to and load from plain ``.npz`` + JSON files, with no pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from labelloop.encoder import Encoder, TokenEncoding
+from labelloop.schema import ControlSpec
+from labelloop.spans import Span, n_tags, spans_to_tags, tags_to_spans, word_ranges
+
+# Inverse temperature on cosine similarities: MiniLM cosines of related texts differ by ~0.1-0.3.
+ZERO_SHOT_SCALE = 20.0
+# For multiple-choice zero-shot, a label applies when its cosine clears this level.
+ZERO_SHOT_THRESHOLD = 0.25
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@dataclass
+class ChoicesModel:
+    """Linear head over unit sentence vectors: ``logits = x @ weight + bias``."""
+
+    labels: tuple[str, ...]
+    multiple: bool
+    weight: np.ndarray  # (hidden, n_labels)
+    bias: np.ndarray  # (n_labels,)
+    prior_weight: np.ndarray  # the zero-shot weights the head is anchored to
+    trained_on: int = 0
+
+    @classmethod
+    def zero_shot(cls, encoder: Encoder, spec: ControlSpec, hints: dict[str, str] | None = None) -> ChoicesModel:
+        """A head whose weights are the label names' embeddings."""
+        hints = hints or {}
+        label_vectors = encoder.embed([hints.get(label) or label for label in spec.labels])
+        weight = (ZERO_SHOT_SCALE * label_vectors.T).astype(np.float32)
+        bias_value = -ZERO_SHOT_SCALE * ZERO_SHOT_THRESHOLD if spec.multiple else 0.0
+        bias = np.full(len(spec.labels), bias_value, dtype=np.float32)
+        return cls(spec.labels, spec.multiple, weight, bias, weight.copy())
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities (n_texts, n_labels); independent per label when ``multiple``."""
+        logits = x.astype(np.float64) @ self.weight + self.bias
+        return _sigmoid(logits) if self.multiple else _softmax(logits)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, *, l2: float = 1e-2, max_iter: int = 200) -> ChoicesModel:
+        """Train a copy on vectors ``x`` (n, hidden) and targets ``y``.
+
+        ``y`` is class indices (n,) for single choice, or a 0/1 matrix (n, n_labels) for multiple.
+        Classes are weighted inversely to their frequency; weights and biases are pulled towards the
+        zero-shot prior with strength ``l2``, so one annotation can't make every prediction certain.
+        """
+        import torch
+
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        w0 = torch.as_tensor(self.prior_weight, dtype=torch.float32)
+        weight = w0.clone().requires_grad_(True)
+        b0 = torch.as_tensor(self.bias, dtype=torch.float32)
+        bias = b0.clone().requires_grad_(True)
+        k = len(self.labels)
+        if self.multiple:
+            yt = torch.as_tensor(y, dtype=torch.float32)
+            pos = yt.sum(0).clamp(min=1.0)
+            pos_weight = ((len(yt) - pos).clamp(min=1.0) / pos).sqrt()
+            loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        else:
+            yt = torch.as_tensor(y, dtype=torch.long)
+            counts = torch.bincount(yt, minlength=k).float()
+            class_weight = torch.where(counts > 0, counts.sum() / (k * counts.clamp(min=1.0)), torch.zeros(k))
+            loss_fn = torch.nn.CrossEntropyLoss(weight=class_weight)
+        optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            penalty = ((weight - w0) ** 2).sum() + ((bias - b0) ** 2).sum()
+            loss = loss_fn(xt @ weight + bias, yt) + l2 * penalty
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return ChoicesModel(
+            self.labels,
+            self.multiple,
+            weight.detach().numpy(),
+            bias.detach().numpy(),
+            self.prior_weight,
+            trained_on=len(x),
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"weight": self.weight, "bias": self.bias, "prior_weight": self.prior_weight}
+
+    @classmethod
+    def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> ChoicesModel:
+        return cls(
+            tuple(meta["labels"]), bool(meta["multiple"]), arrays["weight"], arrays["bias"],
+            arrays["prior_weight"], int(meta.get("trained_on", 0)),
+        )
+
+
+def _mention_key(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+@dataclass
+class Gazetteer:
+    """Mentions annotators labelled, with how often each got each label."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_spans(cls, texts: Sequence[str], spans: Sequence[Sequence[Span]]) -> Gazetteer:
+        counts: dict[str, Counter] = {}
+        for text, task_spans in zip(texts, spans):
+            for span in task_spans:
+                key = _mention_key(text[span.start : span.end])
+                if key:
+                    counts.setdefault(key, Counter())[span.label] += 1
+        return cls({k: dict(v) for k, v in counts.items()})
+
+    def find(self, text: str) -> list[Span]:
+        """Every whole-word occurrence of a known mention, scored by how often it got its label."""
+        if not self.counts:
+            return []
+        alternatives = sorted(self.counts, key=len, reverse=True)
+        pattern = r"(?<!\w)(?:" + "|".join(r"\s+".join(map(re.escape, m.split())) for m in alternatives) + r")(?!\w)"
+        spans = []
+        for match in re.finditer(pattern, text, flags=re.IGNORECASE):
+            votes = self.counts.get(_mention_key(match.group(0)))
+            if not votes:
+                continue
+            label, n = max(votes.items(), key=lambda kv: kv[1])
+            spans.append(Span(match.start(), match.end(), label, n / sum(votes.values())))
+        return spans
+
+
+@dataclass
+class SpansModel:
+    """A linear BIO tagger on token vectors of each word's first token, plus a gazetteer."""
+
+    labels: tuple[str, ...]
+    weight: np.ndarray  # (hidden, n_tags)
+    bias: np.ndarray  # (n_tags,)
+    gazetteer: Gazetteer
+    trained_on: int = 0
+
+    def word_probs(self, enc: TokenEncoding) -> tuple[np.ndarray, np.ndarray]:
+        """``(ranges, probs)``: each word's character range and tag probabilities."""
+        ranges, first = word_ranges(enc.offsets, enc.word_ids)
+        if len(first) == 0:
+            return ranges, np.zeros((0, n_tags(len(self.labels))))
+        logits = enc.vectors[first].astype(np.float64) @ self.weight + self.bias
+        return ranges, _softmax(logits)
+
+    def predict_spans(self, text: str, ranges: np.ndarray, probs: np.ndarray) -> list[Span]:
+        """Tagger spans, plus gazetteer matches that no tagger span overlaps."""
+        spans = tags_to_spans(ranges, probs, self.labels)
+        for g in self.gazetteer.find(text):
+            if g.label in self.labels and not any(s.start < g.end and g.start < s.end for s in spans):
+                spans.append(g)
+        return sorted(spans, key=lambda s: (s.start, s.end))
+
+    @classmethod
+    def fit(
+        cls,
+        encodings: Sequence[TokenEncoding],
+        texts: Sequence[str],
+        spans: Sequence[Sequence[Span]],
+        labels: Sequence[str],
+        *,
+        epochs: int = 150,
+        lr: float = 0.05,
+    ) -> SpansModel:
+        """Train on annotated spans; ``O`` is down-weighted by class frequency."""
+        import torch
+
+        feats, tags = [], []
+        for enc, task_spans in zip(encodings, spans):
+            ranges, first = word_ranges(enc.offsets, enc.word_ids)
+            if len(first):
+                feats.append(enc.vectors[first])
+                tags.append(spans_to_tags(ranges, task_spans, labels))
+        t = n_tags(len(labels))
+        hidden = encodings[0].vectors.shape[1] if encodings else 0
+        weight = np.zeros((hidden, t), dtype=np.float32)
+        bias = np.zeros(t, dtype=np.float32)
+        if feats:
+            x = torch.as_tensor(np.concatenate(feats), dtype=torch.float32)
+            y = torch.as_tensor(np.concatenate(tags), dtype=torch.long)
+            counts = torch.bincount(y, minlength=t).float()
+            class_weight = torch.where(counts > 0, (counts.sum() / counts.clamp(min=1.0)).sqrt(), torch.zeros(t))
+            layer = torch.nn.Linear(hidden, t)
+            optimizer = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=1e-4)
+            loss_fn = torch.nn.CrossEntropyLoss(weight=class_weight)
+            for _ in range(epochs):
+                optimizer.zero_grad()
+                loss_fn(layer(x), y).backward()
+                optimizer.step()
+            weight = layer.weight.detach().numpy().T.copy()
+            bias = layer.bias.detach().numpy().copy()
+        return cls(tuple(labels), weight, bias, Gazetteer.from_spans(texts, spans), trained_on=len(encodings))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"weight": self.weight, "bias": self.bias}
+
+    @classmethod
+    def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> SpansModel:
+        return cls(
+            tuple(meta["labels"]), arrays["weight"], arrays["bias"], Gazetteer(meta.get("gazetteer", {})),
+            int(meta.get("trained_on", 0)),
+        )
+
+
+ControlModel = ChoicesModel | SpansModel
+
+
+def save_control_model(model: ControlModel, folder: Path, stem: str) -> dict:
+    """Write ``<stem>.npz`` into ``folder`` and return the JSON metadata that goes with it."""
+    np.savez(folder / f"{stem}.npz", **model.arrays())
+    meta = {"labels": list(model.labels), "trained_on": model.trained_on, "file": f"{stem}.npz"}
+    if isinstance(model, ChoicesModel):
+        meta.update(type="choices", multiple=model.multiple)
+    else:
+        meta.update(type="labels", gazetteer=model.gazetteer.counts)
+    return meta
+
+
+def load_control_model(folder: Path, meta: dict) -> ControlModel:
+    with np.load(folder / meta["file"], allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    if meta["type"] == "choices":
+        return ChoicesModel.from_arrays(meta, arrays)
+    return SpansModel.from_arrays(meta, arrays)
+
+
+def dump_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False))

@@ -1,0 +1,482 @@
+"""The backend's brain, free of any web framework: ``setup``, ``predict``, ``handle_event``, ``fit``.
+
+:class:`ModelService` keeps one trained model bundle per Label Studio project (one head per control
+of the labeling config) and falls back to zero-shot classification before anything is trained.
+Webhook events are written to the :class:`~labelloop.store.Store` and only *enqueue* training; the
+:class:`TrainingWorker` thread runs it, one project at a time, and then publishes fresh predictions
+and the new ``model_version`` to Label Studio so its queue order follows the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from labelloop import lsclient
+from labelloop.encoder import Encoder, load_encoder
+from labelloop.errors import ConfigError, LabelLoopError, ModelError, TaskDataError
+from labelloop.models import ChoicesModel, ControlModel, SpansModel, dump_json, load_control_model, save_control_model
+from labelloop.schema import ControlSpec, TaskSchema, parse_label_config
+from labelloop.settings import LabelLoopSettings
+from labelloop.spans import Span
+from labelloop.store import AnnotationRecord, Store
+from labelloop.uncertainty import confidence
+
+log = logging.getLogger(__name__)
+
+UNTRAINED_VERSION = "labelloop-v0"
+ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
+DELETE_EVENTS = {"ANNOTATION_DELETED", "ANNOTATIONS_DELETED"}
+
+
+def version_name(number: int) -> str:
+    return f"labelloop-v{number}"
+
+
+def parse_project_id(project: object) -> int | None:
+    """Label Studio names projects ``"<id>.<created timestamp>"`` in /setup and /predict."""
+    if isinstance(project, dict):
+        project = project.get("id")
+    if isinstance(project, bool) or project is None:
+        return None
+    if isinstance(project, int):
+        return project
+    head = str(project).split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+@lru_cache(maxsize=64)
+def cached_schema(label_config: str) -> TaskSchema:
+    return parse_label_config(label_config)
+
+
+@dataclass
+class Bundle:
+    """The models serving one project, under one ``model_version``."""
+
+    version: str
+    models: dict[str, ControlModel] = field(default_factory=dict)
+    signatures: dict[str, str] = field(default_factory=dict)
+
+    def serves(self, schema: TaskSchema) -> bool:
+        return all(self.signatures.get(c.from_name) == c.signature for c in schema.controls)
+
+
+@dataclass
+class Metrics:
+    """Counters exposed on ``/metrics``."""
+
+    predict_requests: int = 0
+    predicted_tasks: int = 0
+    failed_tasks: int = 0
+    predict_seconds: float = 0.0
+    webhook_events: int = 0
+    trainings: int = 0
+    training_failures: int = 0
+    training_seconds: float = 0.0
+
+
+class ModelService:
+    """Serves predictions and trains models for any number of Label Studio projects."""
+
+    def __init__(self, settings: LabelLoopSettings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store(settings.home)
+        self.metrics = Metrics()
+        self._bundles: dict[int, Bundle] = {}
+        self._zero_shot: dict[str, ChoicesModel] = {}
+        self._credentials: dict[int, tuple[str, str]] = {}  # in memory only: tokens never touch disk
+        self._lock = threading.Lock()
+        self._warned: set[tuple[int | None, str]] = set()
+        self.training_requested = threading.Event()
+
+    @property
+    def encoder(self) -> Encoder:
+        return load_encoder(self.settings.model, max_length=self.settings.max_length, batch_size=self.settings.batch_size)
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    def setup(self, project: object, label_config: str, *, hostname: str | None = None,
+              access_token: str | None = None) -> str:
+        """Check the config can be served, remember how to reach Label Studio; return the model_version."""
+        schema = cached_schema(label_config)
+        pid = parse_project_id(project)
+        if pid is None:
+            return UNTRAINED_VERSION
+        self.store.save_label_config(pid, label_config)
+        if hostname and access_token:
+            self._credentials[pid] = (hostname, access_token)
+        return self._bundle(pid, schema).version
+
+    def predict(self, tasks: Sequence[object], *, project: object = None, label_config: str | None = None,
+                context: dict | None = None) -> list[dict]:
+        """One Label Studio prediction per task, in order: ``{"result", "score", "model_version"}``.
+
+        ``score`` is the model's confidence under the configured strategy (higher = surer). A task whose
+        text can't be used gets ``{"result": [], "model_version", "error"}`` and the reason is logged.
+        """
+        started = time.perf_counter()
+        pid = parse_project_id(project)
+        if label_config is None and pid is not None:
+            label_config = self.store.label_config(pid)
+        if not label_config:
+            raise ConfigError("No labeling config: send label_config, or connect the project so /setup stores it.")
+        schema = cached_schema(label_config)
+        bundle = self._bundle(pid, schema) if pid is not None else Bundle(UNTRAINED_VERSION)
+        texts, errors = self._texts(tasks, schema)
+        results: list[list[dict]] = [[] for _ in tasks]
+        scores: list[list[float]] = [[] for _ in tasks]
+        for control in schema.controls:
+            rows = [i for i, t in enumerate(texts[control.value_key]) if t is not None and errors[i] is None]
+            if not rows:
+                continue
+            column = [texts[control.value_key][i] for i in rows]
+            model = bundle.models.get(control.from_name)
+            if control.kind == "choices":
+                self._predict_choices(control, model or self._zero_shot_model(control), rows, column, results, scores)
+            elif model is None:
+                self._warn_once(pid, control.from_name, "no span model yet for project %s control %r: annotate a few "
+                                "tasks and press Train (or wait for the automatic retrain)")
+            else:
+                self._predict_spans(control, model, rows, column, results, scores)
+        out = []
+        for i, task in enumerate(tasks):
+            if errors[i] is not None:
+                task_id = task.get("id") if isinstance(task, dict) else None
+                log.warning("no prediction for task %s: %s", task_id, errors[i])
+                out.append({"result": [], "model_version": bundle.version, "error": errors[i]})
+            else:
+                score = float(np.mean(scores[i])) if scores[i] else None
+                out.append({"result": results[i], "score": score, "model_version": bundle.version})
+        self.metrics.predict_requests += 1
+        self.metrics.predicted_tasks += len(tasks)
+        self.metrics.failed_tasks += sum(e is not None for e in errors)
+        self.metrics.predict_seconds += time.perf_counter() - started
+        return out
+
+    def handle_event(self, payload: dict) -> dict:
+        """Persist what a webhook says and enqueue training; never trains in the caller's thread."""
+        action = payload.get("action")
+        project = payload.get("project")
+        pid = parse_project_id(project)
+        self.metrics.webhook_events += 1
+        if pid is None:
+            raise ConfigError("The webhook payload names no project: expected {\"project\": {\"id\": ...}}.")
+        if isinstance(project, dict) and isinstance(project.get("label_config"), str):
+            self.store.save_label_config(pid, project["label_config"])
+        queued = False
+        if action in ANNOTATION_EVENTS:
+            annotations = payload.get("annotations") or [payload.get("annotation")]
+            task = payload.get("task") or {}
+            count = 0
+            for ann in annotations:
+                if not isinstance(ann, dict) or "id" not in ann:
+                    raise ConfigError(f"{action} payload lacks the annotation (with its id).")
+                task_id = ann.get("task") if isinstance(ann.get("task"), int) else task.get("id")
+                count = self.store.upsert_annotation(
+                    pid, int(task_id or 0), int(ann["id"]), task.get("data") or {}, ann.get("result") or [],
+                    cancelled=bool(ann.get("was_cancelled")),
+                )
+            every = self.settings.retrain_every
+            queued = every > 0 and count >= every
+        elif action in DELETE_EVENTS:
+            items = payload.get("annotations") or [payload.get("annotation")]
+            self.store.delete_annotations([int(a["id"]) for a in items if isinstance(a, dict) and "id" in a])
+            queued = self.settings.retrain_every > 0
+        elif action == "START_TRAINING":
+            queued = True
+        if queued:
+            self.store.request_training(pid, str(action))
+            self.training_requested.set()
+        return {"status": "ok", "action": action, "training_queued": queued}
+
+    def versions(self) -> list[str]:
+        return [UNTRAINED_VERSION] + [v.model_version for v in self.store.versions()]
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def fit(self, project_id: int) -> str | None:
+        """Train on the project's latest annotations; returns the new model_version, or None."""
+        started = time.perf_counter()
+        label_config = self.store.label_config(project_id)
+        if not label_config:
+            raise ModelError(f"Project {project_id} has no labeling config on record: connect the backend to it first.")
+        schema = cached_schema(label_config)
+        client = self.client_for(project_id)
+        if client is not None:
+            try:
+                self.store.replace_annotations(project_id, lsclient.fetch_annotations(client, project_id))
+            except LabelLoopError as e:
+                log.warning("training project %s on annotations received so far: %s", project_id, e)
+        records = self.store.latest_annotations(project_id)
+        models: dict[str, ControlModel] = {}
+        for control in schema.controls:
+            model = self._fit_control(control, records)
+            if model is not None:
+                models[control.from_name] = model
+        if not models:
+            log.info("project %s: no usable annotations yet, nothing to train", project_id)
+            return None
+        number = self.store.next_version_number(project_id)
+        version = version_name(number)
+        folder = self._save(project_id, version, schema, models, len(records))
+        self.store.add_version(project_id, number, version, folder, len(records))
+        with self._lock:
+            self._bundles[project_id] = Bundle(version, models, {c.from_name: c.signature for c in schema.controls})
+        self.metrics.trainings += 1
+        self.metrics.training_seconds += time.perf_counter() - started
+        log.info("project %s: trained %s on %d annotated tasks in %.1fs", project_id, version, len(records),
+                 time.perf_counter() - started)
+        return version
+
+    def publish(self, project_id: int, version: str, *, chunk: int = 256) -> int:
+        """Predict every task of the project, import the predictions in bulk, then set its model_version.
+
+        Label Studio accepts a project ``model_version`` only once predictions of it exist, so the
+        order matters. Returns how many predictions were stored (0 when Label Studio is not reachable).
+        """
+        client = self.client_for(project_id)
+        if client is None:
+            self._warn_once(project_id, "publish", "project %s: %s trained, but no Label Studio address and token are "
+                            "known; set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY so scores and queue order follow it")
+            return 0
+        tasks = [(t.id, t.data) for t in lsclient.iter_tasks(client, project_id)]
+        stored = 0
+        for i in range(0, len(tasks), chunk):
+            part = tasks[i : i + chunk]
+            preds = self.predict([{"id": tid, "data": data} for tid, data in part], project=project_id)
+            rows = [
+                {"task": tid, "result": p["result"], "score": p["score"], "model_version": p["model_version"]}
+                for (tid, _), p in zip(part, preds)
+                if "error" not in p and p["model_version"] == version
+            ]
+            stored += lsclient.push_predictions(client, project_id, rows)
+        if stored:
+            lsclient.set_model_version(client, project_id, version)
+        log.info("project %s: pushed %d predictions of %s", project_id, stored, version)
+        return stored
+
+    def client_for(self, project_id: int):
+        """A Label Studio client from the settings, else from what /setup sent; None if neither."""
+        url, key = self.settings.label_studio_url, self.settings.label_studio_api_key
+        setup_url, setup_token = self._credentials.get(project_id, (None, None))
+        url = url or setup_url
+        token = key.get_secret_value() if key else setup_token
+        return lsclient.make_client(url, token) if url and token else None
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _bundle(self, pid: int, schema: TaskSchema) -> Bundle:
+        with self._lock:
+            bundle = self._bundles.get(pid)
+        if bundle is None:
+            bundle = self._load_bundle(pid)
+            with self._lock:
+                self._bundles[pid] = bundle
+        return bundle if bundle.serves(schema) else Bundle(UNTRAINED_VERSION)
+
+    def _load_bundle(self, pid: int) -> Bundle:
+        record = self.store.current_version(pid)
+        if record is None:
+            return Bundle(UNTRAINED_VERSION)
+        try:
+            meta = json.loads((record.path / "meta.json").read_text())
+            models = {c["from_name"]: load_control_model(record.path, c) for c in meta["controls"]}
+            return Bundle(record.model_version, models, {c["from_name"]: c["signature"] for c in meta["controls"]})
+        except (OSError, KeyError, ValueError) as e:
+            log.error("project %s: model %s at %s can't be loaded (%s); serving zero-shot until the next training",
+                      pid, record.model_version, record.path, e)
+            return Bundle(UNTRAINED_VERSION)
+
+    def _save(self, pid: int, version: str, schema: TaskSchema, models: dict[str, ControlModel], n: int) -> Path:
+        folder = self.store.models_dir / str(pid) / version
+        tmp = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        controls = []
+        for i, control in enumerate(schema.controls):
+            if control.from_name in models:
+                meta = save_control_model(models[control.from_name], tmp, f"control{i}")
+                controls.append({**meta, "from_name": control.from_name, "signature": control.signature})
+        dump_json(tmp / "meta.json", {"model_version": version, "encoder": self.encoder.name,
+                                      "n_annotations": n, "created_at": time.time(), "controls": controls})
+        os.replace(tmp, folder)  # a half-written model is never visible under its version name
+        return folder
+
+    def _texts(self, tasks: Sequence[object], schema: TaskSchema) -> tuple[dict[str, list[str | None]], list[str | None]]:
+        texts: dict[str, list[str | None]] = {key: [] for key in schema.value_keys}
+        errors: list[str | None] = []
+        for task in tasks:
+            error = None
+            for key in schema.value_keys:
+                try:
+                    texts[key].append(self._text_of(task, key))
+                except TaskDataError as e:
+                    texts[key].append(None)
+                    error = error or str(e)
+            errors.append(error)
+        return texts, errors
+
+    def _text_of(self, task: object, key: str) -> str:
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise TaskDataError("the task has no 'data' object")
+        value = task["data"].get(key)
+        if value is None:
+            raise TaskDataError(f"the task's data has no {key!r} field that the labeling config reads (${key})")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise TaskDataError(f"the task's {key!r} is {type(value).__name__}, not text")
+        if not value.strip():
+            raise TaskDataError(f"the task's {key!r} is empty")
+        if len(value) > self.settings.max_text_chars:
+            raise TaskDataError(f"the task's {key!r} has {len(value):,} characters; the backend predicts up to "
+                                f"{self.settings.max_text_chars:,} (LABELLOOP_MAX_TEXT_CHARS)")
+        return value
+
+    def _zero_shot_model(self, control: ControlSpec) -> ChoicesModel:
+        with self._lock:
+            model = self._zero_shot.get(control.signature)
+        if model is None:
+            model = ChoicesModel.zero_shot(self.encoder, control)
+            with self._lock:
+                self._zero_shot[control.signature] = model
+        return model
+
+    def _predict_choices(self, control: ControlSpec, model: ChoicesModel, rows: list[int], column: list[str],
+                         results: list[list[dict]], scores: list[list[float]]) -> None:
+        unique = {text: k for k, text in enumerate(dict.fromkeys(column))}
+        probs = model.predict_proba(self.encoder.embed(list(unique)))[[unique[t] for t in column]]
+        conf = confidence(probs, self.settings.strategy, multi_label=control.multiple)
+        for j, i in enumerate(rows):
+            p = probs[j]
+            if control.multiple:
+                chosen = [k for k in range(len(p)) if p[k] >= 0.5] or [int(p.argmax())]
+            else:
+                chosen = [int(p.argmax())]
+            results[i].append({
+                "from_name": control.from_name, "to_name": control.to_name, "type": "choices",
+                "value": {"choices": [control.labels[k] for k in chosen]},
+                "score": float(np.mean(p[chosen])),
+            })
+            scores[i].append(float(conf[j]))
+
+    def _predict_spans(self, control: ControlSpec, model: SpansModel, rows: list[int], column: list[str],
+                       results: list[list[dict]], scores: list[list[float]]) -> None:
+        for j, (i, enc) in enumerate(zip(rows, self.encoder.encode(column))):
+            text = column[j]
+            ranges, probs = model.word_probs(enc)
+            for k, span in enumerate(model.predict_spans(text, ranges, probs)):
+                results[i].append({
+                    "id": f"{control.from_name}-{k}", "from_name": control.from_name, "to_name": control.to_name,
+                    "type": "labels", "score": span.score,
+                    "value": {"start": span.start, "end": span.end, "text": text[span.start : span.end],
+                              "labels": [span.label]},
+                })
+            # Mean word confidence: a long text is not more uncertain just for having more words.
+            scores[i].append(float(confidence(probs, self.settings.strategy).mean()) if len(probs) else 1.0)
+
+    def _fit_control(self, control: ControlSpec, records: list[AnnotationRecord]) -> ControlModel | None:
+        texts, targets = [], []
+        for record in records:
+            text = record.data.get(control.value_key)
+            if not isinstance(text, str) or not text.strip():
+                continue
+            items = [r for r in record.result if isinstance(r, dict) and r.get("from_name") == control.from_name]
+            if control.kind == "choices":
+                chosen = [c for r in items for c in (r.get("value") or {}).get("choices", []) if c in control.labels]
+                if not chosen:
+                    continue
+                if control.multiple:
+                    targets.append([1.0 if label in chosen else 0.0 for label in control.labels])
+                else:
+                    targets.append(control.labels.index(chosen[0]))
+            else:
+                spans = []
+                for r in items:
+                    v = r.get("value") or {}
+                    if isinstance(v.get("start"), int) and isinstance(v.get("end"), int) and v.get("labels"):
+                        spans.append(Span(v["start"], v["end"], v["labels"][0]))
+                targets.append(spans)
+            texts.append(text)
+        if not texts:
+            return None
+        if control.kind == "choices":
+            x = self._cached_embed(texts)
+            return self._zero_shot_model(control).fit(x, np.asarray(targets))
+        return SpansModel.fit(self.encoder.encode(texts), texts, targets, control.labels)
+
+    def _cached_embed(self, texts: list[str]) -> np.ndarray:
+        prefix = f"{self.encoder.name}|{self.settings.max_length}|"
+        keys = [hashlib.sha1((prefix + t).encode()).hexdigest() for t in texts]
+        found = self.store.cached_vectors(list(set(keys)))
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        if missing:
+            first = {k: t for k, t in zip(keys, texts)}
+            fresh = dict(zip(missing, self.encoder.embed([first[k] for k in missing])))
+            self.store.cache_vectors(fresh)
+            found.update(fresh)
+        return np.stack([found[k] for k in keys])
+
+    def _warn_once(self, pid: int | None, what: str, message: str) -> None:
+        if (pid, what) not in self._warned:
+            self._warned.add((pid, what))
+            log.warning(message, pid, what)
+
+
+class TrainingWorker(threading.Thread):
+    """Runs queued trainings one at a time, then publishes each new model to Label Studio."""
+
+    def __init__(self, service: ModelService, *, poll_seconds: float = 2.0) -> None:
+        super().__init__(name="labelloop-training", daemon=True)
+        self.service = service
+        self.poll_seconds = poll_seconds
+        self._stop_event = threading.Event()
+        self.busy = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.service.training_requested.set()
+
+    def run(self) -> None:
+        store = self.service.store
+        store.reset_running_jobs()
+        while not self._stop_event.is_set():
+            job = store.claim_job()
+            if job is None:
+                self.service.training_requested.wait(self.poll_seconds)
+                self.service.training_requested.clear()
+                continue
+            self.run_job(*job)
+
+    def run_job(self, project_id: int, reason: str, started_at: float) -> None:
+        store = self.service.store
+        self.busy.set()
+        try:
+            log.info("project %s: training (%s)", project_id, reason)
+            version = self.service.fit(project_id)
+            if version and self.service.settings.push_predictions:
+                self.service.publish(project_id, version)
+            store.set_error(project_id, None)
+        except LabelLoopError as e:
+            self.service.metrics.training_failures += 1
+            log.warning("project %s: training failed: %s", project_id, e)
+            store.set_error(project_id, str(e))
+        except Exception as e:  # a bug must not kill the worker thread; it is logged with its traceback
+            self.service.metrics.training_failures += 1
+            log.exception("project %s: training crashed", project_id)
+            store.set_error(project_id, f"{type(e).__name__}: {e}")
+        finally:
+            store.finish_job(project_id, started_at)
+            self.busy.clear()

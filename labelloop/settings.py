@@ -1,0 +1,68 @@
+"""Settings read from the environment once, when a server or command starts.
+
+Every field can be set as an environment variable (``LABELLOOP_<FIELD>``, or the Label Studio
+names ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY``). Nothing here is read at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from labelloop.uncertainty import STRATEGIES
+
+
+def default_home() -> Path:
+    """The folder LabelLoop keeps its state in when ``LABELLOOP_HOME`` is not set."""
+    return Path(platformdirs.user_data_dir("labelloop", appauthor=False))
+
+
+class LabelLoopSettings(BaseSettings):
+    """Configuration of the backend and the command line, from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="LABELLOOP_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home, description="State folder: models, annotations, queue.")
+    model: str = Field(
+        default="",
+        description="Encoder: a Hugging Face model id or a local path. Empty: the packaged all-MiniLM-L6-v2.",
+    )
+    label_studio_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LABEL_STUDIO_URL", "LABELLOOP_LABEL_STUDIO_URL"),
+        description="Label Studio address used after training. Default: the hostname /setup sends.",
+    )
+    label_studio_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LABEL_STUDIO_API_KEY", "LABELLOOP_LABEL_STUDIO_API_KEY"),
+        description="Legacy token or personal access token. Default: the token /setup sends.",
+    )
+    basic_auth_user: str | None = Field(default=None, description="Require HTTP basic auth with this user.")
+    basic_auth_pass: SecretStr | None = Field(default=None, description="Password for basic auth.")
+    strategy: str = Field(default="margin", description="Uncertainty strategy the prediction score comes from.")
+    retrain_every: int = Field(
+        default=1, ge=0, description="Retrain after this many new annotations (0: only on START_TRAINING)."
+    )
+    push_predictions: bool = Field(
+        default=True, description="After a retrain, push fresh predictions and set the project's model_version."
+    )
+    max_text_chars: int = Field(default=200_000, gt=0, description="Longer task texts get no prediction.")
+    max_length: int = Field(default=256, ge=16, le=512, description="Encoder window in tokens.")
+    batch_size: int = Field(default=32, ge=1, description="Windows per encoder forward pass.")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}; choose one of {sorted(STRATEGIES)}")
+        return value
+
+    @property
+    def basic_auth(self) -> tuple[str, str] | None:
+        """``(user, password)`` when both are set, else ``None``."""
+        if self.basic_auth_user and self.basic_auth_pass:
+            return self.basic_auth_user, self.basic_auth_pass.get_secret_value()
+        return None

@@ -1,0 +1,324 @@
+"""The ML backend protocol through the app's test client, on the packaged MiniLM encoder."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from labelloop.backend.app import create_app
+from labelloop.settings import LabelLoopSettings
+
+TEXT = '<Text name="text" value="$text"/>'
+SENTIMENT = f"""<View>{TEXT}<Choices name="sentiment" toName="text">
+<Choice value="Positive"/><Choice value="Negative"/></Choices></View>"""
+TOPICS = f"""<View>{TEXT}<Choices name="topics" toName="text" choice="multiple">
+<Choice value="Sports"/><Choice value="Politics"/><Choice value="Technology"/></Choices></View>"""
+NER = f"""<View>{TEXT}<Labels name="label" toName="text"><Label value="PER"/><Label value="LOC"/></Labels></View>"""
+BOTH = f"""<View>{TEXT}<Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/>
+</Choices><Labels name="label" toName="text"><Label value="PER"/><Label value="LOC"/></Labels></View>"""
+
+NER_EXAMPLES = [
+    ("Maria Lopez flew from Madrid to Berlin on Monday.", [(0, 11, "PER"), (22, 28, "LOC"), (32, 38, "LOC")]),
+    ("John Smith lives in London.", [(0, 10, "PER"), (20, 26, "LOC")]),
+    ("We met Anna Berg and Tom Hale in Oslo.", [(7, 16, "PER"), (21, 29, "PER"), (33, 37, "LOC")]),
+    ("The weather was nice all week.", []),
+    ("Paris London", [(0, 5, "LOC"), (6, 12, "LOC")]),
+]
+
+
+def task(i, text):
+    return {"id": i, "data": {"text": text}}
+
+
+def span_result(start, end, label, text):
+    return {"from_name": "label", "to_name": "text", "type": "labels",
+            "value": {"start": start, "end": end, "text": text[start:end], "labels": [label]}}
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return LabelLoopSettings(home=tmp_path / "home", push_predictions=False)
+
+
+@pytest.fixture
+def client(settings):
+    app = create_app(settings, train_in_background=False)
+    with TestClient(app) as c:
+        yield c
+
+
+def run_queued_training(client):
+    worker = client.app.state.worker
+    store = client.app.state.service.store
+    while (job := store.claim_job()) is not None:
+        worker.run_job(*job)
+
+
+def setup_project(client, config, project="7.1700000000"):
+    r = client.post("/setup", json={"project": project, "schema": config, "hostname": "http://localhost:8080",
+                                    "access_token": "secret-token"})
+    assert r.status_code == 200, r.text
+    return r.json()["model_version"]
+
+
+def annotate(client, annotation_id, task_id, text, result, project_id=7, action="ANNOTATION_CREATED"):
+    r = client.post("/webhook", json={
+        "action": action, "project": {"id": project_id}, "task": {"id": task_id, "data": {"text": text}},
+        "annotation": {"id": annotation_id, "task": task_id, "result": result, "was_cancelled": False},
+    })
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_health_and_versions(client):
+    assert client.get("/health").json()["status"] == "UP"
+    assert client.get("/versions").json() == {"versions": ["labelloop-v0"]}
+
+
+def test_zero_shot_classification_before_any_label(client):
+    assert setup_project(client, SENTIMENT) == "labelloop-v0"
+    tasks = [task(1, "I absolutely loved it, a wonderful and happy experience."),
+             task(2, "Terrible, awful and sad. I hated every minute.")]
+    r = client.post("/predict", json={"tasks": tasks, "project": "7.1700000000", "label_config": SENTIMENT})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [res["result"][0]["value"]["choices"] for res in results] == [["Positive"], ["Negative"]]
+    for res in results:
+        assert 0.0 <= res["score"] <= 1.0
+        assert res["model_version"] == "labelloop-v0"
+        assert res["result"][0]["from_name"] == "sentiment" and res["result"][0]["to_name"] == "text"
+
+
+def test_multiple_choice_returns_known_labels_with_probabilities(client):
+    setup_project(client, TOPICS)
+    r = client.post("/predict", json={"tasks": [task(1, "The striker scored twice in the final match.")],
+                                      "project": "7.1700000000", "label_config": TOPICS})
+    (res,) = r.json()["results"]
+    chosen = res["result"][0]["value"]["choices"]
+    assert chosen and set(chosen) <= {"Sports", "Politics", "Technology"}
+    assert "Sports" in chosen
+    assert 0.0 <= res["score"] <= 1.0
+
+
+def test_classification_learns_from_annotations_and_bumps_version(client):
+    setup_project(client, SENTIMENT)
+    # Labels that contradict the zero-shot guess: the trained head must follow the annotators.
+    examples = [("The parcel came on a Tuesday.", "Negative"), ("It is blue and weighs two kilos.", "Negative"),
+                ("The meeting starts at nine.", "Positive"), ("The report has twelve pages.", "Positive")]
+    for i, (text, label) in enumerate(examples):
+        annotate(client, 100 + i, i, text, [{"from_name": "sentiment", "to_name": "text", "type": "choices",
+                                              "value": {"choices": [label]}}])
+    run_queued_training(client)
+    assert client.post("/setup", json={"project": "7.1700000000", "schema": SENTIMENT}).json()["model_version"] \
+        == "labelloop-v1"
+    r = client.post("/predict", json={"tasks": [task(i, t) for i, (t, _) in enumerate(examples)],
+                                      "project": "7.1700000000", "label_config": SENTIMENT})
+    predicted = [res["result"][0]["value"]["choices"][0] for res in r.json()["results"]]
+    assert predicted == [label for _, label in examples]
+    assert all(res["model_version"] == "labelloop-v1" for res in r.json()["results"])
+    assert "labelloop-v1" in client.get("/versions").json()["versions"]
+
+
+def test_ner_spans_have_exact_offsets_and_adjacent_entities_stay_apart(client):
+    setup_project(client, NER)
+    for i, (text, spans) in enumerate(NER_EXAMPLES):
+        annotate(client, 200 + i, i, text, [span_result(s, e, label, text) for s, e, label in spans])
+    run_queued_training(client)
+    texts = [t for t, _ in NER_EXAMPLES] + ["Yesterday John Smith visited Paris London and Madrid."]
+    r = client.post("/predict", json={"tasks": [task(i, t) for i, t in enumerate(texts)],
+                                      "project": "7.1700000000", "label_config": NER})
+    results = r.json()["results"]
+    for text, res in zip(texts, results):
+        assert 0.0 <= res["score"] <= 1.0
+        for region in res["result"]:
+            v = region["value"]
+            assert text[v["start"] : v["end"]] == v["text"]
+            assert v["labels"][0] in ("PER", "LOC")
+            assert 0.0 <= region["score"] <= 1.0
+    found = {(r["value"]["text"], r["value"]["labels"][0]) for r in results[-1]["result"]}
+    assert {("John Smith", "PER"), ("Paris", "LOC"), ("London", "LOC"), ("Madrid", "LOC")} <= found
+    assert len({r["id"] for r in results[-1]["result"]}) == len(results[-1]["result"])
+
+
+def test_long_text_is_windowed_not_truncated(client):
+    setup_project(client, NER)
+    text, spans = NER_EXAMPLES[0]
+    annotate(client, 1, 1, text, [span_result(s, e, label, text) for s, e, label in spans])
+    run_queued_training(client)
+    filler = "the weather was calm and nothing happened " * 200  # ~1,600 tokens, several windows
+    long_text = filler + "John Smith lives in London. " + filler + "Maria Lopez flew to Berlin."
+    (res,) = client.post("/predict", json={"tasks": [task(1, long_text)], "project": "7.1700000000"}).json()["results"]
+    found = {(r["value"]["text"], r["value"]["start"]) for r in res["result"]}
+    assert ("Berlin", long_text.rindex("Berlin")) in found
+    for region in res["result"]:
+        assert long_text[region["value"]["start"] : region["value"]["end"]] == region["value"]["text"]
+
+
+def test_config_with_several_controls_is_served_whole(client):
+    setup_project(client, BOTH)
+    (res,) = client.post("/predict", json={"tasks": [task(1, "Great day in Rome with Anna.")],
+                                           "project": "7.1700000000", "label_config": BOTH}).json()["results"]
+    assert [r["from_name"] for r in res["result"]] == ["sentiment"]  # no span model before any label
+
+
+@pytest.mark.parametrize("config, fragment", [
+    ('<View><Image name="img" value="$image"/><RectangleLabels name="box" toName="img">'
+     '<Label value="Car"/></RectangleLabels></View>', "RectangleLabels"),
+    (f'<View>{TEXT}<TextArea name="answer" toName="text"/></View>', "TextArea"),
+    ("<View><Text name=", "could not be parsed"),
+    ("", "empty"),
+])
+def test_unsupported_config_is_a_clear_4xx(client, config, fragment):
+    r = client.post("/setup", json={"project": "7.1", "schema": config})
+    assert r.status_code == 422
+    assert fragment in r.json()["error"] and "<Choices" in r.json()["error"]
+    r = client.post("/predict", json={"tasks": [task(1, "x")], "label_config": config})
+    assert r.status_code == 422
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    (b"{not json", 400, "not valid JSON"),
+    (b"\xff\xfe\x00garbage", 400, "not UTF-8"),
+    (b"", 400, "Empty request body"),
+    (b"[1, 2]", 400, "JSON object"),
+    (b'{"label_config": "<View/>"}', 422, "'tasks'"),
+    (b'{"tasks": {}}', 422, "must be a list"),
+    (b'{"tasks": []}', 422, "empty"),
+])
+def test_malformed_requests_get_4xx_json(client, body, status, fragment):
+    r = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status
+    assert fragment in r.json()["error"]
+
+
+def test_bad_tasks_get_their_own_empty_result_and_never_shift_others(client, settings):
+    setup_project(client, SENTIMENT)
+    huge = "x" * (settings.max_text_chars + 1)
+    tasks = [task(1, "Wonderful, I love it."), {"id": 2, "data": {"other": "no text field"}},
+             task(3, huge), "not a task", task(5, "   "), {"id": 6, "data": {"text": {"nested": 1}}},
+             task(7, "Horrible and disappointing.")]
+    r = client.post("/predict", json={"tasks": tasks, "project": "7.1700000000", "label_config": SENTIMENT})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert len(results) == len(tasks)
+    assert results[0]["result"][0]["value"]["choices"] == ["Positive"]
+    assert results[-1]["result"][0]["value"]["choices"] == ["Negative"]
+    for res, fragment in zip(results[1:-1], ["no 'text' field", "characters", "no 'data'", "empty", "not text"]):
+        assert res["result"] == [] and fragment in res["error"]
+    assert client.get("/metrics").text.count("labelloop_failed_tasks_total 5") == 1
+
+
+def test_ten_megabyte_text_is_refused_per_task_quickly(client):
+    setup_project(client, SENTIMENT)
+    started = time.perf_counter()
+    r = client.post("/predict", json={"tasks": [task(1, "word " * 2_000_000)], "project": "7.1700000000"})
+    assert r.status_code == 200
+    assert "LABELLOOP_MAX_TEXT_CHARS" in r.json()["results"][0]["error"]
+    assert time.perf_counter() - started < 30
+
+
+def test_predict_without_config_or_known_project_says_what_to_send(client):
+    r = client.post("/predict", json={"tasks": [task(1, "hi")], "project": "99.1"})
+    assert r.status_code == 422 and "label_config" in r.json()["error"]
+
+
+def test_webhook_is_persisted_before_ack_and_queues_one_coalesced_training(client):
+    setup_project(client, SENTIMENT)
+    store = client.app.state.service.store
+    for i in range(3):
+        reply = annotate(client, 300 + i, i, f"text {i}", [{"from_name": "sentiment", "to_name": "text",
+                                                           "type": "choices", "value": {"choices": ["Positive"]}}])
+        assert reply["training_queued"] is True
+    assert len(store.latest_annotations(7)) == 3
+    assert store.pending_jobs() == 1
+    r = client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 7}})
+    assert r.json()["training_queued"] is False
+
+
+def test_webhook_errors_are_4xx(client):
+    assert client.post("/webhook", json={"project": {"id": 1}}).status_code == 422
+    r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1}})
+    assert r.status_code == 422 and "annotation" in r.json()["error"]
+    r = client.post("/webhook", json={"action": "START_TRAINING"})
+    assert r.status_code == 422 and "project" in r.json()["error"]
+
+
+def test_start_training_and_legacy_train_route_enqueue(client):
+    setup_project(client, SENTIMENT)
+    assert client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 7}}).json()["training_queued"]
+    assert client.post("/train", json={"project": "7.1700000000"}).json()["training_queued"]
+    assert client.app.state.service.store.pending_jobs() == 1
+
+
+def test_training_failure_is_recorded_not_raised(client):
+    store = client.app.state.service.store
+    store.request_training(42, "START_TRAINING")
+    run_queued_training(client)
+    assert "no labeling config" in store.last_error(42)
+    assert "labelloop_training_failures_total 1" in client.get("/metrics").text
+
+
+def test_background_training_survives_restart(settings):
+    annotation = [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["Negative"]}}]
+    # A webhook is accepted, then the process dies before training.
+    app = create_app(settings, train_in_background=False)
+    with TestClient(app) as c:
+        setup_project(c, SENTIMENT)
+        annotate(c, 1, 1, "The box was brown.", annotation)
+    app.state.service.store.close()
+    # The restarted server finds the queued job and trains it in the background.
+    app = create_app(settings)
+    with TestClient(app) as c:
+        deadline = time.monotonic() + 60
+        while c.app.state.service.store.pending_jobs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert c.post("/setup", json={"project": "7.1", "schema": SENTIMENT}).json()["model_version"] == "labelloop-v1"
+    # And a third start serves the saved model from disk.
+    with TestClient(create_app(settings, train_in_background=False)) as c:
+        (res,) = c.post("/predict", json={"tasks": [task(1, "The box was brown.")], "project": "7.1"}).json()["results"]
+        assert res["model_version"] == "labelloop-v1"
+
+
+def test_label_change_falls_back_to_zero_shot_instead_of_wrong_labels(client):
+    setup_project(client, SENTIMENT)
+    annotate(client, 1, 1, "Nice.", [{"from_name": "sentiment", "to_name": "text", "type": "choices",
+                                      "value": {"choices": ["Positive"]}}])
+    run_queued_training(client)
+    changed = SENTIMENT.replace('<Choice value="Negative"/>', '<Choice value="Negative"/><Choice value="Mixed"/>')
+    assert setup_project(client, changed) == "labelloop-v0"
+
+
+def test_basic_auth_guards_everything_but_health(tmp_path):
+    settings = LabelLoopSettings(home=tmp_path, basic_auth_user="ls", basic_auth_pass="pa55word")
+    with TestClient(create_app(settings, train_in_background=False)) as c:
+        assert c.get("/health").status_code == 200
+        for method, path in [("post", "/setup"), ("post", "/predict"), ("post", "/webhook"), ("get", "/versions"),
+                             ("get", "/metrics")]:
+            r = getattr(c, method)(path)
+            assert r.status_code == 401 and "Basic" in r.headers["www-authenticate"]
+        bad = base64.b64encode(b"ls:wrong").decode()
+        assert c.get("/versions", headers={"Authorization": f"Basic {bad}"}).status_code == 401
+        good = base64.b64encode(b"ls:pa55word").decode()
+        assert c.get("/versions", headers={"Authorization": f"Basic {good}"}).status_code == 200
+
+
+def test_tokens_never_reach_logs_or_state(client, caplog, settings):
+    caplog.set_level("DEBUG")
+    setup_project(client, SENTIMENT)
+    client.post("/predict", json={"tasks": [task(1, "hello")], "project": "7.1700000000"})
+    assert "secret-token" not in caplog.text
+    for path in settings.home.rglob("*"):
+        if path.is_file():
+            assert b"secret-token" not in path.read_bytes()
+
+
+def test_metrics_are_prometheus_text(client):
+    setup_project(client, SENTIMENT)
+    client.post("/predict", json={"tasks": [task(1, "hello")], "project": "7.1700000000"})
+    text = client.get("/metrics").text
+    assert "# TYPE labelloop_predicted_tasks_total counter\nlabelloop_predicted_tasks_total 1\n" in text
+    json.dumps(text)
