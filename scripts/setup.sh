@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up LabelLoop on a fresh machine: .venv (LabelLoop, CPU torch) and .venv-ls (Label Studio 1.23.2).
+# Safe to run again: it only installs what is missing or changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}  # pinned: an unpinned torch drags in several GB of CUDA wheels
+
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    echo "installing $TORCH_SPEC ..."
+    .venv/bin/pip install -q "$TORCH_SPEC"
+fi
+echo "installing labelloop[all,dev] ..."
+.venv/bin/pip install -q -e ".[all,dev]"
+
+if [ ! -x .venv-ls/bin/label-studio ]; then
+    echo "installing label-studio==1.23.2 into .venv-ls (about a minute) ..."
+    "$PYTHON" -m venv .venv-ls
+    .venv-ls/bin/pip install -q label-studio==1.23.2
+fi
+echo "setup done: .venv/bin/labelloop, .venv-ls/bin/label-studio"
