@@ -62,6 +62,53 @@ def cmd_preannotate(args: argparse.Namespace) -> None:
     print(f"project {args.project}: predictions of {version} stored; model_version set")
 
 
+def cmd_al_simulate(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from labelloop.al import SimulationConfig, embed_cached, plot, read_jsonl, simulate
+    from labelloop.encoder import load_encoder
+    from labelloop.models import ChoicesModel
+    from labelloop.schema import ControlSpec
+
+    settings = _settings()
+    config = SimulationConfig(strategies=tuple(args.strategy.split(",")), seed_size=args.seed_size, batch=args.batch,
+                              rounds=args.rounds, repeats=args.repeats, test_fraction=args.test_fraction,
+                              seed=args.seed)
+    texts, labels = read_jsonl(Path(args.data))
+    names = tuple(sorted(set(labels)))
+    encoder = load_encoder(settings.model, max_length=settings.max_length, batch_size=settings.batch_size)
+    with tqdm(total=len(texts), desc="embedding", unit="text", file=sys.stderr) as bar:
+        x = embed_cached(encoder, texts, settings.home / "cache", bar.update)
+    y = np.asarray([names.index(label) for label in labels])
+    prior = ChoicesModel.zero_shot(encoder, ControlSpec("choices", "label", "text", "text", names))
+    steps = config.repeats * len(config.all_strategies) * (config.rounds + 1)
+    with tqdm(total=steps, desc="simulating", unit="fit", file=sys.stderr) as bar:
+        result = simulate(x, y, prior, config, bar.update)
+    result["data"] = {"path": str(args.data), "n": len(texts), "labels": list(names)}
+    if args.plot:
+        plot(result, Path(args.plot), title=Path(args.data).name)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{len(texts)} texts, {len(names)} labels; full-pool accuracy {result['full_pool_accuracy']:.3f}")
+    print(f"{'strategy':<22}{'AUC':>8}{'labels to 95%':>16}{'final acc':>12}")
+    for name, s in result["strategies"].items():
+        to95 = s["labels_to_95"] if s["labels_to_95"] is not None else "not reached"
+        print(f"{name:<22}{s['auc']:>8.3f}{to95!s:>16}{s['curve'][-1][1]:>12.3f}")
+
+
+def cmd_queue(args: argparse.Namespace) -> None:
+    from labelloop.sync import setup_uncertainty_queue
+
+    view = setup_uncertainty_queue(_client(args), args.project)
+    print(f"project {args.project}: Uncertainty sampling on; Data Manager tab {view.id} lists unlabeled tasks, "
+          "least confident first")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelloop", description="Label Studio pre-annotation and active learning.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -78,8 +125,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="set everything up, then stop it all and exit")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("al", help="active learning tools")
+    al = p.add_subparsers(dest="al_command", required=True)
+    p = al.add_parser("simulate", help="replay labeling on labeled JSONL and compare strategies with random")
+    p.add_argument("--data", required=True, help='JSONL with {"text": ..., "label": ...} per line')
+    p.add_argument("--strategy", default="margin",
+                   help="comma-separated: margin, entropy, least_confidence, random; add +cluster for diversity")
+    p.add_argument("--seed-size", type=int, default=25)
+    p.add_argument("--batch", type=int, default=25)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--plot", help="write the learning curves to this PNG")
+    p.set_defaults(func=cmd_al_simulate)
+
     for name, func, text in [("connect", cmd_connect, "connect the backend to a project"),
-                             ("preannotate", cmd_preannotate, "store backend predictions for every task, in bulk")]:
+                             ("preannotate", cmd_preannotate, "store backend predictions for every task, in bulk"),
+                             ("queue", cmd_queue, "serve the least confident task first (sampling + a saved tab)")]:
         p = sub.add_parser(name, help=text)
         p.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"), help="Label Studio URL")
         p.add_argument("--project", type=int, required=True)

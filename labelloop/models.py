@@ -67,12 +67,13 @@ class ChoicesModel:
         logits = x.astype(np.float64) @ self.weight + self.bias
         return _sigmoid(logits) if self.multiple else _softmax(logits)
 
-    def fit(self, x: np.ndarray, y: np.ndarray, *, l2: float = 1e-2, max_iter: int = 200) -> ChoicesModel:
+    def fit(self, x: np.ndarray, y: np.ndarray, *, prior_strength: float = 0.1, max_iter: int = 200) -> ChoicesModel:
         """Train a copy on vectors ``x`` (n, hidden) and targets ``y``.
 
         ``y`` is class indices (n,) for single choice, or a 0/1 matrix (n, n_labels) for multiple.
-        Classes are weighted inversely to their frequency; weights and biases are pulled towards the
-        zero-shot prior with strength ``l2``, so one annotation can't make every prediction certain.
+        Classes are weighted inversely to their frequency. Weights and biases are pulled towards the
+        zero-shot prior with a penalty of ``prior_strength / n`` (a Gaussian prior): one annotation can't
+        make every prediction certain, and thousands are free to move far from the label names.
         """
         import torch
 
@@ -97,7 +98,7 @@ class ChoicesModel:
         def closure():
             optimizer.zero_grad()
             penalty = ((weight - w0) ** 2).sum() + ((bias - b0) ** 2).sum()
-            loss = loss_fn(xt @ weight + bias, yt) + l2 * penalty
+            loss = loss_fn(xt @ weight + bias, yt) + prior_strength / len(xt) * penalty
             loss.backward()
             return loss
 

@@ -16,7 +16,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -28,10 +28,11 @@ from labelloop.encoder import Encoder, load_encoder
 from labelloop.errors import ConfigError, LabelLoopError, ModelError, TaskDataError
 from labelloop.models import ChoicesModel, ControlModel, SpansModel, dump_json, load_control_model, save_control_model
 from labelloop.schema import ControlSpec, TaskSchema, parse_label_config
+from labelloop.selection import cluster_then_pick, kcenter_greedy, queue_scores
 from labelloop.settings import LabelLoopSettings
 from labelloop.spans import Span
 from labelloop.store import AnnotationRecord, Store
-from labelloop.uncertainty import confidence
+from labelloop.uncertainty import aggregate_words, confidence
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,12 @@ class ModelService:
         return self._bundle(pid, schema).version
 
     def predict(self, tasks: Sequence[object], *, project: object = None, label_config: str | None = None,
-                context: dict | None = None) -> list[dict]:
+                context: dict | None = None, cache_embeddings: bool = False) -> list[dict]:
         """One Label Studio prediction per task, in order: ``{"result", "score", "model_version"}``.
 
         ``score`` is the model's confidence under the configured strategy (higher = surer). A task whose
         text can't be used gets ``{"result": [], "model_version", "error"}`` and the reason is logged.
+        ``cache_embeddings`` keeps sentence vectors on disk, for texts that are scored again after each training.
         """
         started = time.perf_counter()
         pid = parse_project_id(project)
@@ -144,7 +146,9 @@ class ModelService:
             column = [texts[control.value_key][i] for i in rows]
             model = bundle.models.get(control.from_name)
             if control.kind == "choices":
-                self._predict_choices(control, model or self._zero_shot_model(control), rows, column, results, scores)
+                embed = self._cached_embed if cache_embeddings else self.encoder.embed
+                self._predict_choices(control, model or self._zero_shot_model(control), rows, column, embed,
+                                      results, scores)
             elif model is None:
                 self._warn_once(pid, control.from_name, "no span model yet for project %s control %r: annotate a few "
                                 "tasks and press Train (or wait for the automatic retrain)")
@@ -201,6 +205,13 @@ class ModelService:
             self.training_requested.set()
         return {"status": "ok", "action": action, "training_queued": queued}
 
+    def model_version(self, project_id: int) -> str:
+        """The ``model_version`` serving the project now."""
+        label_config = self.store.label_config(project_id)
+        if not label_config:
+            raise ModelError(f"Project {project_id} has no labeling config on record: connect the backend to it first.")
+        return self._bundle(project_id, cached_schema(label_config)).version
+
     def versions(self) -> list[str]:
         return [UNTRAINED_VERSION] + [v.model_version for v in self.store.versions()]
 
@@ -241,31 +252,54 @@ class ModelService:
         return version
 
     def publish(self, project_id: int, version: str, *, chunk: int = 256) -> int:
-        """Predict every task of the project, import the predictions in bulk, then set its model_version.
+        """Re-score every task of the project, import the predictions in bulk, then set its model_version.
 
-        Label Studio accepts a project ``model_version`` only once predictions of it exist, so the
-        order matters. Returns how many predictions were stored (0 when Label Studio is not reachable).
+        Label Studio accepts a project ``model_version`` only once predictions of it exist, so the order
+        matters. Unlabeled tasks are ordered for the queue by :meth:`queue_order`. Returns how many
+        predictions were stored (0 when Label Studio can't be reached: no address or token known).
         """
         client = self.client_for(project_id)
         if client is None:
             self._warn_once(project_id, "publish", "project %s: %s trained, but no Label Studio address and token are "
                             "known; set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY so scores and queue order follow it")
             return 0
-        tasks = [(t.id, t.data) for t in lsclient.iter_tasks(client, project_id)]
-        stored = 0
+        tasks = list(lsclient.iter_tasks(client, project_id))
+        preds: list[dict] = []
         for i in range(0, len(tasks), chunk):
-            part = tasks[i : i + chunk]
-            preds = self.predict([{"id": tid, "data": data} for tid, data in part], project=project_id)
-            rows = [
-                {"task": tid, "result": p["result"], "score": p["score"], "model_version": p["model_version"]}
-                for (tid, _), p in zip(part, preds)
-                if "error" not in p and p["model_version"] == version
-            ]
-            stored += lsclient.push_predictions(client, project_id, rows)
-        if stored:
-            lsclient.set_model_version(client, project_id, version)
+            preds += self.predict([{"id": t.id, "data": t.data} for t in tasks[i : i + chunk]], project=project_id,
+                                  cache_embeddings=True)
+        ok = [i for i, p in enumerate(preds) if "error" not in p and p["model_version"] == version]
+        if not ok:
+            return 0
+        scores = self.queue_order(
+            project_id, [tasks[i].data for i in ok], np.array([bool(tasks[i].is_labeled) for i in ok]),
+            np.array([preds[i]["score"] if preds[i]["score"] is not None else 0.0 for i in ok]),
+        )
+        rows = [{"task": tasks[i].id, "result": preds[i]["result"], "score": float(score), "model_version": version}
+                for i, score in zip(ok, scores)]
+        stored = lsclient.push_predictions(client, project_id, rows)
+        lsclient.set_model_version(client, project_id, version)
         log.info("project %s: pushed %d predictions of %s", project_id, stored, version)
         return stored
+
+    def queue_order(self, project_id: int, data: list[dict], labeled: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Task scores for Label Studio's ascending queue, shape (n_tasks,).
+
+        Before any label, the ``queue_batch`` unlabeled tasks that best cover the embedding space go first
+        (cold start). After, with ``diversity="cluster"``, the least confident task of each of
+        ``queue_batch`` clusters goes first. The batch keeps scores proportional to its confidences.
+        """
+        unlabeled = np.flatnonzero(~labeled)
+        n = self.settings.queue_batch
+        cold = not labeled.any()
+        if n == 0 or len(unlabeled) <= n or not (cold or self.settings.diversity == "cluster"):
+            return scores
+        key = cached_schema(self.store.label_config(project_id)).controls[0].value_key
+        x = self._cached_embed([str(data[i][key]) for i in unlabeled])
+        batch = kcenter_greedy(x, n) if cold else cluster_then_pick(scores[unlabeled], x, n)
+        out = scores.copy()
+        out[unlabeled] = queue_scores(scores[unlabeled], batch)
+        return out
 
     def client_for(self, project_id: int):
         """A Label Studio client from the settings, else from what /setup sent; None if neither."""
@@ -355,9 +389,10 @@ class ModelService:
         return model
 
     def _predict_choices(self, control: ControlSpec, model: ChoicesModel, rows: list[int], column: list[str],
-                         results: list[list[dict]], scores: list[list[float]]) -> None:
+                         embed: Callable[[list[str]], np.ndarray], results: list[list[dict]],
+                         scores: list[list[float]]) -> None:
         unique = {text: k for k, text in enumerate(dict.fromkeys(column))}
-        probs = model.predict_proba(self.encoder.embed(list(unique)))[[unique[t] for t in column]]
+        probs = model.predict_proba(embed(list(unique)))[[unique[t] for t in column]]
         conf = confidence(probs, self.settings.strategy, multi_label=control.multiple)
         for j, i in enumerate(rows):
             p = probs[j]
@@ -384,8 +419,7 @@ class ModelService:
                     "value": {"start": span.start, "end": span.end, "text": text[span.start : span.end],
                               "labels": [span.label]},
                 })
-            # Mean word confidence: a long text is not more uncertain just for having more words.
-            scores[i].append(float(confidence(probs, self.settings.strategy).mean()) if len(probs) else 1.0)
+            scores[i].append(float(aggregate_words([confidence(probs, self.settings.strategy)])[0]))
 
     def _fit_control(self, control: ControlSpec, records: list[AnnotationRecord]) -> ControlModel | None:
         texts, targets = [], []
@@ -452,10 +486,16 @@ class TrainingWorker(threading.Thread):
     def run(self) -> None:
         store = self.service.store
         store.reset_running_jobs()
+        interval = self.service.settings.retrain_interval
+        last_timer = time.monotonic()
         while not self._stop_event.is_set():
+            if interval and time.monotonic() - last_timer >= interval:
+                last_timer = time.monotonic()
+                for project_id in store.projects_with_new_annotations():
+                    store.request_training(project_id, "timer")
             job = store.claim_job()
             if job is None:
-                self.service.training_requested.wait(self.poll_seconds)
+                self.service.training_requested.wait(min(self.poll_seconds, interval or self.poll_seconds))
                 self.service.training_requested.clear()
                 continue
             self.run_job(*job)
@@ -465,8 +505,9 @@ class TrainingWorker(threading.Thread):
         self.busy.set()
         try:
             log.info("project %s: training (%s)", project_id, reason)
-            version = self.service.fit(project_id)
-            if version and self.service.settings.push_predictions:
+            # With no annotations yet there is nothing to fit: publish the zero-shot model's cold-start queue.
+            version = self.service.fit(project_id) or self.service.model_version(project_id)
+            if self.service.settings.push_predictions:
                 self.service.publish(project_id, version)
             store.set_error(project_id, None)
         except LabelLoopError as e:

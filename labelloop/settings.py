@@ -46,6 +46,17 @@ class LabelLoopSettings(BaseSettings):
     retrain_every: int = Field(
         default=1, ge=0, description="Retrain after this many new annotations (0: only on START_TRAINING)."
     )
+    retrain_interval: float = Field(
+        default=0.0, ge=0, description="Also retrain every this many seconds when there are new annotations (0: off)."
+    )
+    queue_batch: int = Field(
+        default=25, ge=0, description="Tasks placed first in the queue: for coverage before any label, for diversity "
+        "after (0: order by confidence alone)."
+    )
+    diversity: str = Field(
+        default="none", description="'cluster': the next batch is the least confident task of each of queue_batch "
+        "clusters; 'none': the least confident tasks."
+    )
     push_predictions: bool = Field(
         default=True, description="After a retrain, push fresh predictions and set the project's model_version."
     )
@@ -58,6 +69,13 @@ class LabelLoopSettings(BaseSettings):
     def _known_strategy(cls, value: str) -> str:
         if value not in STRATEGIES:
             raise ValueError(f"unknown strategy {value!r}; choose one of {sorted(STRATEGIES)}")
+        return value
+
+    @field_validator("diversity")
+    @classmethod
+    def _known_diversity(cls, value: str) -> str:
+        if value not in ("none", "cluster"):
+            raise ValueError(f"unknown diversity {value!r}; choose 'none' or 'cluster'")
         return value
 
     @property

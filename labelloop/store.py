@@ -217,6 +217,9 @@ class Store:
         with self._tx() as db:
             db.execute("UPDATE jobs SET started_at=NULL")
 
+    def projects_with_new_annotations(self) -> list[int]:
+        return [r[0] for r in self._query("SELECT project_id FROM projects WHERE new_annotations > 0")]
+
     def pending_jobs(self) -> int:
         return self._query("SELECT COUNT(*) FROM jobs")[0][0]
 

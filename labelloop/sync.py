@@ -86,3 +86,26 @@ def create_project(client, title: str, label_config: str, tasks: Sequence[dict] 
     if tasks:
         lsclient.call("importing tasks", client.projects.import_tasks, id=project.id, request=list(tasks))
     return project
+
+
+QUEUE_VIEW_TITLE = "Least confident first"
+
+
+def setup_uncertainty_queue(client, project_id: int, *, title: str = QUEUE_VIEW_TITLE):
+    """Serve the least confident task next, and save a Data Manager tab listing unlabeled tasks that way.
+
+    Sets the project's sampling to "Uncertainty sampling" (the labeling stream then takes the task with
+    the lowest prediction score) and creates, once, a tab sorted by ascending prediction score.
+    """
+    lsclient.call("setting uncertainty sampling", client.projects.update, id=project_id,
+                  sampling="Uncertainty sampling")
+    for view in lsclient.call("listing Data Manager tabs", client.views.list, project=project_id):
+        if (view.data or {}).get("title") == title:
+            return view
+    data = {
+        "title": title,
+        "ordering": ["tasks:predictions_score"],
+        "filters": {"conjunction": "and", "items": [
+            {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]},
+    }
+    return lsclient.call("creating a Data Manager tab", client.views.create, project=project_id, data=data)

