@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labelloop import lsclient, sync
+from labelloop.errors import LabelStudioError
 from labelloop.localstudio import LocalLabelStudio, wait_healthy
 from labelloop.settings import LabelLoopSettings
 
@@ -99,15 +100,24 @@ def start_backend(settings: LabelLoopSettings, port: int, *, ls_url: str, token:
     return process
 
 
-def ensure_demo_project(client, backend_url: str) -> int:
-    """The demo project's id, creating it, connecting the backend and pre-annotating on first run."""
+def ensure_demo_project(client, backend_url: str, *, timeout: float = 120.0) -> int:
+    """The demo project's id; on first run create it, connect the backend and wait for its first queue."""
     for project in lsclient.call("listing projects", client.projects.list):
         if project.title == DEMO_TITLE:
             return project.id
     project = sync.create_project(client, DEMO_TITLE, DEMO_CONFIG, [{"text": t} for t in DEMO_TEXTS],
                                   description="Label a few reviews: the backend retrains and reorders the queue.")
-    sync.connect_backend(client, project.id, backend_url)
-    sync.preannotate(client, project.id, backend_url, label_config=DEMO_CONFIG)
+    backend = sync.connect_backend(client, project.id, backend_url)
+    sync.setup_uncertainty_queue(client, project.id)
+    # Training with no labels yet makes the backend publish zero-shot predictions, coverage first.
+    lsclient.call("starting training", client.ml.train, id=backend.id)
+    deadline = time.monotonic() + timeout
+    # Label Studio first sets model_version to the backend's title; ours arrives with the predictions.
+    while not (lsclient.call("reading the project", client.projects.get, id=project.id).model_version or ""
+               ).startswith("labelloop-v"):
+        if time.monotonic() > deadline:
+            raise LabelStudioError("The backend did not publish predictions in time; see its log.")
+        time.sleep(1)
     return project.id
 
 

@@ -1,0 +1,50 @@
+"""The README's main job: `labelloop demo` brings up Label Studio, the demo project and the backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from labelloop.demo import DEMO_TEXTS, DEMO_TITLE
+from labelloop.localstudio import LocalLabelStudio, free_port
+from labelloop.lsclient import make_client
+
+
+def test_demo_comes_up_predicting_and_is_rerunnable(tmp_path):
+    ls_port, backend_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "labelloop.cli", "demo", "--port", str(ls_port), "--backend-port", str(backend_port),
+           "--no-wait"]
+    env = {**os.environ, "LABELLOOP_HOME": str(tmp_path)}
+    for _ in range(2):  # the second run reuses the database, credentials and project
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "LabelLoop demo is up" in result.stdout
+        assert f"http://127.0.0.1:{ls_port}/projects/" in result.stdout
+    with pytest.raises(httpx.HTTPError):  # --no-wait stops what it started
+        httpx.get(f"http://127.0.0.1:{ls_port}/health", timeout=2)
+
+    creds_path = tmp_path / "demo/credentials.json"
+    assert creds_path.stat().st_mode & 0o777 == 0o600
+    creds = json.loads(creds_path.read_text())
+    backend_log = (tmp_path / "demo/backend.log").read_text()
+    assert f"pushed {len(DEMO_TEXTS)} predictions of labelloop-v0" in backend_log
+    assert creds["password"] not in backend_log and creds["token"] not in backend_log
+
+    studio = LocalLabelStudio(tmp_path / "demo/label-studio", free_port(), creds["username"], creds["password"],
+                              creds["token"]).start()
+    try:
+        ls = make_client(studio.url, creds["token"])
+        projects = [p for p in ls.projects.list() if p.title == DEMO_TITLE]
+        assert len(projects) == 1
+        project = ls.projects.get(id=projects[0].id)
+        assert project.model_version == "labelloop-v0" and project.sampling == "Uncertainty sampling"
+        tasks = list(ls.tasks.list(project=project.id, fields="all"))
+        assert len(tasks) == len(DEMO_TEXTS)
+        assert all(t.predictions_score is not None for t in tasks)
+    finally:
+        studio.stop()
