@@ -54,7 +54,7 @@ class LabelLoopSettings(BaseSettings):
         "after (0: order by confidence alone)."
     )
     diversity: str = Field(
-        default="none", description="'cluster': the next batch is the least confident task of each of queue_batch "
+        default="cluster", description="'cluster': the next batch is the least confident task of each of queue_batch "
         "clusters; 'none': the least confident tasks."
     )
     push_predictions: bool = Field(

@@ -47,7 +47,7 @@ def test_after_labels_the_order_is_confidence_unless_diversity_is_on(service):
     labeled = np.zeros(len(TEXTS), dtype=bool)
     labeled[0] = True
     conf = np.array([0.1 if topic == "sport" else 0.5 for topic, _ in TEXTS]) + np.linspace(0, 0.01, len(TEXTS))
-    plain = service().queue_order(1, data, labeled, conf)
+    plain = service(diversity="none").queue_order(1, data, labeled, conf)
     np.testing.assert_array_equal(plain, conf)
     diverse = service(diversity="cluster").queue_order(1, data, labeled, conf)
     unlabeled = np.flatnonzero(~labeled)

@@ -322,3 +322,18 @@ def test_metrics_are_prometheus_text(client):
     text = client.get("/metrics").text
     assert "# TYPE labelloop_predicted_tasks_total counter\nlabelloop_predicted_tasks_total 1\n" in text
     json.dumps(text)
+
+
+def test_timer_policy_retrains_only_when_there_is_something_new(tmp_path):
+    settings = LabelLoopSettings(home=tmp_path, push_predictions=False, retrain_every=0, retrain_interval=0.3)
+    with TestClient(create_app(settings)) as c:
+        setup_project(c, SENTIMENT)
+        reply = annotate(c, 1, 1, "A sunny day.", [{"from_name": "sentiment", "to_name": "text", "type": "choices",
+                                                     "value": {"choices": ["Positive"]}}])
+        assert reply["training_queued"] is False
+        deadline = time.monotonic() + 30
+        while "labelloop-v1" not in c.get("/versions").json()["versions"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.get("/versions").json()["versions"] == ["labelloop-v0", "labelloop-v1"]
+        time.sleep(1.0)  # three more timer ticks, no new annotation: no new version
+        assert c.get("/versions").json()["versions"] == ["labelloop-v0", "labelloop-v1"]

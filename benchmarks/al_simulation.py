@@ -1,0 +1,91 @@
+"""Active-learning simulation on the movie-review sentences and BBC News, against random in the same run.
+
+For each data set: learning curves, AUC and labels needed for 95% of full-pool accuracy per strategy
+(see `labelloop al simulate`), written to benchmarks/results/al_<name>.json and .png, and a table with
+each strategy's AUC gain over random (target >= 0.03) and its labels-to-95% as a ratio of random's
+(target <= 0.5; "random >N" when random did not get there within the run).
+
+    python benchmarks/al_simulation.py [--rounds 20] [--repeats 5] [--strategies margin,entropy,margin+cluster]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from data import DEFAULT_OUT, bbc_news, movie_reviews  # noqa: E402
+
+from labelloop.al import SimulationConfig, embed_cached, plot, read_jsonl, simulate  # noqa: E402
+from labelloop.encoder import load_encoder  # noqa: E402
+from labelloop.models import ChoicesModel  # noqa: E402
+from labelloop.schema import ControlSpec  # noqa: E402
+from labelloop.settings import LabelLoopSettings  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run(name: str, path: Path, config: SimulationConfig, cache: Path, tag: str = "") -> dict:
+    texts, labels = read_jsonl(path)
+    names = tuple(sorted(set(labels)))
+    encoder = load_encoder("")
+    with tqdm(total=len(texts), desc=f"{name}: embedding", unit="text", file=sys.stderr) as bar:
+        x = embed_cached(encoder, texts, cache, bar.update)
+    y = np.asarray([names.index(label) for label in labels])
+    prior = ChoicesModel.zero_shot(encoder, ControlSpec("choices", "label", "text", "text", names))
+    steps = config.repeats * len(config.all_strategies) * (config.rounds + 1)
+    with tqdm(total=steps, desc=f"{name}: simulating", unit="fit", file=sys.stderr) as bar:
+        result = simulate(x, y, prior, config, bar.update)
+    result["data"] = {"name": name, "n": len(texts), "labels": list(names)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"al_{name}{tag}.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, RESULTS / f"al_{name}{tag}.png", title=f"{name} ({len(texts)} texts, {config.repeats} repeats)")
+    return result
+
+
+def table(name: str, result: dict) -> str:
+    rand = result["strategies"]["random"]
+    max_labels = rand["curve"][-1][0]
+    lines = [f"{name}: full-pool accuracy {result['full_pool_accuracy']:.3f}",
+             f"| strategy | AUC | AUC - random | labels to 95% | ratio to random |", "|---|---|---|---|---|"]
+    for strategy, s in result["strategies"].items():
+        to95 = s["labels_to_95"]
+        if strategy == "random":
+            ratio = "1"
+        elif to95 is None:
+            ratio = "-"
+        elif rand["labels_to_95"] is None:
+            ratio = f"< {to95 / max_labels:.2f} (random >{max_labels})"
+        else:
+            ratio = f"{to95 / rand['labels_to_95']:.2f}"
+        lines.append(f"| {strategy} | {s['auc']:.3f} | {s['auc'] - rand['auc']:+.3f} | "
+                     f"{to95 if to95 is not None else f'>{max_labels}'} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--strategies", default="margin,entropy,margin+cluster")
+    parser.add_argument("--seed-size", type=int, default=25)
+    parser.add_argument("--batch", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tag", default="", help="suffix for the result files, e.g. _long")
+    parser.add_argument("--data", choices=["movie_reviews", "bbc_news", "both"], default="both")
+    args = parser.parse_args()
+    config = SimulationConfig(strategies=tuple(args.strategies.split(",")), seed_size=args.seed_size,
+                              batch=args.batch, rounds=args.rounds, repeats=args.repeats)
+    cache = LabelLoopSettings().home / "cache"
+    sets = {"movie_reviews": movie_reviews, "bbc_news": bbc_news}
+    for name, make in sets.items():
+        if args.data in (name, "both"):
+            print(table(name, run(name, make(DEFAULT_OUT), config, cache, args.tag)) + "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
