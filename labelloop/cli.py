@@ -56,10 +56,21 @@ def cmd_connect(args: argparse.Namespace) -> None:
 
 
 def cmd_preannotate(args: argparse.Namespace) -> None:
-    from labelloop.sync import preannotate
+    from labelloop.sync import BackendPredictor, LocalPredictor, preannotate
 
-    version = preannotate(_client(args), args.project, args.backend, basic_auth=_basic_auth())
-    print(f"project {args.project}: predictions of {version} stored; model_version set")
+    if args.backend:
+        predictor = BackendPredictor(args.backend, basic_auth=_basic_auth())
+    else:
+        from labelloop.service import ModelService
+
+        predictor = LocalPredictor(ModelService(_settings()))
+    report = preannotate(_client(args), args.project, predictor, only_unlabeled=args.only_unlabeled)
+    print(f"project {args.project}: {report.stored} predictions of {report.model_version} stored in "
+          f"{report.seconds:.1f}s ({report.already_done} tasks already had them); model_version set")
+    for task_id, error in list(report.failed.items())[:20]:
+        print(f"  task {task_id}: no prediction: {error}")
+    if len(report.failed) > 20:
+        print(f"  ... and {len(report.failed) - 20} more tasks without a prediction")
 
 
 def cmd_al_simulate(args: argparse.Namespace) -> None:
@@ -109,7 +120,49 @@ def cmd_queue(args: argparse.Namespace) -> None:
           "least confident first")
 
 
+def cmd_project_create(args: argparse.Namespace) -> None:
+    from labelloop.sync import connect_backend, create_project, setup_uncertainty_queue
+    from labelloop.templates import label_config
+
+    client = _client(args)
+    config = label_config(args.template, args.labels.split(","), text_field=args.text_field)
+    project = create_project(client, args.title, config)
+    print(f"created project {project.id} ({args.template})")
+    if args.connect:
+        connect_backend(client, project.id, args.connect, basic_auth=_basic_auth())
+        setup_uncertainty_queue(client, project.id)
+        print(f"connected {args.connect}; Uncertainty sampling on")
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from labelloop.sync import import_tasks, read_tasks
+
+    report = import_tasks(_client(args), args.project, read_tasks(args.file, text_field=args.text_field),
+                          text_field=args.text_field, duplicates=args.duplicates, threshold=args.threshold)
+    print(report.summary())
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from labelloop.dataset import ExportConfig, export_dataset
+
+    config = ExportConfig(policy=args.policy, min_agreement=args.min_agreement, control=args.control,
+                          test_fraction=args.test_fraction)
+    report = export_dataset(_client(args), args.project, Path(args.out), config, state_dir=_settings().home)
+    print(f"wrote {args.out}/train.jsonl ({report['exported']['train']}) and test.jsonl ({report['exported']['test']})")
+    print(f"labels: train {report['labels']['train']}, test {report['labels']['test']}")
+    print(f"skipped: {report['skipped'] or 'none'}; conflicts: {len(report['conflicts'])}; duplicates: "
+          f"{report['duplicates']}; leakage: {report['leakage']}")
+    if report["agreement"].get("tasks_with_several_annotations"):
+        print(f"agreement: {report['agreement']}")
+    for task_id, why in list(report["conflicts"].items())[:10]:
+        print(f"  task {task_id}: {why}")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from labelloop.templates import TEMPLATES
+
     parser = argparse.ArgumentParser(prog="labelloop", description="Label Studio pre-annotation and active learning.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,16 +194,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write the learning curves to this PNG")
     p.set_defaults(func=cmd_al_simulate)
 
-    for name, func, text in [("connect", cmd_connect, "connect the backend to a project"),
-                             ("preannotate", cmd_preannotate, "store backend predictions for every task, in bulk"),
-                             ("queue", cmd_queue, "serve the least confident task first (sampling + a saved tab)")]:
+    def ls_command(name: str, func, text: str, *, project: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
-        p.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"), help="Label Studio URL")
-        p.add_argument("--project", type=int, required=True)
-        p.add_argument("--backend", default="http://127.0.0.1:9090", help="backend URL as Label Studio reaches it")
-        if name == "connect":
-            p.add_argument("--title", default="LabelLoop")
+        p.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"),
+                       help="Label Studio URL (default: $LABEL_STUDIO_URL); the key comes from $LABEL_STUDIO_API_KEY")
+        if project:
+            p.add_argument("--project", type=int, required=True, help="Label Studio project id")
         p.set_defaults(func=func)
+        return p
+
+    p = ls_command("connect", cmd_connect, "connect the backend to a project (webhook, basic auth)")
+    p.add_argument("--backend", default="http://127.0.0.1:9090", help="backend URL as Label Studio reaches it")
+    p.add_argument("--title", default="LabelLoop")
+    p = ls_command("preannotate", cmd_preannotate, "predict every task and store the predictions in bulk")
+    p.add_argument("--backend", help="a running backend's URL; default: the models under $LABELLOOP_HOME")
+    p.add_argument("--only-unlabeled", action="store_true")
+    ls_command("queue", cmd_queue, "serve the least confident task first (sampling + a saved tab)")
+
+    p = ls_command("project", cmd_project_create, "create a project from a template", project=False)
+    p.add_argument("action", choices=["create"])
+    p.add_argument("--title", required=True)
+    p.add_argument("--template", required=True, choices=TEMPLATES)
+    p.add_argument("--labels", default="", help="comma-separated labels")
+    p.add_argument("--text-field", default="text", help="the task data field holding the text")
+    p.add_argument("--connect", metavar="BACKEND_URL", help="also connect this backend and order the queue by it")
+
+    p = ls_command("import", cmd_import, "import tasks from JSONL, CSV or plain text, skipping duplicates")
+    p.add_argument("file")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--duplicates", choices=["skip", "flag", "keep"], default="skip",
+                   help="exact and near duplicates (in the file or already in the project): skip them, import "
+                        "them marked with data.duplicate_of, or import them as they are")
+    p.add_argument("--threshold", type=float, default=0.7, help="shingle similarity that counts as near duplicate")
+
+    p = ls_command("export", cmd_export, "write approved annotations as leak-free train/test JSONL")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--policy", default="any", choices=["any", "ground_truth", "agreement", "reviewed"],
+                   help="which annotations count as approved")
+    p.add_argument("--min-agreement", type=int, default=2, help="annotators who must agree (policy agreement)")
+    p.add_argument("--control", help="from_name of the control to export (default: the first one)")
+    p.add_argument("--test-fraction", type=float, default=0.2)
     return parser
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -17,6 +20,24 @@ import httpx
 from labelloop.errors import LabelStudioAuthError, LabelStudioError, LabelStudioUnavailableError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Exponential backoff for calls that are safe to repeat: waits ``base * 2**k`` seconds, capped."""
+
+    attempts: int = 8
+    base: float = 0.5
+    cap: float = 20.0
+
+    def waits(self) -> Iterator[float]:
+        for k in range(self.attempts - 1):
+            yield min(self.cap, self.base * 2**k)
+
+
+DEFAULT_RETRY = Retry()
+RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 AUTH_HELP = (
     "Label Studio refused the API key (HTTP {status}). A legacy token works only when legacy tokens are "
@@ -32,8 +53,27 @@ def make_client(url: str, api_key: str, *, timeout: float = 300.0):
     return LabelStudio(base_url=url.rstrip("/"), api_key=api_key, timeout=timeout)
 
 
-def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one SDK call; map its failures to our errors, naming ``what`` was attempted."""
+def call(what: str, fn: Callable[..., T], *args: Any, retry: Retry | None = DEFAULT_RETRY, **kwargs: Any) -> T:
+    """Run one SDK call; map its failures to our errors, naming ``what`` was attempted.
+
+    Connection errors, 5xx and 429 are retried with backoff under ``retry``; pass ``retry=None`` for a
+    call that must not be repeated blindly (a write whose effect may have landed before the error).
+    """
+    waits = iter(retry.waits()) if retry else iter(())
+    while True:
+        try:
+            return _call_once(what, fn, *args, **kwargs)
+        except LabelStudioError as e:
+            status = getattr(e.__cause__, "status_code", None)
+            transient = isinstance(e, LabelStudioUnavailableError) or status in RETRY_STATUSES
+            wait = next(waits, None) if transient else None
+            if wait is None:
+                raise
+            log.warning("%s failed (%s); retrying in %.1fs", what, type(e.__cause__).__name__, wait)
+            time.sleep(wait)
+
+
+def _call_once(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     from label_studio_sdk.core.api_error import ApiError
 
     try:
@@ -54,10 +94,32 @@ def _short(body: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def iter_tasks(client, project_id: int, *, fields: str = "task_only", page_size: int = 500) -> Iterator[Any]:
-    """All tasks of a project, page by page."""
-    yield from call(f"listing tasks of project {project_id}", client.tasks.list,
-                    project=project_id, fields=fields, page_size=page_size)
+def iter_tasks(client, project_id: int, *, fields: str = "task_only", page_size: int = 500,
+               filters: list[dict] | None = None) -> Iterator[Any]:
+    """All tasks of a project (matching Data Manager ``filters``), in id order.
+
+    Pages are keyed on the last id seen rather than numbered, so tasks changing while we iterate
+    (predictions or annotations landing) never shift a page; each page is retried on its own.
+    """
+    last_id = 0
+    while True:
+        items = [{"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": last_id},
+                 *(filters or [])]
+        query = json.dumps({"filters": {"conjunction": "and", "items": items}, "ordering": ["tasks:id"]})
+        page = call(f"listing tasks of project {project_id}",
+                    lambda: client.tasks.list(project=project_id, fields=fields, page=1, page_size=page_size,
+                                              query=query).items)
+        yield from page
+        if len(page) < page_size:
+            return
+        last_id = page[-1].id
+
+
+def task_ids_with_version(client, project_id: int, model_version: str) -> set[int]:
+    """Ids of the tasks that already hold a prediction of ``model_version``."""
+    filters = [{"filter": "filter:tasks:predictions_model_versions", "operator": "contains", "type": "List",
+                "value": model_version}]
+    return {t.id for t in iter_tasks(client, project_id, filters=filters, page_size=1000)}
 
 
 def fetch_annotations(client, project_id: int) -> list[tuple[int, int, dict, list, bool]]:
@@ -75,7 +137,7 @@ def push_predictions(client, project_id: int, predictions: list[dict], *, chunk:
     for i in range(0, len(predictions), chunk):
         part = predictions[i : i + chunk]
         call(f"importing predictions into project {project_id}", client.projects.import_predictions,
-             id=project_id, request=part)
+             id=project_id, request=part, retry=None)
         stored += len(part)
     return stored
 

@@ -5,14 +5,24 @@ Every function takes a ``label_studio_sdk.LabelStudio`` client (see :func:`label
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
+import queue
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import httpx
 from tqdm import tqdm
 
 from labelloop import lsclient
-from labelloop.errors import LabelStudioError
+from labelloop.dedup import NearDuplicateIndex, content_key
+from labelloop.errors import ConfigError, LabelLoopError, LabelStudioError, LabelStudioUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -43,37 +53,166 @@ def connect_backend(client, project_id: int, backend_url: str, *, title: str = "
     return backend
 
 
-def preannotate(client, project_id: int, backend_url: str, *, label_config: str | None = None,
-                batch_size: int = 64, basic_auth: tuple[str, str] | None = None, progress: bool = True) -> str | None:
-    """Ask the backend for predictions on every task and store them with ``import_predictions``.
+class Predictor(Protocol):
+    """Where pre-annotations come from: the running backend, or the models on this machine."""
 
-    Much faster than Label Studio's "Retrieve predictions" action, which saves predictions one by one.
-    Sets the project's ``model_version`` to the predictions' version so scores and sorting use them.
-    Returns that version (None when the project has no tasks).
+    def model_version(self, project_id: int, label_config: str) -> str: ...
+
+    def predict(self, tasks: list[dict], project_id: int, label_config: str) -> list[dict]: ...
+
+
+class BackendPredictor:
+    """Predictions from a running LabelLoop backend over HTTP (what Label Studio itself sees)."""
+
+    def __init__(self, url: str, *, basic_auth: tuple[str, str] | None = None, timeout: float = 600) -> None:
+        self._http = httpx.Client(base_url=url.rstrip("/"), auth=basic_auth, timeout=timeout)
+
+    def _post(self, path: str, payload: dict) -> dict:
+        try:
+            response = self._http.post(path, json=payload)
+        except httpx.HTTPError as e:
+            raise LabelLoopError(f"The backend at {self._http.base_url} did not answer ({type(e).__name__}); "
+                                 "is `labelloop backend` running?") from e
+        if response.status_code != 200:
+            raise LabelLoopError(f"The backend answered {response.status_code}: {response.text[:500]}")
+        return response.json()
+
+    def model_version(self, project_id: int, label_config: str) -> str:
+        return self._post("/setup", {"project": str(project_id), "schema": label_config})["model_version"]
+
+    def predict(self, tasks: list[dict], project_id: int, label_config: str) -> list[dict]:
+        return self._post("/predict", {"tasks": tasks, "project": str(project_id), "label_config": label_config})["results"]
+
+
+class LocalPredictor:
+    """Predictions from the models under ``$LABELLOOP_HOME``, in this process (no server needed)."""
+
+    def __init__(self, service) -> None:
+        self.service = service
+
+    def model_version(self, project_id: int, label_config: str) -> str:
+        return self.service.setup(project_id, label_config)
+
+    def predict(self, tasks: list[dict], project_id: int, label_config: str) -> list[dict]:
+        return self.service.predict(tasks, project=project_id, label_config=label_config)
+
+
+@dataclass
+class PreannotateReport:
+    """What a pre-annotation run did."""
+
+    model_version: str
+    already_done: int = 0
+    predicted: int = 0
+    stored: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+    restarts: int = 0
+    seconds: float = 0.0
+
+
+def preannotate(client, project_id: int, predictor: Predictor, *, only_unlabeled: bool = False,
+                batch_size: int = 128, chunk: int = 1000, progress: bool = True, max_restarts: int = 5,
+                set_version: bool = True) -> PreannotateReport:
+    """Predict every task (or every unlabeled one) and store the predictions with ``import_predictions``.
+
+    Much faster than Label Studio's "Retrieve predictions" action, which saves predictions one by one
+    and times out on big projects. Idempotent: tasks that already hold a prediction of the current
+    ``model_version`` are skipped, so a run that was killed, or that lost Label Studio halfway,
+    continues where it stopped without duplicates. Listing, predicting and pushing overlap. Finally
+    sets the project's ``model_version`` so Label Studio's scores and sorting use these predictions.
     """
-    if label_config is None:
-        label_config = lsclient.call("reading the project", client.projects.get, id=project_id).label_config
-    tasks = [{"id": t.id, "data": t.data} for t in lsclient.iter_tasks(client, project_id)]
-    version = None
-    with httpx.Client(base_url=backend_url.rstrip("/"), auth=basic_auth, timeout=600) as http:
-        for i in tqdm(range(0, len(tasks), batch_size), desc="pre-annotating", unit="batch", disable=not progress):
-            batch = tasks[i : i + batch_size]
-            response = http.post("/predict", json={"tasks": batch, "project": str(project_id),
-                                                   "label_config": label_config})
-            if response.status_code != 200:
-                raise LabelStudioError(f"The backend answered {response.status_code}: {response.text[:500]}")
-            rows = []
-            for task, pred in zip(batch, response.json()["results"]):
-                if "error" in pred:
-                    log.warning("task %s: %s", task["id"], pred["error"])
-                    continue
-                version = pred["model_version"]
-                rows.append({"task": task["id"], "result": pred["result"], "score": pred["score"],
-                             "model_version": version})
-            lsclient.push_predictions(client, project_id, rows)
-    if version:
+    started = time.perf_counter()
+    project = lsclient.call("reading the project", client.projects.get, id=project_id)
+    version = predictor.model_version(project_id, project.label_config)
+    report = PreannotateReport(version)
+    filters = ([{"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]
+               if only_unlabeled else None)
+    with tqdm(desc=f"pre-annotating ({version})", unit="task", disable=not progress,
+              total=None if only_unlabeled else project.task_number) as bar:
+        while True:
+            try:
+                done = lsclient.task_ids_with_version(client, project_id, version)
+                if report.restarts == 0:
+                    report.already_done = len(done)
+                bar.n = len(done)
+                bar.refresh()
+                _preannotate_pass(client, project_id, project.label_config, predictor, version, done, filters,
+                                  batch_size, chunk, report, bar)
+                break
+            except LabelStudioUnavailableError as e:
+                if report.restarts >= max_restarts:
+                    raise
+                report.restarts += 1
+                log.warning("Label Studio went away (%s); resuming from what it has stored", e)
+                time.sleep(2.0)
+    if set_version and (report.stored or report.already_done):
         lsclient.set_model_version(client, project_id, version)
-    return version
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _preannotate_pass(client, project_id, label_config, predictor, version, done, filters, batch_size, chunk,
+                      report: PreannotateReport, bar) -> None:
+    tasks: queue.Queue = queue.Queue(maxsize=4 * batch_size)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            for task in lsclient.iter_tasks(client, project_id, filters=filters, page_size=500):
+                if task.id not in done:
+                    while not stop.is_set():
+                        try:
+                            tasks.put({"id": task.id, "data": task.data}, timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+                if stop.is_set():
+                    return
+            tasks.put(None)
+        except BaseException as e:  # handed to the main thread, which raises it
+            tasks.put(e)
+
+    def push(rows: list[dict]) -> int:
+        return lsclient.push_predictions(client, project_id, rows, chunk=chunk)
+
+    def finish(future) -> None:
+        stored = future.result()
+        report.stored += stored
+        bar.update(stored)
+
+    fetcher = threading.Thread(target=fetch, daemon=True)
+    fetcher.start()
+    pending: list[dict] = []
+    with ThreadPoolExecutor(max_workers=1) as pusher:
+        in_flight = None
+        try:
+            finished = False
+            while not finished:
+                batch = []
+                while len(batch) < batch_size:
+                    item = tasks.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    if item is None:
+                        finished = True
+                        break
+                    batch.append(item)
+                if batch:
+                    for task, pred in zip(batch, predictor.predict(batch, project_id, label_config)):
+                        if "error" in pred:
+                            report.failed[task["id"]] = pred["error"]
+                            continue
+                        pending.append({"task": task["id"], "result": pred["result"], "score": pred["score"],
+                                        "model_version": pred["model_version"]})
+                    report.predicted += len(batch)
+                if len(pending) >= chunk or (finished and pending):
+                    if in_flight is not None:
+                        finish(in_flight)  # one push at a time, overlapping the next predictions
+                    in_flight, pending = pusher.submit(push, pending), []
+            if in_flight is not None:
+                finish(in_flight)
+        finally:
+            stop.set()
 
 
 def create_project(client, title: str, label_config: str, tasks: Sequence[dict] = (), *,
@@ -109,3 +248,108 @@ def setup_uncertainty_queue(client, project_id: int, *, title: str = QUEUE_VIEW_
             {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]},
     }
     return lsclient.call("creating a Data Manager tab", client.views.create, project=project_id, data=data)
+
+
+def read_tasks(path: str | Path, *, text_field: str = "text") -> list[dict]:
+    """Task data from JSONL (objects, or ``{"data": {...}}``), CSV (a header row) or plain text (a task per line).
+
+    Every task must carry a non-empty ``text_field``; the error names the line that does not.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    rows: list[dict] = []
+    with open(path, encoding="utf-8", newline="") as f:
+        if suffix in (".jsonl", ".ndjson"):
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+                rows.append((n, obj.get("data") if isinstance(obj, dict) and isinstance(obj.get("data"), dict) else obj))
+        elif suffix in (".csv", ".tsv"):
+            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            if text_field not in (reader.fieldnames or []):
+                raise ConfigError(f"{path}: no {text_field!r} column (columns: {reader.fieldnames}); use --text-field")
+            rows = [(n, dict(row)) for n, row in enumerate(reader, 2)]
+        elif suffix in (".txt", ""):
+            rows = [(n, {text_field: line.rstrip("\r\n")}) for n, line in enumerate(f, 1) if line.strip()]
+        else:
+            raise ConfigError(f"{path}: unknown file type {suffix!r}; use .jsonl, .csv, .tsv or .txt")
+    tasks = []
+    for n, data in rows:
+        if not isinstance(data, dict) or not isinstance(data.get(text_field), str) or not data[text_field].strip():
+            raise ConfigError(f"{path}:{n}: expected a non-empty {text_field!r} text")
+        tasks.append(data)
+    return tasks
+
+
+@dataclass
+class ImportReport:
+    """What an import did; duplicates map a row number to what it duplicates (a row or a task id)."""
+
+    read: int = 0
+    imported: int = 0
+    exact: dict[int, str] = field(default_factory=dict)
+    near: dict[int, str] = field(default_factory=dict)
+    duplicates: str = "skip"
+
+    def summary(self) -> str:
+        verb = {"skip": "skipped", "flag": "imported with data.duplicate_of", "keep": "imported"}[self.duplicates]
+        lines = [f"read {self.read} tasks, imported {self.imported}; exact duplicates: {len(self.exact)}, "
+                 f"near duplicates: {len(self.near)} ({verb})"]
+        for kind, found in (("exact", self.exact), ("near", self.near)):
+            lines += [f"  row {row}: {kind} duplicate of {what}" for row, what in list(found.items())[:10]]
+        return "\n".join(lines)
+
+
+def import_tasks(client, project_id: int, tasks: Sequence[dict], *, text_field: str = "text",
+                 duplicates: str = "skip", threshold: float = 0.7, chunk: int = 1000,
+                 progress: bool = True) -> ImportReport:
+    """Import task data in chunks, finding exact and near duplicates within the batch and in the project.
+
+    ``duplicates``: ``"skip"`` leaves them out, ``"flag"`` imports them with ``data.duplicate_of``, ``"keep"``
+    imports them as they are; all are reported. With ``"skip"``, re-running an import that was cut off
+    imports only what is missing.
+    """
+    if duplicates not in ("skip", "flag", "keep"):
+        raise ConfigError(f"duplicates must be skip, flag or keep, not {duplicates!r}")
+    report = ImportReport(read=len(tasks), duplicates=duplicates)
+    keys: dict[str, str] = {}
+    index = NearDuplicateIndex(threshold)
+    for task in lsclient.iter_tasks(client, project_id):
+        text = task.data.get(text_field)
+        if isinstance(text, str):
+            keys.setdefault(content_key(text), f"task {task.id}")
+            index.add(f"task {task.id}", text)
+    to_import = []
+    for row, data in enumerate(tasks, 1):
+        text = data[text_field]
+        key = content_key(text)
+        found = keys.get(key)
+        kind = report.exact
+        if found is None:
+            near = index.find(text)
+            found, kind = (str(near[0][0]), report.near) if near else (None, None)
+        if found is None:
+            keys[key] = f"row {row}"
+            index.add(f"row {row}", text)
+        else:
+            kind[row] = found
+            if duplicates == "skip":
+                continue
+            if duplicates == "flag":
+                data = {**data, "duplicate_of": found}
+        to_import.append(data)
+    with tqdm(total=len(to_import), desc="importing", unit="task", disable=not progress) as bar:
+        for i in range(0, len(to_import), chunk):
+            part = to_import[i : i + chunk]
+            try:
+                lsclient.call("importing tasks", client.projects.import_tasks, id=project_id, request=part, retry=None)
+            except LabelStudioError as e:
+                raise LabelStudioError(f"{e}\n{report.imported} of {len(to_import)} tasks were imported before this; "
+                                       "run the same import again: the ones already in the project are skipped.") from e
+            report.imported += len(part)
+            bar.update(len(part))
+    return report

@@ -1,0 +1,257 @@
+"""Approved annotations out of Label Studio as leak-free train/test datasets.
+
+:func:`build_dataset` is pure (task dicts in, records, splits and a report out); :func:`export_dataset`
+reads a project through the SDK and writes ``train.jsonl``, ``test.jsonl`` and ``report.json`` (plus a
+Hugging Face ``datasets`` copy when that package is installed). Record formats match what training reads:
+``{"text", "label"}``, ``{"text", "labels"}``, ``{"text", "spans": [{"start", "end", "label"}]}`` and
+``{"prompt", "response"}``.
+
+Splits are keyed on normalized content, never on task ids: exact and near duplicates form one group and
+land on one side, and a group that was ever in the test split stays there (the frozen test set, kept
+under ``$LABELLOOP_HOME/exports/<project>/frozen_test.json``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from labelloop import lsclient
+from labelloop.dedup import content_key, duplicate_groups
+from labelloop.errors import ConfigError
+
+POLICIES = ("any", "ground_truth", "agreement", "reviewed")
+
+
+@dataclass
+class ExportConfig:
+    """How approved labels are chosen and split."""
+
+    policy: str = field(default="any", metadata={"help": "any | ground_truth | agreement | reviewed"})
+    min_agreement: int = field(default=2, metadata={"help": "annotators who must agree, for policy=agreement"})
+    control: str | None = field(default=None, metadata={"help": "from_name of the control to export"})
+    test_fraction: float = field(default=0.2, metadata={"help": "share of duplicate groups in the test split"})
+    near_duplicate_threshold: float = field(default=0.7, metadata={"help": "shingle Jaccard for near duplicates"})
+    salt: str = field(default="labelloop", metadata={"help": "changes which groups are test; keep it fixed"})
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ConfigError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if self.min_agreement < 1:
+            raise ConfigError("min_agreement must be at least 1")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ConfigError("test_fraction must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class ExportControl:
+    kind: str  # choices | labels | textarea
+    from_name: str
+    value_key: str
+    multiple: bool = False
+
+
+def find_control(label_config: str, name: str | None = None) -> ExportControl:
+    """The control to export: ``name``, or the first Choices, Labels or TextArea over a Text object."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    interface = LabelInterface(label_config)
+    kinds = {"Choices": "choices", "Labels": "labels", "TextArea": "textarea"}
+    candidates = []
+    for control in interface.controls:
+        if control.tag in kinds and len(control.to_name) == 1:
+            obj = interface.get_object(control.to_name[0])
+            if obj.tag == "Text" and obj.value_name:
+                candidates.append(ExportControl(kinds[control.tag], control.name, obj.value_name,
+                                                control.attr.get("choice") == "multiple"))
+    for c in candidates:
+        if name is None or c.from_name == name:
+            return c
+    names = [c.from_name for c in candidates]
+    raise ConfigError(f"no exportable control {name!r}; this project has {names or 'none'} "
+                      "(Choices, Labels or TextArea over a Text)")
+
+
+def annotation_value(result: list, control: ExportControl):
+    """A hashable value of one annotation for ``control``, or None when it did not label it."""
+    items = [r for r in result or [] if isinstance(r, dict) and r.get("from_name") == control.from_name]
+    if control.kind == "choices":
+        chosen = sorted({c for r in items for c in (r.get("value") or {}).get("choices", [])})
+        if not chosen:
+            return None
+        return tuple(chosen) if control.multiple else chosen[0]
+    if control.kind == "labels":
+        return tuple(sorted((r["value"]["start"], r["value"]["end"], r["value"]["labels"][0]) for r in items
+                            if "start" in r.get("value", {}) and r["value"].get("labels")))
+    texts = [t for r in items for t in (r.get("value") or {}).get("text", [])]
+    return "\n".join(texts).strip() or None
+
+
+def _reviewed(annotation: dict) -> bool:
+    if annotation.get("review_result") == "accepted":
+        return True
+    return any(r.get("accepted") for r in annotation.get("reviews") or [] if isinstance(r, dict))
+
+
+def resolve(annotations: list[dict], control: ExportControl, config: ExportConfig) -> tuple[object, str | None]:
+    """``(value, None)`` when the task is approved under the policy, else ``(None, reason)``.
+
+    Disagreement is a reason ("conflict: ..."), never settled silently.
+    """
+    live = [a for a in annotations if not a.get("was_cancelled")]
+    if config.policy == "ground_truth":
+        live = [a for a in live if a.get("ground_truth")]
+    elif config.policy == "reviewed":
+        live = [a for a in live if _reviewed(a)]
+    values = [v for v in (annotation_value(a.get("result"), control) for a in live) if v is not None]
+    if not values:
+        return None, {"any": "no annotation", "ground_truth": "no ground truth annotation",
+                      "reviewed": "no accepted review", "agreement": "no annotation"}[config.policy]
+    votes = Counter(values).most_common()
+    if config.policy == "agreement":
+        if votes[0][1] < config.min_agreement:
+            return None, f"fewer than {config.min_agreement} annotators agree"
+        if len(votes) > 1 and votes[1][1] == votes[0][1]:
+            return None, "conflict: tied majority"
+        return votes[0][0], None
+    if len(votes) > 1:
+        return None, f"conflict: {len(values)} annotations disagree"
+    return votes[0][0], None
+
+
+def _record(text: str, value, control: ExportControl) -> dict:
+    if control.kind == "choices":
+        return {"text": text, "labels": list(value)} if control.multiple else {"text": text, "label": value}
+    if control.kind == "labels":
+        return {"text": text, "spans": [{"start": s, "end": e, "label": label} for s, e, label in value]}
+    return {"prompt": text, "response": value}
+
+
+def agreement_stats(tasks: list[dict], control: ExportControl) -> dict:
+    """Agreement among tasks with two or more annotations: full-agreement share, pairwise agreement and,
+    for single-choice labels, Fleiss' kappa (with varying raters per task)."""
+    multi = []
+    for task in tasks:
+        values = [annotation_value(a.get("result"), control) for a in task.get("annotations") or []
+                  if not a.get("was_cancelled")]
+        values = [v for v in values if v is not None]
+        if len(values) >= 2:
+            multi.append(values)
+    out = {"tasks_with_several_annotations": len(multi)}
+    if not multi:
+        return out
+    out["full_agreement"] = float(np.mean([len(set(v)) == 1 for v in multi]))
+    pair = [sum(c * (c - 1) for c in Counter(v).values()) / (len(v) * (len(v) - 1)) for v in multi]
+    out["pairwise_agreement"] = float(np.mean(pair))
+    if control.kind == "choices" and not control.multiple:
+        totals = Counter(x for v in multi for x in v)
+        p_j = np.array(list(totals.values()), dtype=float) / sum(totals.values())
+        p_e = float((p_j**2).sum())
+        out["fleiss_kappa"] = float((np.mean(pair) - p_e) / (1 - p_e)) if p_e < 1 else 1.0
+    return out
+
+
+def _in_test(group_key: str, salt: str, fraction: float) -> bool:
+    h = int(hashlib.sha256(f"{salt}\x00{group_key}".encode()).hexdigest()[:12], 16)
+    return h / float(1 << 48) < fraction
+
+
+def build_dataset(tasks: list[dict], label_config: str, config: ExportConfig,
+                  frozen_test: set[str] = frozenset()) -> tuple[list[dict], list[dict], dict, set[str]]:
+    """Approved records split into ``(train, test, report, test_keys)`` from tasks with annotations.
+
+    ``frozen_test`` holds content keys that were test in earlier exports; their groups stay test.
+    """
+    control = find_control(label_config, config.control)
+    records, skipped, conflicts = [], Counter(), {}
+    for task in tasks:
+        text = (task.get("data") or {}).get(control.value_key)
+        if not isinstance(text, str) or not text.strip():
+            skipped["no text"] += 1
+            continue
+        value, reason = resolve(task.get("annotations") or [], control, config)
+        if reason is None:
+            records.append((task.get("id"), text, value))
+        elif reason.startswith("conflict"):
+            conflicts[task.get("id")] = reason
+        else:
+            skipped[reason] += 1
+    texts = [t for _, t, _ in records]
+    groups = duplicate_groups(texts, threshold=config.near_duplicate_threshold)
+    keys = [content_key(t) for t in texts]
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(int(g), []).append(i)
+    train, test, test_keys = [], [], set(frozen_test)
+    for idx in members.values():
+        group_keys = {keys[i] for i in idx}
+        is_test = bool(group_keys & frozen_test) or _in_test(min(group_keys), config.salt, config.test_fraction)
+        for i in idx:
+            (test if is_test else train).append({**_record(texts[i], records[i][2], control), "task_id": records[i][0]})
+        if is_test:
+            test_keys |= group_keys
+    train_keys = {content_key(r.get("text", r.get("prompt"))) for r in train}
+    exact_dupes = len(texts) - len(set(keys))
+    report = {
+        "policy": asdict(config),
+        "control": asdict(control),
+        "tasks": len(tasks),
+        "exported": {"train": len(train), "test": len(test)},
+        "labels": {"train": _label_counts(train), "test": _label_counts(test)},
+        "skipped": dict(skipped),
+        "conflicts": {str(k): v for k, v in conflicts.items()},
+        "duplicates": {"exact": exact_dupes, "near": len(texts) - len(members) - exact_dupes,
+                       "groups_with_duplicates": sum(len(m) > 1 for m in members.values())},
+        "leakage": {"test_texts_in_train": len(train_keys & {content_key(r.get("text", r.get("prompt")))
+                                                              for r in test})},
+        "agreement": agreement_stats(tasks, control),
+    }
+    return train, test, report, test_keys
+
+
+def _label_counts(records: list[dict]) -> dict:
+    counts: Counter = Counter()
+    for r in records:
+        if "label" in r:
+            counts[r["label"]] += 1
+        elif "labels" in r:
+            counts.update(r["labels"])
+        elif "spans" in r:
+            counts.update(s["label"] for s in r["spans"])
+        else:
+            counts["response"] += 1
+    return dict(sorted(counts.items()))
+
+
+def export_dataset(client, project_id: int, out: Path, config: ExportConfig, *, state_dir: Path) -> dict:
+    """Write ``train.jsonl``, ``test.jsonl`` and ``report.json`` for a project; returns the report."""
+    project = lsclient.call("reading the project", client.projects.get, id=project_id)
+    tasks = [{"id": t.id, "data": t.data, "annotations": t.annotations or []}
+             for t in lsclient.iter_tasks(client, project_id, fields="all")]
+    frozen_path = state_dir / "exports" / str(project_id) / "frozen_test.json"
+    frozen = set(json.loads(frozen_path.read_text())) if frozen_path.exists() else set()
+    train, test, report, test_keys = build_dataset(tasks, project.label_config, config, frozen)
+    if report["leakage"]["test_texts_in_train"]:
+        raise ConfigError(f"leakage check failed: {report['leakage']} (a bug: please report it)")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", train), ("test", test)):
+        (out / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    report.update(project_id=project_id, exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    try:
+        import datasets
+
+        datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in
+                              (("train", train), ("test", test)) if rows}).save_to_disk(str(out / "hf"))
+        report["huggingface"] = str(out / "hf")
+    except ImportError:
+        pass
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    frozen_path.parent.mkdir(parents=True, exist_ok=True)
+    frozen_path.write_text(json.dumps(sorted(test_keys)))
+    return report

@@ -1,0 +1,35 @@
+"""Labeling configs for the project kinds LabelLoop knows, built from a list of labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from xml.sax.saxutils import quoteattr
+
+from labelloop.errors import ConfigError
+
+TEMPLATES = ("classification", "multi-label", "sentiment", "ner", "prompt-response")
+DEFAULT_LABELS = {"sentiment": ("Positive", "Negative", "Neutral")}
+
+
+def label_config(template: str, labels: Sequence[str] = (), *, text_field: str = "text") -> str:
+    """The XML labeling config for ``template`` with ``labels`` (sentiment has defaults)."""
+    if template not in TEMPLATES:
+        raise ConfigError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+    labels = tuple(dict.fromkeys(label.strip() for label in labels if label.strip())) or DEFAULT_LABELS.get(template, ())
+    if template != "prompt-response" and not labels:
+        raise ConfigError(f"the {template} template needs labels, e.g. --labels A,B,C")
+    if not text_field.isidentifier():
+        raise ConfigError(f"text field {text_field!r} must be a plain name (letters, digits, underscores)")
+    value = quoteattr("$" + text_field)
+    if template == "prompt-response":
+        return (f'<View>\n  <Header value="Prompt"/>\n  <Text name="prompt" value={value}/>\n'
+                '  <Header value="Response"/>\n'
+                '  <TextArea name="response" toName="prompt" rows="6" editable="true" maxSubmissions="1"/>\n</View>')
+    if template == "ner":
+        items = "".join(f"\n    <Label value={quoteattr(label)}/>" for label in labels)
+        return f'<View>\n  <Labels name="label" toName="text">{items}\n  </Labels>\n  <Text name="text" value={value}/>\n</View>'
+    choice = ' choice="multiple"' if template == "multi-label" else ' choice="single"'
+    name = "sentiment" if template == "sentiment" else "label"
+    items = "".join(f"\n    <Choice value={quoteattr(label)}/>" for label in labels)
+    return (f'<View>\n  <Text name="text" value={value}/>\n'
+            f'  <Choices name="{name}" toName="text"{choice} showInline="true">{items}\n  </Choices>\n</View>')

@@ -1,0 +1,105 @@
+"""Parts of the SDK scripts that need no server: templates, task files, retries."""
+
+import json
+
+import pytest
+
+from labelloop import lsclient
+from labelloop.errors import ConfigError, LabelStudioAuthError, LabelStudioUnavailableError
+from labelloop.schema import parse_label_config
+from labelloop.sync import read_tasks
+from labelloop.templates import TEMPLATES, label_config
+
+
+@pytest.mark.parametrize("template", [t for t in TEMPLATES if t != "prompt-response"])
+def test_templates_are_served_by_the_backend(template):
+    schema = parse_label_config(label_config(template, ["PER", 'Odd "quoted" & <label>']))
+    (control,) = schema.controls
+    assert control.labels == ("PER", 'Odd "quoted" & <label>') or template == "sentiment"
+    assert control.multiple == (template == "multi-label")
+
+
+def test_sentiment_has_default_labels_and_others_require_them():
+    assert parse_label_config(label_config("sentiment")).controls[0].labels == ("Positive", "Negative", "Neutral")
+    with pytest.raises(ConfigError, match="needs labels"):
+        label_config("ner", [])
+    with pytest.raises(ConfigError, match="unknown template"):
+        label_config("audio", ["a"])
+
+
+def test_prompt_response_template_is_valid_label_studio_xml():
+    from label_studio_sdk.label_interface import LabelInterface
+
+    config = label_config("prompt-response", text_field="question")
+    interface = LabelInterface(config)
+    assert {c.tag for c in interface.controls} == {"TextArea"}
+    assert interface.get_object("prompt").value_name == "question"
+
+
+def test_read_tasks_from_jsonl_csv_and_text(tmp_path):
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "one"}) + "\n\n" + json.dumps({"data": {"text": "two"}}) + "\n")
+    (tmp_path / "b.csv").write_text('text,source\n"three, with comma",x\nfour,y\n')
+    (tmp_path / "c.txt").write_text("five\n\nsix\n")
+    assert read_tasks(tmp_path / "a.jsonl") == [{"text": "one"}, {"text": "two"}]
+    assert read_tasks(tmp_path / "b.csv") == [{"text": "three, with comma", "source": "x"}, {"text": "four", "source": "y"}]
+    assert read_tasks(tmp_path / "c.txt") == [{"text": "five"}, {"text": "six"}]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("bad.jsonl", '{"text": "ok"}\n{broken\n', "bad.jsonl:2: not valid JSON"),
+    ("missing.jsonl", '{"body": "no text"}\n', "missing.jsonl:1: expected a non-empty 'text'"),
+    ("cols.csv", "body\nx\n", "no 'text' column"),
+    ("x.xlsx", "", "unknown file type"),
+])
+def test_read_tasks_errors_name_the_line(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        read_tasks(tmp_path / name)
+
+
+def _api_error(status):
+    from label_studio_sdk.core.api_error import ApiError
+
+    return ApiError(status_code=status, body={"detail": "x"})
+
+
+def test_call_retries_transient_failures_then_succeeds(monkeypatch):
+    monkeypatch.setattr(lsclient.time, "sleep", lambda s: None)
+    import httpx
+
+    attempts = iter([httpx.ConnectError("down"), _api_error(503), "ok"])
+
+    def flaky():
+        item = next(attempts)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    assert lsclient.call("reading", flaky) == "ok"
+
+
+def test_call_does_not_retry_writes_or_client_errors(monkeypatch):
+    monkeypatch.setattr(lsclient.time, "sleep", lambda s: None)
+    import httpx
+
+    calls = []
+
+    def down():
+        calls.append(1)
+        raise httpx.ConnectError("down")
+
+    with pytest.raises(LabelStudioUnavailableError, match="did not answer"):
+        lsclient.call("pushing", down, retry=None)
+    assert len(calls) == 1
+    with pytest.raises(LabelStudioUnavailableError):
+        lsclient.call("reading", down, retry=lsclient.Retry(attempts=3))
+    assert len(calls) == 4
+
+
+def test_401_explains_token_kinds_and_never_shows_the_token():
+    def refused():
+        raise _api_error(401)
+
+    with pytest.raises(LabelStudioAuthError) as e:
+        lsclient.call("reading", refused)
+    assert "legacy token" in str(e.value) and "personal access token" in str(e.value)
