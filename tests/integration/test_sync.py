@@ -1,0 +1,107 @@
+"""SDK scripts against a real Label Studio: import, bulk pre-annotation (surviving a restart), export."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+
+from labelloop import lsclient
+from labelloop.dataset import ExportConfig, export_dataset
+from labelloop.sync import BackendPredictor, create_project, import_tasks, preannotate
+from labelloop.templates import label_config
+from tests.integration.conftest import wait_for
+
+SENT = label_config("sentiment")
+ADJ = ["wonderful", "dull", "clever", "clumsy", "moving", "tedious", "charming", "bleak", "witty", "flat"]
+NOUN = ["plot", "cast", "score", "ending", "script", "pacing", "dialogue", "camera work", "humour", "finale"]
+
+
+def texts(n: int) -> list[str]:
+    return [f"Review {i}: the {NOUN[i % 10]} felt {ADJ[(i // 10) % 10]} and the {NOUN[(i // 100) % 10]} "
+            f"was {ADJ[(i * 7) % 10]}." for i in range(n)]
+
+
+def versions_per_task(ls, project_id: int, version: str) -> Counter:
+    counts = Counter()
+    for task in lsclient.iter_tasks(ls, project_id, fields="all"):
+        preds = [p if isinstance(p, dict) else p.model_dump() for p in task.predictions or []]
+        counts[task.id] = sum(p["model_version"] == version for p in preds)
+    return counts
+
+
+def test_import_skips_exact_and_near_duplicates_and_reruns_cleanly(ls, tmp_path):
+    project = create_project(ls, "import", SENT, uncertainty_sampling=False)
+    rows = [{"text": "The plot was gripping from start to finish and I loved the cast."},
+            {"text": "the plot  was gripping from START to finish and I loved the cast."},  # exact after normalizing
+            {"text": "The plot was gripping from start to end and I loved the cast."},  # near
+            {"text": "Completely unrelated: the soup was cold."}]
+    report = import_tasks(ls, project.id, rows, progress=False)
+    assert (report.imported, len(report.exact), len(report.near)) == (2, 1, 1)
+    again = import_tasks(ls, project.id, rows + [{"text": "A brand new review."}], progress=False)
+    assert (again.imported, len(again.exact), len(again.near)) == (1, 3, 1)
+    flagged = import_tasks(ls, project.id, rows[:1], duplicates="flag", progress=False)
+    assert flagged.imported == 1
+    data = [t.data for t in lsclient.iter_tasks(ls, project.id)]
+    assert len(data) == 4 and data[-1]["duplicate_of"].startswith("task ")
+
+
+def test_preannotate_is_idempotent_and_survives_a_label_studio_restart(ls, label_studio, start_backend):
+    backend = start_backend()
+    project = create_project(ls, "bulk", SENT)
+    ls.projects.import_tasks(id=project.id, request=[{"text": t} for t in texts(1500)])
+    predictor = BackendPredictor(backend.url)
+
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(report=preannotate(
+        ls, project.id, predictor, batch_size=50, chunk=100, progress=False)))
+    worker.start()
+    wait_for(lambda: sum(versions_per_task(ls, project.id, "labelloop-v0").values()) >= 100, timeout=120,
+             what="the first pushed chunk", interval=0.2)
+    assert worker.is_alive()  # the restart lands in the middle of the run
+    label_studio.stop()
+    time.sleep(2)
+    label_studio.start(timeout=120)
+    worker.join(timeout=600)
+    report = result["report"]
+    assert report.model_version == "labelloop-v0"
+    counts = versions_per_task(ls, project.id, "labelloop-v0")
+    assert len(counts) == 1500
+    assert set(counts.values()) == {1}, Counter(counts.values())  # nothing lost, nothing twice
+    assert ls.projects.get(id=project.id).model_version == "labelloop-v0"
+
+    rerun = preannotate(ls, project.id, predictor, progress=False)
+    assert (rerun.stored, rerun.already_done) == (0, 1500)
+    scores = [t.predictions_score for t in ls.tasks.list(project=project.id, fields="all", page_size=50).items]
+    assert all(s is not None and 0.0 <= s <= 1.0 for s in scores)
+
+
+def test_export_writes_leak_free_splits_with_a_frozen_test_set(ls, tmp_path):
+    project = create_project(ls, "export", SENT, uncertainty_sampling=False)
+    rows = texts(60) + [texts(60)[0].upper()]  # one exact duplicate of task 0
+    ls.projects.import_tasks(id=project.id, request=[{"text": t} for t in rows])
+    tasks = list(lsclient.iter_tasks(ls, project.id))
+    for i, task in enumerate(tasks):
+        label = "Positive" if "wonderful" in task.data["text"] or i % 2 else "Negative"
+        result = [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+        ls.annotations.create(id=task.id, result=result, project=project.id)
+        if i < 4:  # a second annotator: agreeing twice, disagreeing twice
+            other = label if i < 2 else ("Neutral" if label != "Neutral" else "Positive")
+            ls.annotations.create(id=task.id, project=project.id, result=[
+                {**result[0], "value": {"choices": [other]}}])
+    out = tmp_path / "export"
+    report = export_dataset(ls, project.id, out, ExportConfig(test_fraction=0.3), state_dir=tmp_path / "home")
+    train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    test = [json.loads(line) for line in (out / "test.jsonl").read_text().splitlines()]
+    assert len(train) + len(test) == len(tasks) - 2 and len(report["conflicts"]) == 2
+    assert report["leakage"]["test_texts_in_train"] == 0 and report["duplicates"]["exact"] == 1
+    assert {r["text"].lower() for r in train}.isdisjoint({r["text"].lower() for r in test})
+    assert report["agreement"]["tasks_with_several_annotations"] == 4
+    assert set(json.loads((out / "report.json").read_text())) >= {"labels", "duplicates", "leakage", "agreement"}
+
+    again = export_dataset(ls, project.id, tmp_path / "again", ExportConfig(test_fraction=0.05),
+                           state_dir=tmp_path / "home")
+    later_test = (tmp_path / "again/test.jsonl").read_text().splitlines()
+    assert again["exported"]["test"] >= len(test)
+    assert {json.loads(x)["task_id"] for x in later_test} >= {r["task_id"] for r in test}
