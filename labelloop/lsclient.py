@@ -95,9 +95,10 @@ def _short(body: Any, limit: int = 300) -> str:
 
 
 def iter_tasks(client, project_id: int, *, fields: str = "task_only", page_size: int = 500,
-               filters: list[dict] | None = None) -> Iterator[Any]:
+               filters: list[dict] | None = None, include: str | None = None) -> Iterator[Any]:
     """All tasks of a project (matching Data Manager ``filters``), in id order.
 
+    ``include`` names the only task fields to fetch (e.g. ``"id,data"``): listing is ~3x faster.
     Pages are keyed on the last id seen rather than numbered, so tasks changing while we iterate
     (predictions or annotations landing) never shift a page; each page is retried on its own.
     """
@@ -108,7 +109,7 @@ def iter_tasks(client, project_id: int, *, fields: str = "task_only", page_size:
         query = json.dumps({"filters": {"conjunction": "and", "items": items}, "ordering": ["tasks:id"]})
         page = call(f"listing tasks of project {project_id}",
                     lambda: client.tasks.list(project=project_id, fields=fields, page=1, page_size=page_size,
-                                              query=query).items)
+                                              query=query, include=include).items)
         yield from page
         if len(page) < page_size:
             return
@@ -119,7 +120,7 @@ def task_ids_with_version(client, project_id: int, model_version: str) -> set[in
     """Ids of the tasks that already hold a prediction of ``model_version``."""
     filters = [{"filter": "filter:tasks:predictions_model_versions", "operator": "contains", "type": "List",
                 "value": model_version}]
-    return {t.id for t in iter_tasks(client, project_id, filters=filters, page_size=1000)}
+    return {t.id for t in iter_tasks(client, project_id, filters=filters, page_size=1000, include="id")}
 
 
 def fetch_annotations(client, project_id: int) -> list[tuple[int, int, dict, list, bool]]:

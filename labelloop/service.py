@@ -263,7 +263,7 @@ class ModelService:
             self._warn_once(project_id, "publish", "project %s: %s trained, but no Label Studio address and token are "
                             "known; set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY so scores and queue order follow it")
             return 0
-        tasks = list(lsclient.iter_tasks(client, project_id))
+        tasks = list(lsclient.iter_tasks(client, project_id, page_size=1000, include="id,data,is_labeled"))
         preds: list[dict] = []
         for i in range(0, len(tasks), chunk):
             preds += self.predict([{"id": t.id, "data": t.data} for t in tasks[i : i + chunk]], project=project_id,

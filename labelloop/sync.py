@@ -111,7 +111,7 @@ class PreannotateReport:
 
 
 def preannotate(client, project_id: int, predictor: Predictor, *, only_unlabeled: bool = False,
-                batch_size: int = 128, chunk: int = 1000, progress: bool = True, max_restarts: int = 5,
+                batch_size: int = 1000, chunk: int = 1000, progress: bool = True, max_restarts: int = 5,
                 set_version: bool = True) -> PreannotateReport:
     """Predict every task (or every unlabeled one) and store the predictions with ``import_predictions``.
 
@@ -158,7 +158,7 @@ def _preannotate_pass(client, project_id, label_config, predictor, version, done
 
     def fetch() -> None:
         try:
-            for task in lsclient.iter_tasks(client, project_id, filters=filters, page_size=500):
+            for task in lsclient.iter_tasks(client, project_id, filters=filters, page_size=1000, include="id,data"):
                 if task.id not in done:
                     while not stop.is_set():
                         try:
@@ -318,7 +318,7 @@ def import_tasks(client, project_id: int, tasks: Sequence[dict], *, text_field: 
     report = ImportReport(read=len(tasks), duplicates=duplicates)
     keys: dict[str, str] = {}
     index = NearDuplicateIndex(threshold)
-    for task in lsclient.iter_tasks(client, project_id):
+    for task in lsclient.iter_tasks(client, project_id, page_size=1000, include="id,data"):
         text = task.data.get(text_field)
         if isinstance(text, str):
             keys.setdefault(content_key(text), f"task {task.id}")

@@ -105,3 +105,36 @@ def test_export_writes_leak_free_splits_with_a_frozen_test_set(ls, tmp_path):
     later_test = (tmp_path / "again/test.jsonl").read_text().splitlines()
     assert again["exported"]["test"] >= len(test)
     assert {json.loads(x)["task_id"] for x in later_test} >= {r["task_id"] for r in test}
+
+
+def test_cli_create_import_preannotate_export(ls, label_studio, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
+           "LABELLOOP_HOME": str(tmp_path / "home")}
+
+    def cli(*args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "labelloop.cli", *args], env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    out = cli("project", "create", "--title", "cli", "--template", "classification", "--labels", "Bug,Billing")
+    project_id = out.split("created project ")[1].split()[0]
+    (tmp_path / "tickets.csv").write_text("text\nThe invoice charged me twice\nThe app crashes on login\n"
+                                          "the app crashes on login\n")
+    assert "imported 2; exact duplicates: 1" in cli("import", "--project", project_id, str(tmp_path / "tickets.csv"))
+    assert "2 predictions of labelloop-v0 stored" in cli("preannotate", "--project", project_id)
+    assert ls.projects.get(id=int(project_id)).model_version == "labelloop-v0"
+    for task in lsclient.iter_tasks(ls, int(project_id)):
+        ls.annotations.create(id=task.id, project=int(project_id), result=[
+            {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["Bug"]}}])
+    out = cli("export", "--project", project_id, "--out", str(tmp_path / "data"))
+    assert "leakage: {'test_texts_in_train': 0}" in out
+    assert (tmp_path / "data/train.jsonl").exists() and (tmp_path / "data/report.json").exists()
+    # A wrong token is explained, without printing it.
+    bad = subprocess.run([sys.executable, "-m", "labelloop.cli", "queue", "--project", project_id],
+                         env={**env, "LABEL_STUDIO_API_KEY": "not-a-real-token-123"}, capture_output=True, text=True)
+    assert bad.returncode != 0 and "personal access token" in bad.stderr and "not-a-real-token-123" not in bad.stderr
