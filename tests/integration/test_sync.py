@@ -99,6 +99,10 @@ def test_export_writes_leak_free_splits_with_a_frozen_test_set(ls, tmp_path):
     assert {r["text"].lower() for r in train}.isdisjoint({r["text"].lower() for r in test})
     assert report["agreement"]["tasks_with_several_annotations"] == 4
     assert set(json.loads((out / "report.json").read_text())) >= {"labels", "duplicates", "leakage", "agreement"}
+    import datasets  # installed with labelloop[train]
+
+    hf = datasets.load_from_disk(str(out / "hf"))
+    assert hf["train"].num_rows == len(train) and set(hf["train"].column_names) == {"text", "label", "task_id"}
 
     again = export_dataset(ls, project.id, tmp_path / "again", ExportConfig(test_fraction=0.05),
                            state_dir=tmp_path / "home")

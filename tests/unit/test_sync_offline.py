@@ -103,3 +103,25 @@ def test_401_explains_token_kinds_and_never_shows_the_token():
     with pytest.raises(LabelStudioAuthError) as e:
         lsclient.call("reading", refused)
     assert "legacy token" in str(e.value) and "personal access token" in str(e.value)
+
+
+def test_connect_explains_label_studio_refusing_loopback_backends():
+    from types import SimpleNamespace
+
+    from labelloop.errors import LabelStudioError
+    from labelloop.sync import connect_backend
+
+    def refuse(**kwargs):
+        raise _api_error_body(403, {"detail": "URL resolves to a reserved network address (block: 127.0.0.0/8)"})
+
+    client = SimpleNamespace(ml=SimpleNamespace(create=refuse))
+    with pytest.raises(LabelStudioError) as e:
+        connect_backend(client, 1, "http://127.0.0.1:9090")
+    assert "USE_DEFAULT_BANNED_SUBNETS=false" in str(e.value)
+    assert not isinstance(e.value, LabelStudioAuthError)
+
+
+def _api_error_body(status, body):
+    from label_studio_sdk.core.api_error import ApiError
+
+    return ApiError(status_code=status, body=body)
