@@ -160,6 +160,129 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"  task {task_id}: {why}")
 
 
+def _run_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field, with its help text."""
+    from dataclasses import MISSING, fields
+
+    from labelloop.finetune.config import RunConfig
+
+    for f in fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+        if f.name == "target_modules":
+            p.add_argument(flag, dest=f.name, help=f.metadata["help"] + " (comma-separated)")
+        elif f.type in ("bool", bool):
+            p.add_argument(flag, dest=f.name, choices=["true", "false"], help=f.metadata["help"])
+        else:
+            p.add_argument(flag, dest=f.name, type=kind if f.name != "learning_rate" else float,
+                           help=f"{f.metadata['help']} (default: {f.default if f.default is not MISSING else ''})")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import json
+    import subprocess
+    from dataclasses import asdict, fields
+
+    from labelloop.finetune.config import RunConfig
+    from labelloop.finetune.registry import RunRegistry
+
+    base = RunConfig.load(args.config) if args.config else RunConfig()
+    values = asdict(base)
+    for f in fields(RunConfig):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = (given == "true" if f.type in ("bool", bool) else
+                              given.split(",") if f.name == "target_modules" else given)
+    config = RunConfig.from_dict(values)
+    registry = RunRegistry(_settings().home)
+    run = registry.create(config, name=args.name)
+    print(f"run {run.run_id}: {run.folder}", flush=True)
+    if args.processes > 1:
+        # accelerate's torchrun launcher; without GPUs the processes train over gloo on the CPU.
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+               str(args.processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "labelloop.finetune.launch", str(run.folder)]
+        result = subprocess.run(cmd)
+        if result.returncode != 0 and registry.get(run.run_id).status in ("queued", "running"):
+            registry.set_status(run.run_id, "failed", error=f"accelerate launch exited with {result.returncode}")
+    else:
+        from labelloop.finetune.launch import main as launch
+
+        try:
+            launch([str(run.folder)])
+        except Exception as e:
+            raise LabelLoopError(f"run {run.run_id} failed: {type(e).__name__}: {e}") from e
+    record = registry.get(run.run_id)
+    print(f"run {run.run_id}: {record.status}" + (f" ({record.error})" if record.error else ""))
+    if (record.folder / "eval.json").exists():
+        _print_eval(json.loads((record.folder / "eval.json").read_text()))
+    if record.status != "succeeded":
+        raise SystemExit(1)
+
+
+def _print_eval(report: dict) -> None:
+    keys = [k for k in ("accuracy", "macro_f1", "entity_f1", "entity_precision", "entity_recall", "exact_match",
+                        "micro_f1", "loss", "perplexity") if any(k in row for row in report["rows"].values())]
+    print(f"{'':<10}" + "".join(f"{k:>18}" for k in keys))
+    for name, row in report["rows"].items():
+        print(f"{name:<10}" + "".join(f"{row[k]:>18.4f}" if k in row else f"{'':>18}" for k in keys))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from labelloop.finetune.evaluate import evaluate_run
+    from labelloop.finetune.registry import RunRegistry
+
+    _print_eval(evaluate_run(RunRegistry(_settings().home), args.run, test_file=args.test))
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    import time
+
+    from labelloop.finetune.registry import RunRegistry
+
+    runs = RunRegistry(_settings().home).list()
+    if not runs:
+        print("no runs yet: `labelloop train --task classification --train-file train.jsonl --test-file test.jsonl`")
+    for r in runs:
+        metric = r.summary.get("eval", {})
+        shown = ", ".join(f"{k}={v:.3f}" for k, v in metric.items() if isinstance(v, float))
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
+        print(f"{r.run_id:<26} {r.task:<15} {r.status:<10} {created}  {shown or r.error or ''}")
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    from labelloop.finetune.registry import RunRegistry
+    from labelloop.service import ModelService
+
+    settings = _settings()
+    registry = RunRegistry(settings.home)
+    run = registry.get(args.run)
+    if run.status != "succeeded" or not run.model_dir.exists():
+        raise LabelLoopError(f"run {args.run} is {run.status}; only a succeeded run with a saved model can be promoted")
+    service = ModelService(settings)
+    version = service.promote(args.project, run.model_dir, task=run.task)
+    registry.record_promotion(args.project, args.run, version)
+    print(f"project {args.project} now serves run {args.run} as {version}")
+    _publish(service, args.project, version)
+
+
+def cmd_rollback(args: argparse.Namespace) -> None:
+    from labelloop.service import ModelService
+
+    service = ModelService(_settings())
+    version = service.rollback(args.project)
+    print(f"project {args.project} serves {version} again")
+    _publish(service, args.project, version)
+
+
+def _publish(service, project_id: int, version: str) -> None:
+    stored = service.publish(project_id, version)
+    if stored:
+        print(f"stored {stored} predictions of {version} in Label Studio and set the project's model_version")
+    else:
+        print("Label Studio not updated: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to push predictions")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from labelloop.templates import TEMPLATES
 
@@ -226,6 +349,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exact and near duplicates (in the file or already in the project): skip them, import "
                         "them marked with data.duplicate_of, or import them as they are")
     p.add_argument("--threshold", type=float, default=0.7, help="shingle similarity that counts as near duplicate")
+
+    p = sub.add_parser("train", help="fine-tune a model (LoRA or full) on exported data; evaluates it when done")
+    p.add_argument("--config", help="a run config (.json or .yaml); flags override it")
+    p.add_argument("--name", help="run id (default: time-stamped)")
+    p.add_argument("--processes", type=int, default=1, help="processes for accelerate launch (GPUs, or CPU with gloo)")
+    _run_config_flags(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help="evaluate a run against the base and the promoted model")
+    p.add_argument("run")
+    p.add_argument("--test", help="test JSONL (default: the run's test file)")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("runs", help="list fine-tuning runs")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("promote", help="make the backend serve a run's model for a project")
+    p.add_argument("run")
+    p.add_argument("--project", type=int, required=True)
+    p.set_defaults(func=cmd_promote)
+    p = sub.add_parser("rollback", help="serve the project's previous model version again")
+    p.add_argument("--project", type=int, required=True)
+    p.set_defaults(func=cmd_rollback)
 
     p = ls_command("export", cmd_export, "write approved annotations as leak-free train/test JSONL")
     p.add_argument("--out", required=True, help="output folder")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from labelloop.encoder import Encoder, TokenEncoding
+from labelloop.errors import ModelError
 from labelloop.schema import ControlSpec
 from labelloop.spans import Span, n_tags, spans_to_tags, tags_to_spans, word_ranges
 
@@ -236,11 +237,13 @@ class SpansModel:
         )
 
 
-ControlModel = ChoicesModel | SpansModel
+def save_control_model(model, folder: Path, stem: str) -> dict:
+    """Write ``<stem>.npz`` into ``folder`` and return the JSON metadata that goes with it.
 
-
-def save_control_model(model: ControlModel, folder: Path, stem: str) -> dict:
-    """Write ``<stem>.npz`` into ``folder`` and return the JSON metadata that goes with it."""
+    A :class:`TransformerModel` stays in its run folder; the metadata points at it.
+    """
+    if isinstance(model, TransformerModel):
+        return {"type": "transformer", "path": model.path, "labels": list(model.labels), "trained_on": 0}
     np.savez(folder / f"{stem}.npz", **model.arrays())
     meta = {"labels": list(model.labels), "trained_on": model.trained_on, "file": f"{stem}.npz"}
     if isinstance(model, ChoicesModel):
@@ -250,7 +253,9 @@ def save_control_model(model: ControlModel, folder: Path, stem: str) -> dict:
     return meta
 
 
-def load_control_model(folder: Path, meta: dict) -> ControlModel:
+def load_control_model(folder: Path, meta: dict):
+    if meta["type"] == "transformer":
+        return TransformerModel(meta["path"], meta["labels"])
     with np.load(folder / meta["file"], allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     if meta["type"] == "choices":
@@ -260,3 +265,60 @@ def load_control_model(folder: Path, meta: dict) -> ControlModel:
 
 def dump_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+class TransformerModel:
+    """A fine-tuned model from a run (its ``model/`` folder), served for one control.
+
+    Classification models give probabilities over ``labels`` (re-ordered to the control's order); token
+    classification models give BIO word probabilities in the order :mod:`labelloop.spans` uses.
+    Texts longer than the model's window are truncated to it.
+    """
+
+    def __init__(self, path: str | Path, labels: Sequence[str]) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+
+        self.path = str(path)
+        info = json.loads((Path(path) / "labelloop.json").read_text())
+        self.task = info["task"]
+        self.labels = tuple(labels)
+        cls = AutoModelForTokenClassification if self.task == "ner" else AutoModelForSequenceClassification
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = cls.from_pretrained(path).eval()
+        self.max_length = min(512, int(getattr(self.model.config, "max_position_embeddings", 512)))
+        trained = info["labels"]
+        if self.task == "ner":
+            want = ["O"] + [f"{p}-{label}" for label in self.labels for p in ("B", "I")]
+        else:
+            want = list(self.labels)
+        if set(want) != set(trained):
+            raise ModelError(f"model at {path} predicts {trained}, the control needs {want}")
+        self._order = [trained.index(x) for x in want]
+        self._torch = torch
+        self.trained_on = 0
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """(n_texts, n_labels) probabilities; independent per label for multi-label models."""
+        out = []
+        with self._torch.inference_mode():
+            for i in range(0, len(texts), 32):
+                enc = self.tokenizer(texts[i : i + 32], truncation=True, max_length=self.max_length, padding=True,
+                                     return_tensors="pt")
+                logits = self.model(**enc).logits.float().numpy()[:, self._order]
+                out.append(_sigmoid(logits) if self.task == "multi-label" else _softmax(logits))
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
+
+    def text_word_probs(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Word character ranges and BIO tag probabilities for one text."""
+        enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True,
+                             return_tensors="pt")
+        offsets = enc.pop("offset_mapping")[0].numpy()
+        word_ids = np.array([w if w is not None else -1 for w in enc.word_ids(0)])
+        with self._torch.inference_mode():
+            logits = self.model(**enc).logits[0].float().numpy()[:, self._order]
+        ranges, first = word_ranges(offsets, word_ids)
+        return ranges, _softmax(logits[first]) if len(first) else np.zeros((0, len(self._order)))
+
+
+ControlModel = ChoicesModel | SpansModel | TransformerModel

@@ -26,11 +26,12 @@ import numpy as np
 from labelloop import lsclient
 from labelloop.encoder import Encoder, load_encoder
 from labelloop.errors import ConfigError, LabelLoopError, ModelError, TaskDataError
-from labelloop.models import ChoicesModel, ControlModel, SpansModel, dump_json, load_control_model, save_control_model
+from labelloop.models import (ChoicesModel, ControlModel, SpansModel, TransformerModel, dump_json, load_control_model,
+                              save_control_model)
 from labelloop.schema import ControlSpec, TaskSchema, parse_label_config
 from labelloop.selection import cluster_then_pick, kcenter_greedy, queue_scores
 from labelloop.settings import LabelLoopSettings
-from labelloop.spans import Span
+from labelloop.spans import Span, tags_to_spans
 from labelloop.store import AnnotationRecord, Store
 from labelloop.uncertainty import aggregate_words, confidence
 
@@ -145,7 +146,9 @@ class ModelService:
                 continue
             column = [texts[control.value_key][i] for i in rows]
             model = bundle.models.get(control.from_name)
-            if control.kind == "choices":
+            if isinstance(model, TransformerModel):
+                self._predict_transformer(control, model, rows, column, results, scores)
+            elif control.kind == "choices":
                 embed = self._cached_embed if cache_embeddings else self.encoder.embed
                 self._predict_choices(control, model or self._zero_shot_model(control), rows, column, embed,
                                       results, scores)
@@ -231,13 +234,19 @@ class ModelService:
             except LabelLoopError as e:
                 log.warning("training project %s on annotations received so far: %s", project_id, e)
         records = self.store.latest_annotations(project_id)
+        current = self._bundle(project_id, schema)
         models: dict[str, ControlModel] = {}
         for control in schema.controls:
+            if isinstance(current.models.get(control.from_name), TransformerModel):
+                # A promoted fine-tuned model is replaced by promoting another run, not by a quick head.
+                models[control.from_name] = current.models[control.from_name]
+                continue
             model = self._fit_control(control, records)
             if model is not None:
                 models[control.from_name] = model
-        if not models:
-            log.info("project %s: no usable annotations yet, nothing to train", project_id)
+        if not models or all(isinstance(m, TransformerModel) for m in models.values()):
+            log.info("project %s: nothing to train (no usable annotations, or every control serves a promoted "
+                     "fine-tuned model)", project_id)
             return None
         number = self.store.next_version_number(project_id)
         version = version_name(number)
@@ -250,6 +259,49 @@ class ModelService:
         log.info("project %s: trained %s on %d annotated tasks in %.1fs", project_id, version, len(records),
                  time.perf_counter() - started)
         return version
+
+    def promote(self, project_id: int, model_dir: Path, *, task: str) -> str:
+        """Serve a fine-tuned model for the project's matching control, under a new model_version.
+
+        The matching control is the one whose kind and labels the model predicts; other controls keep
+        what serves them now. Returns the new version; a running backend switches on its next request.
+        """
+        label_config = self.store.label_config(project_id)
+        if not label_config:
+            raise ConfigError(f"Project {project_id} has no labeling config on record: connect the backend to it "
+                              "(or set LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY) first.")
+        schema = cached_schema(label_config)
+        current = self._bundle(project_id, schema)
+        kind = "labels" if task == "ner" else "choices"
+        errors = []
+        for control in schema.controls:
+            if control.kind != kind or (kind == "choices" and control.multiple != (task == "multi-label")):
+                continue
+            try:
+                model = TransformerModel(model_dir, control.labels)
+            except LabelLoopError as e:
+                errors.append(f"{control.from_name}: {e}")
+                continue
+            models = {c.from_name: current.models[c.from_name] for c in schema.controls
+                      if c.from_name in current.models and c.from_name != control.from_name}
+            models[control.from_name] = model
+            number = self.store.next_version_number(project_id)
+            version = version_name(number)
+            folder = self._save(project_id, version, schema, models, 0)
+            self.store.add_version(project_id, number, version, folder, 0)
+            return version
+        raise ConfigError(f"No control of project {project_id} matches this {task} model"
+                          + (f" ({'; '.join(errors)})" if errors else "") + ".")
+
+    def rollback(self, project_id: int) -> str:
+        """Serve the version that served before the current one; returns it."""
+        versions = [v.model_version for v in self.store.versions(project_id)]
+        record = self.store.current_version(project_id)
+        if record is None or versions.index(record.model_version) == 0:
+            raise ConfigError(f"Project {project_id} has no earlier model version to roll back to.")
+        previous = versions[versions.index(record.model_version) - 1]
+        self.store.set_current(project_id, previous)
+        return previous
 
     def publish(self, project_id: int, version: str, *, chunk: int = 256) -> int:
         """Re-score every task of the project, import the predictions in bulk, then set its model_version.
@@ -312,9 +364,13 @@ class ModelService:
     # -- internals ------------------------------------------------------------------------------
 
     def _bundle(self, pid: int, schema: TaskSchema) -> Bundle:
+        record = self.store.current_version(pid)
+        wanted = record.model_version if record else UNTRAINED_VERSION
         with self._lock:
             bundle = self._bundles.get(pid)
-        if bundle is None:
+        if bundle is None or bundle.version != wanted:
+            # Another process (promote, rollback) changed the version: load the new one, then swap.
+            # Requests already running keep the bundle they hold.
             bundle = self._load_bundle(pid)
             with self._lock:
                 self._bundles[pid] = bundle
@@ -328,7 +384,7 @@ class ModelService:
             meta = json.loads((record.path / "meta.json").read_text())
             models = {c["from_name"]: load_control_model(record.path, c) for c in meta["controls"]}
             return Bundle(record.model_version, models, {c["from_name"]: c["signature"] for c in meta["controls"]})
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError, LabelLoopError) as e:
             log.error("project %s: model %s at %s can't be loaded (%s); serving zero-shot until the next training",
                       pid, record.model_version, record.path, e)
             return Bundle(UNTRAINED_VERSION)
@@ -407,18 +463,31 @@ class ModelService:
             })
             scores[i].append(float(conf[j]))
 
+    def _predict_transformer(self, control: ControlSpec, model: TransformerModel, rows: list[int],
+                             column: list[str], results: list[list[dict]], scores: list[list[float]]) -> None:
+        if control.kind == "choices":
+            self._predict_choices(control, model, rows, column, lambda texts: texts, results, scores)
+            return
+        for i, text in zip(rows, column):
+            ranges, probs = model.text_word_probs(text)
+            for k, span in enumerate(tags_to_spans(ranges, probs, control.labels)):
+                results[i].append(self._span_region(control, k, text, span))
+            scores[i].append(float(aggregate_words([confidence(probs, self.settings.strategy)])[0]))
+
+    @staticmethod
+    def _span_region(control: ControlSpec, k: int, text: str, span: Span) -> dict:
+        return {"id": f"{control.from_name}-{k}", "from_name": control.from_name, "to_name": control.to_name,
+                "type": "labels", "score": span.score,
+                "value": {"start": span.start, "end": span.end, "text": text[span.start : span.end],
+                          "labels": [span.label]}}
+
     def _predict_spans(self, control: ControlSpec, model: SpansModel, rows: list[int], column: list[str],
                        results: list[list[dict]], scores: list[list[float]]) -> None:
         for j, (i, enc) in enumerate(zip(rows, self.encoder.encode(column))):
             text = column[j]
             ranges, probs = model.word_probs(enc)
             for k, span in enumerate(model.predict_spans(text, ranges, probs)):
-                results[i].append({
-                    "id": f"{control.from_name}-{k}", "from_name": control.from_name, "to_name": control.to_name,
-                    "type": "labels", "score": span.score,
-                    "value": {"start": span.start, "end": span.end, "text": text[span.start : span.end],
-                              "labels": [span.label]},
-                })
+                results[i].append(self._span_region(control, k, text, span))
             scores[i].append(float(aggregate_words([confidence(probs, self.settings.strategy)])[0]))
 
     def _fit_control(self, control: ControlSpec, records: list[AnnotationRecord]) -> ControlModel | None:

@@ -237,6 +237,10 @@ class Store:
                 (project_id, model_version),
             )
 
+    def set_current(self, project_id: int, model_version: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE projects SET model_version=? WHERE project_id=?", (model_version, project_id))
+
     def current_version(self, project_id: int) -> VersionRecord | None:
         rows = self._query(
             "SELECT v.project_id, v.number, v.model_version, v.path, v.n_annotations, v.created_at FROM versions v "

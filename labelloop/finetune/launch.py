@@ -1,0 +1,54 @@
+"""Entry point for one run, in one process or under ``accelerate launch``:
+
+    accelerate launch --multi_gpu --num_processes 2 -m labelloop.finetune.launch RUN_DIR
+
+(``--multi_gpu`` selects accelerate's torchrun launcher; on a machine without GPUs the processes use gloo.)
+
+The main process records the outcome in the run registry (succeeded, cancelled, or failed with its error).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from labelloop.finetune.config import RunConfig
+from labelloop.finetune.registry import RunRegistry
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+    from accelerate import PartialState
+
+    run_dir = Path((argv or sys.argv[1:])[0]).resolve()
+    registry = RunRegistry(run_dir.parent.parent)
+    # Without a GPU, several processes train together over gloo; accelerate needs to be told so before
+    # the Trainer creates its own (shared) state.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    run_id = run_dir.name
+    if state.is_main_process:
+        registry.set_status(run_id, "running")
+    try:
+        from labelloop.finetune.train import run_training
+
+        config = RunConfig.load(run_dir / "config.json")
+        summary = run_training(config, run_dir)
+        if state.is_main_process and not summary["cancelled"] and config.test_file:
+            from labelloop.finetune.evaluate import evaluate_run
+
+            summary["eval"] = evaluate_run(registry, run_id)["run"]
+    except BaseException as e:
+        if state.is_main_process:
+            registry.set_status(run_id, "failed", error=f"{type(e).__name__}: {e}")
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+        raise
+    if state.is_main_process:
+        registry.set_status(run_id, "cancelled" if summary["cancelled"] else "succeeded", summary=summary)
+        print(json.dumps({"run": run_id, **{k: v for k, v in summary.items() if k != "labels"}}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

