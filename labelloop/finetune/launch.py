@@ -10,6 +10,7 @@ The main process records the outcome in the run registry (succeeded, cancelled, 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     run_id = run_dir.name
     if state.is_main_process:
         registry.set_status(run_id, "running")
+        (run_dir / "pid").write_text(str(os.getpid()))
     try:
         from labelloop.finetune.train import run_training
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -37,6 +38,14 @@ class RunRecord:
     @property
     def model_dir(self) -> Path:
         return self.folder / "model"
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def fingerprint(*paths: str) -> dict:
@@ -91,6 +100,15 @@ class RunRegistry:
                 (status, error, finished, json.dumps(summary) if summary is not None else None, run_id))
 
     def get(self, run_id: str) -> RunRecord:
+        """The run's record; a run marked running whose process is gone (killed) is marked failed first."""
+        record = self._read(run_id)
+        if record.status == "running" and not _alive(record.folder / "pid"):
+            self.set_status(run_id, "failed", error="the training process died (killed?); start it again to "
+                                                    "resume from its last checkpoint")
+            record = self._read(run_id)
+        return record
+
+    def _read(self, run_id: str) -> RunRecord:
         with self._lock:
             row = self._db.execute("SELECT run_id, task, status, created_at, finished_at, error, summary FROM runs "
                                    "WHERE run_id=?", (run_id,)).fetchone()

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from labelloop._optional import require
+from labelloop.errors import ConfigError
 from labelloop.finetune.config import PACKAGED_ENCODER, SMOLLM2, RunConfig
 from labelloop.finetune.data import encode, label_names, read_records
 
@@ -66,8 +67,12 @@ def _model_class(task: str):
             "sft": transformers.AutoModelForCausalLM}[task]
 
 
-def load_model(task: str, path: str, labels: list[str]):
-    """Base model with a head for ``labels`` (classification and NER), and its tokenizer."""
+def load_model(task: str, path: str, labels: list[str], *, qlora: bool = False):
+    """Base model with a head for ``labels`` (classification and NER), and its tokenizer.
+
+    With ``qlora`` the base weights load in 4 bits (NF4, bf16 compute) for LoRA on top.
+    """
+    import torch
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -79,7 +84,19 @@ def load_model(task: str, path: str, labels: list[str]):
                   "label2id": {label: i for i, label in enumerate(labels)}}
         if task == "multi-label":
             kwargs["problem_type"] = "multi_label_classification"
+    if qlora:
+        if not torch.cuda.is_available():
+            raise ConfigError("QLoRA needs a CUDA GPU: run without --qlora on this machine")
+        require("bitsandbytes", "train")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=torch.bfloat16)
     model = _model_class(task).from_pretrained(path, **kwargs)
+    if qlora:
+        import peft
+
+        model = peft.prepare_model_for_kbit_training(model)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
@@ -118,8 +135,8 @@ def run_training(config: RunConfig, run_dir: Path) -> dict:
     test_rows = read_records(config.test_file, config.task) if config.test_file else []
     labels = label_names(config.task, train_rows + test_rows)
     base_path = resolve_base_model(config.model_name, run_dir.parent.parent / "models")
-    tokenizer, model = load_model(config.task, base_path, labels)
-    method = choose_method(config, model)
+    tokenizer, model = load_model(config.task, base_path, labels, qlora=config.qlora)
+    method = "lora" if config.qlora else choose_method(config, model)
     lr = config.learning_rate or (5e-5 if method == "full" else 2e-4 if config.task == "sft" else 5e-4)
     if method == "lora":
         task_type = {"classification": "SEQ_CLS", "multi-label": "SEQ_CLS", "ner": "TOKEN_CLS", "sft": "CAUSAL_LM"}

@@ -210,3 +210,18 @@ def test_promote_swaps_the_served_model_and_rollback_restores_it(tiny, data, tmp
         assert ModelService(settings).rollback(3) == "labelloop-v1"
         rolled = client.post("/predict", json={"tasks": [{"data": {"text": "great fun"}}], "project": "3.1"}).json()
         assert rolled["model_version"] == "labelloop-v1"
+
+
+def test_a_killed_run_is_marked_failed_and_qlora_needs_a_gpu(tiny, data, tmp_path):
+    registry = RunRegistry(tmp_path)
+    record = registry.create(RunConfig(task="classification", train_file=data["cls"][0]))
+    registry.set_status(record.run_id, "running")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (record.folder / "pid").write_text(str(dead.pid))
+    assert registry.get(record.run_id).status == "failed" and "died" in registry.get(record.run_id).error
+    if not torch.cuda.is_available():
+        from labelloop.finetune.train import load_model
+
+        with pytest.raises(ConfigError, match="QLoRA needs a CUDA GPU"):
+            load_model("classification", str(tiny / "bert"), ["a", "b"], qlora=True)
