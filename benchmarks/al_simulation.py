@@ -52,7 +52,7 @@ def table(name: str, result: dict) -> str:
     rand = result["strategies"]["random"]
     max_labels = rand["curve"][-1][0]
     lines = [f"{name}: full-pool accuracy {result['full_pool_accuracy']:.3f}",
-             f"| strategy | AUC | AUC - random | labels to 95% | ratio to random |", "|---|---|---|---|---|"]
+             "| strategy | AUC | AUC - random | labels to 95% | ratio to random |", "|---|---|---|---|---|"]
     for strategy, s in result["strategies"].items():
         to95 = s["labels_to_95"]
         if strategy == "random":

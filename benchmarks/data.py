@@ -89,7 +89,7 @@ def wnut16(out: Path) -> Path:
             tags.append(tag.strip())
             continue
         if tokens:
-            text, spans, pos, current = "", [], 0, None
+            text, spans, current = "", [], None
             for token, tag in zip(tokens, tags):
                 start = len(text) + (1 if text else 0)
                 text = f"{text} {token}" if text else token

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 
-from labelloop.finetune.data import IGNORE, chat_prompt_ids, encode, entity_types, label_names, read_records
+from labelloop.finetune.data import IGNORE, chat_prompt_ids, encode, read_records
 from labelloop.finetune.registry import RunRegistry
 
 
