@@ -1,4 +1,7 @@
-"""Augmentation of approved labels (back-translation, synonyms, span-safe NER edits).
+"""Augmentation of approved labels that keeps labels and entity spans correct.
 
-Not available in this release: the package is reserved so that ``labelloop.augment`` imports resolve.
+Every :class:`~labelloop.augment.base.Augmenter` rewrites text only *between* entity spans, so a NER
+variant's spans are re-computed and still cover exactly their entity text. Originals are never
+modified; every variant carries provenance (source, method, parameters, seed).
+Optional dependencies come with ``pip install 'labelloop[augment]'``.
 """

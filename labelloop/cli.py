@@ -283,6 +283,62 @@ def _publish(service, project_id: int, version: str) -> None:
         print("Label Studio not updated: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to push predictions")
 
 
+def cmd_augment(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from labelloop.augment.cli import build_augmenters, preview
+    from labelloop.augment.pipeline import LabelFilter, augment_records, variant_tasks, write_jsonl
+
+    records = _read_any(args.input)
+    test = _read_any(args.exclude) if args.exclude else []
+    augmenters = build_augmenters(args.methods.split(","), records, fill_mask_model=args.fill_mask_model,
+                                  mt_forward=args.mt_forward, mt_backward=args.mt_backward, aug_p=args.aug_p)
+    label_filter = None
+    if args.filter_run:
+        from labelloop.finetune.registry import RunRegistry
+        from labelloop.models import TransformerModel
+
+        import json
+
+        run = RunRegistry(_settings().home).get(args.filter_run)
+        labels = json.loads((run.model_dir / "labelloop.json").read_text())["labels"]
+        model = TransformerModel(run.model_dir, labels)
+        label_filter = LabelFilter(model.predict_proba, labels, args.filter_threshold)
+    variants, report = augment_records(records, augmenters, n=args.n, seed=args.seed, test_records=test,
+                                       label_filter=label_filter)
+    print(report.summary())
+    if args.preview or not (args.output or args.project):
+        print(preview(records, variants, per_method=args.preview or 3))
+    if args.output:
+        write_jsonl(Path(args.output), variants)
+        print(f"wrote {len(variants)} variants to {args.output} (the input is unchanged)")
+    if args.project:
+        from labelloop import lsclient
+
+        client = _client(args)
+        config = lsclient.call("reading the project", client.projects.get, id=args.project).label_config
+        tasks = variant_tasks(variants, config)
+        for i in range(0, len(tasks), 500):
+            lsclient.call("importing augmented tasks", client.projects.import_tasks, id=args.project,
+                          request=tasks[i : i + 500], retry=None)
+        print(f"imported {len(tasks)} augmented tasks into project {args.project}, each with its label as a "
+              "prediction for annotators to accept or reject")
+
+
+def _read_any(path: str) -> list[dict]:
+    import json
+
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise LabelLoopError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+    return rows
+
+
 def build_parser() -> argparse.ArgumentParser:
     from labelloop.templates import TEMPLATES
 
@@ -369,6 +425,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="serve the project's previous model version again")
     p.add_argument("--project", type=int, required=True)
     p.set_defaults(func=cmd_rollback)
+
+    p = ls_command("augment", cmd_augment, "augment approved labels (JSONL in; JSONL or Label Studio tasks out)",
+                   project=False)
+    p.add_argument("--input", required=True, help="JSONL from `labelloop export` (train split) or any such JSONL")
+    p.add_argument("--output", help="JSONL of variants, each with provenance")
+    p.add_argument("--project", type=int, help="also import the variants into this Label Studio project")
+    p.add_argument("--methods", default="swap,delete,synonym,backtranslate",
+                   help="comma-separated: swap, delete, synonym, synonym-insert, backtranslate, mention-swap, "
+                        "fill-mask, fill-mask-insert")
+    p.add_argument("--n", type=int, default=1, help="variants per record and method")
+    p.add_argument("--aug-p", type=float, default=0.15, help="share of words an edit touches")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exclude", help="test JSONL: never augmented, and no variant may match it")
+    p.add_argument("--fill-mask-model", help="masked LM for fill-mask methods")
+    p.add_argument("--mt-forward", help="translation model en->pivot (default: offline Bergamot en->pt)")
+    p.add_argument("--mt-backward", help="translation model pivot->en")
+    p.add_argument("--filter-run", help="drop variants this run's model confidently labels differently")
+    p.add_argument("--filter-threshold", type=float, default=0.9)
+    p.add_argument("--preview", type=int, default=0, help="show this many variants per method, with a diff")
 
     p = ls_command("export", cmd_export, "write approved annotations as leak-free train/test JSONL")
     p.add_argument("--out", required=True, help="output folder")
