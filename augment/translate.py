@@ -59,7 +59,9 @@ class HFTranslationEngine(TranslationEngine):
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
                 batch = tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True, truncation=True)
-                ids = model.generate(**batch, max_new_tokens=self.max_new_tokens, num_beams=1, do_sample=False)
+                # Only what seq2seq generation takes (some tokenizers add token_type_ids).
+                ids = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                     max_new_tokens=self.max_new_tokens, num_beams=1, do_sample=False)
                 out += tokenizer.batch_decode(ids, skip_special_tokens=True)
         return out
 
