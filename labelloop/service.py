@@ -116,7 +116,8 @@ class ModelService:
         pid = parse_project_id(project)
         if pid is None:
             return UNTRAINED_VERSION
-        self.store.save_label_config(pid, label_config)
+        if self.store.label_config(pid) != label_config:  # Label Studio calls /setup before every predict
+            self.store.save_label_config(pid, label_config)
         if hostname and access_token:
             self._credentials[pid] = (hostname, access_token)
         return self._bundle(pid, schema).version
