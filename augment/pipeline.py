@@ -9,11 +9,9 @@
 from __future__ import annotations
 
 import copy
-import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -93,11 +91,6 @@ def augment_records(records: Sequence[dict], augmenters: Sequence[Augmenter], *,
                 report.variants[variant["provenance"]["method"]] += 1
     assert originals == list(records), "augmentation must not modify its input"
     return kept, report
-
-
-def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def variant_tasks(variants: Sequence[dict], label_config: str, *, model_version: str = "augmentation") -> list[dict]:

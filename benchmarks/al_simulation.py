@@ -21,7 +21,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import DEFAULT_OUT, bbc_news, movie_reviews  # noqa: E402
 
-from labelloop.al import SimulationConfig, embed_cached, plot, read_jsonl, simulate  # noqa: E402
+from labelloop.al import SimulationConfig, embed_cached, plot, read_labeled, simulate  # noqa: E402
 from labelloop.encoder import load_encoder  # noqa: E402
 from labelloop.models import ChoicesModel  # noqa: E402
 from labelloop.schema import ControlSpec  # noqa: E402
@@ -31,7 +31,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def run(name: str, path: Path, config: SimulationConfig, cache: Path, tag: str = "") -> dict:
-    texts, labels = read_jsonl(path)
+    texts, labels = read_labeled(path)
     names = tuple(sorted(set(labels)))
     encoder = load_encoder("")
     with tqdm(total=len(texts), desc=f"{name}: embedding", unit="text", file=sys.stderr) as bar:

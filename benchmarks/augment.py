@@ -30,7 +30,8 @@ from data import DEFAULT_OUT, movie_reviews  # noqa: E402
 from finetune_cpu import train  # noqa: E402
 
 from labelloop.augment.cli import build_augmenters  # noqa: E402
-from labelloop.augment.pipeline import augment_records, write_jsonl  # noqa: E402
+from labelloop.augment.pipeline import augment_records  # noqa: E402
+from labelloop.jsonl import write_jsonl  # noqa: E402
 
 METHODS = ["swap", "delete", "synonym", "synonym-insert", "backtranslate"]
 ABLATION_METHODS = ["swap", "synonym", "backtranslate"]

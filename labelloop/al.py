@@ -13,7 +13,6 @@ for diversity within each batch (:func:`labelloop.selection.cluster_then_pick`).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from labelloop.errors import ConfigError
+from labelloop.jsonl import iter_jsonl
 from labelloop.models import ChoicesModel
 from labelloop.selection import argselect, cluster_then_pick
 from labelloop.uncertainty import STRATEGIES, confidence
@@ -57,19 +57,15 @@ class SimulationConfig:
         return tuple(dict.fromkeys(("random", *self.strategies)))
 
 
-def read_jsonl(path: Path) -> tuple[list[str], list[str]]:
+def read_labeled(path: Path) -> tuple[list[str], list[str]]:
     """Texts and labels from JSONL lines ``{"text": ..., "label": ...}``."""
     texts, labels = [], []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                texts.append(str(row["text"]))
-                labels.append(str(row["label"]))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ConfigError(f"{path}:{n}: expected {{\"text\": ..., \"label\": ...}} ({e})") from e
+    for n, row in iter_jsonl(path):
+        try:
+            texts.append(str(row["text"]))
+            labels.append(str(row["label"]))
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"{path}:{n}: expected {{\"text\": ..., \"label\": ...}} ({e})") from e
     if len(set(labels)) < 2:
         raise ConfigError(f"{path}: needs at least two distinct labels, found {sorted(set(labels))}")
     return texts, labels

@@ -80,7 +80,7 @@ def cmd_al_simulate(args: argparse.Namespace) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from labelloop.al import SimulationConfig, embed_cached, plot, read_jsonl, simulate
+    from labelloop.al import SimulationConfig, embed_cached, plot, read_labeled, simulate
     from labelloop.encoder import load_encoder
     from labelloop.models import ChoicesModel
     from labelloop.schema import ControlSpec
@@ -89,7 +89,7 @@ def cmd_al_simulate(args: argparse.Namespace) -> None:
     config = SimulationConfig(strategies=tuple(args.strategy.split(",")), seed_size=args.seed_size, batch=args.batch,
                               rounds=args.rounds, repeats=args.repeats, test_fraction=args.test_fraction,
                               seed=args.seed)
-    texts, labels = read_jsonl(Path(args.data))
+    texts, labels = read_labeled(Path(args.data))
     names = tuple(sorted(set(labels)))
     encoder = load_encoder(settings.model, max_length=settings.max_length, batch_size=settings.batch_size)
     with tqdm(total=len(texts), desc="embedding", unit="text", file=sys.stderr) as bar:
@@ -287,10 +287,11 @@ def cmd_augment(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from labelloop.augment.cli import build_augmenters, preview
-    from labelloop.augment.pipeline import LabelFilter, augment_records, variant_tasks, write_jsonl
+    from labelloop.augment.pipeline import LabelFilter, augment_records, variant_tasks
+    from labelloop.jsonl import read_jsonl, write_jsonl
 
-    records = _read_any(args.input)
-    test = _read_any(args.exclude) if args.exclude else []
+    records = read_jsonl(args.input)
+    test = read_jsonl(args.exclude) if args.exclude else []
     augmenters = build_augmenters(args.methods.split(","), records, fill_mask_model=args.fill_mask_model,
                                   mt_forward=args.mt_forward, mt_backward=args.mt_backward, aug_p=args.aug_p)
     label_filter = None
@@ -323,20 +324,6 @@ def cmd_augment(args: argparse.Namespace) -> None:
                           request=tasks[i : i + 500], retry=None)
         print(f"imported {len(tasks)} augmented tasks into project {args.project}, each with its label as a "
               "prediction for annotators to accept or reject")
-
-
-def _read_any(path: str) -> list[dict]:
-    import json
-
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise LabelLoopError(f"{path}:{n}: not valid JSON ({e.msg})") from e
-    return rows
 
 
 def build_parser() -> argparse.ArgumentParser:

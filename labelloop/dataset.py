@@ -25,6 +25,7 @@ import numpy as np
 from labelloop import lsclient
 from labelloop.dedup import content_key, duplicate_groups
 from labelloop.errors import ConfigError
+from labelloop.jsonl import write_jsonl
 
 POLICIES = ("any", "ground_truth", "agreement", "reviewed")
 
@@ -241,7 +242,7 @@ def export_dataset(client, project_id: int, out: Path, config: ExportConfig, *, 
         raise ConfigError(f"leakage check failed: {report['leakage']} (a bug: please report it)")
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("train", train), ("test", test)):
-        (out / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_jsonl(out / f"{name}.jsonl", rows)
     report.update(project_id=project_id, exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     try:
         import datasets

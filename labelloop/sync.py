@@ -6,7 +6,6 @@ Every function takes a ``label_studio_sdk.LabelStudio`` client (see :func:`label
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import queue
 import threading
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from labelloop import lsclient
 from labelloop.dedup import NearDuplicateIndex, content_key
 from labelloop.errors import ConfigError, LabelLoopError, LabelStudioError, LabelStudioUnavailableError
+from labelloop.jsonl import iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -257,17 +257,11 @@ def read_tasks(path: str | Path, *, text_field: str = "text") -> list[dict]:
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    rows: list[dict] = []
+    rows: list[tuple[int, object]] = []
     with open(path, encoding="utf-8", newline="") as f:
         if suffix in (".jsonl", ".ndjson"):
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"{path}:{n}: not valid JSON ({e.msg})") from e
-                rows.append((n, obj.get("data") if isinstance(obj, dict) and isinstance(obj.get("data"), dict) else obj))
+            rows = [(n, obj.get("data") if isinstance(obj, dict) and isinstance(obj.get("data"), dict) else obj)
+                    for n, obj in iter_jsonl(path)]
         elif suffix in (".csv", ".tsv"):
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
             if text_field not in (reader.fieldnames or []):

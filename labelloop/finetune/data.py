@@ -7,12 +7,12 @@ Classification rows are ``{"text", "label"}`` (or ``"labels"`` for multi-label),
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from labelloop.errors import ConfigError
+from labelloop.jsonl import iter_jsonl
 from labelloop.spans import Span, spans_to_tags, word_ranges
 
 IGNORE = -100
@@ -24,14 +24,11 @@ def read_records(path: str | Path, task: str) -> list[dict]:
     need = {"classification": ("text", "label"), "multi-label": ("text", "labels"), "ner": ("text", "spans"),
             "sft": ("prompt", "response")}[task]
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                row = json.loads(line)
-                missing = [k for k in need if k not in row]
-                if missing:
-                    raise ConfigError(f"{path}:{n}: a {task} row needs {need}, this one lacks {missing}")
-                rows.append(row)
+    for n, row in iter_jsonl(path):
+        missing = [k for k in need if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ConfigError(f"{path}:{n}: a {task} row needs {need}, this one lacks {missing}")
+        rows.append(row)
     if not rows:
         raise ConfigError(f"{path} has no rows")
     return rows
