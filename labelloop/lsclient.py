@@ -37,6 +37,8 @@ class Retry:
 
 
 DEFAULT_RETRY = Retry()
+# For calls whose failure has a fallback (syncing annotations before a training): one quick retry only.
+BEST_EFFORT = Retry(attempts=2)
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 AUTH_HELP = (
@@ -95,7 +97,8 @@ def _short(body: Any, limit: int = 300) -> str:
 
 
 def iter_tasks(client, project_id: int, *, fields: str = "task_only", page_size: int = 500,
-               filters: list[dict] | None = None, include: str | None = None) -> Iterator[Any]:
+               filters: list[dict] | None = None, include: str | None = None,
+               retry: Retry | None = DEFAULT_RETRY) -> Iterator[Any]:
     """All tasks of a project (matching Data Manager ``filters``), in id order.
 
     ``include`` names the only task fields to fetch (e.g. ``"id,data"``): listing is ~3x faster.
@@ -109,7 +112,7 @@ def iter_tasks(client, project_id: int, *, fields: str = "task_only", page_size:
         query = json.dumps({"filters": {"conjunction": "and", "items": items}, "ordering": ["tasks:id"]})
         page = call(f"listing tasks of project {project_id}",
                     lambda: client.tasks.list(project=project_id, fields=fields, page=1, page_size=page_size,
-                                              query=query, include=include).items)
+                                              query=query, include=include).items, retry=retry)
         yield from page
         if len(page) < page_size:
             return
@@ -123,10 +126,11 @@ def task_ids_with_version(client, project_id: int, model_version: str) -> set[in
     return {t.id for t in iter_tasks(client, project_id, filters=filters, page_size=1000, include="id")}
 
 
-def fetch_annotations(client, project_id: int) -> list[tuple[int, int, dict, list, bool]]:
+def fetch_annotations(client, project_id: int, *, retry: Retry | None = DEFAULT_RETRY
+                      ) -> list[tuple[int, int, dict, list, bool]]:
     """``(task_id, annotation_id, data, result, cancelled)`` for every annotation in the project."""
     rows = []
-    for task in iter_tasks(client, project_id, fields="all"):
+    for task in iter_tasks(client, project_id, fields="all", retry=retry):
         for ann in task.annotations or []:
             rows.append((task.id, int(ann["id"]), task.data, ann.get("result") or [], bool(ann.get("was_cancelled"))))
     return rows

@@ -231,7 +231,10 @@ class ModelService:
         client = self.client_for(project_id)
         if client is not None:
             try:
-                self.store.replace_annotations(project_id, lsclient.fetch_annotations(client, project_id))
+                # Best effort: webhooks already stored the annotations, so a Label Studio that is down
+                # must not hold the training queue for a minute of retries.
+                annotations = lsclient.fetch_annotations(client, project_id, retry=lsclient.BEST_EFFORT)
+                self.store.replace_annotations(project_id, annotations)
             except LabelLoopError as e:
                 log.warning("training project %s on annotations received so far: %s", project_id, e)
         records = self.store.latest_annotations(project_id)
