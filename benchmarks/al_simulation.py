@@ -24,7 +24,6 @@ from data import DEFAULT_OUT, bbc_news, movie_reviews  # noqa: E402
 from labelloop.al import SimulationConfig, embed_cached, plot, read_labeled, simulate  # noqa: E402
 from labelloop.encoder import load_encoder  # noqa: E402
 from labelloop.models import ChoicesModel  # noqa: E402
-from labelloop.schema import ControlSpec  # noqa: E402
 from labelloop.settings import LabelLoopSettings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,7 +36,7 @@ def run(name: str, path: Path, config: SimulationConfig, cache: Path, tag: str =
     with tqdm(total=len(texts), desc=f"{name}: embedding", unit="text", file=sys.stderr) as bar:
         x = embed_cached(encoder, texts, cache, bar.update)
     y = np.asarray([names.index(label) for label in labels])
-    prior = ChoicesModel.zero_shot(encoder, ControlSpec("choices", "label", "text", "text", names))
+    prior = ChoicesModel.zero_shot(encoder, names)
     steps = config.repeats * len(config.all_strategies) * (config.rounds + 1)
     with tqdm(total=steps, desc=f"{name}: simulating", unit="fit", file=sys.stderr) as bar:
         result = simulate(x, y, prior, config, bar.update)

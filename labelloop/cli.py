@@ -83,7 +83,6 @@ def cmd_al_simulate(args: argparse.Namespace) -> None:
     from labelloop.al import SimulationConfig, embed_cached, plot, read_labeled, simulate
     from labelloop.encoder import load_encoder
     from labelloop.models import ChoicesModel
-    from labelloop.schema import ControlSpec
 
     settings = _settings()
     config = SimulationConfig(strategies=tuple(args.strategy.split(",")), seed_size=args.seed_size, batch=args.batch,
@@ -95,7 +94,7 @@ def cmd_al_simulate(args: argparse.Namespace) -> None:
     with tqdm(total=len(texts), desc="embedding", unit="text", file=sys.stderr) as bar:
         x = embed_cached(encoder, texts, settings.home / "cache", bar.update)
     y = np.asarray([names.index(label) for label in labels])
-    prior = ChoicesModel.zero_shot(encoder, ControlSpec("choices", "label", "text", "text", names))
+    prior = ChoicesModel.zero_shot(encoder, names)
     steps = config.repeats * len(config.all_strategies) * (config.rounds + 1)
     with tqdm(total=steps, desc="simulating", unit="fit", file=sys.stderr) as bar:
         result = simulate(x, y, prior, config, bar.update)

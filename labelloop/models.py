@@ -23,7 +23,6 @@ import numpy as np
 
 from labelloop.encoder import Encoder, TokenEncoding
 from labelloop.errors import ModelError
-from labelloop.schema import ControlSpec
 from labelloop.spans import Span, n_tags, spans_to_tags, tags_to_spans, word_ranges
 
 # Inverse temperature on cosine similarities: MiniLM cosines of related texts differ by ~0.1-0.3.
@@ -54,14 +53,15 @@ class ChoicesModel:
     trained_on: int = 0
 
     @classmethod
-    def zero_shot(cls, encoder: Encoder, spec: ControlSpec, hints: dict[str, str] | None = None) -> ChoicesModel:
-        """A head whose weights are the label names' embeddings."""
+    def zero_shot(cls, encoder: Encoder, labels: Sequence[str], *, multiple: bool = False,
+                  hints: dict[str, str] | None = None) -> ChoicesModel:
+        """A head whose weights are the label names' (or their ``hints``') embeddings."""
         hints = hints or {}
-        label_vectors = encoder.embed([hints.get(label) or label for label in spec.labels])
+        label_vectors = encoder.embed([hints.get(label) or label for label in labels])
         weight = (ZERO_SHOT_SCALE * label_vectors.T).astype(np.float32)
-        bias_value = -ZERO_SHOT_SCALE * ZERO_SHOT_THRESHOLD if spec.multiple else 0.0
-        bias = np.full(len(spec.labels), bias_value, dtype=np.float32)
-        return cls(spec.labels, spec.multiple, weight, bias, weight.copy())
+        bias_value = -ZERO_SHOT_SCALE * ZERO_SHOT_THRESHOLD if multiple else 0.0
+        bias = np.full(len(labels), bias_value, dtype=np.float32)
+        return cls(tuple(labels), multiple, weight, bias, weight.copy())
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (n_texts, n_labels); independent per label when ``multiple``."""

@@ -443,7 +443,7 @@ class ModelService:
         with self._lock:
             model = self._zero_shot.get(control.signature)
         if model is None:
-            model = ChoicesModel.zero_shot(self.encoder, control)
+            model = ChoicesModel.zero_shot(self.encoder, control.labels, multiple=control.multiple)
             with self._lock:
                 self._zero_shot[control.signature] = model
         return model

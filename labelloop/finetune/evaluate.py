@@ -110,19 +110,12 @@ def sft_metrics(model, tokenizer, rows: list[dict], items: list[dict]) -> dict:
     return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "exact_match": exact / len(rows), "n": len(rows)}
 
 
-def _load(task: str, path: str, labels: list[str]):
-    from labelloop.finetune.train import load_model
-
-    return load_model(task, path, labels)
-
-
 def _zero_shot(rows: list[dict], labels: list[str], base: str) -> dict:
     from labelloop.encoder import Encoder
     from labelloop.models import ChoicesModel
-    from labelloop.schema import ControlSpec
 
     encoder = Encoder(base)
-    head = ChoicesModel.zero_shot(encoder, ControlSpec("choices", "label", "text", "text", tuple(labels)))
+    head = ChoicesModel.zero_shot(encoder, labels)
     preds = head.predict_proba(encoder.embed([r["text"] for r in rows])).argmax(axis=1)
     return classification_metrics([labels.index(str(r["label"])) for r in rows], preds.tolist(), labels)
 
@@ -131,7 +124,7 @@ def evaluate_run(registry: RunRegistry, run_id: str, *, test_file: str | None = 
     """Write ``eval.json`` for a run with the base, promoted and run rows; returns it."""
     import torch
 
-    from labelloop.finetune.train import resolve_base_model
+    from labelloop.finetune.train import load_model, resolve_base_model
 
     record = registry.get(run_id)
     config = registry.config(run_id)
@@ -144,17 +137,17 @@ def evaluate_run(registry: RunRegistry, run_id: str, *, test_file: str | None = 
         report["rows"]["base"] = {"kind": "zero-shot from label names", **_zero_shot(rows, labels, base_path)}
     else:
         torch.manual_seed(config.seed)
-        tok, model = _load(config.task, base_path, labels)
+        tok, model = load_model(config.task, base_path, labels)
         kind = "base model" if config.task == "sft" else "untrained head"
         report["rows"]["base"] = {"kind": kind, **evaluate_model(config.task, model, tok, rows, labels, config.max_length)}
     promoted = registry.promoted_run(task=config.task)
     if promoted and promoted != run_id:
         path = registry.get(promoted).model_dir
         if json.loads((path / "labelloop.json").read_text())["labels"] == labels:
-            tok, model = _load(config.task, str(path), labels)
+            tok, model = load_model(config.task, str(path), labels)
             report["rows"]["promoted"] = {"run": promoted, **evaluate_model(config.task, model, tok, rows, labels,
                                                                            config.max_length)}
-    tok, model = _load(config.task, str(record.model_dir), labels)
+    tok, model = load_model(config.task, str(record.model_dir), labels)
     report["rows"]["run"] = {"run": run_id, **evaluate_model(config.task, model, tok, rows, labels, config.max_length)}
     report["run"] = {k: v for k, v in report["rows"]["run"].items() if not isinstance(v, (dict, list))}
     (record.folder / "eval.json").write_text(json.dumps(report, indent=2))
