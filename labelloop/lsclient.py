@@ -119,6 +119,10 @@ def iter_tasks(client, project_id: int, *, fields: str = "task_only", page_size:
         last_id = page[-1].id
 
 
+# Data Manager filter: tasks nobody has annotated yet.
+UNLABELED = {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}
+
+
 def task_ids_with_version(client, project_id: int, model_version: str) -> set[int]:
     """Ids of the tasks that already hold a prediction of ``model_version``."""
     filters = [{"filter": "filter:tasks:predictions_model_versions", "operator": "contains", "type": "List",

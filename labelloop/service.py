@@ -211,10 +211,7 @@ class ModelService:
 
     def model_version(self, project_id: int) -> str:
         """The ``model_version`` serving the project now."""
-        label_config = self.store.label_config(project_id)
-        if not label_config:
-            raise ModelError(f"Project {project_id} has no labeling config on record: connect the backend to it first.")
-        return self._bundle(project_id, cached_schema(label_config)).version
+        return self._bundle(project_id, self._schema(project_id)).version
 
     def versions(self) -> list[str]:
         return [UNTRAINED_VERSION] + [v.model_version for v in self.store.versions()]
@@ -224,10 +221,7 @@ class ModelService:
     def fit(self, project_id: int) -> str | None:
         """Train on the project's latest annotations; returns the new model_version, or None."""
         started = time.perf_counter()
-        label_config = self.store.label_config(project_id)
-        if not label_config:
-            raise ModelError(f"Project {project_id} has no labeling config on record: connect the backend to it first.")
-        schema = cached_schema(label_config)
+        schema = self._schema(project_id)
         client = self.client_for(project_id)
         if client is not None:
             try:
@@ -270,11 +264,7 @@ class ModelService:
         The matching control is the one whose kind and labels the model predicts; other controls keep
         what serves them now. Returns the new version; a running backend switches on its next request.
         """
-        label_config = self.store.label_config(project_id)
-        if not label_config:
-            raise ConfigError(f"Project {project_id} has no labeling config on record: connect the backend to it "
-                              "(or set LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY) first.")
-        schema = cached_schema(label_config)
+        schema = self._schema(project_id)
         current = self._bundle(project_id, schema)
         kind = "labels" if task == "ner" else "choices"
         errors = []
@@ -301,9 +291,10 @@ class ModelService:
         """Serve the version that served before the current one; returns it."""
         versions = [v.model_version for v in self.store.versions(project_id)]
         record = self.store.current_version(project_id)
-        if record is None or versions.index(record.model_version) == 0:
+        position = versions.index(record.model_version) if record else 0
+        if position == 0:
             raise ConfigError(f"Project {project_id} has no earlier model version to roll back to.")
-        previous = versions[versions.index(record.model_version) - 1]
+        previous = versions[position - 1]
         self.store.set_current(project_id, previous)
         return previous
 
@@ -350,7 +341,7 @@ class ModelService:
         cold = not labeled.any()
         if n == 0 or len(unlabeled) <= n or not (cold or self.settings.diversity == "cluster"):
             return scores
-        key = cached_schema(self.store.label_config(project_id)).controls[0].value_key
+        key = self._schema(project_id).controls[0].value_key
         x = self._cached_embed([str(data[i][key]) for i in unlabeled])
         batch = kcenter_greedy(x, n) if cold else cluster_then_pick(scores[unlabeled], x, n)
         out = scores.copy()
@@ -366,6 +357,13 @@ class ModelService:
         return lsclient.make_client(url, token) if url and token else None
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _schema(self, project_id: int) -> TaskSchema:
+        label_config = self.store.label_config(project_id)
+        if not label_config:
+            raise ModelError(f"Project {project_id} has no labeling config on record: connect the backend to it "
+                             "first (Label Studio sends it on connect).")
+        return cached_schema(label_config)
 
     def _bundle(self, pid: int, schema: TaskSchema) -> Bundle:
         record = self.store.current_version(pid)
@@ -474,25 +472,24 @@ class ModelService:
             return
         for i, text in zip(rows, column):
             ranges, probs = model.text_word_probs(text)
-            for k, span in enumerate(tags_to_spans(ranges, probs, control.labels)):
-                results[i].append(self._span_region(control, k, text, span))
-            scores[i].append(float(aggregate_words([confidence(probs, self.settings.strategy)])[0]))
+            self._add_spans(control, text, tags_to_spans(ranges, probs, control.labels), probs, results[i], scores[i])
 
-    @staticmethod
-    def _span_region(control: ControlSpec, k: int, text: str, span: Span) -> dict:
-        return {"id": f"{control.from_name}-{k}", "from_name": control.from_name, "to_name": control.to_name,
-                "type": "labels", "score": span.score,
-                "value": {"start": span.start, "end": span.end, "text": text[span.start : span.end],
-                          "labels": [span.label]}}
+    def _add_spans(self, control: ControlSpec, text: str, spans: list[Span], word_probs: np.ndarray,
+                   result: list[dict], task_scores: list[float]) -> None:
+        """Append one task's regions and its confidence (mean over words, so length doesn't count)."""
+        for k, span in enumerate(spans):
+            result.append({"id": f"{control.from_name}-{k}", "from_name": control.from_name,
+                           "to_name": control.to_name, "type": "labels", "score": span.score,
+                           "value": {"start": span.start, "end": span.end, "text": text[span.start : span.end],
+                                     "labels": [span.label]}})
+        task_scores.append(float(aggregate_words([confidence(word_probs, self.settings.strategy)])[0]))
 
     def _predict_spans(self, control: ControlSpec, model: SpansModel, rows: list[int], column: list[str],
                        results: list[list[dict]], scores: list[list[float]]) -> None:
         for j, (i, enc) in enumerate(zip(rows, self.encoder.encode(column))):
             text = column[j]
             ranges, probs = model.word_probs(enc)
-            for k, span in enumerate(model.predict_spans(text, ranges, probs)):
-                results[i].append(self._span_region(control, k, text, span))
-            scores[i].append(float(aggregate_words([confidence(probs, self.settings.strategy)])[0]))
+            self._add_spans(control, text, model.predict_spans(text, ranges, probs), probs, results[i], scores[i])
 
     def _fit_control(self, control: ControlSpec, records: list[AnnotationRecord]) -> ControlModel | None:
         texts, targets = [], []

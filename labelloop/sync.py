@@ -125,8 +125,7 @@ def preannotate(client, project_id: int, predictor: Predictor, *, only_unlabeled
     project = lsclient.call("reading the project", client.projects.get, id=project_id)
     version = predictor.model_version(project_id, project.label_config)
     report = PreannotateReport(version)
-    filters = ([{"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]
-               if only_unlabeled else None)
+    filters = [lsclient.UNLABELED] if only_unlabeled else None
     with tqdm(desc=f"pre-annotating ({version})", unit="task", disable=not progress,
               total=None if only_unlabeled else project.task_number) as bar:
         while True:
@@ -244,8 +243,7 @@ def setup_uncertainty_queue(client, project_id: int, *, title: str = QUEUE_VIEW_
     data = {
         "title": title,
         "ordering": ["tasks:predictions_score"],
-        "filters": {"conjunction": "and", "items": [
-            {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]},
+        "filters": {"conjunction": "and", "items": [lsclient.UNLABELED]},
     }
     return lsclient.call("creating a Data Manager tab", client.views.create, project=project_id, data=data)
 
