@@ -182,7 +182,8 @@ def run_training(config: RunConfig, run_dir: Path) -> dict:
     args = transformers.TrainingArguments(
         output_dir=str(run_dir / "checkpoints"), num_train_epochs=config.epochs, learning_rate=lr,
         per_device_train_batch_size=config.batch_size, weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio, logging_steps=5,  # a float below 1 is a ratio of total steps save_steps=config.save_steps, save_total_limit=2,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of total steps
+        logging_steps=5, save_steps=config.save_steps, save_total_limit=2,
         seed=config.seed, bf16=use_bf16, gradient_checkpointing=config.gradient_checkpointing,
         report_to=[], disable_tqdm=not state.is_main_process, use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False, ddp_find_unused_parameters=False if state.num_processes > 1 else None,
