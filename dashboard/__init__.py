@@ -1,4 +1,5 @@
-"""The Streamlit dashboard and the Gradio playground.
+"""The Streamlit dashboard (``labelloop dashboard``) and the Gradio playground (``labelloop playground``).
 
-Not available in this release: the package is reserved so that ``labelloop.dashboard`` imports resolve.
+Pages live in ``app_pages/`` under ``st.navigation``; they render what the core computes
+(:mod:`labelloop.insights`, :mod:`labelloop.actions`, the run registry) and hold no logic of their own.
 """

@@ -32,7 +32,8 @@ def cmd_backend(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from labelloop.demo import run_demo
 
-    run_demo(_settings(), ls_port=args.port, backend_port=args.backend_port, wait=not args.no_wait)
+    run_demo(_settings(), ls_port=args.port, backend_port=args.backend_port, dashboard_port=args.dashboard_port,
+             wait=not args.no_wait)
 
 
 def _client(args: argparse.Namespace):
@@ -250,43 +251,26 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
+    from labelloop.actions import promote_run
     from labelloop.finetune.registry import RunRegistry
     from labelloop.service import ModelService
 
     settings = _settings()
-    registry = RunRegistry(settings.home)
-    run = registry.get(args.run)
-    if run.status != "succeeded" or not run.model_dir.exists():
-        raise LabelLoopError(f"run {args.run} is {run.status}; only a succeeded run with a saved model can be promoted")
-    service = ModelService(settings)
-    version = service.promote(args.project, run.model_dir, task=run.task)
-    registry.record_promotion(args.project, args.run, version)
-    print(f"project {args.project} now serves run {args.run} as {version}")
-    _publish(service, args.project, version)
+    print(promote_run(ModelService(settings), RunRegistry(settings.home), args.run, args.project).message())
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
+    from labelloop.actions import rollback_project
     from labelloop.service import ModelService
 
-    service = ModelService(_settings())
-    version = service.rollback(args.project)
-    print(f"project {args.project} serves {version} again")
-    _publish(service, args.project, version)
-
-
-def _publish(service, project_id: int, version: str) -> None:
-    stored = service.publish(project_id, version)
-    if stored:
-        print(f"stored {stored} predictions of {version} in Label Studio and set the project's model_version")
-    else:
-        print("Label Studio not updated: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to push predictions")
+    print(rollback_project(ModelService(_settings()), args.project).message())
 
 
 def cmd_augment(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from labelloop.augment.cli import build_augmenters, preview
-    from labelloop.augment.pipeline import LabelFilter, augment_records, variant_tasks
+    from labelloop.augment.pipeline import LabelFilter, augment_records
     from labelloop.jsonl import read_jsonl, write_jsonl
 
     records = read_jsonl(args.input)
@@ -314,15 +298,67 @@ def cmd_augment(args: argparse.Namespace) -> None:
         print(f"wrote {len(variants)} variants to {args.output} (the input is unchanged)")
     if args.project:
         from labelloop import lsclient
+        from labelloop.actions import import_variants
 
         client = _client(args)
         config = lsclient.call("reading the project", client.projects.get, id=args.project).label_config
-        tasks = variant_tasks(variants, config)
-        for i in range(0, len(tasks), 500):
-            lsclient.call("importing augmented tasks", client.projects.import_tasks, id=args.project,
-                          request=tasks[i : i + 500], retry=None)
-        print(f"imported {len(tasks)} augmented tasks into project {args.project}, each with its label as a "
+        added = import_variants(client, args.project, variants, config)
+        print(f"imported {added} augmented tasks into project {args.project}, each with its label as a "
               "prediction for annotators to accept or reject")
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _ui_users(args: argparse.Namespace):
+    """Who may log in; ``--no-auth`` only for a local demo on loopback."""
+    from labelloop.auth import Users
+
+    if args.no_auth:
+        if args.host not in LOOPBACK:
+            raise LabelLoopError("--no-auth is for a local demo: bind 127.0.0.1, or configure a login to serve "
+                                 f"{args.host}")
+        os.environ["LABELLOOP_DASHBOARD_NO_AUTH"] = "1"
+    else:
+        os.environ.pop("LABELLOOP_DASHBOARD_NO_AUTH", None)
+    return Users.from_env()
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    import subprocess
+    from pathlib import Path
+
+    import labelloop.dashboard
+
+    _ui_users(args)  # a missing or broken login configuration fails here, before the server starts
+    app = Path(labelloop.dashboard.__file__).parent / "app.py"
+    print(f"LabelLoop dashboard on http://{args.host}:{args.port}", flush=True)
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
+               "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
+    try:
+        sys.exit(subprocess.call(command))
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_playground(args: argparse.Namespace) -> None:
+    from labelloop.dashboard.playground import launch
+
+    users = _ui_users(args)
+    print(f"LabelLoop playground on http://{args.host}:{args.port}", flush=True)
+    launch(_settings(), users, host=args.host, port=args.port)
+
+
+def cmd_hash_password(args: argparse.Namespace) -> None:
+    import getpass
+
+    from labelloop.auth import hash_password
+
+    password = sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass("Password: ")
+    if not args.stdin and getpass.getpass("Again: ") != password:
+        raise LabelLoopError("the two passwords differ")
+    print(hash_password(password))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,11 +373,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9090)
     p.set_defaults(func=cmd_backend)
 
-    p = sub.add_parser("demo", help="local Label Studio + demo project + connected backend")
+    p = sub.add_parser("demo", help="local Label Studio + demo project + connected backend + dashboard")
     p.add_argument("--port", type=int, default=8080, help="Label Studio port")
     p.add_argument("--backend-port", type=int, default=9090)
+    p.add_argument("--dashboard-port", type=int, default=8501)
     p.add_argument("--no-wait", action="store_true", help="set everything up, then stop it all and exit")
     p.set_defaults(func=cmd_demo)
+
+    for name, func, port, text in (("dashboard", cmd_dashboard, 8501, "the Streamlit dashboard for leads"),
+                                   ("playground", cmd_playground, 7860, "the Gradio playground: try model versions")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=port)
+        p.add_argument("--no-auth", action="store_true",
+                       help="no login (a local demo on 127.0.0.1 only); otherwise set LABELLOOP_DASHBOARD_USER and "
+                            "LABELLOOP_DASHBOARD_PASSWORD_HASH, or LABELLOOP_DASHBOARD_SECRETS")
+        p.set_defaults(func=func)
+    p = sub.add_parser("hash-password", help="print a password hash for LABELLOOP_DASHBOARD_PASSWORD_HASH")
+    p.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    p.set_defaults(func=cmd_hash_password)
 
     p = sub.add_parser("al", help="active learning tools")
     al = p.add_subparsers(dest="al_command", required=True)

@@ -235,9 +235,8 @@ def export_dataset(client, project_id: int, out: Path, config: ExportConfig, *, 
     project = lsclient.call("reading the project", client.projects.get, id=project_id)
     tasks = [{"id": t.id, "data": t.data, "annotations": t.annotations or []}
              for t in lsclient.iter_tasks(client, project_id, fields="all")]
-    frozen_path = state_dir / "exports" / str(project_id) / "frozen_test.json"
-    frozen = set(json.loads(frozen_path.read_text())) if frozen_path.exists() else set()
-    train, test, report, test_keys = build_dataset(tasks, project.label_config, config, frozen)
+    train, test, report, test_keys = build_dataset(tasks, project.label_config, config,
+                                                   load_frozen_test(state_dir, project_id))
     if report["leakage"]["test_texts_in_train"]:
         raise ConfigError(f"leakage check failed: {report['leakage']} (a bug: please report it)")
     out.mkdir(parents=True, exist_ok=True)
@@ -253,6 +252,36 @@ def export_dataset(client, project_id: int, out: Path, config: ExportConfig, *, 
     except ImportError:
         pass
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    frozen_path.parent.mkdir(parents=True, exist_ok=True)
-    frozen_path.write_text(json.dumps(sorted(test_keys)))
+    save_frozen_test(state_dir, project_id, test_keys)
     return report
+
+
+def frozen_test_path(state_dir: Path, project_id: int) -> Path:
+    return Path(state_dir) / "exports" / str(project_id) / "frozen_test.json"
+
+
+def load_frozen_test(state_dir: Path, project_id: int) -> set[str]:
+    """Content keys of the project's frozen test split (empty before the first export or freeze)."""
+    path = frozen_test_path(state_dir, project_id)
+    return set(json.loads(path.read_text())) if path.exists() else set()
+
+
+def save_frozen_test(state_dir: Path, project_id: int, keys: set[str]) -> None:
+    path = frozen_test_path(state_dir, project_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(sorted(keys)))
+    tmp.replace(path)
+
+
+def freeze_test_split(tasks: list[dict], label_config: str, state_dir: Path, project_id: int,
+                      config: ExportConfig | None = None) -> list[dict]:
+    """Extend the project's frozen test split with today's approved tasks; returns the test records.
+
+    Groups already frozen stay test; new groups join by the same hash rule as :func:`export_dataset`.
+    The backend never trains on frozen test tasks, so learning curves measured on them are honest.
+    """
+    _, test, _, keys = build_dataset(tasks, label_config, config or ExportConfig(),
+                                     load_frozen_test(state_dir, project_id))
+    save_frozen_test(state_dir, project_id, keys)
+    return test

@@ -1,4 +1,4 @@
-"""The embedded default: a local Label Studio with a demo project, and the backend connected to it.
+"""The embedded default: a local Label Studio with a demo project, the backend connected, the dashboard up.
 
 ``labelloop demo`` runs :func:`run_demo`. State lives under ``$LABELLOOP_HOME/demo``; the admin password
 and token are generated on first run and kept in ``credentials.json`` (readable by you only).
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labelloop import lsclient, sync
+from labelloop.auth import hash_password
 from labelloop.errors import LabelStudioError
 from labelloop.localstudio import LocalLabelStudio, wait_healthy
 from labelloop.settings import LabelLoopSettings
@@ -87,17 +88,30 @@ class DemoCredentials:
         return creds
 
 
-def start_backend(settings: LabelLoopSettings, port: int, *, ls_url: str, token: str, log_path: Path) -> subprocess.Popen:
-    """Run ``labelloop backend`` as a child process that knows how to reach Label Studio."""
-    env = {**os.environ, "LABELLOOP_HOME": str(settings.home), "LABEL_STUDIO_URL": ls_url,
-           "LABEL_STUDIO_API_KEY": token}
+def start_service(command: str, port: int, env: dict[str, str], *, log_path: Path, health: str) -> subprocess.Popen:
+    """Run ``labelloop <command>`` on 127.0.0.1:``port`` as a child process; return once ``health`` answers."""
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "labelloop.cli", "backend", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "-m", "labelloop.cli", command, "--host", "127.0.0.1", "--port", str(port)],
+            env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
-    wait_healthy(f"http://127.0.0.1:{port}/health", timeout=120, process=process, log=log_path)
+    wait_healthy(f"http://127.0.0.1:{port}{health}", timeout=120, process=process, log=log_path)
     return process
+
+
+def start_backend(settings: LabelLoopSettings, port: int, *, ls_url: str, token: str, log_path: Path) -> subprocess.Popen:
+    """Run ``labelloop backend`` as a child process that knows how to reach Label Studio."""
+    env = {"LABELLOOP_HOME": str(settings.home), "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": token}
+    return start_service("backend", port, env, log_path=log_path, health="/health")
+
+
+def start_dashboard(settings: LabelLoopSettings, port: int, *, ls_url: str, creds: DemoCredentials,
+                    log_path: Path) -> subprocess.Popen:
+    """Run ``labelloop dashboard`` with a login for the demo user (only the password's hash is passed on)."""
+    env = {"LABELLOOP_HOME": str(settings.home), "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": creds.token,
+           "LABELLOOP_DASHBOARD_USER": creds.username, "LABELLOOP_DASHBOARD_PASSWORD_HASH": hash_password(creds.password)}
+    return start_service("dashboard", port, env, log_path=log_path, health="/_stcore/health")
 
 
 def ensure_demo_project(client, backend_url: str, *, timeout: float = 120.0) -> int:
@@ -122,13 +136,13 @@ def ensure_demo_project(client, backend_url: str, *, timeout: float = 120.0) -> 
 
 
 def run_demo(settings: LabelLoopSettings, *, ls_port: int = 8080, backend_port: int = 9090,
-             wait: bool = True) -> dict:
+             dashboard_port: int = 8501, wait: bool = True) -> dict:
     """Bring the demo up; with ``wait`` keep it running until interrupted. Returns its addresses."""
     root = settings.home / "demo"
     creds = DemoCredentials.load_or_create(root / "credentials.json")
     print(f"Starting Label Studio on 127.0.0.1:{ls_port} (first start migrates its database, ~1 min)...", flush=True)
     studio = LocalLabelStudio(root / "label-studio", ls_port, creds.username, creds.password, creds.token).start()
-    backend = None
+    backend = dashboard = None
     try:
         backend_url = f"http://127.0.0.1:{backend_port}"
         print(f"Starting the LabelLoop backend on {backend_url}...", flush=True)
@@ -136,27 +150,33 @@ def run_demo(settings: LabelLoopSettings, *, ls_port: int = 8080, backend_port: 
                                 log_path=root / "backend.log")
         client = lsclient.make_client(studio.url, creds.token)
         project_id = ensure_demo_project(client, backend_url)
+        dashboard_url = f"http://127.0.0.1:{dashboard_port}"
+        print(f"Starting the dashboard on {dashboard_url}...", flush=True)
+        dashboard = start_dashboard(settings, dashboard_port, ls_url=studio.url, creds=creds,
+                                    log_path=root / "dashboard.log")
         info = {"label_studio": studio.url, "project": f"{studio.url}/projects/{project_id}/data",
-                "backend": backend_url, "username": creds.username, "password": creds.password,
-                "project_id": project_id}
+                "backend": backend_url, "dashboard": dashboard_url, "username": creds.username,
+                "password": creds.password, "project_id": project_id}
         print(
             "\nLabelLoop demo is up.\n"
             f"  Label Studio  {info['project']}\n"
-            f"  log in as     {creds.username} / {creds.password}   (kept in {root / 'credentials.json'})\n"
-            f"  ML backend    {backend_url}   (logs: {root / 'backend.log'})\n"
+            f"  Dashboard     {dashboard_url}\n"
+            f"  log in to both as  {creds.username} / {creds.password}   (kept in {root / 'credentials.json'})\n"
+            f"  ML backend    {backend_url}   (logs under {root})\n"
             "Label a few reviews: the backend retrains after each one and re-scores the queue.\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )
         while wait:
             time.sleep(1)
-            if studio.process.poll() is not None or backend.poll() is not None:
+            if any(p.poll() is not None for p in (studio.process, backend, dashboard)):
                 raise SystemExit("A demo server exited; see the logs under " + str(root))
         return info
     except KeyboardInterrupt:
         return {}
     finally:
-        if backend is not None and backend.poll() is None:
-            backend.terminate()
-            backend.wait(timeout=20)
+        for child in (dashboard, backend):
+            if child is not None and child.poll() is None:
+                child.terminate()
+                child.wait(timeout=20)
         studio.stop()

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from labelloop import lsclient
+from labelloop.dataset import load_frozen_test
+from labelloop.dedup import content_key
 from labelloop.encoder import Encoder, load_encoder
 from labelloop.errors import ConfigError, LabelLoopError, ModelError, TaskDataError
 from labelloop.models import (ChoicesModel, ControlModel, SpansModel, TransformerModel, dump_json, load_control_model,
@@ -32,7 +34,7 @@ from labelloop.schema import ControlSpec, TaskSchema, parse_label_config
 from labelloop.selection import cluster_then_pick, kcenter_greedy, queue_scores
 from labelloop.settings import LabelLoopSettings
 from labelloop.spans import Span, tags_to_spans
-from labelloop.store import AnnotationRecord, Store
+from labelloop.store import AnnotationRecord, Store, VersionRecord
 from labelloop.uncertainty import aggregate_words, confidence
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,7 @@ class ModelService:
         self.settings = settings
         self.store = store or Store(settings.home)
         self.metrics = Metrics()
-        self._bundles: dict[int, Bundle] = {}
+        self._bundles: dict[int | tuple[int, str], Bundle] = {}  # serving now by project; stored ones by (project, version)
         self._zero_shot: dict[str, ChoicesModel] = {}
         self._credentials: dict[int, tuple[str, str]] = {}  # in memory only: tokens never touch disk
         self._lock = threading.Lock()
@@ -123,12 +125,14 @@ class ModelService:
         return self._bundle(pid, schema).version
 
     def predict(self, tasks: Sequence[object], *, project: object = None, label_config: str | None = None,
-                context: dict | None = None, cache_embeddings: bool = False) -> list[dict]:
+                context: dict | None = None, cache_embeddings: bool = False,
+                model_version: str | None = None) -> list[dict]:
         """One Label Studio prediction per task, in order: ``{"result", "score", "model_version"}``.
 
         ``score`` is the model's confidence under the configured strategy (higher = surer). A task whose
         text can't be used gets ``{"result": [], "model_version", "error"}`` and the reason is logged.
         ``cache_embeddings`` keeps sentence vectors on disk, for texts that are scored again after each training.
+        ``model_version`` asks for one of the project's stored versions instead of the one serving now.
         """
         started = time.perf_counter()
         pid = parse_project_id(project)
@@ -137,7 +141,10 @@ class ModelService:
         if not label_config:
             raise ConfigError("No labeling config: send label_config, or connect the project so /setup stores it.")
         schema = cached_schema(label_config)
-        bundle = self._bundle(pid, schema) if pid is not None else Bundle(UNTRAINED_VERSION)
+        if model_version is not None and model_version != UNTRAINED_VERSION and pid is not None:
+            bundle = self._version_bundle(pid, model_version, schema)
+        else:
+            bundle = self._bundle(pid, schema) if pid is not None and model_version is None else Bundle(UNTRAINED_VERSION)
         texts, errors = self._texts(tasks, schema)
         results: list[list[dict]] = [[] for _ in tasks]
         scores: list[list[float]] = [[] for _ in tasks]
@@ -232,6 +239,10 @@ class ModelService:
             except LabelLoopError as e:
                 log.warning("training project %s on annotations received so far: %s", project_id, e)
         records = self.store.latest_annotations(project_id)
+        frozen = load_frozen_test(self.settings.home, project_id)
+        if frozen:  # the frozen test split measures models; it never trains them
+            records = [r for r in records if not any(content_key(v) in frozen for v in r.data.values()
+                                                     if isinstance(v, str))]
         current = self._bundle(project_id, schema)
         models: dict[str, ControlModel] = {}
         for control in schema.controls:
@@ -286,6 +297,65 @@ class ModelService:
             return version
         raise ConfigError(f"No control of project {project_id} matches this {task} model"
                           + (f" ({'; '.join(errors)})" if errors else "") + ".")
+
+    def learning_curve(self, project_id: int, test_records: list[dict]) -> list[dict]:
+        """Accuracy of every stored version of the project on ``test_records`` (``{"text", "label"}``).
+
+        Rows ``{"model_version", "labels", "accuracy", "created_at"}`` in training order; ``labels`` is how
+        many annotated tasks the version learned from (0 for a promoted fine-tuned run). Scores are cached
+        next to each version, keyed on the test set, so a page refresh costs nothing.
+        """
+        schema = self._schema(project_id)
+        control = next((c for c in schema.controls if c.kind == "choices" and not c.multiple), None)
+        if control is None or not test_records:
+            return []
+        digest = hashlib.sha1(json.dumps([[r["text"], r["label"]] for r in test_records]).encode()).hexdigest()[:16]
+        tasks = [{"data": {control.value_key: r["text"]}} for r in test_records]
+        gold = [r["label"] for r in test_records]
+        rows = []
+        for record in [None, *self.store.versions(project_id)]:
+            if record is None:  # the zero-shot start, before any label
+                record = VersionRecord(project_id, 0, UNTRAINED_VERSION, self.store.models_dir / "none", 0, 0.0)
+            cache = record.path / f"curve-{digest}.json"
+            if cache.exists():
+                rows.append(json.loads(cache.read_text()))
+                continue
+            preds = self.predict(tasks, project=project_id, model_version=record.model_version, cache_embeddings=True)
+            chosen = [next((r["value"]["choices"][0] for r in p["result"] if r["from_name"] == control.from_name), None)
+                      for p in preds]
+            row = {"model_version": record.model_version, "labels": record.n_annotations,
+                   "accuracy": float(np.mean([c == g for c, g in zip(chosen, gold)])), "n_test": len(gold),
+                   "created_at": record.created_at}
+            if record.path.exists():
+                dump_json(cache, row)
+            rows.append(row)
+        return rows
+
+    def schema(self, project_id: int) -> TaskSchema:
+        """The project's parsed labeling config, as stored on connect."""
+        return self._schema(project_id)
+
+    def choice_probabilities(self, project_id: int, text: str, *, model_version: str | None = None
+                             ) -> dict[str, dict[str, float]]:
+        """Every label's probability for ``text``, per Choices control (``from_name`` first)."""
+        schema = self._schema(project_id)
+        if model_version is None:
+            bundle = self._bundle(project_id, schema)
+        elif model_version == UNTRAINED_VERSION:
+            bundle = Bundle(UNTRAINED_VERSION)
+        else:
+            bundle = self._version_bundle(project_id, model_version, schema)
+        out = {}
+        for control in schema.controls:
+            if control.kind != "choices":
+                continue
+            model = bundle.models.get(control.from_name)
+            if isinstance(model, TransformerModel):
+                probs = model.predict_proba([text])[0]
+            else:
+                probs = (model or self._zero_shot_model(control)).predict_proba(self.encoder.embed([text]))[0]
+            out[control.from_name] = {label: float(p) for label, p in zip(control.labels, probs)}
+        return out
 
     def rollback(self, project_id: int) -> str:
         """Serve the version that served before the current one; returns it."""
@@ -378,8 +448,21 @@ class ModelService:
                 self._bundles[pid] = bundle
         return bundle if bundle.serves(schema) else Bundle(UNTRAINED_VERSION)
 
-    def _load_bundle(self, pid: int) -> Bundle:
-        record = self.store.current_version(pid)
+    def _version_bundle(self, pid: int, version: str, schema: TaskSchema) -> Bundle:
+        with self._lock:
+            bundle = self._bundles.get((pid, version))
+        if bundle is None:
+            record = next((v for v in self.store.versions(pid) if v.model_version == version), None)
+            if record is None:
+                raise ConfigError(f"project {pid} has no model version {version!r}; known: "
+                                  f"{', '.join(v.model_version for v in self.store.versions(pid)) or 'none yet'}")
+            bundle = self._load_bundle(pid, record)
+            with self._lock:
+                self._bundles[(pid, version)] = bundle
+        return bundle if bundle.serves(schema) else Bundle(UNTRAINED_VERSION)
+
+    def _load_bundle(self, pid: int, record: VersionRecord | None = None) -> Bundle:
+        record = record or self.store.current_version(pid)
         if record is None:
             return Bundle(UNTRAINED_VERSION)
         try:

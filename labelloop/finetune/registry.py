@@ -100,9 +100,11 @@ class RunRegistry:
                 (status, error, finished, json.dumps(summary) if summary is not None else None, run_id))
 
     def get(self, run_id: str) -> RunRecord:
-        """The run's record; a run marked running whose process is gone (killed) is marked failed first."""
+        """The run's record; a run whose process is gone (killed) while queued or running is marked failed first."""
         record = self._read(run_id)
-        if record.status == "running" and not _alive(record.folder / "pid"):
+        pid_file = record.folder / "pid"
+        if ((record.status == "running" or (record.status == "queued" and pid_file.exists()))
+                and not _alive(pid_file)):
             self.set_status(run_id, "failed", error="the training process died (killed?); start it again to "
                                                     "resume from its last checkpoint")
             record = self._read(run_id)
@@ -120,6 +122,35 @@ class RunRegistry:
         with self._lock:
             ids = [r[0] for r in self._db.execute("SELECT run_id FROM runs ORDER BY created_at")]
         return [self.get(i) for i in ids]
+
+    def metrics(self, run_id: str) -> list[dict]:
+        """What training logged so far (``metrics.jsonl``: step, epoch, loss, learning_rate, ...)."""
+        path = self.root / run_id / "metrics.jsonl"
+        if not path.exists():
+            return []
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:  # the line being written right now
+                continue
+        return rows
+
+    def log_tail(self, run_id: str, chars: int = 4000) -> str:
+        """The end of the run's log (progress bars collapsed to their latest state)."""
+        path = self.root / run_id / "log.txt"
+        if not path.exists():
+            return ""
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - chars * 4))
+            text = f.read().decode(errors="replace")
+        lines = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+        return "\n".join(lines)[-chars:]
+
+    def report(self, run_id: str) -> dict:
+        """The run's evaluation report (``eval.json``), empty before it is evaluated."""
+        path = self.root / run_id / "eval.json"
+        return json.loads(path.read_text()) if path.exists() else {}
 
     def config(self, run_id: str) -> RunConfig:
         return RunConfig.load(self.get(run_id).folder / "config.json")

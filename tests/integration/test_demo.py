@@ -1,4 +1,4 @@
-"""The README's main job: `labelloop demo` brings up Label Studio, the demo project and the backend."""
+"""The README's main job: `labelloop demo` brings up Label Studio, the demo project, the backend and the dashboard."""
 
 from __future__ import annotations
 
@@ -16,15 +16,16 @@ from labelloop.lsclient import make_client
 
 
 def test_demo_comes_up_predicting_and_is_rerunnable(tmp_path):
-    ls_port, backend_port = free_port(), free_port()
+    ls_port, backend_port, dashboard_port = free_port(), free_port(), free_port()
     cmd = [sys.executable, "-m", "labelloop.cli", "demo", "--port", str(ls_port), "--backend-port", str(backend_port),
-           "--no-wait"]
+           "--dashboard-port", str(dashboard_port), "--no-wait"]
     env = {**os.environ, "LABELLOOP_HOME": str(tmp_path)}
     for _ in range(2):  # the second run reuses the database, credentials and project
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "LabelLoop demo is up" in result.stdout
         assert f"http://127.0.0.1:{ls_port}/projects/" in result.stdout
+        assert f"Dashboard     http://127.0.0.1:{dashboard_port}" in result.stdout
     with pytest.raises(httpx.HTTPError):  # --no-wait stops what it started
         httpx.get(f"http://127.0.0.1:{ls_port}/health", timeout=2)
 
@@ -34,6 +35,10 @@ def test_demo_comes_up_predicting_and_is_rerunnable(tmp_path):
     backend_log = (tmp_path / "demo/backend.log").read_text()
     assert f"pushed {len(DEMO_TEXTS)} predictions of labelloop-v0" in backend_log
     assert creds["password"] not in backend_log and creds["token"] not in backend_log
+    assert creds["password"] in result.stdout  # printed for the person who started the demo
+    dashboard_log = (tmp_path / "demo/dashboard.log").read_text()
+    assert "LabelLoop dashboard on" in dashboard_log
+    assert creds["password"] not in dashboard_log and creds["token"] not in dashboard_log
 
     studio = LocalLabelStudio(tmp_path / "demo/label-studio", free_port(), creds["username"], creds["password"],
                               creds["token"]).start()

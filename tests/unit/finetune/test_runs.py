@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -225,3 +226,48 @@ def test_a_killed_run_is_marked_failed_and_qlora_needs_a_gpu(tiny, data, tmp_pat
 
         with pytest.raises(ConfigError, match="QLoRA needs a CUDA GPU"):
             load_model("classification", str(tiny / "bert"), ["a", "b"], qlora=True)
+
+
+def _settled(registry, run_id, timeout=180):
+    deadline = time.monotonic() + timeout
+    while registry.get(run_id).status in ("queued", "running"):
+        assert time.monotonic() < deadline, registry.log_tail(run_id)
+        time.sleep(0.5)
+    return registry.get(run_id)
+
+
+def test_a_detached_run_streams_metrics_and_a_cancel_keeps_a_checkpoint(tiny, data, tmp_path, monkeypatch):
+    from labelloop.finetune.launch import cancel_run, start_run
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    registry = RunRegistry(tmp_path)
+    config = RunConfig(task="classification", base_model=str(tiny / "bert"), train_file=data["cls"][0],
+                       test_file=data["cls"][1], epochs=2, batch_size=2, method="full")
+    started = start_run(registry, config, name="bg")
+    assert registry.get(started.run_id).status in ("queued", "running")  # returned before training
+    done = _settled(registry, "bg")
+    assert done.status == "succeeded", done.error
+    assert any("loss" in m for m in registry.metrics("bg")) and registry.report("bg")["rows"]["run"]["n"] > 0
+    with pytest.raises(ConfigError, match="succeeded"):
+        cancel_run(registry, "bg")
+
+    long = start_run(registry, RunConfig(**{**config.__dict__, "epochs": 500.0, "save_steps": 100000}), name="long")
+    deadline = time.monotonic() + 120
+    while not registry.metrics(long.run_id):  # wait until it really trains
+        assert time.monotonic() < deadline and registry.get("long").status in ("queued", "running")
+        time.sleep(0.2)
+    cancel_run(registry, "long")
+    cancelled = _settled(registry, "long")
+    assert cancelled.status == "cancelled"
+    assert list((cancelled.folder / "checkpoints").glob("checkpoint-*")) and not cancelled.model_dir.exists()
+    assert registry.log_tail("long").strip()  # the training log, kept for the dashboard
+
+
+def test_a_queued_run_whose_process_died_is_failed(tmp_path, data):
+    registry = RunRegistry(tmp_path)
+    record = registry.create(RunConfig(task="classification", train_file=data["cls"][0]))
+    assert registry.get(record.run_id).status == "queued"  # no process yet: still waiting
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (record.folder / "pid").write_text(str(dead.pid))
+    assert registry.get(record.run_id).status == "failed"

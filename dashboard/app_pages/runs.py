@@ -1,0 +1,73 @@
+"""Runs: compare evaluations (base and promoted rows included), inspect classes, promote or roll back."""
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from labelloop import actions
+from labelloop.dashboard import state
+from labelloop.errors import LabelLoopError
+
+st.title("Runs")
+registry = state.registry()
+runs = registry.list()
+if not runs:
+    st.info("No runs yet: launch one from the Train page or with `labelloop train`.")
+    st.stop()
+
+table = [{"run": r.run_id, "task": r.task, "status": r.status, "error": r.error or "",
+          **{k: v for k, v in r.summary.get("eval", {}).items() if isinstance(v, float)}} for r in reversed(runs)]
+st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+
+done = [r.run_id for r in reversed(runs) if registry.report(r.run_id)]
+chosen = st.multiselect("Compare", done, default=done[:2])
+for run_id in chosen:
+    report = registry.report(run_id)
+    st.subheader(run_id)
+    scalars = {name: {k: v for k, v in row.items() if isinstance(v, (int, float)) or k in ("kind", "run")}
+               for name, row in report["rows"].items()}
+    st.dataframe(pd.DataFrame(scalars).T, width="stretch")
+    row = report["rows"]["run"]
+    if "per_class" in row:
+        left, right = st.columns(2)
+        left.markdown("**Per class**")
+        left.dataframe(pd.DataFrame(row["per_class"]).T, width="stretch")
+        labels = row["labels"]
+        cells = [{"true": labels[i], "predicted": labels[j], "count": n}
+                 for i, counts in enumerate(row["confusion_matrix"]) for j, n in enumerate(counts)]
+        heat = alt.Chart(pd.DataFrame(cells)).mark_rect().encode(
+            x="predicted:N", y="true:N", color=alt.Color("count:Q", scale=alt.Scale(scheme="blues")),
+            tooltip=["true", "predicted", "count"])
+        text = alt.Chart(pd.DataFrame(cells)).mark_text().encode(x="predicted:N", y="true:N", text="count:Q")
+        right.markdown("**Confusion matrix**")
+        right.altair_chart(heat + text, width="stretch")
+    elif "per_type" in row:
+        st.dataframe(pd.DataFrame(row["per_type"]).T, width="stretch")
+
+st.subheader("Serve a run")
+if state.client() is None:
+    st.caption("Set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY so promotion also pushes predictions to Label Studio.")
+project_id = state.project()["id"] if state.client() is not None else st.number_input("Project id", 1, step=1)
+succeeded = [r.run_id for r in reversed(runs) if r.status == "succeeded"]
+c1, c2 = st.columns(2)
+with c1:
+    run_id = st.selectbox("Run to promote", succeeded) if succeeded else None
+    if run_id and st.button("Promote", type="primary"):
+        try:
+            with st.spinner("Loading the model and re-scoring the project's tasks..."):
+                done_msg = actions.promote_run(state.service(), registry, run_id, int(project_id)).message()
+            st.cache_data.clear()
+            st.success(done_msg)
+        except LabelLoopError as e:
+            st.error(f"{e}")
+with c2:
+    current = state.service().store.current_version(int(project_id))
+    st.metric("Backend serves", current.model_version if current else "untrained (zero-shot)")
+    if st.button("Roll back to the previous version"):
+        try:
+            with st.spinner("Re-scoring the project's tasks..."):
+                done_msg = actions.rollback_project(state.service(), int(project_id)).message()
+            st.cache_data.clear()
+            st.success(done_msg)
+        except LabelLoopError as e:
+            st.error(f"{e}")

@@ -1,0 +1,99 @@
+"""Train: a form made from the run configuration, a run in its own process, live curves, logs, cancel."""
+
+import dataclasses
+import time
+
+import pandas as pd
+import streamlit as st
+
+from labelloop import actions
+from labelloop.dashboard import state
+from labelloop.errors import LabelLoopError
+from labelloop.finetune.config import CHOICES, RunConfig
+from labelloop.finetune.launch import cancel_run, start_run
+
+st.title("Train")
+registry = state.registry()
+settings = state.settings()
+
+with st.expander("Training data: export the project's approved labels", expanded=True):
+    if state.client() is None:
+        st.caption("Set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to export from Label Studio, or give JSONL paths.")
+    else:
+        project = state.project()
+        if st.button(f"Export approved labels of #{project['id']}"):
+            try:
+                report = actions.export_for_training(state.client(), project["id"], settings.home)
+                st.session_state["cfg_train_file"] = report["train_file"]
+                st.session_state["cfg_test_file"] = report["test_file"]
+                st.success(f"Exported {report['exported']['train']} train and {report['exported']['test']} test "
+                           "records (duplicate groups kept on one side).")
+            except LabelLoopError as e:
+                st.error(f"{e}")
+
+defaults = RunConfig()
+with st.form("run_config"):
+    st.markdown("**Run configuration**")
+    values = {}
+    columns = st.columns(3)
+    for i, f in enumerate(dataclasses.fields(RunConfig)):
+        key, default, help_text = f"cfg_{f.name}", getattr(defaults, f.name), f.metadata["help"]
+        col = columns[i % 3]
+        if f.name in CHOICES:
+            values[f.name] = col.selectbox(f.name, CHOICES[f.name], index=CHOICES[f.name].index(default), key=key,
+                                           help=help_text)
+        elif isinstance(default, bool):
+            values[f.name] = col.checkbox(f.name, value=default, key=key, help=help_text)
+        elif isinstance(default, int):
+            values[f.name] = int(col.number_input(f.name, value=default, step=1, key=key, help=help_text))
+        elif isinstance(default, float) or f.name == "learning_rate":
+            given = col.text_input(f.name, value="" if default is None else str(default), key=key, help=help_text)
+            values[f.name] = float(given) if given.strip() else None
+        elif f.name == "target_modules":
+            given = col.text_input(f.name, value="", key=key, help=help_text + " (comma-separated)")
+            values[f.name] = [m.strip() for m in given.split(",") if m.strip()] or None
+        else:
+            values[f.name] = col.text_input(f.name, value=default, key=key, help=help_text)
+    name = st.text_input("Run name (optional)", key="run_name")
+    launch = st.form_submit_button("Launch run", type="primary")
+if launch:
+    try:
+        config = RunConfig.from_dict(values)
+        if not config.train_file:
+            raise LabelLoopError("train_file is empty: export the project's approved labels above, or give a path")
+        run = start_run(registry, config, name=name.strip() or None)
+        st.session_state["watch_run"] = run.run_id
+        st.success(f"Started run {run.run_id}. It trains in its own process: closing this page doesn't stop it.")
+    except (LabelLoopError, ValueError) as e:
+        st.error(f"Can't start the run: {e}")
+
+runs = registry.list()
+if runs:
+    st.subheader("Watch a run")
+    ids = [r.run_id for r in reversed(runs)]
+    watched = st.session_state.get("watch_run")
+    run_id = st.selectbox("Run", ids, index=ids.index(watched) if watched in ids else 0)
+
+    @st.fragment(run_every=2)
+    def monitor(run_id: str) -> None:
+        run = registry.get(run_id)
+        icon = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⏹"}[run.status]
+        elapsed = (run.finished_at or time.time()) - run.created_at
+        st.markdown(f"**Status:** {icon} `{run.status}` after {elapsed:.0f} s")
+        if run.error:
+            st.error(run.error)
+        metrics = registry.metrics(run_id)
+        losses = pd.DataFrame([m for m in metrics if "loss" in m])
+        if not losses.empty:
+            st.line_chart(losses.set_index("step")[["loss"]])
+        report = registry.report(run_id)
+        if report:
+            st.dataframe(pd.DataFrame({k: {m: v for m, v in row.items() if isinstance(v, (int, float, str))}
+                                       for k, row in report["rows"].items()}).T, width="stretch")
+        with st.expander("Log"):
+            st.code(registry.log_tail(run_id) or "(nothing yet)", language=None)
+        if run.status in ("queued", "running") and st.button("Cancel run", key=f"cancel-{run_id}"):
+            cancel_run(registry, run_id)
+            st.toast("Cancelling: the run stops at its next step and keeps a checkpoint.")
+
+    monitor(run_id)

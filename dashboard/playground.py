@@ -1,0 +1,114 @@
+"""The Gradio playground (``labelloop playground``): try one or two model versions on any text.
+
+Pick a project the backend serves and up to two of its model versions; the labels (every label's
+probability) or entity spans of each appear side by side. A second tab previews augmentation of a text.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from labelloop import actions
+from labelloop.auth import Users
+from labelloop.errors import LabelLoopError
+from labelloop.service import UNTRAINED_VERSION, ModelService
+from labelloop.settings import LabelLoopSettings
+
+NONE = "(none)"
+
+
+def _projects(service: ModelService) -> list[int]:
+    return service.store.projects()
+
+
+def _versions(service: ModelService, project_id: int | None) -> list[str]:
+    if project_id is None:
+        return [UNTRAINED_VERSION]
+    return [UNTRAINED_VERSION] + [v.model_version for v in service.store.versions(int(project_id))][::-1]
+
+
+def compare(service: ModelService, project_id, text: str, first: str, second: str):
+    """Two ``(label probabilities, highlighted spans)`` pairs, one per chosen version."""
+    if project_id is None:
+        raise gr.Error("Pick a project first (the backend must have been connected to it).")
+    versions = [v for v in (first, second) if v and v != NONE]
+    try:
+        rows = actions.try_versions(service, int(project_id), text, versions)
+    except LabelLoopError as e:
+        raise gr.Error(str(e)) from None
+    out = []
+    for row in rows:
+        probs = next(iter(row["choices"].values()), None)
+        entities = [{"start": s["start"], "end": s["end"], "entity": f"{s['label']} {s['score']:.2f}"}
+                    for s in row["spans"]]
+        out += [probs, {"text": text, "entities": entities} if entities or not row["choices"] else None]
+    out += [None, None] * (2 - len(rows))
+    return out
+
+
+def augment_preview(text: str, label: str, methods: list[str]) -> list[list[str]]:
+    from labelloop.augment.cli import build_augmenters, word_diff
+
+    if not text.strip():
+        raise gr.Error("Type a text to augment.")
+    record = {"text": text, "label": label or "?"}
+    try:
+        augmenters = build_augmenters(methods or ["swap"], [record])
+    except LabelLoopError as e:
+        raise gr.Error(str(e)) from None
+    rows = []
+    for augmenter in augmenters:
+        for variant in augmenter.augment([record], n=3, seed=0):
+            rows.append([variant["provenance"]["method"], variant["text"], word_diff(text, variant["text"])])
+    return rows
+
+
+def build(settings: LabelLoopSettings, service: ModelService | None = None) -> gr.Blocks:
+    service = service or ModelService(settings)
+    projects = _projects(service)
+    first_project = projects[0] if projects else None
+    versions = _versions(service, first_project)
+    with gr.Blocks(title="LabelLoop playground") as app:
+        gr.Markdown("# LabelLoop playground\nType a text and compare two model versions of a project.")
+        with gr.Tab("Compare versions"):
+            with gr.Row():
+                project = gr.Dropdown(projects, value=first_project, label="Project")
+                first = gr.Dropdown(versions, value=versions[-1] if len(versions) > 1 else versions[0],
+                                    label="Version A")
+                second = gr.Dropdown([NONE, *versions], value=versions[0] if len(versions) > 1 else NONE,
+                                     label="Version B")
+            text = gr.Textbox(label="Text", lines=4, placeholder="Paste a task's text here")
+            run = gr.Button("Predict", variant="primary")
+            with gr.Row():
+                with gr.Column():
+                    labels_a = gr.Label(label="A: labels", num_top_classes=10)
+                    spans_a = gr.HighlightedText(label="A: entities")
+                with gr.Column():
+                    labels_b = gr.Label(label="B: labels", num_top_classes=10)
+                    spans_b = gr.HighlightedText(label="B: entities")
+
+            def on_project(pid):
+                vs = _versions(service, pid)
+                return gr.Dropdown(choices=vs, value=vs[-1] if len(vs) > 1 else vs[0]), gr.Dropdown(
+                    choices=[NONE, *vs], value=vs[0] if len(vs) > 1 else NONE)
+
+            project.change(on_project, project, [first, second])
+            app.load(on_project, project, [first, second])  # versions trained since the server started
+            run.click(lambda p, t, a, b: compare(service, p, t, a, b), [project, text, first, second],
+                      [labels_a, spans_a, labels_b, spans_b], api_name="compare")
+        with gr.Tab("Augmentation preview"):
+            aug_text = gr.Textbox(label="Text", lines=3)
+            aug_label = gr.Textbox(label="Its label")
+            aug_methods = gr.CheckboxGroup(["swap", "delete", "synonym", "synonym-insert"], value=["swap"],
+                                           label="Methods")
+            aug_run = gr.Button("Preview")
+            aug_out = gr.Dataframe(headers=["method", "variant", "diff"], label="Variants")
+            aug_run.click(augment_preview, [aug_text, aug_label, aug_methods], aug_out, api_name="augment")
+    return app
+
+
+def launch(settings: LabelLoopSettings, users: Users, *, host: str = "127.0.0.1", port: int = 7860) -> None:
+    app = build(settings)
+    app.queue(default_concurrency_limit=2)
+    app.launch(server_name=host, server_port=port, auth=None if users.open else users.check,
+               auth_message="Log in with your LabelLoop dashboard account.", show_error=True, quiet=True)

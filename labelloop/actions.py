@@ -1,0 +1,136 @@
+"""What a lead does to a project, as plain functions the CLI, the dashboard and the playground share.
+
+Promote a run, roll back, export approved labels for training, augment them, and try a model version on
+a text. Each takes its clients and services as arguments and returns what happened.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from labelloop import lsclient
+from labelloop.dataset import ExportConfig, build_dataset, export_dataset, load_frozen_test
+from labelloop.errors import ConfigError
+from labelloop.finetune.registry import RunRegistry
+
+
+@dataclass
+class Promotion:
+    project_id: int
+    model_version: str
+    run_id: str | None
+    stored_predictions: int
+
+    def message(self) -> str:
+        what = f"run {self.run_id} as {self.model_version}" if self.run_id else self.model_version
+        pushed = (f"; pushed {self.stored_predictions} predictions and set the project's model_version"
+                  if self.stored_predictions else
+                  "; Label Studio not updated (set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to push predictions)")
+        return f"project {self.project_id} now serves {what}{pushed}"
+
+
+def promote_run(service, registry: RunRegistry, run_id: str, project_id: int, *, publish: bool = True) -> Promotion:
+    """Serve a succeeded run's model for the project under a new model_version, then publish it."""
+    run = registry.get(run_id)
+    if run.status != "succeeded" or not run.model_dir.exists():
+        raise ConfigError(f"run {run_id} is {run.status}; only a succeeded run with a saved model can be promoted")
+    version = service.promote(project_id, run.model_dir, task=run.task)
+    registry.record_promotion(project_id, run_id, version)
+    stored = service.publish(project_id, version) if publish else 0
+    return Promotion(project_id, version, run_id, stored)
+
+
+def rollback_project(service, project_id: int, *, publish: bool = True) -> Promotion:
+    """Serve the project's previous model version again, then publish it."""
+    version = service.rollback(project_id)
+    stored = service.publish(project_id, version) if publish else 0
+    return Promotion(project_id, version, None, stored)
+
+
+def export_for_training(client, project_id: int, home: Path, config: ExportConfig | None = None) -> dict:
+    """Export approved labels to ``$LABELLOOP_HOME/exports/<project>/<time>/``; returns the report with paths."""
+    out = Path(home) / "exports" / str(project_id) / time.strftime("%Y%m%d-%H%M%S")
+    report = export_dataset(client, project_id, out, config or ExportConfig(), state_dir=home)
+    return {**report, "train_file": str(out / "train.jsonl"), "test_file": str(out / "test.jsonl")}
+
+
+def approved_records(tasks: list[dict], label_config: str, home: Path, project_id: int) -> tuple[list[dict], list[dict]]:
+    """``(train, test)`` records of the project's approved labels, honouring its frozen test split."""
+    train, test, _, _ = build_dataset(tasks, label_config, ExportConfig(), load_frozen_test(home, project_id))
+    return train, test
+
+
+def augment_project(tasks: list[dict], label_config: str, home: Path, project_id: int, methods: list[str], *,
+                    n: int = 1, aug_p: float = 0.15, seed: int = 0, limit: int | None = None) -> dict:
+    """Variants of the project's approved train records (test records are never augmented).
+
+    Returns ``{"variants", "sources", "summary", "preview": [{"method", "source", "variant", "diff",
+    "label"}]}``. ``limit`` caps the source records (for a quick preview). Nothing is written.
+    """
+    from labelloop.augment.cli import build_augmenters, word_diff
+    from labelloop.augment.pipeline import augment_records
+
+    train, test = approved_records(tasks, label_config, home, project_id)
+    if not train:
+        raise ConfigError("no approved labels outside the test split yet: annotate some tasks first")
+    sources = train[:limit] if limit else train
+    augmenters = build_augmenters(methods, sources, aug_p=aug_p)
+    variants, report = augment_records(sources, augmenters, n=n, seed=seed, test_records=test, progress=False)
+    by_id = {f"task {r['task_id']}": r for r in sources}
+    rows = []
+    for v in variants:
+        source = by_id.get(v["provenance"]["source"], {})
+        label = v.get("label") or ", ".join(v.get("labels", [])) or ", ".join(
+            f"{v['text'][s['start']:s['end']]} ({s['label']})" for s in v.get("spans", []))
+        rows.append({"method": v["provenance"]["method"], "source": source.get("text", ""), "variant": v["text"],
+                     "diff": word_diff(source.get("text", ""), v["text"]), "label": label})
+    return {"variants": variants, "sources": len(sources), "summary": report.summary(), "preview": rows}
+
+
+def import_variants(client, project_id: int, variants: list[dict], label_config: str) -> int:
+    """Add variants to the project as new tasks, each carrying its label as a prediction; returns how many."""
+    from labelloop.augment.pipeline import variant_tasks
+
+    tasks = variant_tasks(variants, label_config)
+    for i in range(0, len(tasks), 500):
+        lsclient.call("importing augmented tasks", client.projects.import_tasks, id=project_id,
+                      request=tasks[i : i + 500], retry=None)
+    return len(tasks)
+
+
+def save_variants(home: Path, project_id: int, variants: list[dict]) -> Path:
+    """Write variants to ``$LABELLOOP_HOME/augment/<project>/<time>.jsonl`` (the originals stay untouched)."""
+    from labelloop.jsonl import write_jsonl
+
+    path = Path(home) / "augment" / str(project_id) / (time.strftime("%Y%m%d-%H%M%S") + ".jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(path, variants)
+    return path
+
+
+def try_versions(service, project_id: int, text: str, versions: list[str]) -> list[dict]:
+    """One prediction of ``text`` per model version of the project, for side-by-side comparison.
+
+    Rows: ``{"model_version", "choices": {control: {label: probability}}, "spans": [{"start", "end",
+    "label", "score", "text"}], "score"}``.
+    """
+    if not text or not text.strip():
+        raise ConfigError("type a text to label")
+    key = service.schema(project_id).controls[0].value_key
+    out = []
+    for version in versions:
+        pred = service.predict([{"data": {key: text}}], project=project_id, model_version=version)[0]
+        if "error" in pred:
+            raise ConfigError(pred["error"])
+        row = {"model_version": pred["model_version"], "spans": [], "score": pred["score"],
+               "choices": service.choice_probabilities(project_id, text, model_version=version)}
+        for r in pred["result"]:
+            if r["type"] == "labels":
+                v = r["value"]
+                row["spans"].append({"start": v["start"], "end": v["end"], "label": v["labels"][0],
+                                     "score": r.get("score"), "text": v["text"]})
+        out.append(row)
+    return out
+

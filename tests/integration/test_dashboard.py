@@ -1,0 +1,350 @@
+"""The dashboard's pages (through AppTest), the playground (through gradio_client) and a real-browser walkthrough,
+all against a real Label Studio seeded here and a real backend connected to it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from labelloop import sync
+from labelloop.auth import hash_password
+from labelloop.localstudio import free_port, wait_healthy
+from labelloop.service import UNTRAINED_VERSION
+from labelloop.store import Store
+from tests.integration.conftest import ARTIFACTS, BackendProcess, wait_for
+
+CONFIG = """<View>
+  <Text name="text" value="$text"/>
+  <Choices name="sentiment" toName="text" choice="single">
+    <Choice value="Positive"/>
+    <Choice value="Negative"/>
+  </Choices>
+</View>"""
+# Written for these tests: twenty reviews each way, different enough not to count as near duplicates.
+POSITIVE = [
+    "The phone is fast and the battery easily lasts two days.", "My blender crushes ice in seconds, love it.",
+    "This jacket kept me warm and dry on a rainy hike.", "Great laptop: light, quiet and the screen is sharp.",
+    "The kettle boils quickly and looks lovely in our kitchen.", "Such a cosy lamp, the warm light is perfect.",
+    "Roomy backpack with comfy straps, worth every penny.", "Stunning photos from this camera, even at dusk.",
+    "Comfortable chair, my back pain is gone after a week.", "Printer set itself up and prints beautifully.",
+    "Rich, clear sound from such a small speaker!", "Elegant watch, keeps perfect time, I adore it.",
+    "The tent went up in five minutes and survived a storm.", "Best night's sleep in years on this mattress.",
+    "Strong wifi in every room since we installed this router.", "Gorgeous colours on this monitor, highly recommended.",
+    "The vacuum picks up all the dog hair, fantastic.", "Powerful drill with a battery that never quits.",
+    "Soft scarf, beautiful pattern, got many compliments.", "Perfectly golden toast every morning, delighted.",
+]
+NEGATIVE = [
+    "Screen cracked on day three and support ignored me.", "Blade came loose and the motor smells burnt.",
+    "Seams ripped apart after the first wash.", "Overheats constantly and the keyboard is mushy.",
+    "Leaks from the bottom, a complete waste of money.", "Flickers nonstop and the switch already broke.",
+    "Zipper snapped and a strap tore off within a month.", "Blurry pictures, and the lens cap does not fit.",
+    "Wobbly legs and two screws were missing from the box.", "Jams on every page, I regret buying it.",
+    "Crackling noise at any volume, returned it.", "Strap broke and the glass scratched immediately.",
+    "Poles bent in light wind, water poured inside.", "Sagging after two weeks, my back hurts more now.",
+    "Drops the connection every hour, utterly useless.", "Dead pixels out of the box and a buzzing sound.",
+    "Loses suction after a minute, very disappointing.", "Chuck slips and the charger died on day two.",
+    "Scratchy wool, and the dye stained my coat.", "Burns one side and leaves the other raw, awful.",
+]
+PASSWORD = "correct horse battery"
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+
+
+def _choice(label: str) -> list[dict]:
+    return [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+
+
+@pytest.fixture(scope="module")
+def seeded(ls, label_studio, tmp_path_factory):
+    """A labeled sentiment project (two annotations on some tasks, one planted mislabel, one duplicate) with the
+    backend connected and trained on it. Yields ``(project_id, home, backend)``."""
+    home = tmp_path_factory.mktemp("home")
+    tasks = []
+    for i, (good, bad) in enumerate(zip(POSITIVE, NEGATIVE)):
+        tasks.append({"data": {"text": good}, "annotations": [{"result": _choice("Positive")}] * (2 if i < 3 else 1)})
+        tasks.append({"data": {"text": bad}, "annotations": [{"result": _choice("Negative")}]})
+    # The planted mislabel: clearly positive, labeled Negative.
+    tasks.append({"data": {"text": "Absolutely wonderful toaster, I love it and use it every morning."},
+                  "annotations": [{"result": _choice("Negative")}]})
+    tasks += [{"data": {"text": "Is the charger included in the box?"}},
+              {"data": {"text": "Is the charger included in the box?"}},
+              {"data": {"text": "Which colours does the cover come in?"}}]
+    project = sync.create_project(ls, "Dashboard test", CONFIG, tasks)
+    backend = BackendProcess(home, {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token})
+    try:
+        ml = sync.connect_backend(ls, project.id, backend.url)
+        ls.ml.train(id=ml.id)
+        wait_for(lambda: (ls.projects.get(id=project.id).model_version or "").startswith("labelloop-v"),
+                 timeout=180, what="the backend's first trained version")
+        yield project.id, home, backend
+    finally:
+        backend.stop()
+
+
+@pytest.fixture
+def dashboard_env(monkeypatch, seeded, label_studio):
+    project_id, home, _ = seeded
+    for name, value in {"LABELLOOP_HOME": str(home), "LABEL_STUDIO_URL": label_studio.url,
+                        "LABEL_STUDIO_API_KEY": label_studio.token, "LABELLOOP_DASHBOARD_USER": "lead",
+                        "LABELLOOP_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("LABELLOOP_DASHBOARD_NO_AUTH", raising=False)
+    return project_id, home
+
+
+def _app():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(APP), default_timeout=180)
+
+
+def _logged_in():
+    at = _app().run()
+    at.text_input[0].input("lead")
+    at.text_input[1].input(PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _on_page(project_id: int, page: str):
+    at = _logged_in()
+    at.sidebar.selectbox[0].select(project_id).run()
+    at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [str(m.value) for m in at.metric] + [e.value for e in at.success]
+    parts += [e.value for e in at.error] + [e.value for e in at.info] + [e.value for e in at.caption]
+    return "\n".join(parts)
+
+
+def test_login_is_required(dashboard_env):
+    at = _app().run()
+    assert [t.value for t in at.title] == ["LabelLoop"] and not at.metric  # the form, nothing else
+    at.text_input[0].input("lead")
+    at.text_input[1].input("wrong password")
+    at.button[0].click().run()
+    assert "Wrong user name or password" in at.error[0].value
+    at = _logged_in()
+    assert [t.value for t in at.title] == ["Overview"]
+
+
+def test_overview_and_quality_pages(dashboard_env, ls):
+    project_id, _ = dashboard_env
+    at = _logged_in()
+    at.sidebar.selectbox[0].select(project_id).run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Tasks"] == "44" and metrics["Labeled"] == "41" and metrics["Annotations"] == "44"
+    assert not at.exception
+
+    at.switch_page("app_pages/quality.py").run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Tasks with several annotations"] == "3" and metrics["Fleiss' kappa"] == "1.00"
+    assert metrics["Duplicate groups"] == "1" and metrics["Test texts in train"] == "0"
+    issues = at.dataframe[0].value
+    assert "Absolutely wonderful toaster" in " ".join(issues["text"].head(3))
+    issues = issues[issues["text"].str.contains("Absolutely wonderful toaster")]
+    assert issues.iloc[0]["given"] == "Negative" and issues.iloc[0]["suggested"] == "Positive"
+    assert issues.iloc[0]["open"].endswith(f"/projects/{project_id}/data?task={issues.iloc[0]['task_id']}")
+
+
+def test_active_learning_and_augment_pages(dashboard_env, ls):
+    project_id, _ = dashboard_env
+    at = _on_page(project_id, "active_learning")
+    queue = at.dataframe[0].value
+    assert len(queue) == 3 and queue["score"].is_monotonic_increasing  # the three unlabeled tasks
+    freeze = next(b for b in at.button if b.label == "Freeze a test split")
+    freeze.click().run()
+    assert not at.exception, at.exception
+    assert "Accuracy on" in _texts(at)
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+
+    at.switch_page("app_pages/augment.py").run()
+    at.multiselect[0].set_value(["swap"])
+    at.button[0].click().run()  # the form's Preview
+    assert not at.exception, at.exception
+    preview = at.dataframe[0].value
+    assert len(preview) > 0 and set(preview["method"]) == {"random-swap"}
+    before = ls.projects.get(id=project_id).task_number
+    next(b for b in at.button if b.label.startswith("Add ")).click().run()
+    assert ls.projects.get(id=project_id).task_number == before + len(preview)
+
+
+def _wait_for_run(home: Path, run_id: str, timeout: float = 300) -> str:
+    from labelloop.finetune.registry import RunRegistry
+
+    registry = RunRegistry(home)
+    return wait_for(lambda: registry.get(run_id).status not in ("queued", "running") and registry.get(run_id).status,
+                    timeout=timeout, what=f"run {run_id} to finish")
+
+
+def test_train_and_runs_pages_launch_compare_and_promote(dashboard_env, ls):
+    project_id, home = dashboard_env
+    at = _on_page(project_id, "train")
+    next(b for b in at.button if b.label.startswith("Export approved labels")).click().run()
+    assert at.text_input(key="cfg_train_file").value.endswith("train.jsonl")
+    at.text_input(key="cfg_epochs").input("1")
+    at.text_input(key="run_name").input("apptest-run")
+    next(b for b in at.button if b.label == "Launch run").click().run()
+    assert not at.exception, at.exception
+    assert "Started run apptest-run" in _texts(at)
+    assert _wait_for_run(home, "apptest-run") == "succeeded"
+
+    at.switch_page("app_pages/runs.py").run()
+    assert not at.exception, at.exception
+    comparison = at.dataframe[1].value
+    assert {"base", "run"} <= set(comparison.index) and "accuracy" in comparison.columns
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")  # the confusion matrix
+    next(b for b in at.button if b.label == "Promote").click().run()
+    assert not at.exception, at.exception
+    assert f"project {project_id} now serves run apptest-run" in _texts(at)
+    version = ls.projects.get(id=project_id).model_version
+    assert version.startswith("labelloop-v")
+    next(b for b in at.button if b.label.startswith("Roll back")).click().run()
+    assert ls.projects.get(id=project_id).model_version != version
+
+
+def test_playground_compares_versions_behind_a_login(seeded, label_studio, tmp_path):
+    from gradio_client import Client
+
+    project_id, home, _ = seeded
+    port = free_port()
+    env = {**os.environ, "LABELLOOP_HOME": str(home), "LABELLOOP_DASHBOARD_USER": "lead",
+           "LABELLOOP_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD)}
+    log = tmp_path / "playground.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "labelloop.cli", "playground", "--port", str(port)],
+                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/"), timeout=120, what="the playground")
+        with pytest.raises(Exception):
+            Client(f"http://127.0.0.1:{port}/", auth=("lead", "wrong"), verbose=False)
+        client = Client(f"http://127.0.0.1:{port}/", auth=("lead", PASSWORD), verbose=False)
+        versions = [v.model_version for v in Store(home).versions(project_id)]
+        a, _, b, _ = client.predict(project_id, "I love it, works wonderfully.", versions[-1], UNTRAINED_VERSION,
+                                    api_name="/compare")
+        assert a["label"] == "Positive" and b["label"] in ("Positive", "Negative")
+        assert {c["label"] for c in a["confidences"]} == {"Positive", "Negative"}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert PASSWORD not in log.read_text()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def _chromium() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.mark.skipif(_chromium() is None and os.environ.get("LABELLOOP_REQUIRE_BROWSER") != "1",
+                    reason="Debian chromium and chromium-driver are not installed (.ci/run installs them)")
+def test_browser_walkthrough_login_train_promote(seeded, label_studio, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, driver_path = _chromium()
+    project_id, home, _ = seeded
+    shots = ARTIFACTS / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {**os.environ, "LABELLOOP_HOME": str(home), "LABEL_STUDIO_URL": label_studio.url,
+           "LABEL_STUDIO_API_KEY": label_studio.token, "LABELLOOP_DASHBOARD_USER": "lead",
+           "LABELLOOP_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD)}
+    log = tmp_path / "dashboard.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "labelloop.cli", "dashboard", "--port", str(port)],
+                                  env=env, stdout=out, stderr=subprocess.STDOUT)
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = None
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", timeout=120, process=server, log=log)
+        driver = webdriver.Chrome(service=Service(driver_path), options=options)
+        wait = WebDriverWait(driver, 120)
+
+        def shot(name: str) -> None:
+            time.sleep(1.0)  # let charts finish drawing
+            driver.save_screenshot(str(shots / f"{name}.png"))
+
+        def see(text: str, timeout: float = 120):
+            WebDriverWait(driver, timeout).until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), text))
+
+        def button(label: str):
+            xpath = f"//button[.//p[starts-with(normalize-space(), '{label}')]]"
+            element = wait.until(ec.element_to_be_clickable((By.XPATH, xpath)))
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+            element.click()
+
+        def go(page: str) -> None:  # through the sidebar: a fresh page load would start a new, logged-out session
+            xpath = f"//a[@data-testid='stSidebarNavLink'][.//span[normalize-space()='{page}']]"
+            wait.until(ec.element_to_be_clickable((By.XPATH, xpath))).click()
+
+        def field(label: str):
+            return wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"input[aria-label='{label}']")))
+
+        driver.get(f"http://127.0.0.1:{port}/")
+        field("User name").send_keys("lead")
+        field("Password").send_keys(PASSWORD)
+        shot("01-login")
+        button("Log in")
+        see("Projects")
+        shot("02-overview")
+
+        go("Train")
+        button("Export approved labels")
+        see("Exported")
+        epochs = field("epochs")
+        epochs.send_keys(Keys.CONTROL, "a")
+        epochs.send_keys("1", Keys.TAB)
+        name = field("Run name (optional)")
+        name.send_keys("browser-run", Keys.TAB)
+        shot("03-train-form")
+        button("Launch run")
+        see("Started run browser-run")
+        see("succeeded", timeout=400)
+        status = driver.find_element(By.XPATH, "//p[contains(., 'Status:')]")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", status)
+        shot("04-run-finished")
+        assert _wait_for_run(home, "browser-run") == "succeeded"
+
+        go("Runs")
+        see("Serve a run")
+        shot("05-runs")
+        button("Promote")
+        see("now serves run browser-run", timeout=180)
+        shot("06-promoted")
+    except Exception:
+        if driver is not None:
+            driver.save_screenshot(str(shots / "failure.png"))
+        raise
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.terminate()
+        server.wait(timeout=30)
+        (ARTIFACTS / "dashboard-browser.log").write_bytes(log.read_bytes())
+    assert PASSWORD not in log.read_text()

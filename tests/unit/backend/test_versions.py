@@ -1,0 +1,65 @@
+"""Stored model versions: predicting with any of them, learning curves, and the frozen test split."""
+
+import pytest
+
+from labelloop.dataset import save_frozen_test
+from labelloop.dedup import content_key
+from labelloop.errors import ConfigError
+from labelloop.service import UNTRAINED_VERSION, ModelService
+from labelloop.settings import LabelLoopSettings
+
+CONFIG = """<View><Text name="text" value="$text"/><Choices name="topic" toName="text">
+<Choice value="sport"/><Choice value="cooking"/></Choices></View>"""
+SPORT = ["The striker scored twice in the final", "The goalkeeper saved a penalty", "Our team won the league",
+         "The marathon runner set a record"]
+COOKING = ["Simmer the tomato sauce for twenty minutes", "Knead the bread dough until smooth",
+           "Roast the vegetables with garlic", "Whisk the eggs and sugar until pale"]
+
+
+def annotate(service, i, text, label):
+    service.store.upsert_annotation(1, i, i, {"text": text}, [{"from_name": "topic", "to_name": "text",
+                                                               "type": "choices", "value": {"choices": [label]}}],
+                                    cancelled=False)
+
+
+@pytest.fixture
+def service(tmp_path):
+    svc = ModelService(LabelLoopSettings(home=tmp_path, push_predictions=False))
+    svc.store.save_label_config(1, CONFIG)
+    return svc
+
+
+def test_predict_with_a_stored_version_and_learning_curve(service):
+    annotate(service, 1, SPORT[0], "sport")
+    annotate(service, 2, COOKING[0], "cooking")
+    first = service.fit(1)
+    for i, (s, c) in enumerate(zip(SPORT[1:3], COOKING[1:3]), start=3):
+        annotate(service, 2 * i, s, "sport")
+        annotate(service, 2 * i + 1, c, "cooking")
+    second = service.fit(1)
+    assert service.model_version(1) == second != first
+    task = [{"data": {"text": "The referee stopped the match"}}]
+    assert service.predict(task, project=1, model_version=first)[0]["model_version"] == first
+    assert service.predict(task, project=1)[0]["model_version"] == second
+    assert service.predict(task, project=1, model_version=UNTRAINED_VERSION)[0]["model_version"] == UNTRAINED_VERSION
+    with pytest.raises(ConfigError, match="no model version"):
+        service.predict(task, project=1, model_version="labelloop-v99")
+    probs = service.choice_probabilities(1, "The referee stopped the match", model_version=first)["topic"]
+    assert set(probs) == {"sport", "cooking"} and sum(probs.values()) == pytest.approx(1.0)
+
+    test = [{"text": SPORT[3], "label": "sport"}, {"text": COOKING[3], "label": "cooking"}]
+    curve = service.learning_curve(1, test)
+    assert [r["model_version"] for r in curve] == [UNTRAINED_VERSION, first, second]
+    assert [r["labels"] for r in curve] == [0, 2, 6]
+    assert all(0 <= r["accuracy"] <= 1 and r["n_test"] == 2 for r in curve)
+    assert service.learning_curve(1, test) == curve  # cached next to each version
+
+
+def test_training_leaves_the_frozen_test_split_out(service):
+    for i, text in enumerate(SPORT):
+        annotate(service, i, text, "sport")
+    for i, text in enumerate(COOKING, start=10):
+        annotate(service, i, text, "cooking")
+    save_frozen_test(service.settings.home, 1, {content_key(SPORT[0]), content_key(COOKING[0])})
+    service.fit(1)
+    assert service.store.current_version(1).n_annotations == 6
