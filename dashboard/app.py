@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from labelloop.dashboard import login, state
+from labelloop.errors import LabelLoopError
 
 PAGES = Path(__file__).parent / "app_pages"
 
@@ -21,4 +22,7 @@ navigation = st.navigation([
     st.Page(PAGES / "runs.py", title="Runs", icon=":material/leaderboard:"),
 ])
 state.refresh_button()
-navigation.run()
+try:
+    navigation.run()
+except LabelLoopError as e:  # ours carry what to do next; anything else is a bug and shows its traceback
+    st.error(f"{e}")

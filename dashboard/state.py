@@ -13,6 +13,9 @@ from labelloop.errors import LabelLoopError
 from labelloop.finetune.registry import RunRegistry
 from labelloop.settings import LabelLoopSettings
 
+# A page waits seconds, not a minute, for a Label Studio that is down: it says so and a refresh tries again.
+READ_RETRY = lsclient.BEST_EFFORT
+
 
 @st.cache_resource
 def settings() -> LabelLoopSettings:
@@ -51,7 +54,7 @@ def require_client():
 
 @st.cache_data(ttl=15, show_spinner=False)
 def projects() -> list[dict]:
-    rows = lsclient.call("listing projects", require_client().projects.list)
+    rows = lsclient.call("listing projects", require_client().projects.list, retry=READ_RETRY)
     return [{"id": p.id, "title": p.title, "tasks": p.task_number or 0, "labeled": p.num_tasks_with_annotations or 0,
              "annotations": p.total_annotations_number or 0, "model_version": p.model_version or "",
              "label_config": p.label_config} for p in rows]
@@ -59,13 +62,14 @@ def projects() -> list[dict]:
 
 @st.cache_data(ttl=15, show_spinner="Reading tasks from Label Studio...")
 def tasks(project_id: int) -> list[dict]:
-    return insights.project_tasks(require_client(), project_id)
+    return insights.project_tasks(require_client(), project_id, retry=READ_RETRY)
 
 
 @st.cache_data(ttl=300, show_spinner=False)
 def annotators() -> dict[int, str]:
     try:
-        return {u.id: u.email or u.username for u in lsclient.call("listing users", require_client().users.list)}
+        users = lsclient.call("listing users", require_client().users.list, retry=READ_RETRY)
+        return {u.id: u.email or u.username for u in users}
     except LabelLoopError:
         return {}
 

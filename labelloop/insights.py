@@ -22,14 +22,14 @@ from labelloop.dataset import ExportConfig, ExportControl, annotation_value, bui
 from labelloop.dedup import duplicate_groups
 
 
-def project_tasks(client, project_id: int) -> list[dict]:
+def project_tasks(client, project_id: int, *, retry: lsclient.Retry | None = lsclient.DEFAULT_RETRY) -> list[dict]:
     """Every task of the project with its annotations and predictions, as plain dicts."""
     def plain(item) -> dict:
         return item if isinstance(item, dict) else item.model_dump(mode="json")
 
     return [{"id": t.id, "data": t.data or {}, "annotations": [plain(a) for a in t.annotations or []],
              "predictions": [plain(p) for p in t.predictions or []]}
-            for t in lsclient.iter_tasks(client, project_id, fields="all")]
+            for t in lsclient.iter_tasks(client, project_id, fields="all", retry=retry)]
 
 
 def task_url(label_studio_url: str, project_id: int, task_id: int) -> str:

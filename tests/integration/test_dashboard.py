@@ -99,8 +99,11 @@ def dashboard_env(monkeypatch, seeded, label_studio):
 
 
 def _app():
+    import streamlit as st
     from streamlit.testing.v1 import AppTest
 
+    st.cache_resource.clear()  # settings and clients are made once per server; each test is a new server
+    st.cache_data.clear()
     return AppTest.from_file(str(APP), default_timeout=180)
 
 
