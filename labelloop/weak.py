@@ -1,0 +1,151 @@
+"""Weak supervision: labeling functions and a label model that turns their votes into probabilistic labels.
+
+A labeling function (LF) looks at a text and votes for a label or abstains. :func:`apply_lfs` builds the
+vote matrix ``L`` (n_texts, n_lfs), with :data:`ABSTAIN` (-1) where an LF abstains; :func:`lf_summary`
+reports each LF's coverage, overlap, conflict and (against approved labels) accuracy; :class:`LabelModel`
+learns how far to trust each LF and returns probabilities (n_texts, n_labels).
+
+The label model is Dawid and Skene's (1979) EM over one confusion matrix per LF, rather than Snorkel's
+``LabelModel``: it needs only numpy, learns per-class reliabilities (an LF that is right about "sport" and
+noisy about "finance" is weighed accordingly), and fits in a few lines we can read and test. Snorkel's
+package pins an older stack than ours.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+ABSTAIN = -1
+
+
+@dataclass(frozen=True)
+class LabelingFunction:
+    """A named vote: ``fn(text)`` returns a label name, or ``None`` to abstain."""
+
+    name: str
+    fn: Callable[[str], str | None]
+
+
+def keyword_lf(label: str, keywords: Sequence[str], *, name: str | None = None) -> LabelingFunction:
+    """Votes ``label`` when the text contains any of ``keywords`` as whole words (case-insensitive)."""
+    pattern = re.compile(r"\b(" + "|".join(re.escape(k) for k in keywords) + r")\b", re.IGNORECASE)
+    return LabelingFunction(name or f"keywords:{label}", lambda text: label if pattern.search(text) else None)
+
+
+def regex_lf(label: str, pattern: str, *, name: str | None = None) -> LabelingFunction:
+    """Votes ``label`` when the regular expression matches anywhere in the text."""
+    compiled = re.compile(pattern)
+    return LabelingFunction(name or f"regex:{label}", lambda text: label if compiled.search(text) else None)
+
+
+def model_lf(name: str, predict_proba: Callable[[list[str]], np.ndarray], labels: Sequence[str], *,
+             threshold: float = 0.8) -> LabelingFunction:
+    """Votes a model's top label when its probability is at least ``threshold`` (the current model, an LLM)."""
+
+    def vote(text: str) -> str | None:
+        probs = predict_proba([text])[0]
+        top = int(np.argmax(probs))
+        return labels[top] if probs[top] >= threshold else None
+
+    return LabelingFunction(name, vote)
+
+
+def apply_lfs(lfs: Sequence[LabelingFunction], texts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """The vote matrix (n_texts, n_lfs): label indices, :data:`ABSTAIN` where an LF abstains.
+
+    A vote for a label outside ``labels`` is an error: it names the LF and the label.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    votes = np.full((len(texts), len(lfs)), ABSTAIN, dtype=int)
+    for j, lf in enumerate(lfs):
+        for i, text in enumerate(texts):
+            label = lf.fn(text)
+            if label is None:
+                continue
+            if label not in index:
+                raise ValueError(f"labeling function {lf.name!r} voted {label!r}, which is not one of {list(labels)}")
+            votes[i, j] = index[label]
+    return votes
+
+
+def lf_summary(votes: np.ndarray, names: Sequence[str], gold: np.ndarray | None = None) -> list[dict]:
+    """Per LF: ``coverage`` (share of texts it votes on), ``overlap`` (share where another LF votes too),
+    ``conflict`` (share where another LF votes differently), and with ``gold`` (label indices, -1 unknown)
+    ``accuracy`` on the labeled texts it votes on and ``n_gold``."""
+    active = votes != ABSTAIN
+    n = max(len(votes), 1)
+    rows = []
+    for j, name in enumerate(names):
+        mine = active[:, j]
+        others = np.delete(active, j, axis=1)
+        other_votes = np.delete(votes, j, axis=1)
+        disagree = (others & (other_votes != votes[:, [j]])).any(axis=1)
+        row = {"lf": name, "coverage": float(mine.sum() / n), "overlap": float((mine & others.any(axis=1)).sum() / n),
+               "conflict": float((mine & disagree).sum() / n)}
+        if gold is not None:
+            judged = mine & (gold != ABSTAIN)
+            row["n_gold"] = int(judged.sum())
+            row["accuracy"] = float((votes[judged, j] == gold[judged]).mean()) if judged.any() else None
+        rows.append(row)
+    return rows
+
+
+class LabelModel:
+    """Dawid-Skene EM: a class prior and, per LF, P(vote | true class); abstentions carry no evidence."""
+
+    def __init__(self, n_labels: int, *, iterations: int = 100, smoothing: float = 1.0, tol: float = 1e-6) -> None:
+        if n_labels < 2:
+            raise ValueError("a label model needs at least two labels")
+        self.k, self.iterations, self.smoothing, self.tol = n_labels, iterations, smoothing, tol
+        self.prior = np.full(n_labels, 1.0 / n_labels)
+        self.confusion: np.ndarray | None = None  # (n_lfs, k true, k voted)
+
+    def fit(self, votes: np.ndarray) -> LabelModel:
+        """Learn from the vote matrix (n_texts, n_lfs), starting from majority vote."""
+        q = self._majority(votes)
+        for _ in range(self.iterations):
+            self._m_step(votes, q)
+            new = self.predict_proba(votes)
+            done = np.abs(new - q).max() < self.tol
+            q = new
+            if done:
+                break
+        return self
+
+    def predict_proba(self, votes: np.ndarray) -> np.ndarray:
+        """Probabilities (n_texts, n_labels); a text no LF voted on gets the class prior."""
+        if self.confusion is None:
+            raise RuntimeError("call fit() first")
+        log_p = np.tile(np.log(self.prior), (len(votes), 1))
+        for j in range(votes.shape[1]):
+            voted = votes[:, j] != ABSTAIN
+            log_p[voted] += np.log(self.confusion[j][:, votes[voted, j]]).T
+        log_p -= log_p.max(axis=1, keepdims=True)
+        p = np.exp(log_p)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def accuracies(self) -> np.ndarray:
+        """Each LF's learned accuracy when it votes: sum_c prior_c * P(vote c | true c) / P(votes at all)."""
+        if self.confusion is None:
+            raise RuntimeError("call fit() first")
+        return np.array([float(np.trace(c * self.prior[:, None]) / (c * self.prior[:, None]).sum())
+                         for c in self.confusion])
+
+    def _majority(self, votes: np.ndarray) -> np.ndarray:
+        counts = np.stack([(votes == c).sum(axis=1) for c in range(self.k)], axis=1).astype(float)
+        counts[counts.sum(axis=1) == 0] = 1.0
+        return counts / counts.sum(axis=1, keepdims=True)
+
+    def _m_step(self, votes: np.ndarray, q: np.ndarray) -> None:
+        self.prior = (q.sum(axis=0) + self.smoothing) / (q.sum() + self.k * self.smoothing)
+        confusion = np.empty((votes.shape[1], self.k, self.k))
+        for j in range(votes.shape[1]):
+            counts = np.full((self.k, self.k), self.smoothing)
+            voted = votes[:, j] != ABSTAIN
+            np.add.at(counts.T, votes[voted, j], q[voted])  # counts[true, vote] += q(true)
+            confusion[j] = counts / counts.sum(axis=1, keepdims=True)
+        self.confusion = confusion
