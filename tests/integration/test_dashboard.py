@@ -238,6 +238,9 @@ def test_playground_compares_versions_behind_a_login(seeded, label_studio, tmp_p
                                     api_name="/compare")
         assert a["label"] == "Positive" and b["label"] in ("Positive", "Negative")
         assert {c["label"] for c in a["confidences"]} == {"Positive", "Negative"}
+        variants = client.predict("The battery lasts two full days and charges fast.", "Positive", ["swap"],
+                                  api_name="/augment")
+        assert variants["data"] and all(row[0] == "random-swap" for row in variants["data"])
     finally:
         process.terminate()
         process.wait(timeout=30)
