@@ -325,7 +325,6 @@ def _ui_users(args: argparse.Namespace):
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:
-    import subprocess
     from pathlib import Path
 
     import labelloop.dashboard
@@ -336,10 +335,8 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
                "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
-    try:
-        sys.exit(subprocess.call(command))
-    except KeyboardInterrupt:
-        pass
+    # Become the Streamlit server, so that stopping this process (Ctrl-C, SIGTERM from the demo) stops it.
+    os.execv(sys.executable, command)
 
 
 def cmd_playground(args: argparse.Namespace) -> None:

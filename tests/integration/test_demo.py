@@ -26,8 +26,9 @@ def test_demo_comes_up_predicting_and_is_rerunnable(tmp_path):
         assert "LabelLoop demo is up" in result.stdout
         assert f"http://127.0.0.1:{ls_port}/projects/" in result.stdout
         assert f"Dashboard     http://127.0.0.1:{dashboard_port}" in result.stdout
-    with pytest.raises(httpx.HTTPError):  # --no-wait stops what it started
-        httpx.get(f"http://127.0.0.1:{ls_port}/health", timeout=2)
+    for url in (f"http://127.0.0.1:{ls_port}/health", f"http://127.0.0.1:{dashboard_port}/_stcore/health"):
+        with pytest.raises(httpx.HTTPError):  # --no-wait stops what it started, the dashboard server included
+            httpx.get(url, timeout=2)
 
     creds_path = tmp_path / "demo/credentials.json"
     assert creds_path.stat().st_mode & 0o777 == 0o600
