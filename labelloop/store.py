@@ -123,7 +123,8 @@ class Store:
 
     def projects(self) -> list[int]:
         """Ids of the projects whose labeling config the backend holds (it has been connected to them)."""
-        return [r[0] for r in self._query("SELECT project_id FROM projects ORDER BY project_id")]
+        return [r[0] for r in self._query("SELECT project_id FROM projects WHERE label_config IS NOT NULL "
+                                          "ORDER BY project_id")]
 
     def label_config(self, project_id: int) -> str | None:
         rows = self._query("SELECT label_config FROM projects WHERE project_id=?", (project_id,))

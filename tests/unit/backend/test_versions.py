@@ -55,6 +55,12 @@ def test_predict_with_a_stored_version_and_learning_curve(service):
     assert service.learning_curve(1, test) == curve  # cached next to each version
 
 
+def test_only_projects_with_a_labeling_config_are_listed(service):
+    annotate(service, 1, SPORT[0], "sport")
+    service.store.upsert_annotation(2, 1, 99, {"text": "x"}, [], cancelled=False)  # a webhook before any /setup
+    assert service.store.projects() == [1]
+
+
 def test_training_leaves_the_frozen_test_split_out(service):
     for i, text in enumerate(SPORT):
         annotate(service, i, text, "sport")
