@@ -17,10 +17,6 @@ from labelloop.settings import LabelLoopSettings
 NONE = "(none)"
 
 
-def _projects(service: ModelService) -> list[int]:
-    return service.store.projects()
-
-
 def _versions(service: ModelService, project_id: int | None) -> list[str]:
     if project_id is None:
         return [UNTRAINED_VERSION]
@@ -65,7 +61,7 @@ def augment_preview(text: str, label: str, methods: list[str]) -> list[list[str]
 
 def build(settings: LabelLoopSettings, service: ModelService | None = None) -> gr.Blocks:
     service = service or ModelService(settings)
-    projects = _projects(service)
+    projects = service.store.projects()
     first_project = projects[0] if projects else None
     versions = _versions(service, first_project)
     with gr.Blocks(title="LabelLoop playground") as app:

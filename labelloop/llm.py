@@ -82,7 +82,7 @@ class LocalLLM:
         if getattr(self.tokenizer, "chat_template", None):
             ids = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                                      tokenize=True)
-            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+            ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # newer tokenizers return an encoding
         else:
             ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
         return list(ids)[-self.max_prompt_tokens:]  # keep the end: the text to label is there
@@ -129,6 +129,6 @@ def classify(llm: LocalLLM, texts: Sequence[str], labels: Sequence[str], *, temp
             scores = llm.label_logprobs(prompt, labels).tolist()
             if cache:
                 cache.put(key, scores)
-        z = np.asarray(scores) - max(scores)
-        out[i] = np.exp(z) / np.exp(z).sum()
+        p = np.exp(np.asarray(scores) - max(scores))
+        out[i] = p / p.sum()
     return out

@@ -141,10 +141,7 @@ class ModelService:
         if not label_config:
             raise ConfigError("No labeling config: send label_config, or connect the project so /setup stores it.")
         schema = cached_schema(label_config)
-        if model_version is not None and model_version != UNTRAINED_VERSION and pid is not None:
-            bundle = self._version_bundle(pid, model_version, schema)
-        else:
-            bundle = self._bundle(pid, schema) if pid is not None and model_version is None else Bundle(UNTRAINED_VERSION)
+        bundle = self._bundle_for(pid, schema, model_version)
         texts, errors = self._texts(tasks, schema)
         results: list[list[dict]] = [[] for _ in tasks]
         scores: list[list[float]] = [[] for _ in tasks]
@@ -339,12 +336,7 @@ class ModelService:
                              ) -> dict[str, dict[str, float]]:
         """Every label's probability for ``text``, per Choices control (``from_name`` first)."""
         schema = self._schema(project_id)
-        if model_version is None:
-            bundle = self._bundle(project_id, schema)
-        elif model_version == UNTRAINED_VERSION:
-            bundle = Bundle(UNTRAINED_VERSION)
-        else:
-            bundle = self._version_bundle(project_id, model_version, schema)
+        bundle = self._bundle_for(project_id, schema, model_version)
         out = {}
         for control in schema.controls:
             if control.kind != "choices":
@@ -447,6 +439,14 @@ class ModelService:
             with self._lock:
                 self._bundles[pid] = bundle
         return bundle if bundle.serves(schema) else Bundle(UNTRAINED_VERSION)
+
+    def _bundle_for(self, pid: int | None, schema: TaskSchema, model_version: str | None) -> Bundle:
+        """The bundle serving now (``model_version`` None), zero-shot, or a stored version of the project."""
+        if pid is None or model_version == UNTRAINED_VERSION:
+            return Bundle(UNTRAINED_VERSION)
+        if model_version is None:
+            return self._bundle(pid, schema)
+        return self._version_bundle(pid, model_version, schema)
 
     def _version_bundle(self, pid: int, version: str, schema: TaskSchema) -> Bundle:
         with self._lock:
