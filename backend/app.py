@@ -156,7 +156,10 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
             ("labelloop_training_failures_total", "counter", m.training_failures),
             ("labelloop_training_seconds_total", "counter", round(m.training_seconds, 6)),
             ("labelloop_training_queue", "gauge", service.store.pending_jobs()),
+            ("labelloop_llm_dropped_mentions_total", "counter", m.llm_dropped_mentions),
         ]
+        usage = service.llm_usage() or {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached": 0}
+        lines += [(f"labelloop_llm_{key}_total", "counter", value) for key, value in usage.items()]
         return "".join(f"# TYPE {name} {kind}\n{name} {value}\n" for name, kind, value in lines)
 
     return app

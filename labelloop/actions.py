@@ -6,8 +6,10 @@ a text. Each takes its clients and services as arguments and returns what happen
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from labelloop import lsclient
@@ -134,3 +136,80 @@ def try_versions(service, project_id: int, text: str, versions: list[str]) -> li
         out.append(row)
     return out
 
+
+
+@dataclass
+class WeakLabels:
+    """What weak supervision did to a project: per-LF statistics, the label model's accuracy on annotated
+    tasks, and how many predictions were pushed."""
+
+    model_version: str
+    lf_stats: list[dict]
+    label_model_accuracy: float | None
+    n_gold: int
+    covered: int
+    n_tasks: int
+    pushed: int
+
+
+def weak_label_project(service, client, project_id: int, rules, *, push: bool = True,
+                       progress: bool = True) -> WeakLabels:
+    """Apply ``rules`` (a :class:`~labelloop.weak.WeakRules`) to every task of the project, combine the votes with
+    the label model and, with ``push``, store the result as predictions scored by confidence.
+
+    Tasks no labeling function votes on get no prediction. The project's first single-choice control is labeled.
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from labelloop.uncertainty import confidence
+    from labelloop.weak import ABSTAIN, LabelModel, apply_lfs, lf_summary, probs_lf
+
+    schema = service.schema(project_id)
+    control = next((c for c in schema.controls if c.kind == "choices" and not c.multiple), None)
+    if control is None:
+        raise ConfigError(f"project {project_id} has no single-choice <Choices> control for weak labels")
+    labels = list(control.labels)
+    tasks = [t for t in lsclient.iter_tasks(client, project_id, fields="all")
+             if isinstance((t.data or {}).get(control.value_key), str) and t.data[control.value_key].strip()]
+    texts = [t.data[control.value_key] for t in tasks]
+    lfs = rules.labeling_functions(labels)
+    if rules.model:
+        probs = np.stack([list(service.choice_probabilities(project_id, x)[control.from_name].values()) for x in
+                          tqdm(texts, desc="model votes", disable=not progress)]) if texts else np.zeros((0, len(labels)))
+        lfs.append(probs_lf("model", texts, probs, labels, threshold=rules.threshold))
+    if rules.llm:
+        with tqdm(total=len(texts), desc="LLM votes", disable=not progress) as bar:
+            probs = service.llm_labeler(project_id).classify(texts, labels, guideline=service.llm_guideline(project_id),
+                                                             progress=bar.update)
+        lfs.append(probs_lf("llm", texts, probs, labels, threshold=rules.threshold))
+    votes = apply_lfs(lfs, texts, labels)
+    gold = np.full(len(tasks), ABSTAIN)
+    for i, task in enumerate(tasks):
+        for ann in task.annotations or []:
+            chosen = [c for r in ann.get("result") or [] if r.get("from_name") == control.from_name
+                      for c in (r.get("value") or {}).get("choices", []) if c in labels]
+            if chosen and not ann.get("was_cancelled"):
+                gold[i] = labels.index(chosen[0])
+    model = LabelModel(len(labels)).fit(votes)
+    probs = model.predict_proba(votes)
+    covered = (votes != ABSTAIN).any(axis=1)
+    judged = covered & (gold != ABSTAIN)
+    accuracy = float((probs[judged].argmax(axis=1) == gold[judged]).mean()) if judged.any() else None
+    # Same rules, same version: a re-run adds nothing twice. Changed rules make a new version.
+    digest = hashlib.sha1(json.dumps([asdict(rules), labels, service.llm_version if rules.llm else None],
+                                     sort_keys=True).encode()).hexdigest()[:8]
+    version = f"labelloop-weak-{digest}"
+    pushed = 0
+    if push and covered.any():
+        done = lsclient.task_ids_with_version(client, project_id, version)
+        covered_new = covered & np.array([t.id not in done for t in tasks])
+        scores = confidence(probs, service.settings.strategy)
+        rows = [{"task": tasks[i].id, "model_version": version, "score": float(scores[i]),
+                 "result": [{"from_name": control.from_name, "to_name": control.to_name, "type": "choices",
+                             "value": {"choices": [labels[int(probs[i].argmax())]]}, "score": float(probs[i].max())}]}
+                for i in np.flatnonzero(covered_new)]
+        pushed = lsclient.push_predictions(client, project_id, rows)
+        lsclient.set_model_version(client, project_id, version)
+    return WeakLabels(version, lf_summary(votes, [lf.name for lf in lfs], gold), accuracy, int(judged.sum()),
+                      int(covered.sum()), len(tasks), pushed)

@@ -8,6 +8,7 @@ import os
 import sys
 
 from labelloop.errors import LabelLoopError
+from labelloop.settings import PREDICTORS
 
 
 def _settings():
@@ -59,15 +60,27 @@ def cmd_connect(args: argparse.Namespace) -> None:
 def cmd_preannotate(args: argparse.Namespace) -> None:
     from labelloop.sync import BackendPredictor, LocalPredictor, preannotate
 
+    service = None
     if args.backend:
+        if args.predictor:
+            raise LabelLoopError("--predictor applies to local predictions; a running backend predicts with its own "
+                                 "LABELLOOP_PREDICTOR")
         predictor = BackendPredictor(args.backend, basic_auth=_basic_auth())
     else:
         from labelloop.service import ModelService
 
-        predictor = LocalPredictor(ModelService(_settings()))
+        settings = _settings()
+        if args.predictor:
+            settings = settings.model_copy(update={"predictor": args.predictor})
+        service = ModelService(settings)
+        predictor = LocalPredictor(service)
     report = preannotate(_client(args), args.project, predictor, only_unlabeled=args.only_unlabeled)
     print(f"project {args.project}: {report.stored} predictions of {report.model_version} stored in "
           f"{report.seconds:.1f}s ({report.already_done} tasks already had them); model_version set")
+    usage = service.llm_usage() if service else None
+    if usage:
+        print("LLM: {requests} requests, {prompt_tokens} prompt + {completion_tokens} completion tokens, "
+              "{cached} answers from the cache".format(**usage))
     for task_id, error in list(report.failed.items())[:20]:
         print(f"  task {task_id}: no prediction: {error}")
     if len(report.failed) > 20:
@@ -310,6 +323,60 @@ def cmd_augment(args: argparse.Namespace) -> None:
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def cmd_llm_template(args: argparse.Namespace) -> None:
+    import json
+
+    from labelloop.llm import PromptTemplate, load_template, save_template, template_path
+
+    home = _settings().home
+    if args.reset:
+        template_path(home, args.project).unlink(missing_ok=True)
+    elif args.set:
+        try:
+            data = json.loads(open(args.set, encoding="utf-8").read())
+        except (OSError, ValueError) as e:
+            raise LabelLoopError(f"can't read the template {args.set}: {e}") from e
+        template = PromptTemplate.from_dict({**load_template(home, args.project).to_dict(), **data})
+        print(f"saved {save_template(home, args.project, template)}", file=sys.stderr)
+    print(json.dumps(load_template(home, args.project).to_dict(), indent=2, ensure_ascii=False))
+
+
+def cmd_weak(args: argparse.Namespace) -> None:
+    import json
+
+    from labelloop import lsclient
+    from labelloop.actions import weak_label_project
+    from labelloop.service import ModelService
+    from labelloop.weak import WeakRules
+
+    try:
+        text = open(args.rules, encoding="utf-8").read()
+        if args.rules.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except (OSError, ValueError) as e:
+        raise LabelLoopError(f"can't read the rules {args.rules}: {e}") from e
+    client = _client(args)
+    service = ModelService(_settings())
+    project = lsclient.call("reading the project", client.projects.get, id=args.project)
+    service.setup(args.project, project.label_config, hostname=args.url,
+                  access_token=os.environ.get("LABEL_STUDIO_API_KEY"))
+    result = weak_label_project(service, client, args.project, WeakRules.from_dict(data), push=not args.dry_run)
+    print(f"{'labeling function':<28}{'coverage':>9}{'overlap':>9}{'conflict':>9}{'accuracy':>9}{'n_gold':>7}")
+    for row in result.lf_stats:
+        acc = "-" if row.get("accuracy") is None else f"{row['accuracy']:.3f}"
+        print(f"{row['lf']:<28}{row['coverage']:>9.3f}{row['overlap']:>9.3f}{row['conflict']:>9.3f}{acc:>9}"
+              f"{row.get('n_gold', 0):>7}")
+    acc = "-" if result.label_model_accuracy is None else f"{result.label_model_accuracy:.3f}"
+    print(f"label model: {result.covered}/{result.n_tasks} tasks covered; accuracy {acc} on {result.n_gold} "
+          f"annotated tasks")
+    if not args.dry_run:
+        print(f"pushed {result.pushed} predictions of {result.model_version}; model_version set")
+
+
 def _ui_users(args: argparse.Namespace):
     """Who may log in; ``--no-auth`` only for a local demo on loopback."""
     from labelloop.auth import Users
@@ -386,6 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no login (a local demo on 127.0.0.1 only); otherwise set LABELLOOP_DASHBOARD_USER and "
                             "LABELLOOP_DASHBOARD_PASSWORD_HASH, or LABELLOOP_DASHBOARD_SECRETS")
         p.set_defaults(func=func)
+    p = sub.add_parser("llm", help="the LLM labeler")
+    llm = p.add_subparsers(dest="llm_command", required=True)
+    p = llm.add_parser("template", help="show or edit a project's prompt template (JSON)")
+    p.add_argument("--project", type=int, required=True)
+    p.add_argument("--set", metavar="FILE", help="JSON with the fields to change")
+    p.add_argument("--reset", action="store_true", help="back to the default template")
+    p.set_defaults(func=cmd_llm_template)
+
     p = sub.add_parser("hash-password", help="print a password hash for LABELLOOP_DASHBOARD_PASSWORD_HASH")
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")
     p.set_defaults(func=cmd_hash_password)
@@ -421,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = ls_command("preannotate", cmd_preannotate, "predict every task and store the predictions in bulk")
     p.add_argument("--backend", help="a running backend's URL; default: the models under $LABELLOOP_HOME")
     p.add_argument("--only-unlabeled", action="store_true")
+    p.add_argument("--predictor", choices=PREDICTORS, help="what predicts (default: $LABELLOOP_PREDICTOR or 'model'); "
+                   "'llm' labels with the LLM (local SmolLM2, or LABELLOOP_LLM_BASE_URL)")
+    p = ls_command("weak", cmd_weak, "label a project with rules (keywords, regex, LLM, model) and a label model")
+    p.add_argument("--rules", required=True, help="JSON or YAML: {keywords: {label: [...]}, regex: {label: [...]}, "
+                   "llm: true, model: true, threshold: 0.8}")
+    p.add_argument("--dry-run", action="store_true", help="report the labeling functions; push nothing")
     ls_command("queue", cmd_queue, "serve the least confident task first (sampling + a saved tab)")
 
     p = ls_command("project", cmd_project_create, "create a project from a template", project=False)

@@ -8,6 +8,7 @@ Hierarchy::
     ├── TaskDataError               a task lacks its text or the text cannot be used
     ├── ModelError                  a model could not be loaded, trained or saved
     ├── MissingExtraError           an optional dependency is not installed
+    ├── LLMEndpointError            an OpenAI-compatible LLM server failed or refused us
     └── LabelStudioError            talking to Label Studio failed
         ├── LabelStudioUnavailableError  the server did not answer
         └── LabelStudioAuthError         the server refused our token
@@ -40,6 +41,10 @@ class ModelError(LabelLoopError):
 
 class MissingExtraError(LabelLoopError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
+
+
+class LLMEndpointError(LabelLoopError):
+    """An OpenAI-compatible LLM server did not answer, refused the key, or rejected the request."""
 
 
 class LabelStudioError(LabelLoopError):

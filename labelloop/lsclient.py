@@ -125,9 +125,21 @@ UNLABELED = {"filter": "filter:tasks:total_annotations", "operator": "equal", "t
 
 def task_ids_with_version(client, project_id: int, model_version: str) -> set[int]:
     """Ids of the tasks that already hold a prediction of ``model_version``."""
+    # Label Studio loops over the filter value and matches substrings: a bare string would match any version
+    # sharing one character with it, and "v1" is inside "v10". So: a list, then an exact check.
     filters = [{"filter": "filter:tasks:predictions_model_versions", "operator": "contains", "type": "List",
-                "value": model_version}]
-    return {t.id for t in iter_tasks(client, project_id, filters=filters, page_size=1000, include="id")}
+                "value": [model_version]}]
+    tasks = iter_tasks(client, project_id, filters=filters, page_size=1000, include="id,predictions_model_versions")
+    return {t.id for t in tasks if model_version in _versions_of(t)}
+
+
+def _versions_of(task) -> set[str]:
+    raw = getattr(task, "predictions_model_versions", None)
+    if raw is None and isinstance(getattr(task, "model_extra", None), dict):
+        raw = task.model_extra.get("predictions_model_versions")
+    if isinstance(raw, list):
+        return {str(v).strip() for v in raw}
+    return {v.strip().strip('"') for v in str(raw or "").split(",")}
 
 
 def fetch_annotations(client, project_id: int, *, retry: Retry | None = DEFAULT_RETRY

@@ -17,9 +17,11 @@ SUPPORTED = """The backend serves these controls, each over a <Text> object:
   <Choices name="sentiment" toName="text"> ... <Choice value="Positive"/> ... </Choices>
   <Choices name="topics" toName="text" choice="multiple"> ... </Choices>
   <Labels name="label" toName="text"> ... <Label value="PER"/> ... </Labels>
+  <TextArea name="response" toName="prompt"/>   (drafted by the LLM predictor: LABELLOOP_PREDICTOR=llm)
 with <Text name="text" value="$text"/> reading the task's "text" field (any field name works)."""
 
-ControlKind = Literal["choices", "labels"]
+ControlKind = Literal["choices", "labels", "textarea"]
+KINDS = {"Choices": "choices", "Labels": "labels", "TextArea": "textarea"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,11 @@ class ControlSpec:
     value_key: str
     labels: tuple[str, ...]
     multiple: bool = False
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the backend's own models learn this control (a TextArea is only ever drafted by the LLM)."""
+        return self.kind != "textarea"
 
     @property
     def signature(self) -> str:
@@ -57,7 +64,7 @@ def parse_label_config(label_config: str) -> TaskSchema:
     Raises
     ------
     UnsupportedConfigError
-        The XML is invalid, or a control is not ``<Choices>``/``<Labels>`` over ``<Text>``.
+        The XML is invalid, or a control is not ``<Choices>``/``<Labels>``/``<TextArea>`` over ``<Text>``.
     """
     if not isinstance(label_config, str) or not label_config.strip():
         raise UnsupportedConfigError("The labeling config is empty.\n" + SUPPORTED)
@@ -72,7 +79,7 @@ def parse_label_config(label_config: str) -> TaskSchema:
     problems: list[str] = []
     for control in interface.controls:
         tag = control.tag
-        if tag not in ("Choices", "Labels"):
+        if tag not in KINDS:
             problems.append(f"<{tag} name={control.name!r}> is not supported")
             continue
         if control.attr.get("perRegion") in ("true", True):
@@ -91,13 +98,13 @@ def parse_label_config(label_config: str) -> TaskSchema:
         if not obj.value_name:
             problems.append(f"<Text name={obj.name!r}> needs value=\"$field\"")
             continue
-        labels = tuple(control.labels)
-        if not labels:
+        labels = tuple(control.labels) if tag != "TextArea" else ()
+        if not labels and tag != "TextArea":
             problems.append(f"<{tag} name={control.name!r}> has no labels")
             continue
         controls.append(
             ControlSpec(
-                kind="choices" if tag == "Choices" else "labels",
+                kind=KINDS[tag],
                 from_name=control.name,
                 to_name=obj.name,
                 value_key=obj.value_name,

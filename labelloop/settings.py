@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labelloop.uncertainty import STRATEGIES
 
+PREDICTORS = ("model", "llm", "cold-start", "ensemble")
+
 
 def default_home() -> Path:
     """The folder LabelLoop keeps its state in when ``LABELLOOP_HOME`` is not set."""
@@ -63,12 +65,41 @@ class LabelLoopSettings(BaseSettings):
     max_text_chars: int = Field(default=200_000, gt=0, description="Longer task texts get no prediction.")
     max_length: int = Field(default=256, ge=16, le=512, description="Encoder window in tokens.")
     batch_size: int = Field(default=32, ge=1, description="Windows per encoder forward pass.")
+    predictor: str = Field(
+        default="model", description="What predicts: 'model' (zero-shot encoder, then the trained heads), 'llm' "
+        "(the LLM for every control), 'cold-start' (the LLM until cold_start_labels tasks are annotated, then the "
+        "model) or 'ensemble' (the mean of model and LLM probabilities). TextArea drafts need the LLM."
+    )
+    cold_start_labels: int = Field(default=20, ge=0, description="Annotated tasks after which 'cold-start' hands "
+                                   "over from the LLM to the trained model.")
+    llm_model: str = Field(
+        default="", description="LLM: a local path or Hugging Face id of a causal LM, or the model name an "
+        "endpoint serves. Empty: the packaged SmolLM2-135M-Instruct (local) or the endpoint's default."
+    )
+    llm_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1. Unset: the LLM runs on "
+        "this machine and no task text leaves it."
+    )
+    llm_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("LABELLOOP_LLM_API_KEY", "OPENAI_API_KEY"),
+        description="API key for the endpoint (sent only to llm_base_url)."
+    )
+    llm_concurrency: int = Field(default=4, ge=1, description="Requests in flight to the endpoint at once.")
+    llm_timeout: float = Field(default=60.0, gt=0, description="Seconds to wait for one endpoint answer.")
+    llm_retries: int = Field(default=3, ge=0, description="Retries after a timeout, HTTP 429 or 5xx.")
 
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
         if value not in STRATEGIES:
             raise ValueError(f"unknown strategy {value!r}; choose one of {sorted(STRATEGIES)}")
+        return value
+
+    @field_validator("predictor")
+    @classmethod
+    def _known_predictor(cls, value: str) -> str:
+        if value not in PREDICTORS:
+            raise ValueError(f"unknown predictor {value!r}; choose one of {', '.join(PREDICTORS)}")
         return value
 
     @field_validator("diversity")

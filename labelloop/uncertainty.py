@@ -110,3 +110,17 @@ def confidence(probs: np.ndarray, strategy: str = "margin", *, multi_label: bool
     n, k = probs.shape
     binary = np.stack([probs.reshape(-1), 1.0 - probs.reshape(-1)], axis=1)
     return fn(binary).reshape(n, k).mean(axis=1)
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, *, bins: int = 10) -> float:
+    """Expected calibration error of top-label confidence: sum over equal-width confidence bins of
+    (share of rows in the bin) * |accuracy - mean confidence|. ``probs`` (n, k), ``y`` (n,) label indices.
+    0 is perfectly calibrated; lower is better."""
+    probs, y = np.asarray(probs, dtype=float), np.asarray(y)
+    if len(probs) == 0:
+        return 0.0
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    return float(sum(abs(correct[which == b].mean() - conf[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))

@@ -1,5 +1,8 @@
 """Weak supervision: labeling functions and a label model that turns their votes into probabilistic labels.
 
+For entity spans, a :class:`Gazetteer` built from the project's annotated mentions finds them again in new
+texts, and :func:`span_lf_summary` reports each span source's coverage, precision and recall.
+
 A labeling function (LF) looks at a text and votes for a label or abstains. :func:`apply_lfs` builds the
 vote matrix ``L`` (n_texts, n_lfs), with :data:`ABSTAIN` (-1) where an LF abstains; :func:`lf_summary`
 reports each LF's coverage, overlap, conflict and (against approved labels) accuracy; :class:`LabelModel`
@@ -14,10 +17,14 @@ package pins an older stack than ours.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
+
+from labelloop.errors import ConfigError
+from labelloop.spans import Span
 
 ABSTAIN = -1
 
@@ -52,6 +59,53 @@ def model_lf(name: str, predict_proba: Callable[[list[str]], np.ndarray], labels
         return labels[top] if probs[top] >= threshold else None
 
     return LabelingFunction(name, vote)
+
+
+def probs_lf(name: str, texts: Sequence[str], probs: np.ndarray, labels: Sequence[str], *,
+             threshold: float = 0.8) -> LabelingFunction:
+    """Like :func:`model_lf`, from probabilities computed beforehand for ``texts`` in one batch."""
+    votes = {t: labels[int(np.argmax(p))] for t, p in zip(texts, probs) if float(np.max(p)) >= threshold}
+    return LabelingFunction(name, votes.get)
+
+
+@dataclass
+class WeakRules:
+    """A project's labeling rules (a JSON or YAML file): keywords and regular expressions per label, and
+    whether the LLM and the current model vote too, when at least ``threshold`` sure."""
+
+    keywords: dict[str, list[str]] = field(default_factory=dict, metadata={"help": "label -> words that vote for it"})
+    regex: dict[str, list[str]] = field(default_factory=dict, metadata={"help": "label -> patterns that vote for it"})
+    llm: bool = field(default=False, metadata={"help": "the LLM votes its label when sure enough"})
+    model: bool = field(default=False, metadata={"help": "the backend's current model votes when sure enough"})
+    threshold: float = field(default=0.8, metadata={"help": "probability at which the LLM or the model votes"})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> WeakRules:
+        known = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or set(data) - known:
+            raise ConfigError(f"labeling rules take the keys {sorted(known)}; got {sorted(data) if isinstance(data, dict) else data!r}")
+        return cls(**data)
+
+    def labeling_functions(self, labels: Sequence[str]) -> list[LabelingFunction]:
+        """The keyword and regex LFs; a rule for a label the project lacks is an error naming it."""
+        lfs = []
+        for kind, table in (("keywords", self.keywords), ("regex", self.regex)):
+            for label, items in table.items():
+                if label not in labels:
+                    raise ConfigError(f"the {kind} rule for {label!r} names no label of the project ({', '.join(labels)})")
+                if isinstance(items, str):
+                    items = [items]
+                if kind == "keywords":
+                    lfs.append(keyword_lf(label, items))
+                else:
+                    for k, pattern in enumerate(items):
+                        try:
+                            lfs.append(regex_lf(label, pattern, name=f"regex:{label}:{k}"))
+                        except re.error as e:
+                            raise ConfigError(f"regex {pattern!r} for {label!r} is invalid: {e}") from e
+        if not lfs and not (self.llm or self.model):
+            raise ConfigError("the rules define no labeling function: add keywords or regex, or set llm/model true")
+        return lfs
 
 
 def apply_lfs(lfs: Sequence[LabelingFunction], texts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
@@ -149,3 +203,57 @@ class LabelModel:
             np.add.at(counts.T, votes[voted, j], q[voted])  # counts[true, vote] += q(true)
             confusion[j] = counts / counts.sum(axis=1, keepdims=True)
         self.confusion = confusion
+
+
+class Gazetteer:
+    """Mentions annotated in a project, each with its most frequent label; finds them again in other texts.
+
+    Matching ignores case, respects word boundaries and prefers the longest mention ("New York Times" over
+    "New York").
+    """
+
+    def __init__(self, entries: dict[str, str]) -> None:
+        self.entries = {k.lower(): v for k, v in entries.items() if len(k.strip()) >= 2}
+        names = sorted(self.entries, key=len, reverse=True)
+        self._pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(n) for n in names) + r")(?!\w)",
+                                   re.IGNORECASE) if names else None
+
+    @classmethod
+    def from_annotations(cls, texts: Sequence[str], spans: Sequence[Sequence[Span]], *,
+                         min_count: int = 1) -> Gazetteer:
+        """From annotated ``(text, spans)`` pairs; a mention needs ``min_count`` annotations to enter."""
+        counts: dict[str, Counter] = {}
+        for text, task_spans in zip(texts, spans):
+            for span in task_spans:
+                mention = text[span.start:span.end].strip().lower()
+                if mention:
+                    counts.setdefault(mention, Counter())[span.label] += 1
+        return cls({m: c.most_common(1)[0][0] for m, c in counts.items() if sum(c.values()) >= min_count})
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def find(self, text: str) -> list[Span]:
+        """Every known mention in ``text``, as spans in text order."""
+        if self._pattern is None:
+            return []
+        return [Span(m.start(), m.end(), self.entries[m.group(0).lower()]) for m in self._pattern.finditer(text)]
+
+
+def span_lf_summary(sources: dict[str, Sequence[Sequence[Span]]],
+                    gold: Sequence[Sequence[Span] | None] | None = None) -> list[dict]:
+    """Per span source (gazetteer, LLM, model): ``coverage`` (share of texts with a span), ``spans`` found and,
+    against ``gold`` (None where a text is not annotated), exact-match ``precision`` and ``recall``."""
+    rows = []
+    for name, found in sources.items():
+        n = max(len(found), 1)
+        row: dict = {"lf": name, "coverage": sum(bool(f) for f in found) / n, "spans": sum(len(f) for f in found)}
+        if gold is not None:
+            pairs = [(set((s.start, s.end, s.label) for s in f), set((s.start, s.end, s.label) for s in g))
+                     for f, g in zip(found, gold) if g is not None]
+            hits = sum(len(f & g) for f, g in pairs)
+            predicted, true = sum(len(f) for f, _ in pairs), sum(len(g) for _, g in pairs)
+            row.update(n_gold=len(pairs), precision=hits / predicted if predicted else None,
+                       recall=hits / true if true else None)
+        rows.append(row)
+    return rows

@@ -83,3 +83,14 @@ def test_random_is_reproducible_with_a_seed():
 def test_rejects_wrong_shape():
     with pytest.raises(ValueError, match="2-D"):
         confidence(np.array([0.5, 0.5]))
+
+
+def test_expected_calibration_error():
+    from labelloop.uncertainty import expected_calibration_error
+
+    y = np.array([0, 0, 1, 1])
+    assert expected_calibration_error(np.eye(2)[y], y) == 0.0  # sure and right
+    assert expected_calibration_error(np.eye(2)[1 - y], y) == 1.0  # sure and wrong
+    half = np.full((4, 2), 0.5)
+    assert expected_calibration_error(half, np.array([0, 1, 0, 1])) == pytest.approx(0.0)  # 50% sure, right half the time
+    assert expected_calibration_error(np.array([[0.9, 0.1]] * 10), np.array([0] * 6 + [1] * 4)) == pytest.approx(0.3)

@@ -46,3 +46,40 @@ def test_label_model_learns_which_lfs_to_trust_and_beats_majority_vote():
     assert (probs.argmax(axis=1) == y)[voted].mean() > (majority == y)[voted].mean() + 0.05
     silent = ~voted
     assert np.allclose(probs[silent], model.prior)  # no votes, no evidence
+
+
+def test_gazetteer_finds_annotated_mentions_longest_first_with_their_usual_label():
+    from labelloop.spans import Span
+    from labelloop.weak import Gazetteer, span_lf_summary
+
+    texts = ["Anna lives in New York", "New York Times hired Anna", "anna called"]
+    spans = [[Span(0, 4, "PER"), Span(14, 22, "LOC")], [Span(0, 14, "ORG"), Span(21, 25, "PER")], [Span(0, 4, "LOC")]]
+    gazetteer = Gazetteer.from_annotations(texts, spans)
+    assert len(gazetteer) == 3 and gazetteer.entries["anna"] == "PER"  # 2 votes to 1
+    text = "ANNA read the New York Times in New York."
+    assert [(text[s.start:s.end], s.label) for s in gazetteer.find(text)] == [
+        ("ANNA", "PER"), ("New York Times", "ORG"), ("New York", "LOC")]
+    assert Gazetteer({}).find("anything") == [] and Gazetteer.from_annotations(texts, spans, min_count=2).entries == {
+        "anna": "PER"}
+    found = [gazetteer.find(t) for t in texts]
+    (row,) = span_lf_summary({"gazetteer": found}, [spans[0], None, spans[2]])
+    assert row["coverage"] == 1.0 and row["n_gold"] == 2
+    assert row["precision"] == pytest.approx(2 / 3) and row["recall"] == pytest.approx(2 / 3)
+
+
+def test_rules_build_labeling_functions_and_name_what_is_wrong():
+    from labelloop.errors import ConfigError
+    from labelloop.weak import WeakRules
+
+    rules = WeakRules.from_dict({"keywords": {"pos": ["great"]}, "regex": {"neg": [r"\bwaste of\b", "awful"]}})
+    lfs = rules.labeling_functions(["pos", "neg"])
+    assert [lf.name for lf in lfs] == ["keywords:pos", "regex:neg:0", "regex:neg:1"]
+    assert lfs[1].fn("a waste of time") == "neg" and lfs[0].fn("not good") is None
+    with pytest.raises(ConfigError, match="names no label"):
+        WeakRules(keywords={"joy": ["yay"]}).labeling_functions(["pos", "neg"])
+    with pytest.raises(ConfigError, match="is invalid"):
+        WeakRules(regex={"pos": ["("]}).labeling_functions(["pos", "neg"])
+    with pytest.raises(ConfigError, match="no labeling function"):
+        WeakRules().labeling_functions(["pos", "neg"])
+    with pytest.raises(ConfigError, match="take the keys"):
+        WeakRules.from_dict({"keyword": {}})
