@@ -176,3 +176,20 @@ def test_endpoint_without_logprobs_falls_back_to_sampled_votes():
     (p,) = labeler.classify(["The striker scored"], ["sport", "tech"])
     assert p == pytest.approx([4.5 / 6, 1.5 / 6])  # 4 votes to 1, add-half smoothing
     assert labeler.engine.logprobs_supported is False
+
+
+def test_cli_edits_a_projects_template_and_refuses_a_broken_one(tmp_path, monkeypatch, capsys):
+    from labelloop import cli
+
+    monkeypatch.setenv("LABELLOOP_HOME", str(tmp_path))
+    change = tmp_path / "change.json"
+    change.write_text(json.dumps({"query": "Review: {text}\nSentiment:"}))
+    cli.main(["llm", "template", "--project", "5", "--set", str(change)])
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["query"] == "Review: {text}\nSentiment:" and load_template(tmp_path, 5).query == shown["query"]
+    change.write_text(json.dumps({"query": "Review: {review}"}))
+    with pytest.raises(SystemExit, match="can't be filled in"):
+        cli.main(["llm", "template", "--project", "5", "--set", str(change)])
+    assert load_template(tmp_path, 5).query == "Review: {text}\nSentiment:"  # the broken edit was not saved
+    cli.main(["llm", "template", "--project", "5", "--reset"])
+    assert load_template(tmp_path, 5) == PromptTemplate()
