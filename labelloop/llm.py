@@ -441,12 +441,14 @@ class LLMLabelerConfig:
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature for those votes"})
     max_new_tokens: int = field(default=256, metadata={"help": "longest entity list or draft generated"})
     few_shot: int = field(default=4, metadata={"help": "approved examples nearest to the text put in the prompt"})
+    max_text_chars: int = field(default=6000, metadata={"help": "longer texts are cut to this many characters in the "
+                                                                 "prompt, so they fit the model's context"})
     calibrate: bool = field(default=True, metadata={"help": "divide out the model's bias towards some labels, "
                                                               "measured on content-free inputs (contextual calibration)"})
 
     def __post_init__(self) -> None:
-        if self.samples < 1 or self.max_new_tokens < 1 or self.few_shot < 0:
-            raise ConfigError("samples and max_new_tokens must be at least 1, few_shot at least 0")
+        if self.samples < 1 or self.max_new_tokens < 1 or self.few_shot < 0 or self.max_text_chars < 1:
+            raise ConfigError("samples, max_new_tokens and max_text_chars must be at least 1, few_shot at least 0")
         if not 0 < self.temperature <= 2:
             raise ConfigError("temperature must be in (0, 2]")
 
@@ -497,7 +499,7 @@ class LLMLabeler:
             bias = np.mean([self._label_probs(t, labels, guideline, ()) for t in CONTENT_FREE], axis=0)
 
         def one(i: int) -> np.ndarray:
-            p = self._label_probs(texts[i], labels, guideline, examples[i] if examples else ())
+            p = self._label_probs(self._cut(texts[i]), labels, guideline, examples[i] if examples else ())
             if bias is not None:
                 p = p / np.maximum(bias, 1e-6)
             return p / p.sum()
@@ -518,7 +520,7 @@ class LLMLabeler:
         labels = list(labels)
 
         def one(i: int) -> EntityAnswer:
-            prompt = self.template.render_ner(texts[i], labels, guideline=guideline,
+            prompt = self.template.render_ner(self._cut(texts[i]), labels, guideline=guideline,
                                               examples=examples[i] if examples else ())
             messages = [{"role": "user", "content": prompt}]
             answer = self._cached("extract", messages, labels, lambda: self._generate(messages, json_mode=True))
@@ -537,12 +539,15 @@ class LLMLabeler:
         """A drafted response per prompt, for annotators to correct."""
 
         def one(i: int) -> Generation:
-            messages = self.template.draft_messages(prompts[i], guideline=guideline,
+            messages = self.template.draft_messages(self._cut(prompts[i]), guideline=guideline,
                                                     examples=examples[i] if examples else ())
             answer = self._cached("draft", messages, [], lambda: self._generate(messages))
             return Generation(answer["text"], answer["logprob"])
 
         return self._map(one, len(prompts), progress)
+
+    def _cut(self, text: str) -> str:
+        return text[: self.config.max_text_chars]
 
     def _label_scores(self, messages: Messages, labels: list[str]) -> list[float]:
         scores = self.engine.label_logprobs(messages, labels)

@@ -193,3 +193,17 @@ def test_cli_edits_a_projects_template_and_refuses_a_broken_one(tmp_path, monkey
     assert load_template(tmp_path, 5).query == "Review: {text}\nSentiment:"  # the broken edit was not saved
     cli.main(["llm", "template", "--project", "5", "--reset"])
     assert load_template(tmp_path, 5) == PromptTemplate()
+
+
+def test_long_texts_are_cut_to_fit_the_context_but_spans_use_the_whole_text():
+    seen = []
+
+    def handler(request):
+        seen.append(json.loads(request.content)["messages"][-1]["content"])
+        return httpx.Response(200, json={"choices": [{"message": {"content": '{"entities": [{"text": "Rome", '
+                                                                             '"label": "LOC"}]}'}}]})
+
+    labeler = LLMLabeler(endpoint(handler), config=LLMLabelerConfig(max_text_chars=50))
+    text = "Rome " + "word " * 5000 + "and Rome again"
+    (answer,) = labeler.extract([text], ["LOC"])
+    assert len(seen[0]) < 1000 and [text[s.start:s.end] for s in answer.spans] == ["Rome", "Rome"]
