@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from labelloop import lsclient
-from labelloop.dataset import ExportConfig, build_dataset, export_dataset, load_frozen_test
+from labelloop.dataset import ExportConfig, annotation_value, build_dataset, export_dataset, load_frozen_test
 from labelloop.errors import ConfigError
 from labelloop.finetune.registry import RunRegistry
 
@@ -187,10 +187,9 @@ def weak_label_project(service, client, project_id: int, rules, *, push: bool = 
     gold = np.full(len(tasks), ABSTAIN)
     for i, task in enumerate(tasks):
         for ann in task.annotations or []:
-            chosen = [c for r in ann.get("result") or [] if r.get("from_name") == control.from_name
-                      for c in (r.get("value") or {}).get("choices", []) if c in labels]
-            if chosen and not ann.get("was_cancelled"):
-                gold[i] = labels.index(chosen[0])
+            value = annotation_value(ann.get("result"), control)
+            if value in labels and not ann.get("was_cancelled"):
+                gold[i] = labels.index(value)
     model = LabelModel(len(labels)).fit(votes)
     probs = model.predict_proba(votes)
     covered = (votes != ABSTAIN).any(axis=1)

@@ -580,18 +580,10 @@ class LLMLabeler:
 
     def _map(self, one: Callable[[int], object], n: int, progress: Callable[[int], None] | None) -> list:
         workers = min(getattr(self.engine, "concurrency", 1), max(n, 1))
-        if workers <= 1:
-            out = []
-            for i in range(n):
-                out.append(one(i))
-                if progress:
-                    progress(1)
-            return out
         with ThreadPoolExecutor(workers, thread_name_prefix="labelloop-llm") as pool:
-            futures = [pool.submit(one, i) for i in range(n)]
             out = []
-            for f in futures:
-                out.append(f.result())
+            for answer in pool.map(one, range(n)):
+                out.append(answer)
                 if progress:
                     progress(1)
             return out

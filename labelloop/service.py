@@ -39,6 +39,7 @@ from labelloop.settings import LabelLoopSettings
 from labelloop.spans import Span, tags_to_spans
 from labelloop.store import AnnotationRecord, Store, VersionRecord
 from labelloop.uncertainty import aggregate_words, confidence
+from labelloop.weak import Gazetteer
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ class ModelService:
             self.store.save_label_config(pid, label_config)
         if hostname and access_token:
             self._credentials[pid] = (hostname, access_token)
-        return self._served_version(pid, self._bundle(pid, schema))
+        bundle = self._bundle(pid, schema)
+        return self._served_version(bundle, self._llm_mode(pid, bundle))
 
     def predict(self, tasks: Sequence[object], *, project: object = None, label_config: str | None = None,
                 context: dict | None = None, cache_embeddings: bool = False,
@@ -154,7 +156,7 @@ class ModelService:
         self._check_servable(schema)
         bundle = self._bundle_for(pid, schema, model_version)
         mode = self._llm_mode(pid, bundle, model_version)
-        version = self._served_version(pid, bundle, mode)
+        version = self._served_version(bundle, mode)
         texts, errors = self._texts(tasks, schema)
         results: list[list[dict]] = [[] for _ in tasks]
         scores: list[list[float]] = [[] for _ in tasks]
@@ -232,7 +234,8 @@ class ModelService:
 
     def model_version(self, project_id: int) -> str:
         """The ``model_version`` serving the project now (an LLM name when the LLM predicts)."""
-        return self._served_version(project_id, self._bundle(project_id, self._schema(project_id)))
+        bundle = self._bundle(project_id, self._schema(project_id))
+        return self._served_version(bundle, self._llm_mode(project_id, bundle))
 
     def versions(self) -> list[str]:
         return [UNTRAINED_VERSION] + [v.model_version for v in self.store.versions()]
@@ -243,20 +246,8 @@ class ModelService:
         """Train on the project's latest annotations; returns the new model_version, or None."""
         started = time.perf_counter()
         schema = self._schema(project_id)
-        client = self.client_for(project_id)
-        if client is not None:
-            try:
-                # Best effort: webhooks already stored the annotations, so a Label Studio that is down
-                # must not hold the training queue for a minute of retries.
-                annotations = lsclient.fetch_annotations(client, project_id, retry=lsclient.BEST_EFFORT)
-                self.store.replace_annotations(project_id, annotations)
-            except LabelLoopError as e:
-                log.warning("training project %s on annotations received so far: %s", project_id, e)
-        records = self.store.latest_annotations(project_id)
-        frozen = load_frozen_test(self.settings.home, project_id)
-        if frozen:  # the frozen test split measures models; it never trains them
-            records = [r for r in records if not any(content_key(v) in frozen for v in r.data.values()
-                                                     if isinstance(v, str))]
+        self._pull_annotations(project_id)
+        records = self._training_records(project_id)
         current = self._bundle(project_id, schema)
         models: dict[str, ControlModel] = {}
         for control in schema.controls:
@@ -472,9 +463,8 @@ class ModelService:
                 text = html.unescape(re.sub(r"<[^>]+>", " ", project.expert_instruction or ""))
                 text = re.sub(r"[ \t]+", " ", text).strip()
             except LabelLoopError as e:
-                if (project_id, "guideline") not in self._warned:
-                    self._warned.add((project_id, "guideline"))
-                    log.warning("project %s: the LLM works without the project's instructions: %s", project_id, e)
+                self._warn_once(project_id, "guideline", "project %s: the LLM works without the project's "
+                                "instructions: %s", project_id, e)
         self._guidelines[project_id] = (time.monotonic(), text)
         return text
 
@@ -498,8 +488,7 @@ class ModelService:
                 return "llm"
         return None
 
-    def _served_version(self, pid: int | None, bundle: Bundle, mode: str | None | bool = False) -> str:
-        mode = self._llm_mode(pid, bundle) if mode is False else mode
+    def _served_version(self, bundle: Bundle, mode: str | None) -> str:
         if mode == "llm":
             return self.llm_version
         return f"{bundle.version}+{self.llm_version}" if mode == "ensemble" else bundle.version
@@ -512,7 +501,8 @@ class ModelService:
             return False  # a trained span model serves; the LLM fills in only until there is one
         labeler = self.llm_labeler(pid)
         guideline = self.llm_guideline(pid) if pid is not None else ""
-        examples = self._few_shot(pid, control, column, labeler.config.few_shot)
+        annotated = self._annotated(pid, control) if pid is not None else []
+        examples = self._few_shot(annotated, column, labeler.config.few_shot)
         if control.kind == "textarea":
             for i, draft in zip(rows, labeler.draft(column, guideline=guideline, examples=examples)):
                 if draft.text:
@@ -532,41 +522,21 @@ class ModelService:
             self._emit_choices(control, probs, rows, results, scores)
             return True
         answers = labeler.extract(column, control.labels, guideline=guideline, examples=examples)
-        gazetteer = self._gazetteer(pid, control)
+        # Mentions annotated elsewhere in the project come first; the LLM's fill the gaps.
+        gazetteer = Gazetteer.from_annotations(*zip(*annotated)) if annotated else None
         for i, text, answer in zip(rows, column, answers):
             self.metrics.llm_dropped_mentions += answer.dropped
             spans = merge_spans(gazetteer.find(text), answer.spans) if gazetteer else answer.spans
-            for k, span in enumerate(spans):
-                results[i].append({"id": f"{control.from_name}-{k}", "from_name": control.from_name,
-                                   "to_name": control.to_name, "type": "labels", "score": answer.confidence,
-                                   "value": {"start": span.start, "end": span.end, "text": text[span.start:span.end],
-                                             "labels": [span.label]}})
+            results[i] += [self._span_region(control, k, text, Span(s.start, s.end, s.label, answer.confidence))
+                           for k, s in enumerate(spans)]
             scores[i].append(answer.confidence or 0.0)
         return True
 
-    def _annotated(self, pid: int, control: ControlSpec) -> tuple[list[str], list]:
-        """The project's annotated texts for ``control`` and their answers: a label, spans, or a response."""
+    def _annotated(self, pid: int, control: ControlSpec) -> list[tuple[str, object]]:
+        """``(text, answer)`` per annotated task for ``control``: its first label, its spans, or the response."""
         self._refresh_annotations(pid)
-        texts, answers = [], []
-        frozen = load_frozen_test(self.settings.home, pid)
-        for record in self.store.latest_annotations(pid):
-            text = record.data.get(control.value_key)
-            if not isinstance(text, str) or not text.strip() or content_key(text) in frozen:
-                continue
-            items = [r for r in record.result if isinstance(r, dict) and r.get("from_name") == control.from_name]
-            values = [r.get("value") or {} for r in items]
-            if control.kind == "choices":
-                chosen = [c for v in values for c in v.get("choices", []) if c in control.labels]
-                answer = chosen[0] if chosen else None
-            elif control.kind == "textarea":
-                answer = "\n".join(t for v in values for t in v.get("text", []) if isinstance(t, str)) or None
-            else:
-                answer = [Span(v["start"], v["end"], v["labels"][0]) for v in values
-                          if isinstance(v.get("start"), int) and isinstance(v.get("end"), int) and v.get("labels")]
-            if answer is not None:
-                texts.append(text)
-                answers.append(answer)
-        return texts, answers
+        pairs = self._answers(control, self._training_records(pid))
+        return [(text, answer[0]) for text, answer in pairs] if control.kind == "choices" else pairs
 
     def _refresh_annotations(self, pid: int) -> None:
         """Read the project's annotations from Label Studio at most every 5 minutes (best effort), so a
@@ -574,6 +544,14 @@ class ModelService:
         last = self._annotations_read.get(pid)
         if last is not None and time.monotonic() - last < 300:
             return
+        self._pull_annotations(pid)
+
+    def _pull_annotations(self, pid: int) -> None:
+        """Replace the stored annotations with Label Studio's, when it can be reached.
+
+        Best effort: webhooks already stored the annotations, so a Label Studio that is down must not hold
+        training or prediction for a minute of retries.
+        """
         self._annotations_read[pid] = time.monotonic()
         client = self.client_for(pid)
         if client is None:
@@ -581,26 +559,15 @@ class ModelService:
         try:
             self.store.replace_annotations(pid, lsclient.fetch_annotations(client, pid, retry=lsclient.BEST_EFFORT))
         except LabelLoopError as e:
-            log.warning("project %s: few-shot examples from the annotations received so far: %s", pid, e)
+            log.warning("project %s: using the annotations received so far: %s", pid, e)
 
-    def _few_shot(self, pid: int | None, control: ControlSpec, column: list[str], k: int) -> list[list] | None:
+    def _few_shot(self, annotated: list[tuple[str, object]], column: list[str], k: int) -> list[list] | None:
         """For each text, the ``k`` annotated examples nearest to it (never the text itself)."""
-        if pid is None or k == 0:
+        if not annotated or k == 0:
             return None
-        texts, answers = self._annotated(pid, control)
-        if not texts:
-            return None
-        pairs = list(zip(texts, answers))
-        near = nearest_examples(self._cached_embed(column), self._cached_embed(texts), pairs, k + 1)
+        pool = self._cached_embed([text for text, _ in annotated])
+        near = nearest_examples(self._cached_embed(column), pool, annotated, k + 1)
         return [[p for p in row if p[0] != text][-k:] for row, text in zip(near, column)]
-
-    def _gazetteer(self, pid: int | None, control: ControlSpec):
-        if pid is None:
-            return None
-        from labelloop.weak import Gazetteer
-
-        texts, answers = self._annotated(pid, control)
-        return Gazetteer.from_annotations(texts, answers) if texts else None
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -748,14 +715,17 @@ class ModelService:
             ranges, probs = model.text_word_probs(text)
             self._add_spans(control, text, tags_to_spans(ranges, probs, control.labels), probs, results[i], scores[i])
 
+    @staticmethod
+    def _span_region(control: ControlSpec, k: int, text: str, span: Span) -> dict:
+        return {"id": f"{control.from_name}-{k}", "from_name": control.from_name, "to_name": control.to_name,
+                "type": "labels", "score": span.score,
+                "value": {"start": span.start, "end": span.end, "text": text[span.start : span.end],
+                          "labels": [span.label]}}
+
     def _add_spans(self, control: ControlSpec, text: str, spans: list[Span], word_probs: np.ndarray,
                    result: list[dict], task_scores: list[float]) -> None:
         """Append one task's regions and its confidence (mean over words, so length doesn't count)."""
-        for k, span in enumerate(spans):
-            result.append({"id": f"{control.from_name}-{k}", "from_name": control.from_name,
-                           "to_name": control.to_name, "type": "labels", "score": span.score,
-                           "value": {"start": span.start, "end": span.end, "text": text[span.start : span.end],
-                                     "labels": [span.label]}})
+        result += [self._span_region(control, k, text, span) for k, span in enumerate(spans)]
         task_scores.append(float(aggregate_words([confidence(word_probs, self.settings.strategy)])[0]))
 
     def _predict_spans(self, control: ControlSpec, model: SpansModel, rows: list[int], column: list[str],
@@ -765,31 +735,48 @@ class ModelService:
             ranges, probs = model.word_probs(enc)
             self._add_spans(control, text, model.predict_spans(text, ranges, probs), probs, results[i], scores[i])
 
-    def _fit_control(self, control: ControlSpec, records: list[AnnotationRecord]) -> ControlModel | None:
-        texts, targets = [], []
+    def _training_records(self, project_id: int) -> list[AnnotationRecord]:
+        """The project's latest annotations, less the frozen test split (it measures models, never trains them)."""
+        records = self.store.latest_annotations(project_id)
+        frozen = load_frozen_test(self.settings.home, project_id)
+        if frozen:
+            records = [r for r in records if not any(content_key(v) in frozen for v in r.data.values()
+                                                     if isinstance(v, str))]
+        return records
+
+    @staticmethod
+    def _answers(control: ControlSpec, records: list[AnnotationRecord]) -> list[tuple[str, object]]:
+        """``(text, answer)`` for every record that answers ``control``: the chosen labels (known ones, in
+        order), the spans (possibly none), or the response text."""
+        out = []
         for record in records:
             text = record.data.get(control.value_key)
             if not isinstance(text, str) or not text.strip():
                 continue
-            items = [r for r in record.result if isinstance(r, dict) and r.get("from_name") == control.from_name]
+            values = [r.get("value") or {} for r in record.result
+                      if isinstance(r, dict) and r.get("from_name") == control.from_name]
             if control.kind == "choices":
-                chosen = [c for r in items for c in (r.get("value") or {}).get("choices", []) if c in control.labels]
-                if not chosen:
-                    continue
-                if control.multiple:
-                    targets.append([1.0 if label in chosen else 0.0 for label in control.labels])
-                else:
-                    targets.append(control.labels.index(chosen[0]))
+                answer = [c for v in values for c in v.get("choices", []) if c in control.labels] or None
+            elif control.kind == "textarea":
+                answer = "\n".join(t for v in values for t in v.get("text", []) if isinstance(t, str)) or None
             else:
-                spans = []
-                for r in items:
-                    v = r.get("value") or {}
-                    if isinstance(v.get("start"), int) and isinstance(v.get("end"), int) and v.get("labels"):
-                        spans.append(Span(v["start"], v["end"], v["labels"][0]))
-                targets.append(spans)
-            texts.append(text)
-        if not texts:
+                answer = [Span(v["start"], v["end"], v["labels"][0]) for v in values
+                          if isinstance(v.get("start"), int) and isinstance(v.get("end"), int) and v.get("labels")]
+            if answer is not None:
+                out.append((text, answer))
+        return out
+
+    def _fit_control(self, control: ControlSpec, records: list[AnnotationRecord]) -> ControlModel | None:
+        pairs = self._answers(control, records)
+        if not pairs:
             return None
+        texts = [text for text, _ in pairs]
+        if control.kind == "choices" and control.multiple:
+            targets = [[1.0 if label in chosen else 0.0 for label in control.labels] for _, chosen in pairs]
+        elif control.kind == "choices":
+            targets = [control.labels.index(chosen[0]) for _, chosen in pairs]
+        else:
+            targets = [spans for _, spans in pairs]
         if control.kind == "choices":
             x = self._cached_embed(texts)
             return self._zero_shot_model(control).fit(x, np.asarray(targets))
@@ -807,10 +794,11 @@ class ModelService:
             found.update(fresh)
         return np.stack([found[k] for k in keys])
 
-    def _warn_once(self, pid: int | None, what: str, message: str) -> None:
+    def _warn_once(self, pid: int | None, what: str, message: str, *args: object) -> None:
+        """Log ``message`` once per project and topic, with ``args`` (default: the project and the topic)."""
         if (pid, what) not in self._warned:
             self._warned.add((pid, what))
-            log.warning(message, pid, what)
+            log.warning(message, *(args or (pid, what)))
 
 
 class TrainingWorker(threading.Thread):

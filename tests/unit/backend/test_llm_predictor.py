@@ -48,7 +48,7 @@ def test_few_shot_examples_come_from_annotations_but_never_the_text_itself(tmp_p
     annotate(svc, 1, "The goalkeeper saved a penalty", "sport")
     annotate(svc, 2, "Whisk the eggs until pale", "cooking")
     control = svc.schema(1).controls[0]
-    (shots,) = svc._few_shot(1, control, ["The goalkeeper saved a penalty"], 4)
+    (shots,) = svc._few_shot(svc._annotated(1, control), ["The goalkeeper saved a penalty"], 4)
     assert shots == [("Whisk the eggs until pale", "cooking")]
 
 
