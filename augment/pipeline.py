@@ -95,10 +95,10 @@ def augment_records(records: Sequence[dict], augmenters: Sequence[Augmenter], *,
 
 def variant_tasks(variants: Sequence[dict], label_config: str, *, model_version: str = "augmentation") -> list[dict]:
     """Label Studio tasks for variants: data marked as augmented (with provenance), the label as a prediction."""
-    from labelloop.dataset import find_control
+    from labelloop.labeling.schema import find_control
 
     control = find_control(label_config)
-    to_name = _to_name(label_config, control.from_name)
+    to_name = control.to_name
     tasks = []
     for v in variants:
         prov = v["provenance"]
@@ -114,9 +114,3 @@ def variant_tasks(variants: Sequence[dict], label_config: str, *, model_version:
                                  "labels": [s["label"]]}} for k, s in enumerate(v.get("spans", []))]
         tasks.append({"data": data, "predictions": [{"model_version": model_version, "result": result}]})
     return tasks
-
-
-def _to_name(label_config: str, from_name: str) -> str:
-    from label_studio_sdk.label_interface import LabelInterface
-
-    return LabelInterface(label_config).get_control(from_name).to_name[0]

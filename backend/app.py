@@ -1,15 +1,15 @@
 """FastAPI app speaking Label Studio's ML backend protocol (as Label Studio 1.23 sends it).
 
 Routes: ``GET /health``, ``POST /setup``, ``POST /predict``, ``POST /webhook``, ``POST /train``,
-``GET /versions``, ``GET /metrics``. Each one parses the request, calls
-:class:`~labelloop.service.ModelService`, and formats the answer. Errors are JSON ``{"error": ...}``
-with a 4xx status that says what to send instead.
+``GET /versions``, ``GET /metrics``. Each one parses the request (:mod:`labelloop.backend.protocol`),
+calls :class:`~labelloop.serving.service.ModelService`, and formats the answer. Errors are JSON
+``{"error": ...}`` with a status that says what went wrong: 4xx for what the caller should send
+instead, 503 when the disk is full or a model can't be loaded.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from contextlib import asynccontextmanager
 
@@ -18,42 +18,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from labelloop import __version__
+from labelloop.backend.protocol import RequestError, predict_request, read_json, setup_request, webhook_event
+from labelloop.errors import ConfigError, LabelLoopError, ModelError, StorageFullError, TaskDataError
 from labelloop.lsclient import basic_auth_header
-from labelloop.errors import ConfigError, LabelLoopError, ModelError, TaskDataError
-from labelloop.service import ModelService, TrainingWorker
+from labelloop.serving.service import Event, ModelService, parse_project_id
 from labelloop.settings import LabelLoopSettings
 
 log = logging.getLogger("labelloop.backend")
 
-MAX_BODY_BYTES = 256 * 1024 * 1024
 OPEN_PATHS = {"/health", "/"}
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-async def read_json(request: Request, *, required: tuple[str, ...] = ()) -> dict:
-    """The request body as a JSON object holding ``required`` keys, or a 4xx that says what is wrong."""
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise RequestError(413, f"Request body is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,}.")
-    if not body.strip():
-        raise RequestError(400, "Empty request body: send a JSON object.")
-    try:
-        payload = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise RequestError(400, f"Request body is not UTF-8 (bad byte at position {e.start}): send UTF-8 JSON.") from e
-    except json.JSONDecodeError as e:
-        raise RequestError(400, f"Request body is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}).") from e
-    if not isinstance(payload, dict):
-        raise RequestError(400, f"Request body must be a JSON object, not {type(payload).__name__}.")
-    missing = [k for k in required if k not in payload]
-    if missing:
-        raise RequestError(422, f"Request body lacks {', '.join(map(repr, missing))}.")
-    return payload
+PREDICT_CHUNK = 256  # tasks predicted between two checks that the caller is still there
 
 
 def create_app(settings: LabelLoopSettings | None = None, *, service: ModelService | None = None,
@@ -61,7 +35,7 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
     """Build the backend app; ``train_in_background=False`` leaves the queue for the caller to run."""
     settings = settings or LabelLoopSettings()
     service = service or ModelService(settings)
-    worker = TrainingWorker(service)
+    worker = service.worker()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -74,6 +48,7 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
     app.state.service = service
     app.state.worker = worker
     expected_auth = basic_auth_header(*settings.basic_auth) if settings.basic_auth else None
+    limit = settings.max_body_bytes
 
     @app.middleware("http")
     async def basic_auth(request: Request, call_next):
@@ -95,7 +70,14 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
 
     @app.exception_handler(LabelLoopError)
     async def labelloop_error(request: Request, exc: LabelLoopError):
-        status = 422 if isinstance(exc, (ConfigError, TaskDataError)) else 503 if isinstance(exc, ModelError) else 502
+        if isinstance(exc, StorageFullError):
+            status = 503
+        elif isinstance(exc, (ConfigError, TaskDataError)):
+            status = 422
+        else:
+            status = 503 if isinstance(exc, ModelError) else 502
+        if request.url.path == "/webhook":
+            service.metrics.add(refused_events=1)
         log.warning("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"error": str(exc)}, status_code=status)
 
@@ -106,60 +88,49 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
 
     @app.post("/setup")
     async def setup(request: Request):
-        payload = await read_json(request, required=("schema",))
-        version = await run_in_threadpool(
-            service.setup, payload.get("project"), payload["schema"],
-            hostname=payload.get("hostname"), access_token=payload.get("access_token"),
-        )
+        req = setup_request(await read_json(request, limit=limit))
+        version = await run_in_threadpool(service.setup, req.project, req.label_config, hostname=req.hostname,
+                                          access_token=req.access_token)
         return {"model_version": version}
 
     @app.post("/predict")
     async def predict(request: Request):
-        payload = await read_json(request, required=("tasks",))
-        tasks = payload["tasks"]
-        if not isinstance(tasks, list):
-            raise RequestError(422, "'tasks' must be a list of Label Studio tasks ({\"id\": ..., \"data\": {...}}).")
-        if not tasks:
-            raise RequestError(422, "'tasks' is empty: send at least one task to predict.")
-        params = payload.get("params") if isinstance(payload.get("params"), dict) else {}
-        results = await run_in_threadpool(
-            service.predict, tasks, project=payload.get("project"), label_config=payload.get("label_config"),
-            context=params.get("context"),
-        )
+        req = predict_request(await read_json(request, limit=limit), max_tasks=settings.max_tasks_per_request)
+        results: list[dict] = []
+        for start in range(0, len(req.tasks), PREDICT_CHUNK):
+            if start and await request.is_disconnected():
+                log.info("POST /predict: the caller left after %d of %d tasks; stopped", start, len(req.tasks))
+                return JSONResponse({"error": "client disconnected"}, status_code=499)
+            results += await run_in_threadpool(service.predict, req.tasks[start : start + PREDICT_CHUNK],
+                                               project=req.project, label_config=req.label_config)
         return {"results": results, "model_version": results[0]["model_version"]}
 
     @app.post("/webhook")
     async def webhook(request: Request):
-        payload = await read_json(request, required=("action",))
-        return await run_in_threadpool(service.handle_event, payload)
+        event = webhook_event(await read_json(request, limit=limit))
+        return await run_in_threadpool(service.handle_event, event)
 
     @app.post("/train")
     async def train(request: Request):
         """The pre-webhook training call; queued exactly like START_TRAINING."""
-        payload = await read_json(request, required=("project",))
-        return await run_in_threadpool(service.handle_event, {"action": "START_TRAINING", "project": payload["project"]})
+        payload = await read_json(request, limit=limit)
+        pid = parse_project_id(payload.get("project")) if isinstance(payload.get("project"), (int, str, dict)) else None
+        if pid is None:
+            raise RequestError(422, "Request body lacks 'project' (Label Studio's project id).")
+        return await run_in_threadpool(service.handle_event, Event("START_TRAINING", pid))
 
     @app.get("/versions")
     async def versions():
-        return {"versions": await run_in_threadpool(service.versions)}
+        names = await run_in_threadpool(service.versions)
+        problems = await run_in_threadpool(service.problems)
+        return {"versions": names, "problems": problems}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics():
-        m = service.metrics
-        lines = [
-            ("labelloop_predict_requests_total", "counter", m.predict_requests),
-            ("labelloop_predicted_tasks_total", "counter", m.predicted_tasks),
-            ("labelloop_failed_tasks_total", "counter", m.failed_tasks),
-            ("labelloop_predict_seconds_total", "counter", round(m.predict_seconds, 6)),
-            ("labelloop_webhook_events_total", "counter", m.webhook_events),
-            ("labelloop_trainings_total", "counter", m.trainings),
-            ("labelloop_training_failures_total", "counter", m.training_failures),
-            ("labelloop_training_seconds_total", "counter", round(m.training_seconds, 6)),
-            ("labelloop_training_queue", "gauge", service.store.pending_jobs()),
-            ("labelloop_llm_dropped_mentions_total", "counter", m.llm_dropped_mentions),
-        ]
+        store = service.store
+        gauges = {"training_queue": (store.pending_jobs(), "trainings queued or running (all processes)"),
+                  "trainings_running": (len(store.running_jobs()), "trainings running now (all processes)")}
         usage = service.llm_usage() or {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached": 0}
-        lines += [(f"labelloop_llm_{key}_total", "counter", value) for key, value in usage.items()]
-        return "".join(f"# TYPE {name} {kind}\n{name} {value}\n" for name, kind, value in lines)
+        return service.metrics.render(gauges, usage)
 
     return app

@@ -11,7 +11,8 @@ import gradio as gr
 from labelloop import actions
 from labelloop.auth import Users
 from labelloop.errors import LabelLoopError
-from labelloop.service import UNTRAINED_VERSION, ModelService
+from labelloop.serving.service import ModelService
+from labelloop.serving.versions import UNTRAINED_VERSION
 from labelloop.settings import LabelLoopSettings
 
 NONE = "(none)"
@@ -20,7 +21,7 @@ NONE = "(none)"
 def _versions(service: ModelService, project_id: int | None) -> list[str]:
     if project_id is None:
         return [UNTRAINED_VERSION]
-    return [UNTRAINED_VERSION] + [v.model_version for v in service.store.versions(int(project_id))][::-1]
+    return [UNTRAINED_VERSION] + [v.model_version for v in service.version_records(int(project_id))][::-1]
 
 
 def compare(service: ModelService, project_id, text: str, first: str, second: str):
@@ -61,7 +62,7 @@ def augment_preview(text: str, label: str, methods: list[str]) -> list[list[str]
 
 def build(settings: LabelLoopSettings, service: ModelService | None = None) -> gr.Blocks:
     service = service or ModelService(settings)
-    projects = service.store.projects()
+    projects = service.projects()
     first_project = projects[0] if projects else None
     versions = _versions(service, first_project)
     with gr.Blocks(title="LabelLoop playground") as app:

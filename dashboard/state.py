@@ -8,9 +8,9 @@ from __future__ import annotations
 import streamlit as st
 
 from labelloop import insights, lsclient
-from labelloop.dataset import find_control
 from labelloop.errors import LabelLoopError
 from labelloop.finetune.registry import RunRegistry
+from labelloop.labeling.schema import find_control
 from labelloop.settings import LabelLoopSettings
 
 # A page waits seconds, not a minute, for a Label Studio that is down: it says so and a refresh tries again.
@@ -32,7 +32,7 @@ def client():
 
 @st.cache_resource
 def service():
-    from labelloop.service import ModelService
+    from labelloop.serving.service import ModelService
 
     return ModelService(settings())
 

@@ -51,6 +51,48 @@ def rollback_project(service, project_id: int, *, publish: bool = True) -> Promo
     return Promotion(project_id, version, None, stored)
 
 
+def learning_curve(service, project_id: int, test_records: list[dict]) -> list[dict]:
+    """Accuracy of every stored version of the project on ``test_records`` (``{"text", "label"}``).
+
+    Rows ``{"model_version", "labels", "accuracy", "n_test", "created_at"}`` in training order; ``labels`` is
+    how many annotated tasks the version learned from (0 for a promoted fine-tuned run). Scores are cached
+    next to each version, keyed on the test set, so a page refresh costs nothing.
+    """
+    from labelloop.serving.versions import UNTRAINED_VERSION
+
+    schema = service.schema(project_id)
+    control = next((c for c in schema.controls if c.kind in ("choices", "taxonomy") and not c.multiple), None)
+    if control is None or not test_records:
+        return []
+    digest = hashlib.sha1(json.dumps([[r["text"], r["label"]] for r in test_records]).encode()).hexdigest()[:16]
+    tasks = [{"data": {control.value_key: r["text"]}} for r in test_records]
+    gold = [str(r["label"]) for r in test_records]
+    rows = []
+    for record in [None, *service.version_records(project_id)]:
+        cache = record.path / f"curve-{digest}.json" if record else None
+        if cache is not None and cache.exists():
+            rows.append(json.loads(cache.read_text()))
+            continue
+        version = record.model_version if record else UNTRAINED_VERSION
+        preds = service.predict(tasks, project=project_id, model_version=version)
+        chosen = [next((_label(r["value"]) for r in p["result"] if r["from_name"] == control.from_name), None)
+                  for p in preds]
+        row = {"model_version": version, "labels": record.n_annotations if record else 0,
+               "accuracy": sum(c == g for c, g in zip(chosen, gold)) / len(gold), "n_test": len(gold),
+               "created_at": record.created_at if record else 0.0}
+        if cache is not None and record.path.exists():
+            cache.write_text(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
+def _label(value: dict) -> str | None:
+    """The class a Choices or Taxonomy region names, as exported datasets spell it."""
+    if value.get("taxonomy"):
+        return " / ".join(value["taxonomy"][0])
+    return (value.get("choices") or [None])[0]
+
+
 def export_for_training(client, project_id: int, home: Path, config: ExportConfig | None = None) -> dict:
     """Export approved labels to ``$LABELLOOP_HOME/exports/<project>/<time>/``; returns the report with paths."""
     out = Path(home) / "exports" / str(project_id) / time.strftime("%Y%m%d-%H%M%S")

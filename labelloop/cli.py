@@ -67,7 +67,7 @@ def cmd_preannotate(args: argparse.Namespace) -> None:
                                  "LABELLOOP_PREDICTOR")
         predictor = BackendPredictor(args.backend, basic_auth=_basic_auth())
     else:
-        from labelloop.service import ModelService
+        from labelloop.serving.service import ModelService
 
         settings = _settings()
         if args.predictor:
@@ -266,7 +266,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
 def cmd_promote(args: argparse.Namespace) -> None:
     from labelloop.actions import promote_run
     from labelloop.finetune.registry import RunRegistry
-    from labelloop.service import ModelService
+    from labelloop.serving.service import ModelService
 
     settings = _settings()
     print(promote_run(ModelService(settings), RunRegistry(settings.home), args.run, args.project).message())
@@ -274,7 +274,7 @@ def cmd_promote(args: argparse.Namespace) -> None:
 
 def cmd_rollback(args: argparse.Namespace) -> None:
     from labelloop.actions import rollback_project
-    from labelloop.service import ModelService
+    from labelloop.serving.service import ModelService
 
     print(rollback_project(ModelService(_settings()), args.project).message())
 
@@ -292,10 +292,10 @@ def cmd_augment(args: argparse.Namespace) -> None:
                                   mt_forward=args.mt_forward, mt_backward=args.mt_backward, aug_p=args.aug_p)
     label_filter = None
     if args.filter_run:
+        import json
+
         from labelloop.finetune.registry import RunRegistry
         from labelloop.models import TransformerModel
-
-        import json
 
         run = RunRegistry(_settings().home).get(args.filter_run)
         labels = json.loads((run.model_dir / "labelloop.json").read_text())["labels"]
@@ -346,7 +346,7 @@ def cmd_weak(args: argparse.Namespace) -> None:
 
     from labelloop import lsclient
     from labelloop.actions import weak_label_project
-    from labelloop.service import ModelService
+    from labelloop.serving.service import ModelService
     from labelloop.weak import WeakRules
 
     try:

@@ -24,8 +24,10 @@ import numpy as np
 
 from labelloop import lsclient
 from labelloop.dedup import content_key, duplicate_groups
-from labelloop.errors import ConfigError
+from labelloop.errors import AnnotationError, ConfigError
 from labelloop.jsonl import write_jsonl
+from labelloop.labeling.kinds import answer_of, export_value
+from labelloop.labeling.schema import ControlSpec, find_control
 
 POLICIES = ("any", "ground_truth", "agreement", "reviewed")
 
@@ -50,48 +52,13 @@ class ExportConfig:
             raise ConfigError("test_fraction must be in [0, 1)")
 
 
-@dataclass(frozen=True)
-class ExportControl:
-    kind: str  # choices | labels | textarea
-    from_name: str
-    value_key: str
-    multiple: bool = False
-
-
-def find_control(label_config: str, name: str | None = None) -> ExportControl:
-    """The control to export: ``name``, or the first Choices, Labels or TextArea over a Text object."""
-    from label_studio_sdk.label_interface import LabelInterface
-
-    interface = LabelInterface(label_config)
-    kinds = {"Choices": "choices", "Labels": "labels", "TextArea": "textarea"}
-    candidates = []
-    for control in interface.controls:
-        if control.tag in kinds and len(control.to_name) == 1:
-            obj = interface.get_object(control.to_name[0])
-            if obj.tag == "Text" and obj.value_name:
-                candidates.append(ExportControl(kinds[control.tag], control.name, obj.value_name,
-                                                control.attr.get("choice") == "multiple"))
-    for c in candidates:
-        if name is None or c.from_name == name:
-            return c
-    names = [c.from_name for c in candidates]
-    raise ConfigError(f"no exportable control {name!r}; this project has {names or 'none'} "
-                      "(Choices, Labels or TextArea over a Text)")
-
-
-def annotation_value(result: list, control: ExportControl):
-    """A hashable value of one annotation for ``control``, or None when it did not label it."""
-    items = [r for r in result or [] if isinstance(r, dict) and r.get("from_name") == control.from_name]
-    if control.kind == "choices":
-        chosen = sorted({c for r in items for c in (r.get("value") or {}).get("choices", [])})
-        if not chosen:
-            return None
-        return tuple(chosen) if control.multiple else chosen[0]
-    if control.kind == "labels":
-        return tuple(sorted((r["value"]["start"], r["value"]["end"], r["value"]["labels"][0]) for r in items
-                            if "start" in r.get("value", {}) and r["value"].get("labels")))
-    texts = [t for r in items for t in (r.get("value") or {}).get("text", [])]
-    return "\n".join(texts).strip() or None
+def annotation_value(result: list, control: ControlSpec):
+    """A hashable value of one annotation for ``control``, or None when it did not label it (or is malformed)."""
+    try:
+        answer = answer_of(control, result or [])
+    except AnnotationError:
+        return None
+    return None if answer is None else export_value(control, answer)
 
 
 def _reviewed(annotation: dict) -> bool:
@@ -100,7 +67,7 @@ def _reviewed(annotation: dict) -> bool:
     return any(r.get("accepted") for r in annotation.get("reviews") or [] if isinstance(r, dict))
 
 
-def resolve(annotations: list[dict], control: ExportControl, config: ExportConfig) -> tuple[object, str | None]:
+def resolve(annotations: list[dict], control: ControlSpec, config: ExportConfig) -> tuple[object, str | None]:
     """``(value, None)`` when the task is approved under the policy, else ``(None, reason)``.
 
     Disagreement is a reason ("conflict: ..."), never settled silently.
@@ -126,15 +93,15 @@ def resolve(annotations: list[dict], control: ExportControl, config: ExportConfi
     return votes[0][0], None
 
 
-def _record(text: str, value, control: ExportControl) -> dict:
-    if control.kind == "choices":
+def _record(text: str, value, control: ControlSpec) -> dict:
+    if control.kind in ("choices", "taxonomy"):
         return {"text": text, "labels": list(value)} if control.multiple else {"text": text, "label": value}
     if control.kind == "labels":
         return {"text": text, "spans": [{"start": s, "end": e, "label": label} for s, e, label in value]}
     return {"prompt": text, "response": value}
 
 
-def agreement_stats(tasks: list[dict], control: ExportControl) -> dict:
+def agreement_stats(tasks: list[dict], control: ControlSpec) -> dict:
     """Agreement among tasks with two or more annotations: full-agreement share, pairwise agreement and,
     for single-choice labels, Fleiss' kappa (with varying raters per task)."""
     multi = []

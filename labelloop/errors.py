@@ -6,6 +6,8 @@ Hierarchy::
     ├── ConfigError                 a setting or argument is wrong
     │   └── UnsupportedConfigError  a Label Studio labeling config the backend cannot serve
     ├── TaskDataError               a task lacks its text or the text cannot be used
+    │   └── AnnotationError         an annotation's result has the wrong shape
+    ├── StorageFullError            the disk under $LABELLOOP_HOME is full
     ├── ModelError                  a model could not be loaded, trained or saved
     ├── MissingExtraError           an optional dependency is not installed
     ├── LLMEndpointError            an OpenAI-compatible LLM server failed or refused us
@@ -33,6 +35,14 @@ class UnsupportedConfigError(ConfigError):
 
 class TaskDataError(LabelLoopError):
     """A task's data cannot be used (missing text field, text too long, wrong type)."""
+
+
+class AnnotationError(TaskDataError):
+    """An annotation's result does not have the shape Label Studio gives its control."""
+
+
+class StorageFullError(LabelLoopError):
+    """Nothing more can be written under ``$LABELLOOP_HOME``: the disk (or the database) is full."""
 
 
 class ModelError(LabelLoopError):

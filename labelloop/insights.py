@@ -11,15 +11,16 @@ depend on cleanlab: it is a few lines, and cleanlab's AGPL licence would bind ev
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Callable
 
 import numpy as np
 
 from labelloop import lsclient
-from labelloop.dataset import ExportConfig, ExportControl, annotation_value, build_dataset, find_control
+from labelloop.dataset import ExportConfig, annotation_value, build_dataset
 from labelloop.dedup import duplicate_groups
+from labelloop.labeling.schema import ControlSpec, find_control
 
 
 def project_tasks(client, project_id: int, *, retry: lsclient.Retry | None = lsclient.DEFAULT_RETRY) -> list[dict]:
@@ -54,7 +55,7 @@ def _value_name(value) -> str:
 # -- progress --------------------------------------------------------------------------------------
 
 
-def progress(tasks: list[dict], control: ExportControl, annotators: dict[int, str] | None = None) -> dict:
+def progress(tasks: list[dict], control: ControlSpec, annotators: dict[int, str] | None = None) -> dict:
     """Counts, annotations per day, label distribution and throughput per annotator.
 
     Returns ``{"tasks", "labeled", "annotations", "skipped", "per_day": [{"date", "annotations",
@@ -114,7 +115,7 @@ def cohen_kappa(a: list, b: list) -> float:
     return 1.0 if expected == 1 else float((observed - expected) / (1 - expected))
 
 
-def pairwise_kappa(tasks: list[dict], control: ExportControl, *, min_shared: int = 2,
+def pairwise_kappa(tasks: list[dict], control: ControlSpec, *, min_shared: int = 2,
                    annotators: dict[int, str] | None = None) -> list[dict]:
     """Cohen's kappa for each pair of annotators with at least ``min_shared`` tasks in common.
 
@@ -261,7 +262,7 @@ def duplicate_report(tasks: list[dict], label_config: str, *, threshold: float =
 # -- the queue -------------------------------------------------------------------------------------
 
 
-def queue_preview(tasks: list[dict], model_version: str | None, control: ExportControl, *, n: int = 10) -> list[dict]:
+def queue_preview(tasks: list[dict], model_version: str | None, control: ControlSpec, *, n: int = 10) -> list[dict]:
     """The next unlabeled tasks as Label Studio's uncertainty queue serves them: lowest score first.
 
     Rows: ``{"task_id", "text", "prediction", "score"}``. Only predictions of ``model_version`` count (the

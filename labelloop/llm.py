@@ -611,15 +611,6 @@ def nearest_examples(query: np.ndarray, pool: np.ndarray, answers: Sequence, k: 
     return [[answers[j] for j in row[::-1]] for row in order]
 
 
-def merge_spans(first: Sequence[Span], second: Sequence[Span]) -> list[Span]:
-    """Spans of ``first``, plus those of ``second`` that overlap none of them, in text order."""
-    kept = list(first)
-    for span in second:
-        if all(span.end <= k.start or span.start >= k.end for k in kept):
-            kept.append(span)
-    return sorted(kept, key=lambda s: s.start)
-
-
 # -- configuration -------------------------------------------------------------------------------------
 
 

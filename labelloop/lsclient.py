@@ -111,8 +111,8 @@ def iter_tasks(client, project_id: int, *, fields: str = "task_only", page_size:
                  *(filters or [])]
         query = json.dumps({"filters": {"conjunction": "and", "items": items}, "ordering": ["tasks:id"]})
         page = call(f"listing tasks of project {project_id}",
-                    lambda: client.tasks.list(project=project_id, fields=fields, page=1, page_size=page_size,
-                                              query=query, include=include).items, retry=retry)
+                    lambda q=query: client.tasks.list(project=project_id, fields=fields, page=1, page_size=page_size,
+                                                      query=q, include=include).items, retry=retry)
         yield from page
         if len(page) < page_size:
             return
@@ -167,6 +167,36 @@ def set_model_version(client, project_id: int, model_version: str) -> None:
     """Point the project's prediction-score column and uncertainty sampling at ``model_version``."""
     call(f"setting model_version of project {project_id}", client.projects.update,
          id=project_id, model_version=model_version)
+
+
+def _raw(client, what: str, path: str, *, method: str, json_body: Any = None) -> Any:
+    """A call the SDK has no method for, through its own HTTP client (same auth, timeout and base URL)."""
+    from label_studio_sdk.core.api_error import ApiError
+
+    def send() -> Any:
+        response = client._client_wrapper.httpx_client.request(path, method=method, json=json_body)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text
+            raise ApiError(status_code=response.status_code, headers=dict(response.headers), body=body)
+        return response.json() if response.content else None
+
+    return call(what, send, retry=None)
+
+
+def prediction_versions(client, project_id: int) -> dict[str, int]:
+    """``{model_version: number of predictions}`` stored in the project."""
+    data = _raw(client, f"listing model versions of project {project_id}", f"api/projects/{project_id}/model-versions/",
+                method="GET")
+    return {str(k): int(v) for k, v in (data or {}).items()} if isinstance(data, dict) else {}
+
+
+def delete_prediction_version(client, project_id: int, model_version: str) -> None:
+    """Delete every prediction of ``model_version`` in the project (Label Studio does it in one query)."""
+    _raw(client, f"deleting predictions of {model_version} in project {project_id}",
+         f"api/projects/{project_id}/model-versions/", method="DELETE", json_body={"model_version": model_version})
 
 
 def basic_auth_header(user: str, password: str) -> str:

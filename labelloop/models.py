@@ -7,23 +7,25 @@
 - :class:`SpansModel` tags words for a ``<Labels>`` control: a linear BIO tagger on token vectors
   with class weights (so it does not collapse to all-``O``), plus a gazetteer of annotated mentions.
 
-Both save to and load from plain ``.npz`` + JSON files, with no pickles.
+Serving sees every model through one text protocol: classifiers answer ``predict_proba(texts)`` and
+taggers ``predict_spans(texts)``, and both learn with ``fit(texts, targets)``. :class:`HeadClassifier`
+and :class:`HeadTagger` put the heads behind it; :class:`TransformerModel`, a fine-tuned run, speaks it
+natively. :class:`Features` builds, saves and loads the heads (plain ``.npz`` + JSON files, no pickles).
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from labelloop.encoder import Encoder, TokenEncoding
 from labelloop.errors import ModelError
-from labelloop.spans import Span, n_tags, spans_to_tags, tags_to_spans, word_ranges
+from labelloop.spans import Gazetteer, Span, n_tags, spans_to_tags, tags_to_spans, word_ranges
 
 # Inverse temperature on cosine similarities: MiniLM cosines of related texts differ by ~0.1-0.3.
 ZERO_SHOT_SCALE = 20.0
@@ -39,6 +41,17 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
+
+
+def _check_shapes(arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int | None, ...]]) -> None:
+    """Raise :class:`ModelError` unless every array is there, finite, with the shape asked (None: any size)."""
+    for name, shape in shapes.items():
+        a = arrays.get(name)
+        if a is None or a.ndim != len(shape) or any(w is not None and w != n for w, n in zip(shape, a.shape)):
+            got = "missing" if a is None else f"shape {a.shape}"
+            raise ModelError(f"model file: {name!r} is {got}, expected {shape}")
+        if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
+            raise ModelError(f"model file: {name!r} is not finite floating point")
 
 
 @dataclass
@@ -118,46 +131,12 @@ class ChoicesModel:
 
     @classmethod
     def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> ChoicesModel:
+        k = len(meta["labels"])
+        _check_shapes(arrays, {"weight": (None, k), "bias": (k,), "prior_weight": (None, k)})
         return cls(
             tuple(meta["labels"]), bool(meta["multiple"]), arrays["weight"], arrays["bias"],
             arrays["prior_weight"], int(meta.get("trained_on", 0)),
         )
-
-
-def _mention_key(text: str) -> str:
-    return " ".join(text.casefold().split())
-
-
-@dataclass
-class Gazetteer:
-    """Mentions annotators labelled, with how often each got each label."""
-
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @classmethod
-    def from_spans(cls, texts: Sequence[str], spans: Sequence[Sequence[Span]]) -> Gazetteer:
-        counts: dict[str, Counter] = {}
-        for text, task_spans in zip(texts, spans):
-            for span in task_spans:
-                key = _mention_key(text[span.start : span.end])
-                if key:
-                    counts.setdefault(key, Counter())[span.label] += 1
-        return cls({k: dict(v) for k, v in counts.items()})
-
-    def find(self, text: str) -> list[Span]:
-        """Every whole-word occurrence of a known mention, scored by how often it got its label."""
-        if not self.counts:
-            return []
-        alternatives = sorted(self.counts, key=len, reverse=True)
-        pattern = r"(?<!\w)(?:" + "|".join(r"\s+".join(map(re.escape, m.split())) for m in alternatives) + r")(?!\w)"
-        spans = []
-        for match in re.finditer(pattern, text, flags=re.IGNORECASE):
-            votes = self.counts.get(_mention_key(match.group(0)))
-            if not votes:
-                continue
-            label, n = max(votes.items(), key=lambda kv: kv[1])
-            spans.append(Span(match.start(), match.end(), label, n / sum(votes.values())))
-        return spans
 
 
 @dataclass
@@ -231,40 +210,114 @@ class SpansModel:
 
     @classmethod
     def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> SpansModel:
+        t = n_tags(len(meta["labels"]))
+        _check_shapes(arrays, {"weight": (None, t), "bias": (t,)})
         return cls(
             tuple(meta["labels"]), arrays["weight"], arrays["bias"], Gazetteer(meta.get("gazetteer", {})),
             int(meta.get("trained_on", 0)),
         )
 
 
-def save_control_model(model, folder: Path, stem: str) -> dict:
-    """Write ``<stem>.npz`` into ``folder`` and return the JSON metadata that goes with it.
+class HeadClassifier:
+    """A :class:`ChoicesModel` behind the text protocol: ``predict_proba(texts)``, ``fit(texts, targets)``."""
 
-    A :class:`TransformerModel` stays in its run folder; the metadata points at it.
+    def __init__(self, head: ChoicesModel, embed: Callable[[list[str]], np.ndarray]) -> None:
+        self.head = head
+        self.embed = embed
+        self.labels = head.labels
+        self.trained_on = head.trained_on
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """(n_texts, n_labels); each distinct text is embedded once."""
+        unique = {text: k for k, text in enumerate(dict.fromkeys(texts))}
+        return self.head.predict_proba(self.embed(list(unique)))[[unique[t] for t in texts]]
+
+    def fit(self, texts: list[str], targets: np.ndarray) -> HeadClassifier:
+        return HeadClassifier(self.head.fit(self.embed(texts), np.asarray(targets)), self.embed)
+
+
+class HeadTagger:
+    """A :class:`SpansModel` behind the text protocol: ``predict_spans(texts)``, ``fit(texts, spans)``."""
+
+    def __init__(self, model: SpansModel, encode: Callable[[list[str]], list[TokenEncoding]]) -> None:
+        self.model = model
+        self.encode = encode
+        self.labels = model.labels
+        self.trained_on = model.trained_on
+
+    def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], np.ndarray]]:
+        """Per text: its spans and its words' tag probabilities (n_words, n_tags)."""
+        out = []
+        for text, enc in zip(texts, self.encode(texts)):
+            ranges, probs = self.model.word_probs(enc)
+            out.append((self.model.predict_spans(text, ranges, probs), probs))
+        return out
+
+    def fit(self, texts: list[str], spans: list[list[Span]]) -> HeadTagger:
+        return HeadTagger(SpansModel.fit(self.encode(texts), texts, spans, self.labels), self.encode)
+
+
+class Features:
+    """The backend's fast learners on one frozen encoder: zero-shot heads, head and tagger training, and
+    saving and loading them as ``.npz`` + JSON (no pickles).
+
+    ``embed`` replaces the encoder's own sentence embedding, e.g. with one that caches vectors on disk.
     """
-    if isinstance(model, TransformerModel):
-        return {"type": "transformer", "path": model.path, "labels": list(model.labels), "trained_on": 0}
-    np.savez(folder / f"{stem}.npz", **model.arrays())
-    meta = {"labels": list(model.labels), "trained_on": model.trained_on, "file": f"{stem}.npz"}
-    if isinstance(model, ChoicesModel):
-        meta.update(type="choices", multiple=model.multiple)
-    else:
-        meta.update(type="labels", gazetteer=model.gazetteer.counts)
-    return meta
 
+    def __init__(self, encoder: Encoder, embed: Callable[[list[str]], np.ndarray] | None = None) -> None:
+        self.encoder = encoder
+        self.embed = embed or encoder.embed
+        self._zero_shot: dict[tuple[str, bool], HeadClassifier] = {}
 
-def load_control_model(folder: Path, meta: dict):
-    if meta["type"] == "transformer":
-        return TransformerModel(meta["path"], meta["labels"])
-    with np.load(folder / meta["file"], allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    if meta["type"] == "choices":
-        return ChoicesModel.from_arrays(meta, arrays)
-    return SpansModel.from_arrays(meta, arrays)
+    def zero_shot(self, spec) -> HeadClassifier:
+        """The untrained head for a classification control: cosine to each label's name."""
+        key = (spec.signature, spec.multiple)
+        model = self._zero_shot.get(key)
+        if model is None:
+            model = HeadClassifier(ChoicesModel.zero_shot(self.encoder, spec.labels, multiple=spec.multiple),
+                                   self.embed)
+            self._zero_shot[key] = model
+        return model
 
+    def fit_classifier(self, spec, texts: list[str], targets: np.ndarray) -> HeadClassifier:
+        return self.zero_shot(spec).fit(texts, targets)
 
-def dump_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
+    def fit_tagger(self, spec, texts: list[str], spans: list[list[Span]]) -> HeadTagger:
+        return HeadTagger(SpansModel.fit(self.encoder.encode(texts), texts, spans, spec.labels), self.encoder.encode)
+
+    def save(self, model, folder: Path, stem: str) -> dict:
+        """Write ``<stem>.npz`` into ``folder`` and return the JSON metadata that goes with it.
+
+        A :class:`TransformerModel` stays in its run folder; the metadata points at it.
+        """
+        if isinstance(model, TransformerModel):
+            return {"type": "transformer", "path": model.path, "labels": list(model.labels), "trained_on": 0}
+        inner = model.head if isinstance(model, HeadClassifier) else model.model
+        np.savez(folder / f"{stem}.npz", **inner.arrays())
+        meta = {"labels": list(inner.labels), "trained_on": inner.trained_on, "file": f"{stem}.npz"}
+        if isinstance(inner, ChoicesModel):
+            meta.update(type="choices", multiple=inner.multiple)
+        else:
+            meta.update(type="labels", gazetteer=inner.gazetteer.counts)
+        return meta
+
+    def load(self, folder: Path, meta: dict):
+        """The model :meth:`save` wrote; :class:`ModelError` for a missing, truncated or mis-shaped file."""
+        try:
+            if meta["type"] == "transformer":
+                return TransformerModel(meta["path"], meta["labels"])
+            with np.load(folder / meta["file"], allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except ModelError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise ModelError(f"{folder}: {type(e).__name__}: {e}") from e
+        hidden = self.encoder.hidden_size
+        if arrays.get("weight") is not None and arrays["weight"].shape[:1] != (hidden,):
+            raise ModelError(f"{folder}: weights are for a {arrays['weight'].shape[0]}-wide encoder, this one is {hidden}")
+        if meta["type"] == "choices":
+            return HeadClassifier(ChoicesModel.from_arrays(meta, arrays), self.embed)
+        return HeadTagger(SpansModel.from_arrays(meta, arrays), self.encoder.encode)
 
 
 class TransformerModel:
@@ -274,6 +327,8 @@ class TransformerModel:
     classification models give BIO word probabilities in the order :mod:`labelloop.spans` uses.
     Texts longer than the model's window are truncated to it.
     """
+
+    promoted = True  # served as promoted; the backend's quick retraining leaves it in place
 
     def __init__(self, path: str | Path, labels: Sequence[str]) -> None:
         import torch
@@ -309,6 +364,18 @@ class TransformerModel:
                 out.append(_sigmoid(logits) if self.task == "multi-label" else _softmax(logits))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
+    def fit(self, texts: list[str], targets) -> TransformerModel:
+        raise ModelError("a fine-tuned model is trained by `labelloop train` (or the dashboard's Train page); "
+                         "the backend promotes runs, it does not retrain them")
+
+    def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], np.ndarray]]:
+        """Per text: its spans and its words' BIO tag probabilities."""
+        out = []
+        for text in texts:
+            ranges, probs = self.text_word_probs(text)
+            out.append((tags_to_spans(ranges, probs, self.labels), probs))
+        return out
+
     def text_word_probs(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Word character ranges and BIO tag probabilities for one text."""
         enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True,
@@ -321,4 +388,4 @@ class TransformerModel:
         return ranges, _softmax(logits[first]) if len(first) else np.zeros((0, len(self._order)))
 
 
-ControlModel = ChoicesModel | SpansModel | TransformerModel
+ControlModel = HeadClassifier | HeadTagger | TransformerModel

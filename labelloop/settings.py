@@ -87,6 +87,22 @@ class LabelLoopSettings(BaseSettings):
     llm_concurrency: int = Field(default=4, ge=1, description="Requests in flight to the endpoint at once.")
     llm_timeout: float = Field(default=60.0, gt=0, description="Seconds to wait for one endpoint answer.")
     llm_retries: int = Field(default=3, ge=0, description="Retries after a timeout, HTTP 429 or 5xx.")
+    label_studio_timeout: float = Field(
+        default=15.0, gt=0, description="Seconds the backend waits for one Label Studio answer in the background "
+        "(pulling annotations, publishing): a hung Label Studio can hold a training no longer than this.")
+    training_threads: int = Field(
+        default=2, ge=1, le=32, description="Trainings run at once (each on its own project), so a slow project "
+        "or a hung Label Studio never holds the others.")
+    keep_versions: int = Field(
+        default=3, ge=0, description="Model versions kept: older model folders (except the one serving and its "
+        "rollback target) and their predictions in Label Studio are removed (0: keep everything).")
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Largest request body accepted "
+                                "(larger ones get HTTP 413).")
+    max_tasks_per_request: int = Field(
+        default=10_000, ge=1, description="Most tasks one /predict may carry; for more, use `labelloop preannotate`.")
+    max_labels: int = Field(default=2_000, ge=2, description="Most labels one control of a labeling config may have.")
+    label_studio_bin: str | None = Field(default=None, description="The label-studio executable the demo and the "
+                                         "tests start (default: .venv-ls/bin/label-studio, then PATH).")
 
     @field_validator("strategy")
     @classmethod
@@ -108,6 +124,14 @@ class LabelLoopSettings(BaseSettings):
         if value not in ("none", "cluster"):
             raise ValueError(f"unknown diversity {value!r}; choose 'none' or 'cluster'")
         return value
+
+    @property
+    def instance(self) -> str:
+        """Which Label Studio this process serves, as state is keyed: its URL, or '' when /setup names it."""
+        return (self.label_studio_url or "").rstrip("/").lower()
+
+    def api_key(self) -> str | None:
+        return self.label_studio_api_key.get_secret_value() if self.label_studio_api_key else None
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:

@@ -7,8 +7,10 @@ span always starts and ends on word edges and ``text[start:end]`` is exactly its
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -96,3 +98,66 @@ def tags_to_spans(ranges: np.ndarray, probs: np.ndarray, labels: Sequence[str]) 
         word_scores.append(float(probs[w, tag]))
     close()
     return spans
+
+
+def _mention_key(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+@dataclass
+class Gazetteer:
+    """Mentions annotators labelled, with how often each got each label; finds them again in other texts.
+
+    Matching ignores case, respects word boundaries, lets any run of white space stand between the words of a
+    mention, and prefers the longest mention ("New York Times" over "New York"). A found span's score is the
+    share of its mention's annotations that carry its label.
+    """
+
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = sorted((m for m in self.counts if len(m) >= 2), key=len, reverse=True)
+        alternatives = "|".join(r"\s+".join(map(re.escape, m.split())) for m in names)
+        self._pattern = re.compile(r"(?<!\w)(?:" + alternatives + r")(?!\w)", re.IGNORECASE) if names else None
+
+    @classmethod
+    def from_spans(cls, texts: Sequence[str], spans: Sequence[Sequence[Span]], *, min_count: int = 1) -> Gazetteer:
+        """From annotated ``(text, spans)`` pairs; a mention needs ``min_count`` annotations to enter."""
+        counts: dict[str, Counter] = {}
+        for text, task_spans in zip(texts, spans):
+            for span in task_spans:
+                key = _mention_key(text[span.start : span.end])
+                if key:
+                    counts.setdefault(key, Counter())[span.label] += 1
+        return cls({k: dict(v) for k, v in counts.items() if sum(v.values()) >= min_count})
+
+    from_annotations = from_spans
+
+    @property
+    def entries(self) -> dict[str, str]:
+        """Each mention with its most frequent label."""
+        return {m: max(votes.items(), key=lambda kv: kv[1])[0] for m, votes in self.counts.items()}
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def find(self, text: str) -> list[Span]:
+        """Every known mention in ``text``, as spans in text order."""
+        if self._pattern is None:
+            return []
+        spans = []
+        for match in self._pattern.finditer(text):
+            votes = self.counts.get(_mention_key(match.group(0)))
+            if votes:
+                label, n = max(votes.items(), key=lambda kv: kv[1])
+                spans.append(Span(match.start(), match.end(), label, n / sum(votes.values())))
+        return spans
+
+
+def merge_spans(first: Sequence[Span], second: Sequence[Span]) -> list[Span]:
+    """Spans of ``first``, plus those of ``second`` that overlap none of them, in text order."""
+    kept = list(first)
+    for span in second:
+        if all(span.end <= k.start or span.start >= k.end for k in kept):
+            kept.append(span)
+    return sorted(kept, key=lambda s: (s.start, s.end))

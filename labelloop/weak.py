@@ -1,6 +1,6 @@
 """Weak supervision: labeling functions and a label model that turns their votes into probabilistic labels.
 
-For entity spans, a :class:`Gazetteer` built from the project's annotated mentions finds them again in new
+For entity spans, a :class:`~labelloop.spans.Gazetteer` built from the project's annotated mentions finds them again in new
 texts, and :func:`span_lf_summary` reports each span source's coverage, precision and recall.
 
 A labeling function (LF) looks at a text and votes for a label or abstains. :func:`apply_lfs` builds the
@@ -17,7 +17,6 @@ package pins an older stack than ours.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
@@ -203,41 +202,6 @@ class LabelModel:
             np.add.at(counts.T, votes[voted, j], q[voted])  # counts[true, vote] += q(true)
             confusion[j] = counts / counts.sum(axis=1, keepdims=True)
         self.confusion = confusion
-
-
-class Gazetteer:
-    """Mentions annotated in a project, each with its most frequent label; finds them again in other texts.
-
-    Matching ignores case, respects word boundaries and prefers the longest mention ("New York Times" over
-    "New York").
-    """
-
-    def __init__(self, entries: dict[str, str]) -> None:
-        self.entries = {k.lower(): v for k, v in entries.items() if len(k.strip()) >= 2}
-        names = sorted(self.entries, key=len, reverse=True)
-        self._pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(n) for n in names) + r")(?!\w)",
-                                   re.IGNORECASE) if names else None
-
-    @classmethod
-    def from_annotations(cls, texts: Sequence[str], spans: Sequence[Sequence[Span]], *,
-                         min_count: int = 1) -> Gazetteer:
-        """From annotated ``(text, spans)`` pairs; a mention needs ``min_count`` annotations to enter."""
-        counts: dict[str, Counter] = {}
-        for text, task_spans in zip(texts, spans):
-            for span in task_spans:
-                mention = text[span.start:span.end].strip().lower()
-                if mention:
-                    counts.setdefault(mention, Counter())[span.label] += 1
-        return cls({m: c.most_common(1)[0][0] for m, c in counts.items() if sum(c.values()) >= min_count})
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def find(self, text: str) -> list[Span]:
-        """Every known mention in ``text``, as spans in text order."""
-        if self._pattern is None:
-            return []
-        return [Span(m.start(), m.end(), self.entries[m.group(0).lower()]) for m in self._pattern.finditer(text)]
 
 
 def span_lf_summary(sources: dict[str, Sequence[Sequence[Span]]],

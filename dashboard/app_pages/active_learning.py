@@ -4,10 +4,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from labelloop import insights
+from labelloop import actions, insights
 from labelloop.actions import approved_records
-from labelloop.dataset import freeze_test_split, load_frozen_test
 from labelloop.dashboard import state
+from labelloop.dataset import freeze_test_split, load_frozen_test
 from labelloop.errors import LabelLoopError
 
 st.title("Active learning")
@@ -16,7 +16,7 @@ project = state.project()
 control = state.control(project)
 service = state.service()
 home = state.settings().home
-versions = service.store.versions(project["id"])
+versions = service.version_records(project["id"])
 
 c1, c2, c3 = st.columns(3)
 c1.metric("Label Studio shows predictions of", project["model_version"] or "none yet")
@@ -50,7 +50,7 @@ if not frozen:
 else:
     _, test = approved_records(state.tasks(project["id"]), project["label_config"], home, project["id"])
     try:
-        curve = service.learning_curve(project["id"], test) if test else []
+        curve = actions.learning_curve(service, project["id"], test) if test else []
     except LabelLoopError as e:
         st.warning(f"{e}")
         curve = []

@@ -4,8 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from labelloop import insights
-from labelloop.dataset import agreement_stats, load_frozen_test
 from labelloop.dashboard import state
+from labelloop.dataset import agreement_stats, load_frozen_test
 
 st.title("Quality")
 state.require_client()

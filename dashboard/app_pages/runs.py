@@ -61,7 +61,7 @@ with c1:
         except LabelLoopError as e:
             st.error(f"{e}")
 with c2:
-    current = state.service().store.current_version(int(project_id))
+    current = state.service().current_record(int(project_id))
     st.metric("Backend serves", current.model_version if current else "untrained (zero-shot)")
     if st.button("Roll back to the previous version"):
         try:

@@ -160,13 +160,23 @@ class RunRegistry:
             self._db.execute("INSERT INTO promotions VALUES (?, ?, ?, ?)", (project_id, run_id, model_version, time.time()))
 
     def promoted_run(self, project_id: int | None = None, task: str | None = None) -> str | None:
-        """The most recently promoted run (for a project, or for a task anywhere)."""
-        sql = "SELECT p.run_id FROM promotions p JOIN runs r ON r.run_id=p.run_id WHERE 1=1"
+        """The run the backend serves now (for a project, or for a task anywhere), or None.
+
+        The backend's version registry says what serves: a promotion that was rolled back, or replaced by a
+        retrained head, no longer counts. This table only keeps the history of promotions.
+        """
+        from labelloop.serving.store import Store
+
+        state = self.root.parent / "state.sqlite3"
+        serving = Store(self.root.parent).serving_everywhere() if state.exists() else set()
+        if not serving:
+            return None
+        sql = "SELECT p.run_id, p.project_id, p.model_version FROM promotions p JOIN runs r ON r.run_id=p.run_id WHERE 1=1"
         args: list = []
         if project_id is not None:
             sql, args = sql + " AND p.project_id=?", args + [project_id]
         if task is not None:
             sql, args = sql + " AND r.task=?", args + [task]
         with self._lock:
-            row = self._db.execute(sql + " ORDER BY p.promoted_at DESC LIMIT 1", tuple(args)).fetchone()
-        return row[0] if row else None
+            rows = self._db.execute(sql + " ORDER BY p.promoted_at DESC", tuple(args)).fetchall()
+        return next((run for run, project, version in rows if (project, version) in serving), None)

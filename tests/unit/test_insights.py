@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from labelloop import insights
-from labelloop.dataset import ExportControl
+from labelloop.labeling.schema import ControlSpec
 
-CONTROL = ExportControl("choices", "sentiment", "text")
+CONTROL = ControlSpec("choices", "sentiment", "text", "text", ("Positive", "Negative"))
 CONFIG = """<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">
 <Choice value="Positive"/><Choice value="Negative"/></Choices></View>"""
 

@@ -10,9 +10,9 @@ import pytest
 
 from labelloop.errors import ConfigError, LLMEndpointError
 from labelloop.llm import (LLMCache, LLMLabeler, LLMLabelerConfig, LocalLLM, OpenAIEndpoint, PromptTemplate, classify,
-                           label_logprobs_from_tokens, load_template, locate_mentions, merge_spans, nearest_examples,
+                           label_logprobs_from_tokens, load_template, locate_mentions, nearest_examples,
                            parse_entities, save_template, vote_label)
-from labelloop.spans import Span
+from labelloop.spans import Span, merge_spans
 
 LABELS = ["sport", "cooking", "finance"]
 

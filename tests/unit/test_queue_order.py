@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from labelloop.service import ModelService
+from labelloop.serving.service import ModelService
 from labelloop.settings import LabelLoopSettings
 
 CONFIG = """<View><Text name="text" value="$text"/><Choices name="topic" toName="text">

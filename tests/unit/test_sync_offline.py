@@ -6,7 +6,7 @@ import pytest
 
 from labelloop import lsclient
 from labelloop.errors import ConfigError, LabelStudioAuthError, LabelStudioUnavailableError
-from labelloop.schema import parse_label_config
+from labelloop.labeling.schema import parse_label_config
 from labelloop.sync import read_tasks
 from labelloop.templates import TEMPLATES, label_config
 

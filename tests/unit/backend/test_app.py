@@ -52,10 +52,7 @@ def client(settings):
 
 
 def run_queued_training(client):
-    worker = client.app.state.worker
-    store = client.app.state.service.store
-    while (job := store.claim_job()) is not None:
-        worker.run_job(*job)
+    client.app.state.worker.run_pending()
 
 
 def setup_project(client, config, project="7.1700000000"):
@@ -76,7 +73,7 @@ def annotate(client, annotation_id, task_id, text, result, project_id=7, action=
 
 def test_health_and_versions(client):
     assert client.get("/health").json()["status"] == "UP"
-    assert client.get("/versions").json() == {"versions": ["labelloop-v0"]}
+    assert client.get("/versions").json() == {"versions": ["labelloop-v0"], "problems": {}}
 
 
 def test_zero_shot_classification_before_any_label(client):

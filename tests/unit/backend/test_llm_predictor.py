@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from labelloop.errors import UnsupportedConfigError
-from labelloop.service import UNTRAINED_VERSION, ModelService
+from labelloop.serving.service import ModelService
+from labelloop.serving.versions import UNTRAINED_VERSION
 from labelloop.settings import LabelLoopSettings
 
 CHOICES = """<View><Text name="text" value="$text"/><Choices name="topic" toName="text">
@@ -48,7 +49,7 @@ def test_few_shot_examples_come_from_annotations_but_never_the_text_itself(tmp_p
     annotate(svc, 1, "The goalkeeper saved a penalty", "sport")
     annotate(svc, 2, "Whisk the eggs until pale", "cooking")
     control = svc.schema(1).controls[0]
-    (shots,) = svc._few_shot(svc._annotated(1, control), ["The goalkeeper saved a penalty"], 4)
+    (shots,) = svc.llm.predictor(1).examples(control, ["The goalkeeper saved a penalty"])
     assert shots == [("Whisk the eggs until pale", "cooking")]
 
 

@@ -2,10 +2,12 @@
 
 import pytest
 
+from labelloop.actions import learning_curve
 from labelloop.dataset import save_frozen_test
 from labelloop.dedup import content_key
 from labelloop.errors import ConfigError
-from labelloop.service import UNTRAINED_VERSION, ModelService
+from labelloop.serving.service import ModelService
+from labelloop.serving.versions import UNTRAINED_VERSION
 from labelloop.settings import LabelLoopSettings
 
 CONFIG = """<View><Text name="text" value="$text"/><Choices name="topic" toName="text">
@@ -48,11 +50,11 @@ def test_predict_with_a_stored_version_and_learning_curve(service):
     assert set(probs) == {"sport", "cooking"} and sum(probs.values()) == pytest.approx(1.0)
 
     test = [{"text": SPORT[3], "label": "sport"}, {"text": COOKING[3], "label": "cooking"}]
-    curve = service.learning_curve(1, test)
+    curve = learning_curve(service, 1, test)
     assert [r["model_version"] for r in curve] == [UNTRAINED_VERSION, first, second]
     assert [r["labels"] for r in curve] == [0, 2, 6]
     assert all(0 <= r["accuracy"] <= 1 and r["n_test"] == 2 for r in curve)
-    assert service.learning_curve(1, test) == curve  # cached next to each version
+    assert learning_curve(service, 1, test) == curve  # cached next to each version
 
 
 def test_only_projects_with_a_labeling_config_are_listed(service):
@@ -68,4 +70,4 @@ def test_training_leaves_the_frozen_test_split_out(service):
         annotate(service, i, text, "cooking")
     save_frozen_test(service.settings.home, 1, {content_key(SPORT[0]), content_key(COOKING[0])})
     service.fit(1)
-    assert service.store.current_version(1).n_annotations == 6
+    assert service.current_record(1).n_annotations == 6

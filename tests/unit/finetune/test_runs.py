@@ -175,7 +175,7 @@ def test_promote_swaps_the_served_model_and_rollback_restores_it(tiny, data, tmp
     from fastapi.testclient import TestClient
 
     from labelloop.backend.app import create_app
-    from labelloop.service import ModelService
+    from labelloop.serving.service import ModelService
     from labelloop.settings import LabelLoopSettings
 
     registry = RunRegistry(tmp_path)
@@ -207,7 +207,7 @@ def test_promote_swaps_the_served_model_and_rollback_restores_it(tiny, data, tmp
                                       "annotation": {"id": 1, "result": [{"from_name": "s", "to_name": "text",
                                                      "type": "choices", "value": {"choices": ["pos"]}}]}})
         assert client.app.state.service.fit(3) is None
-        other_process.store.add_version(3, 2, "labelloop-v2", other_process.store.current_version(3).path, 0)
+        other_process.store.add_version(3, 2, "labelloop-v2", other_process.current_record(3).path, 0)
         assert ModelService(settings).rollback(3) == "labelloop-v1"
         rolled = client.post("/predict", json={"tasks": [{"data": {"text": "great fun"}}], "project": "3.1"}).json()
         assert rolled["model_version"] == "labelloop-v1"

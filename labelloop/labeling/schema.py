@@ -1,0 +1,172 @@
+"""The one parser of Label Studio labeling configs.
+
+Use :func:`parse_label_config` on the XML that Label Studio sends in ``/setup`` and ``/predict``: it
+returns a :class:`TaskSchema` when every control can be served and otherwise raises
+:class:`~labelloop.errors.UnsupportedConfigError` with the forms that are supported. Exporting and
+augmenting read one control with :func:`find_control`, which skips what they do not need.
+What each control kind means (its answer, its result region, its training target) lives in
+:mod:`labelloop.labeling.kinds`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+from labelloop.errors import ConfigError, UnsupportedConfigError
+
+SUPPORTED = """The backend serves these controls, each over a <Text> object:
+  <Choices name="sentiment" toName="text"> ... <Choice value="Positive"/> ... </Choices>
+  <Choices name="topics" toName="text" choice="multiple"> ... </Choices>
+  <Taxonomy name="topic" toName="text"> <Choice value="Sports"><Choice value="Tennis"/></Choice> ... </Taxonomy>
+  <Labels name="label" toName="text"> ... <Label value="PER"/> ... </Labels>
+  <TextArea name="response" toName="prompt"/>   (drafted by the LLM predictor: LABELLOOP_PREDICTOR=llm)
+with <Text name="text" value="$text"/> reading the task's "text" field (any field name works)."""
+
+# The tags the backend serves, and the kind name each becomes (see labelloop.labeling.kinds).
+TAGS = {"Choices": "choices", "Labels": "labels", "TextArea": "textarea", "Taxonomy": "taxonomy"}
+# Shown between the levels of a taxonomy path ("Sports / Tennis"): the class name a model learns.
+PATH_SEPARATOR = " / "
+MAX_LABELS = 2_000
+
+
+@dataclass(frozen=True)
+class ControlSpec:
+    """One control the backend predicts for, in Label Studio's own terms.
+
+    ``labels`` are the classes a model for the control outputs: the choice values, the span labels, or
+    for a taxonomy every node's path joined with ``" / "`` (``paths`` holds the same paths as tuples).
+    """
+
+    kind: str
+    from_name: str
+    to_name: str
+    value_key: str
+    labels: tuple[str, ...]
+    multiple: bool = False
+    paths: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def signature(self) -> str:
+        """Stable id of what a model for this control must output; changes when labels change."""
+        raw = "|".join([self.kind, self.from_name, self.to_name, str(self.multiple), *self.labels])
+        return hashlib.sha1(raw.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class TaskSchema:
+    """All controls of a labeling config, every one of them served."""
+
+    controls: tuple[ControlSpec, ...]
+
+    @property
+    def value_keys(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.value_key for c in self.controls))
+
+
+def _taxonomy_paths(element) -> tuple[tuple[str, ...], ...]:
+    """Every node of a ``<Taxonomy>`` as the path of ``<Choice>`` values from the root, depth first."""
+    paths: list[tuple[str, ...]] = []
+
+    def walk(node, prefix: tuple[str, ...]) -> None:
+        for child in node:
+            if getattr(child, "tag", None) != "Choice":
+                continue
+            value = child.get("value") or child.get("alias")
+            if value:
+                paths.append((*prefix, value))
+                walk(child, (*prefix, value))
+
+    walk(element, ())
+    return tuple(paths)
+
+
+def _controls(label_config: str, max_labels: int) -> tuple[list[ControlSpec], list[str]]:
+    """The controls over ``<Text>`` that the backend knows, and the problems with the rest."""
+    if not isinstance(label_config, str) or not label_config.strip():
+        raise UnsupportedConfigError("The labeling config is empty.\n" + SUPPORTED)
+    from label_studio_sdk.label_interface import LabelInterface
+
+    try:
+        interface = LabelInterface(label_config)
+    except Exception as e:  # the SDK raises lxml, KeyError and its own errors for bad XML
+        raise UnsupportedConfigError(f"The labeling config could not be parsed ({e}).\n{SUPPORTED}") from e
+
+    controls: list[ControlSpec] = []
+    problems: list[str] = []
+    for control in interface.controls:
+        tag = control.tag
+        where = f"<{tag} name={control.name!r}>"
+        if tag not in TAGS:
+            problems.append(f"{where} is not supported")
+            continue
+        if control.attr.get("perRegion") in ("true", True):
+            problems.append(f"{where} with perRegion is not supported")
+            continue
+        if len(control.to_name) != 1:
+            problems.append(f"{where} must point at exactly one object (toName)")
+            continue
+        obj = interface.get_object(control.to_name[0])
+        if obj.tag != "Text":
+            problems.append(f"{where} points at <{obj.tag}>, not at <Text>")
+            continue
+        if obj.attr.get("valueType") == "url":
+            problems.append(f"<Text name={obj.name!r} valueType=\"url\"> is not supported: import the text itself")
+            continue
+        if not obj.value_name:
+            problems.append(f"<Text name={obj.name!r}> needs value=\"$field\"")
+            continue
+        paths: tuple[tuple[str, ...], ...] = ()
+        if tag == "Taxonomy":
+            paths = _taxonomy_paths(control.element)
+            labels = tuple(PATH_SEPARATOR.join(p) for p in paths)
+        elif tag == "TextArea":
+            labels = ()
+        else:
+            labels = tuple(control.labels)
+        if not labels and tag != "TextArea":
+            problems.append(f"{where} has no labels")
+            continue
+        if len(labels) > max_labels:
+            problems.append(f"{where} has {len(labels):,} labels; the backend serves up to {max_labels:,} per control")
+            continue
+        controls.append(ControlSpec(
+            kind=TAGS[tag], from_name=control.name, to_name=obj.name, value_key=obj.value_name, labels=labels,
+            multiple=tag == "Choices" and control.attr.get("choice") == "multiple", paths=paths,
+        ))
+    return controls, problems
+
+
+def parse_label_config(label_config: str, *, max_labels: int = MAX_LABELS) -> TaskSchema:
+    """Parse a labeling config into the controls the backend will predict.
+
+    Raises
+    ------
+    UnsupportedConfigError
+        The XML is invalid, a control is not one of :data:`TAGS` over ``<Text>``, or it has more than
+        ``max_labels`` labels.
+    """
+    controls, problems = _controls(label_config, max_labels)
+    if problems:
+        raise UnsupportedConfigError("This labeling config can't be served: " + "; ".join(problems) + ".\n" + SUPPORTED)
+    if not controls:
+        raise UnsupportedConfigError("The labeling config has no control to predict.\n" + SUPPORTED)
+    return TaskSchema(controls=tuple(controls))
+
+
+@lru_cache(maxsize=64)
+def cached_schema(label_config: str, max_labels: int = MAX_LABELS) -> TaskSchema:
+    """:func:`parse_label_config`, parsed once per distinct config (Label Studio resends it constantly)."""
+    return parse_label_config(label_config, max_labels=max_labels)
+
+
+def find_control(label_config: str, name: str | None = None) -> ControlSpec:
+    """The control named ``name``, or the first one the backend knows, ignoring controls it doesn't."""
+    controls, _ = _controls(label_config, MAX_LABELS)
+    for c in controls:
+        if name is None or c.from_name == name:
+            return c
+    names = [c.from_name for c in controls]
+    raise ConfigError(f"no exportable control {name!r}; this project has {names or 'none'} "
+                      "(Choices, Taxonomy, Labels or TextArea over a Text)")

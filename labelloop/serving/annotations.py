@@ -1,0 +1,85 @@
+"""A project's annotations as training and few-shot prompts read them.
+
+Webhooks store annotations as they come; before a training, and at most every few minutes for the LLM's
+examples, they are replaced by what Label Studio holds (best effort, with short timeouts: a Label Studio
+that is down never holds a training). The frozen test split is left out: it measures models and never
+trains them. A record whose result is malformed is skipped with a warning, so one bad annotation never
+blocks a project.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from labelloop import lsclient
+from labelloop.dataset import load_frozen_test
+from labelloop.dedup import content_key
+from labelloop.errors import AnnotationError, LabelLoopError
+from labelloop.labeling.kinds import answer_of
+from labelloop.labeling.schema import ControlSpec
+from labelloop.serving.clients import Clients
+from labelloop.serving.store import AnnotationRecord, Store
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 300.0
+
+
+class ProjectAnnotations:
+    """Reads, refreshes and filters the annotations of the store's projects."""
+
+    def __init__(self, store: Store, clients: Clients) -> None:
+        self.store = store
+        self.clients = clients
+        self._pulled: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def pull(self, project_id: int) -> None:
+        """Replace the stored annotations with Label Studio's, when it can be reached (best effort)."""
+        with self._lock:
+            self._pulled[project_id] = time.monotonic()
+        client = self.clients.client_for(project_id)
+        if client is None:
+            return
+        try:
+            rows = lsclient.fetch_annotations(client, project_id, retry=lsclient.BEST_EFFORT)
+        except LabelLoopError as e:
+            log.warning("project %s: using the annotations received so far: %s", project_id, e)
+            return
+        self.store.replace_annotations(project_id, rows)
+
+    def refresh(self, project_id: int) -> None:
+        """:meth:`pull`, at most every five minutes (for processes that get no webhooks)."""
+        with self._lock:
+            last = self._pulled.get(project_id)
+        if last is None or time.monotonic() - last >= REFRESH_SECONDS:
+            self.pull(project_id)
+
+    def training_records(self, project_id: int) -> list[AnnotationRecord]:
+        """The project's latest annotation of each task, less the frozen test split."""
+        records = self.store.latest_annotations(project_id)
+        frozen = load_frozen_test(self.store.home, project_id)
+        if frozen:
+            records = [r for r in records if not any(content_key(v) in frozen for v in r.data.values()
+                                                     if isinstance(v, str))]
+        return records
+
+    @staticmethod
+    def pairs(spec: ControlSpec, records: list[AnnotationRecord]) -> list[tuple[str, Any]]:
+        """``(text, answer)`` for every record that answers ``spec``; malformed records are skipped."""
+        out = []
+        for record in records:
+            text = record.data.get(spec.value_key) if isinstance(record.data, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                continue
+            try:
+                answer = answer_of(spec, record.result)
+            except AnnotationError as e:
+                log.warning("skipping annotation %s of task %s: %s", record.annotation_id, record.task_id, e)
+                continue
+            if answer is not None:
+                out.append((text, answer))
+        return out

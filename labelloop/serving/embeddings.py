@@ -1,0 +1,34 @@
+"""Sentence vectors cached on disk, keyed by encoder, window and text: texts are re-scored after every
+training, and each is embedded once."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from labelloop.encoder import Encoder
+from labelloop.serving.store import Store
+
+
+class EmbeddingCache:
+    """``embed(texts)`` like :meth:`Encoder.embed`, through the store's vector table."""
+
+    def __init__(self, store: Store, encoder: Encoder, *, max_length: int) -> None:
+        self.store = store
+        self.encoder = encoder
+        self._prefix = f"{encoder.name}|{max_length}|"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors (n_texts, hidden), in order; only texts never seen are encoded."""
+        if not texts:
+            return np.zeros((0, self.encoder.hidden_size), dtype=np.float32)
+        keys = [hashlib.sha1((self._prefix + t).encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
+        found = self.store.cached_vectors(list(set(keys)))
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        if missing:
+            first = dict(zip(keys, texts))
+            fresh = dict(zip(missing, self.encoder.embed([first[k] for k in missing])))
+            self.store.cache_vectors(fresh)
+            found.update(fresh)
+        return np.stack([found[k] for k in keys])

@@ -1,0 +1,117 @@
+"""Publishing a model version to Label Studio, so its queue follows the model.
+
+After a training every task is re-scored, the predictions are imported in bulk and the project's
+``model_version`` is set (Label Studio accepts that only once predictions of the version exist, so the
+order matters). Older versions' predictions beyond the newest ``keep`` are then deleted, so a project
+does not collect a full set per retrain. Calls use short timeouts; a publish that fails is recorded and
+retried with back-off until Label Studio answers, and a newer version replaces an older one still owed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from labelloop import lsclient
+from labelloop.errors import LabelLoopError
+from labelloop.serving.clients import Clients
+from labelloop.serving.metrics import Metrics
+from labelloop.serving.store import Store
+
+log = logging.getLogger(__name__)
+
+OURS = re.compile(r"labelloop-v(\d+)(\+.*)?$")
+RETRY_WAITS = (5.0, 15.0, 60.0, 300.0)
+
+
+class Publisher:
+    """Pushes versions of the store's projects to Label Studio.
+
+    ``predict(project_id, tasks)`` gives Label Studio predictions for ``[{"id", "data"}]`` (one per task);
+    ``queue_order(project_id, data, labeled, scores)`` turns their confidences into the queue's scores.
+    """
+
+    def __init__(self, store: Store, clients: Clients, predict: Callable[[int, list[dict]], list[dict]],
+                 queue_order: Callable[[int, list[dict], np.ndarray, np.ndarray], np.ndarray], *,
+                 keep: int = 3, metrics: Metrics | None = None) -> None:
+        self.store = store
+        self.clients = clients
+        self.predict = predict
+        self.queue_order = queue_order
+        self.keep = keep
+        self.metrics = metrics or Metrics()
+        self._failures: dict[int, int] = {}
+
+    def publish(self, project_id: int, version: str, *, chunk: int = 256) -> int:
+        """Push ``version`` now; returns how many predictions were stored (0: no Label Studio known).
+
+        Raises :class:`~labelloop.errors.LabelStudioError` when Label Studio fails; the version is then
+        owed and :meth:`retry_due` tries again later.
+        """
+        client = self.clients.client_for(project_id)
+        if client is None:
+            log.warning("project %s: %s trained, but no Label Studio address and token are known; set "
+                        "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY so scores and queue order follow it",
+                        project_id, version)
+            return 0
+        self.store.set_publish_pending(project_id, version)
+        try:
+            stored = self._push(client, project_id, version, chunk)
+        except LabelLoopError as e:
+            failures = self._failures.get(project_id, 0)
+            self._failures[project_id] = failures + 1
+            wait = RETRY_WAITS[min(failures, len(RETRY_WAITS) - 1)]
+            self.store.set_publish_pending(project_id, version, error=str(e), after=time.time() + wait)
+            self.metrics.add(publish_failures=1)
+            log.warning("project %s: publishing %s failed (%s); retrying in %.0fs", project_id, version, e, wait)
+            raise
+        self._failures.pop(project_id, None)
+        self.store.set_publish_pending(project_id, None)
+        self.metrics.add(publishes=1)
+        return stored
+
+    def retry_due(self, current: Callable[[int], str]) -> None:
+        """Publish what is owed and due; ``current(project_id)`` is the version serving now."""
+        for project_id, _owed in self.store.publishes_due(time.time()):
+            try:
+                self.publish(project_id, current(project_id))
+            except LabelLoopError:
+                pass  # logged and rescheduled by publish
+
+    def _push(self, client, project_id: int, version: str, chunk: int) -> int:
+        tasks = list(lsclient.iter_tasks(client, project_id, page_size=1000, include="id,data,is_labeled",
+                                         retry=lsclient.BEST_EFFORT))
+        preds: list[dict] = []
+        for i in range(0, len(tasks), chunk):
+            preds += self.predict(project_id, [{"id": t.id, "data": t.data} for t in tasks[i : i + chunk]])
+        ok = [i for i, p in enumerate(preds) if "error" not in p and p["model_version"] == version]
+        if not ok:
+            return 0
+        scores = self.queue_order(
+            project_id, [tasks[i].data for i in ok], np.array([bool(tasks[i].is_labeled) for i in ok]),
+            np.array([preds[i]["score"] if preds[i]["score"] is not None else 0.0 for i in ok]),
+        )
+        rows = [{"task": tasks[i].id, "result": preds[i]["result"], "score": float(score), "model_version": version}
+                for i, score in zip(ok, scores)]
+        stored = lsclient.push_predictions(client, project_id, rows)
+        lsclient.set_model_version(client, project_id, version)
+        log.info("project %s: pushed %d predictions of %s", project_id, stored, version)
+        self._prune(client, project_id, version)
+        return stored
+
+    def _prune(self, client, project_id: int, version: str) -> None:
+        """Delete the predictions of our versions older than the newest ``keep`` (best effort)."""
+        if self.keep <= 0:
+            return
+        try:
+            stored = lsclient.prediction_versions(client, project_id)
+            ours = sorted((int(m.group(1)), v) for v in stored if (m := OURS.match(v)) and v != version)
+            for _, old in ours[: max(0, len(ours) - (self.keep - 1))]:
+                lsclient.delete_prediction_version(client, project_id, old)
+                self.metrics.add(pruned_versions=1)
+        except LabelLoopError as e:
+            log.warning("project %s: old predictions were not pruned: %s", project_id, e)

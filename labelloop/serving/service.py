@@ -1,0 +1,389 @@
+"""The backend's brain, free of any web framework: ``setup``, ``predict``, ``handle_event``, ``fit``.
+
+:class:`ModelService` is a facade over collaborators that each own one job: the :class:`Store` (durable
+state), the :class:`VersionRegistry` (what serves), the :class:`Trainer` and :class:`TrainingWorker`
+(training off the request path), the :class:`Publisher` (pushing versions to Label Studio), the
+:class:`Clients` (which Label Studio, with which key) and the prediction sources of
+:mod:`labelloop.serving.predictors`. What a control kind means lives in :mod:`labelloop.labeling.kinds`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from labelloop.encoder import load_encoder
+from labelloop.errors import ConfigError, LabelLoopError, ModelError, TaskDataError, UnsupportedConfigError
+from labelloop.labeling.kinds import ClassificationKind, answer_of, kind_of
+from labelloop.labeling.schema import SUPPORTED, TaskSchema, cached_schema
+from labelloop.models import Features, TransformerModel
+from labelloop.serving import predictors
+from labelloop.serving.annotations import ProjectAnnotations
+from labelloop.serving.clients import Clients
+from labelloop.serving.embeddings import EmbeddingCache
+from labelloop.serving.llm_source import LLMSource
+from labelloop.serving.metrics import Metrics
+from labelloop.serving.publish import Publisher
+from labelloop.serving.queue import queue_order
+from labelloop.serving.store import Store, VersionRecord
+from labelloop.serving.training import Trainer, TrainingWorker
+from labelloop.serving.versions import UNTRAINED_VERSION, Bundle, VersionRegistry
+from labelloop.settings import LabelLoopSettings
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
+DELETE_EVENTS = {"ANNOTATION_DELETED", "ANNOTATIONS_DELETED"}
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One annotation a webhook carries, already checked for types."""
+
+    id: int
+    task_id: int
+    data: dict
+    result: list
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    """A webhook event: its action, the project, and what it carries."""
+
+    action: str
+    project_id: int
+    label_config: str | None = None
+    annotations: tuple[Annotation, ...] = field(default_factory=tuple)
+
+
+def parse_project_id(project: object) -> int | None:
+    """Label Studio names projects ``"<id>.<created timestamp>"`` in /setup and /predict."""
+    if isinstance(project, dict):
+        project = project.get("id")
+    if isinstance(project, bool) or project is None:
+        return None
+    if isinstance(project, int):
+        return project if 0 < project < 2**63 else None
+    head = str(project).split(".", 1)[0]
+    return int(head) if head.isdigit() and len(head) < 19 else None
+
+
+def task_text(task: object, key: str, max_chars: int) -> str:
+    """The text a task's ``data[key]`` holds, or :class:`TaskDataError` saying what is wrong with it."""
+    if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+        raise TaskDataError("the task has no 'data' object")
+    value = task["data"].get(key)
+    if value is None:
+        raise TaskDataError(f"the task's data has no {key!r} field that the labeling config reads (${key})")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise TaskDataError(f"the task's {key!r} is {type(value).__name__}, not text")
+    if not value.strip():
+        raise TaskDataError(f"the task's {key!r} is empty")
+    if len(value) > max_chars:
+        raise TaskDataError(f"the task's {key!r} has {len(value):,} characters; the backend predicts up to "
+                            f"{max_chars:,} (LABELLOOP_MAX_TEXT_CHARS)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TaskDataError(f"the task's {key!r} holds an unpaired surrogate at character {e.start}: send "
+                            "valid Unicode text") from e
+    return value
+
+
+class ModelService:
+    """Serves predictions and trains models for any number of Label Studio projects."""
+
+    def __init__(self, settings: LabelLoopSettings, store: Store | None = None, *,
+                 clients: Clients | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store(settings.home, instance=settings.instance)
+        self.metrics = Metrics()
+        self.clients = clients or Clients(settings)
+        self.annotations = ProjectAnnotations(self.store, self.clients)
+        self.training_requested = threading.Event()
+        self._warned: set[tuple[int | None, str]] = set()
+
+    # -- collaborators, built on first use (the encoder takes seconds to load) --------------------
+
+    @functools.cached_property
+    def features(self) -> Features:
+        s = self.settings
+        encoder = load_encoder(s.model, max_length=s.max_length, batch_size=s.batch_size)
+        return Features(encoder, EmbeddingCache(self.store, encoder, max_length=s.max_length).embed)
+
+    @functools.cached_property
+    def registry(self) -> VersionRegistry:
+        return VersionRegistry(self.store, lambda: self.features, keep=self.settings.keep_versions)
+
+    @functools.cached_property
+    def llm(self) -> LLMSource:
+        return LLMSource(self.settings, self.clients, self.annotations, self.features.embed, self.metrics)
+
+    @functools.cached_property
+    def publisher(self) -> Publisher:
+        return Publisher(self.store, self.clients, lambda pid, tasks: self.predict(tasks, project=pid),
+                         self.queue_order, keep=self.settings.keep_versions, metrics=self.metrics)
+
+    @functools.cached_property
+    def trainer(self) -> Trainer:
+        return Trainer(self.registry, self.annotations, self.features, self.schema, metrics=self.metrics)
+
+    def worker(self) -> TrainingWorker:
+        s = self.settings
+        return TrainingWorker(self.store, self.fit, self.publisher if s.push_predictions else None,
+                              self.model_version, wake=self.training_requested, threads=s.training_threads,
+                              retrain_interval=s.retrain_interval, metrics=self.metrics)
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    def setup(self, project: object, label_config: str, *, hostname: str | None = None,
+              access_token: str | None = None) -> str:
+        """Check the config can be served, remember how to reach Label Studio; return the model_version."""
+        schema = self._servable(label_config)
+        pid = parse_project_id(project)
+        if pid is None:
+            return UNTRAINED_VERSION
+        self.clients.remember(pid, hostname, access_token)
+        if self.store.label_config(pid) != label_config:  # Label Studio calls /setup before every predict
+            self.store.save_label_config(pid, label_config)
+        return self._predictor(pid, schema, None).version
+
+    def predict(self, tasks: Sequence[object], *, project: object = None, label_config: str | None = None,
+                model_version: str | None = None, **_: object) -> list[dict]:
+        """One Label Studio prediction per task, in order: ``{"result", "score", "model_version"}``.
+
+        ``score`` is the model's confidence under the configured strategy (higher = surer). A task whose
+        text can't be used gets ``{"result": [], "model_version", "error"}`` and the reason is logged.
+        ``model_version`` asks for one of the project's stored versions instead of the one serving now.
+        """
+        started = time.perf_counter()
+        pid = parse_project_id(project)
+        if label_config is None and pid is not None:
+            label_config = self.store.label_config(pid)
+        if not label_config:
+            raise ConfigError("No labeling config: send label_config, or connect the project so /setup stores it.")
+        schema = self._servable(label_config)
+        source = self._predictor(pid, schema, model_version)
+        errors: list[str | None] = [None] * len(tasks)
+        texts: dict[str, list[str | None]] = {}
+        for key in schema.value_keys:
+            texts[key] = []
+            for i, task in enumerate(tasks):
+                try:
+                    texts[key].append(task_text(task, key, self.settings.max_text_chars))
+                except TaskDataError as e:
+                    texts[key].append(None)
+                    errors[i] = errors[i] or str(e)
+        results: list[list[dict]] = [[] for _ in tasks]
+        scores: list[list[float]] = [[] for _ in tasks]
+        for spec in schema.controls:
+            rows = [i for i, t in enumerate(texts[spec.value_key]) if t is not None and errors[i] is None]
+            column = [texts[spec.value_key][i] or "" for i in rows]
+            made = kind_of(spec).predict(spec, source, column, self.settings.strategy) if rows else None
+            for i, p in zip(rows, made or []):
+                results[i] += p.regions
+                if p.confidence is not None:
+                    scores[i].append(p.confidence)
+        out = []
+        for i, task in enumerate(tasks):
+            if errors[i] is not None:
+                log.warning("no prediction for task %s: %s", task.get("id") if isinstance(task, dict) else None,
+                            errors[i])
+                out.append({"result": [], "model_version": source.version, "error": errors[i]})
+            else:
+                out.append({"result": results[i], "score": float(np.mean(scores[i])) if scores[i] else None,
+                            "model_version": source.version})
+        self.metrics.add(predict_requests=1, predicted_tasks=len(tasks), failed_tasks=sum(e is not None for e in errors),
+                         predict_seconds=time.perf_counter() - started)
+        return out
+
+    def handle_event(self, event: Event) -> dict:
+        """Persist what a webhook says and enqueue training; never trains in the caller's thread.
+
+        Raises :class:`~labelloop.errors.AnnotationError` (nothing stored) when an annotation's result does
+        not fit the project's labeling config.
+        """
+        pid = event.project_id
+        if event.label_config is not None and event.label_config != self.store.label_config(pid):
+            try:
+                self._servable(event.label_config)
+                self.store.save_label_config(pid, event.label_config)
+            except UnsupportedConfigError as e:
+                self._warn_once(pid, "webhook-config", f"project {pid}: a webhook sent a labeling config that can't "
+                                f"be served, so it was not stored: {str(e).splitlines()[0]}")
+        queued = False
+        if event.action in ANNOTATION_EVENTS:
+            config = self.store.label_config(pid)
+            schema = cached_schema(config, self.settings.max_labels) if config else None
+            for ann in event.annotations:  # check them all before storing any
+                for spec in schema.controls if schema else ():
+                    answer_of(spec, ann.result)
+            count = 0
+            for ann in event.annotations:
+                count = self.store.upsert_annotation(pid, ann.task_id, ann.id, ann.data, ann.result,
+                                                     cancelled=ann.cancelled)
+            queued = self.settings.retrain_every > 0 and count >= self.settings.retrain_every
+        elif event.action in DELETE_EVENTS:
+            self.store.delete_annotations(pid, [a.id for a in event.annotations])
+            queued = self.settings.retrain_every > 0
+        elif event.action == "START_TRAINING":
+            queued = True
+        if queued:
+            self.store.request_training(pid, event.action)
+            self.training_requested.set()
+        self.metrics.add(webhook_events=1)
+        return {"status": "ok", "action": event.action, "training_queued": queued}
+
+    def fit(self, project_id: int) -> str | None:
+        """Train on the project's latest annotations; returns the new model_version, or None."""
+        return self.trainer.fit(project_id)
+
+    def publish(self, project_id: int, version: str) -> int:
+        """Push ``version``'s predictions and set it as the project's model_version in Label Studio."""
+        return self.publisher.publish(project_id, version)
+
+    def model_version(self, project_id: int) -> str:
+        """The ``model_version`` serving the project now (an LLM name when the LLM predicts)."""
+        return self._predictor(project_id, self.schema(project_id), None).version
+
+    def versions(self) -> list[str]:
+        """Every servable version of every project, zero-shot first (for ``GET /versions``)."""
+        return self.registry.names()
+
+    def problems(self, project_id: int | None = None) -> dict[str, str]:
+        """``{model_version: why it can't be served}`` for versions whose files are broken."""
+        return self.registry.problems(project_id)
+
+    def projects(self) -> list[int]:
+        """Projects the backend has been connected to (it holds their labeling configs)."""
+        return self.store.projects()
+
+    def version_records(self, project_id: int) -> list[VersionRecord]:
+        """The project's stored versions, oldest first."""
+        return self.store.versions(project_id)
+
+    def current_record(self, project_id: int) -> VersionRecord | None:
+        """The stored version serving the project (None: zero-shot)."""
+        return self.registry.record(project_id, self.registry.current(project_id).version)
+
+    # -- what a lead does -------------------------------------------------------------------------
+
+    def promote(self, project_id: int, model_dir: Path, *, task: str) -> str:
+        """Serve a fine-tuned model for the project's matching control, under a new model_version.
+
+        The matching control is the one whose kind and labels the model predicts; other controls keep
+        what serves them now. Returns the new version; a running backend switches on its next request.
+        """
+        schema = self.schema(project_id)
+        current = self.registry.current(project_id)
+        errors = []
+        for spec in schema.controls:
+            if not kind_of(spec).serves_task(spec, task):
+                continue
+            try:
+                model = TransformerModel(model_dir, spec.labels)
+            except LabelLoopError as e:
+                errors.append(f"{spec.from_name}: {e}")
+                continue
+            models = {c.from_name: current.model(c) for c in schema.controls if current.model(c) is not None}
+            models[spec.from_name] = model
+            return self.registry.save(project_id, schema, models, 0, encoder=self.features.encoder.name)
+        raise ConfigError(f"No control of project {project_id} matches this {task} model"
+                          + (f" ({'; '.join(errors)})" if errors else "") + ".")
+
+    def rollback(self, project_id: int) -> str:
+        """Serve the version that served before the current one; returns it."""
+        return self.registry.rollback(project_id)
+
+    def schema(self, project_id: int) -> TaskSchema:
+        """The project's parsed labeling config, as stored on connect."""
+        label_config = self.store.label_config(project_id)
+        if not label_config:
+            raise ModelError(f"Project {project_id} has no labeling config on record: connect the backend to it "
+                             "first (Label Studio sends it on connect).")
+        return cached_schema(label_config, self.settings.max_labels)
+
+    def choice_probabilities(self, project_id: int, text: str, *, model_version: str | None = None
+                             ) -> dict[str, dict[str, float]]:
+        """Every label's probability for ``text``, per classification control (``from_name`` first)."""
+        schema = self.schema(project_id)
+        source = self._predictor(project_id, schema, model_version, mode="model")
+        out = {}
+        for spec in schema.controls:
+            probs = source.class_probs(spec, [text]) if isinstance(kind_of(spec), ClassificationKind) else None
+            if probs is not None:
+                out[spec.from_name] = {label: float(p) for label, p in zip(spec.labels, probs[0])}
+        return out
+
+    def queue_order(self, project_id: int, data: list[dict], labeled: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Scores for Label Studio's ascending queue (see :func:`labelloop.serving.queue.queue_order`)."""
+        key = self.schema(project_id).controls[0].value_key
+        return queue_order([str(d.get(key, "")) for d in data], labeled, scores, self.features.embed,
+                           batch=self.settings.queue_batch, diversity=self.settings.diversity)
+
+    @property
+    def llm_version(self) -> str:
+        return self.llm.version
+
+    def llm_labeler(self, project_id: int | None = None):
+        return self.llm.labeler(project_id)
+
+    def llm_guideline(self, project_id: int) -> str:
+        return self.llm.guideline(project_id)
+
+    def llm_usage(self) -> dict[str, int] | None:
+        """Tokens and requests the LLM has spent in this process; None if it was never used."""
+        return self.llm.usage() if "llm" in self.__dict__ else None
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _servable(self, label_config: object) -> TaskSchema:
+        if not isinstance(label_config, str):
+            raise UnsupportedConfigError("The labeling config must be XML text.\n" + SUPPORTED)
+        schema = cached_schema(label_config, self.settings.max_labels)
+        if self.settings.predictor == "model" and any(not kind_of(c).trainable for c in schema.controls):
+            raise UnsupportedConfigError(
+                "<TextArea> responses are drafted by an LLM: start the backend with LABELLOOP_PREDICTOR=llm (the "
+                "local SmolLM2, or an OpenAI-compatible server through LABELLOOP_LLM_BASE_URL).\n" + SUPPORTED)
+        return schema
+
+    def _predictor(self, pid: int | None, schema: TaskSchema, model_version: str | None, *, mode: str | None = None):
+        """The source that predicts for this request, named by the model_version it stands for.
+
+        ``mode`` overrides ``LABELLOOP_PREDICTOR`` (``"model"``: the trained or zero-shot models alone)."""
+        if model_version is not None and model_version == self.llm.version:
+            return self.llm.predictor(pid)
+        if model_version is not None:
+            if pid is None and model_version != UNTRAINED_VERSION:
+                raise ConfigError(f"model_version {model_version!r} needs the project it belongs to")
+            bundle = self.registry.stored(pid, model_version) if pid is not None else Bundle(UNTRAINED_VERSION)
+            return predictors.ModelPredictor(bundle, self.features, self.settings.strategy)
+        bundle = self.registry.current(pid) if pid is not None else Bundle(UNTRAINED_VERSION)
+        if not bundle.serves(schema):  # the labels changed since it was trained: zero-shot until the next training
+            bundle = Bundle(UNTRAINED_VERSION)
+        mode = mode or self.settings.predictor
+        needs_llm = mode != "model"
+
+        def model() -> predictors.ModelPredictor:
+            return predictors.ModelPredictor(bundle, self.features, self.settings.strategy,
+                                             drafter=(lambda: self.llm.predictor(pid)) if needs_llm else None,
+                                             warn=lambda m: self._warn_once(pid, m, f"project {pid}: {m}"))
+
+        return predictors.choose(mode, model, lambda: self.llm.predictor(pid),
+                                 annotated=lambda: bundle.n_annotations,
+                                 cold_start_labels=self.settings.cold_start_labels)
+
+    def _warn_once(self, pid: int | None, topic: str, message: str) -> None:
+        if (pid, topic) not in self._warned:
+            self._warned.add((pid, topic))
+            log.warning("%s", message)

@@ -1,0 +1,162 @@
+"""Training off the request path: a :class:`Trainer` fits a project's controls from its annotations, and
+:class:`TrainingWorker` threads run queued trainings and publish the result.
+
+Webhooks only *enqueue* (the store's ``jobs`` table); any number of worker threads, in any number of
+processes sharing one home, lease jobs one project at a time, so a project is never trained twice at once
+and a slow or hung Label Studio delays only the project it serves. A dead process's jobs are queued again
+when another starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from labelloop.errors import LabelLoopError
+from labelloop.labeling.kinds import kind_of
+from labelloop.labeling.schema import TaskSchema
+from labelloop.models import Features
+from labelloop.serving.annotations import ProjectAnnotations
+from labelloop.serving.metrics import Metrics
+from labelloop.serving.publish import Publisher
+from labelloop.serving.store import Job, Store
+from labelloop.serving.versions import VersionRegistry
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Fits every trainable control of a project and saves the result as its next version."""
+
+    def __init__(self, registry: VersionRegistry, annotations: ProjectAnnotations, features: Features,
+                 schema: Callable[[int], TaskSchema], *, metrics: Metrics | None = None) -> None:
+        self.registry = registry
+        self.annotations = annotations
+        self.features = features
+        self.schema = schema
+        self.metrics = metrics or Metrics()
+
+    def fit(self, project_id: int) -> str | None:
+        """Train on the project's latest annotations; returns the new model_version, or None."""
+        started = time.perf_counter()
+        schema = self.schema(project_id)
+        self.annotations.pull(project_id)
+        records = self.annotations.training_records(project_id)
+        current = self.registry.current(project_id)
+        models = {}
+        for spec in schema.controls:
+            kind = kind_of(spec)
+            if not kind.trainable:
+                continue
+            serving = current.model(spec)
+            if getattr(serving, "promoted", False):
+                # A promoted fine-tuned model is replaced by promoting another run, not by a quick head.
+                models[spec.from_name] = serving
+                continue
+            pairs = self.annotations.pairs(spec, records)
+            if pairs:
+                models[spec.from_name] = kind.fit(spec, [t for t, _ in pairs], [a for _, a in pairs], self.features)
+        if all(getattr(m, "promoted", False) for m in models.values()):
+            log.info("project %s: nothing to train (no usable annotations, or every control serves a promoted "
+                     "fine-tuned model)", project_id)
+            return None
+        version = self.registry.save(project_id, schema, models, len(records), encoder=self.features.encoder.name)
+        seconds = time.perf_counter() - started
+        self.metrics.add(trainings=1, training_seconds=seconds)
+        log.info("project %s: trained %s on %d annotated tasks in %.1fs", project_id, version, len(records), seconds)
+        return version
+
+
+class TrainingWorker:
+    """``threads`` worker threads that run queued trainings, then publish; and retry owed publishes."""
+
+    def __init__(self, store: Store, fit: Callable[[int], str | None], publisher: Publisher | None,
+                 current: Callable[[int], str], *, wake: threading.Event, threads: int = 2,
+                 poll_seconds: float = 2.0, retrain_interval: float = 0.0, metrics: Metrics | None = None) -> None:
+        self.store = store
+        self.fit = fit
+        self.publisher = publisher
+        self.current = current
+        self.wake = wake
+        self.threads = threads
+        self.poll_seconds = poll_seconds
+        self.retrain_interval = retrain_interval
+        self.metrics = metrics or Metrics()
+        self.busy = threading.Event()
+        self._stop = threading.Event()
+        self._running: list[threading.Thread] = []
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        requeued = self.store.reclaim_dead_jobs()
+        if requeued:
+            log.info("queued again %d training(s) whose process had died", requeued)
+        for i in range(self.threads):
+            thread = threading.Thread(target=self._loop, name=f"labelloop-training-{i}", daemon=True,
+                                      args=(i == 0,))
+            thread.start()
+            self._running.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.wake.set()
+        for thread in self._running:
+            thread.join(timeout)
+
+    def run_pending(self) -> None:
+        """Run every queued job in the caller's thread (for tests and one-shot commands)."""
+        while (job := self.store.claim_job()) is not None:
+            self.run_job(job)
+
+    def _loop(self, timekeeper: bool) -> None:
+        last_timer = time.monotonic()
+        while not self._stop.is_set():
+            if timekeeper:
+                if self.retrain_interval and time.monotonic() - last_timer >= self.retrain_interval:
+                    last_timer = time.monotonic()
+                    for project_id in self.store.projects_with_new_annotations():
+                        self.store.request_training(project_id, "timer")
+                if self.publisher is not None:
+                    self.publisher.retry_due(self.current)
+            try:
+                job = self.store.claim_job()
+            except LabelLoopError as e:  # a full disk: keep serving, try again later
+                log.warning("training queue unavailable: %s", e)
+                job = None
+            if job is None:
+                self.wake.wait(min(self.poll_seconds, self.retrain_interval or self.poll_seconds))
+                self.wake.clear()
+                continue
+            self.run_job(job)
+
+    def run_job(self, job: Job) -> None:
+        with self._lock:
+            self._active += 1
+            self.busy.set()
+        try:
+            log.info("project %s: training (%s)", job.project_id, job.reason)
+            # With no annotations yet there is nothing to fit: publish the zero-shot model's cold-start queue.
+            self.fit(job.project_id)
+            if self.publisher is not None:
+                try:
+                    self.publisher.publish(job.project_id, self.current(job.project_id))
+                except LabelLoopError:
+                    pass  # owed; retried by retry_due
+            self.store.set_error(job.project_id, None)
+        except LabelLoopError as e:
+            self.metrics.add(training_failures=1)
+            log.warning("project %s: training failed: %s", job.project_id, e)
+            self.store.set_error(job.project_id, str(e))
+        except Exception as e:  # a bug must not kill the worker thread; it is logged with its traceback
+            self.metrics.add(training_failures=1)
+            log.exception("project %s: training crashed", job.project_id)
+            self.store.set_error(job.project_id, f"{type(e).__name__}: {e}")
+        finally:
+            self.store.finish_job(job)
+            with self._lock:
+                self._active -= 1
+                if not self._active:
+                    self.busy.clear()
