@@ -21,6 +21,9 @@ from labelloop.errors import ModelError
 log = logging.getLogger(__name__)
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
+# Zero-width characters separate words for a reader but not for BERT's pre-tokenizer, which drops them and
+# glues the words together. Each becomes a space of the same length, so offsets stay those of the text.
+ZERO_WIDTH = str.maketrans({c: " " for c in "\u200b\u200c\u2060\ufeff"})
 
 
 def resolve_model_path(name: str) -> str:
@@ -123,7 +126,7 @@ class Encoder:
 
     def _tokenize(self, texts: list[str]):
         return self.tokenizer(
-            list(texts), add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False
+            [t.translate(ZERO_WIDTH) for t in texts], add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False
         )
 
     def _windows(self, n_tokens: int) -> list[tuple[int, int]]:

@@ -82,6 +82,14 @@ def _taxonomy_paths(element) -> tuple[tuple[str, ...], ...]:
     return tuple(paths)
 
 
+def _element(label_config: str, tag: str, name: str):
+    """The XML element of one control (the SDK keeps no tree of nested ``<Choice>`` tags)."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(label_config)  # already parsed and checked by the SDK above
+    return next(e for e in root.iter(tag) if e.get("name") == name)
+
+
 def _controls(label_config: str, max_labels: int) -> tuple[list[ControlSpec], list[str]]:
     """The controls over ``<Text>`` that the backend knows, and the problems with the rest."""
     if not isinstance(label_config, str) or not label_config.strip():
@@ -119,7 +127,7 @@ def _controls(label_config: str, max_labels: int) -> tuple[list[ControlSpec], li
             continue
         paths: tuple[tuple[str, ...], ...] = ()
         if tag == "Taxonomy":
-            paths = _taxonomy_paths(control.element)
+            paths = _taxonomy_paths(_element(label_config, tag, control.name))
             labels = tuple(PATH_SEPARATOR.join(p) for p in paths)
         elif tag == "TextArea":
             labels = ()

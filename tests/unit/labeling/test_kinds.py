@@ -1,0 +1,97 @@
+"""The labeling vocabulary: every kind parses its answers, refuses malformed ones and builds its regions;
+Taxonomy end to end; spans that respect combining marks and zero-width characters."""
+
+import unicodedata
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from labelloop.errors import AnnotationError, UnsupportedConfigError
+from labelloop.labeling.kinds import KINDS, answer_of, export_value, kind_of, snap_spans
+from labelloop.labeling.schema import TAGS, parse_label_config
+from labelloop.spans import Span
+
+TEXT = '<Text name="text" value="$text"/>'
+TAXONOMY = f"""<View>{TEXT}<Taxonomy name="topic" toName="text">
+<Choice value="Sports"><Choice value="Tennis"/><Choice value="Football"/></Choice>
+<Choice value="Food"><Choice value="Baking"/></Choice></Taxonomy></View>"""
+CONFIGS = {
+    "choices": f'<View>{TEXT}<Choices name="c" toName="text"><Choice value="A"/><Choice value="B"/></Choices></View>',
+    "taxonomy": TAXONOMY,
+    "labels": f'<View>{TEXT}<Labels name="c" toName="text"><Label value="PER"/></Labels></View>',
+    "textarea": f'<View>{TEXT}<TextArea name="c" toName="text"/></View>',
+}
+GOOD = {
+    "choices": [{"from_name": "c", "value": {"choices": ["B"]}}],
+    "taxonomy": [{"from_name": "topic", "value": {"taxonomy": [["Sports", "Tennis"]]}}],
+    "labels": [{"from_name": "c", "value": {"start": 0, "end": 4, "labels": ["PER"]}}],
+    "textarea": [{"from_name": "c", "value": {"text": ["a reply"]}}],
+}
+BAD = {
+    "choices": [{"from_name": "c", "value": {"choices": "B"}}, {"from_name": "c", "value": ["B"]}],
+    "taxonomy": [{"from_name": "topic", "value": {"taxonomy": ["Sports"]}}],
+    "labels": [{"from_name": "c", "value": {"start": "0", "end": 4, "labels": ["PER"]}},
+               {"from_name": "c", "value": {"start": 5, "end": 4, "labels": ["PER"]}},
+               {"from_name": "c", "value": {"start": 0, "end": 4, "labels": "PER"}}],
+    "textarea": [{"from_name": "c", "value": {"text": [3]}}],
+}
+
+
+def test_every_tag_has_a_kind_and_every_kind_a_config():
+    assert set(TAGS.values()) == set(KINDS) == set(CONFIGS)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_contract_answer_export_and_malformed_values(kind):
+    (spec,) = parse_label_config(CONFIGS[kind]).controls
+    assert kind_of(spec).name == kind
+    answer = answer_of(spec, GOOD[kind])
+    assert answer is not None
+    hash(export_value(spec, answer))  # datasets and agreement compare these
+    for bad in BAD[kind]:
+        with pytest.raises(AnnotationError):
+            answer_of(spec, [bad])
+    with pytest.raises(AnnotationError):
+        answer_of(spec, {"not": "a list"})
+    assert answer_of(spec, [{"from_name": "other", "value": {"choices": ["x"]}}]) in (None, [])
+
+
+def test_taxonomy_classes_are_every_node_path():
+    (spec,) = parse_label_config(TAXONOMY).controls
+    assert spec.labels == ("Sports", "Sports / Tennis", "Sports / Football", "Food", "Food / Baking")
+    assert spec.paths[1] == ("Sports", "Tennis")
+    assert export_value(spec, answer_of(spec, GOOD["taxonomy"])) == "Sports / Tennis"
+    probs = np.array([[0.1, 0.6, 0.1, 0.1, 0.1]])
+    (pred,) = kind_of(spec).from_probs(spec, probs, "margin")
+    (region,) = pred.regions
+    assert region["type"] == "taxonomy" and region["value"] == {"taxonomy": [["Sports", "Tennis"]]}
+    assert region["score"] == pytest.approx(0.6) and pred.confidence == pytest.approx(0.5)
+
+
+def test_too_many_labels_is_refused_with_the_limit():
+    many = "".join(f'<Choice value="L{i}"/>' for i in range(30))
+    with pytest.raises(UnsupportedConfigError, match="up to 20"):
+        parse_label_config(f'<View>{TEXT}<Choices name="c" toName="text">{many}</Choices></View>', max_labels=20)
+
+
+WORDS = st.text(alphabet=st.sampled_from("abcXYZ"), min_size=1, max_size=5)
+MARKS = st.text(alphabet=st.sampled_from("\u0301\u0308\u0327"), max_size=2)
+GAPS = st.sampled_from([" ", "\u200b", " \u200b", "\ufeff"])
+
+
+@given(st.lists(st.tuples(WORDS, MARKS), min_size=1, max_size=6), st.lists(GAPS, min_size=6, max_size=6),
+       st.data())
+def test_snapped_spans_keep_marks_with_their_letters_and_never_edge_on_zero_width(words, gaps, data):
+    text, starts = "", []
+    for (word, marks), gap in zip(words, gaps):
+        starts.append((len(text), len(text) + len(word)))
+        text += word + marks + gap
+    i = data.draw(st.integers(0, len(starts) - 1))
+    start, end = starts[i]
+    (span,) = snap_spans(text, [Span(start, end, "X")]) or [None]
+    assert span is not None
+    assert not unicodedata.category(text[span.end]).startswith("M") if span.end < len(text) else True
+    assert text[span.start] not in "\u200b\ufeff" and text[span.end - 1] not in "\u200b\ufeff"
+    assert text[span.start:span.end] == words[i][0] + words[i][1]

@@ -1,0 +1,156 @@
+"""What the backend sends where, and what it does when Label Studio hangs or fails: a recording fake host
+stands in for a stranger's server, a socket that never answers for a hung Label Studio."""
+
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from labelloop.errors import LabelStudioError
+from labelloop.serving.clients import Clients
+from labelloop.settings import LabelLoopSettings
+
+from .conftest import SENTIMENT, choice, webhook
+
+ENV_KEY = "the-real-environment-key-0123456789"
+
+
+@pytest.fixture
+def recorder():
+    """An HTTP server on loopback that records every request's path and headers and answers 404."""
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _record(self):
+            seen.append((self.command, self.path, dict(self.headers)))
+            self.send_response(404)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"detail": "not here"}')
+
+        do_GET = do_POST = do_PATCH = do_DELETE = _record
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections and never answers: a hung Label Studio."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+def test_the_environment_key_never_goes_to_a_host_a_request_named(make_client, recorder, monkeypatch):
+    url, seen = recorder
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", ENV_KEY)
+    c = make_client(push_predictions=True, label_studio_timeout=2)
+    r = c.post("/setup", json={"project": "7.1", "schema": SENTIMENT, "hostname": url, "access_token": "its-own-token"})
+    assert r.status_code == 200
+    webhook(c, 1, 1, "A fine film.", choice("Positive"))
+    c.app.state.worker.run_pending()
+    assert seen, "the backend should have called the host that /setup named, with that request's token"
+    for _, _, headers in seen:
+        assert ENV_KEY not in str(headers)
+        assert "its-own-token" in headers.get("Authorization", "")
+    # The stranger's (failed) answer did not replace what the webhooks stored.
+    assert len(c.app.state.service.store.latest_annotations(7)) == 1
+
+
+def test_with_a_configured_url_a_requests_hostname_is_ignored(make_client, recorder, silent_port):
+    url, seen = recorder
+    c = make_client(push_predictions=True, label_studio_url=silent_port, label_studio_api_key=ENV_KEY,
+                    label_studio_timeout=0.5)
+    c.post("/setup", json={"project": "7.1", "schema": SENTIMENT, "hostname": url, "access_token": "x"})
+    webhook(c, 1, 1, "A fine film.", choice("Positive"))
+    c.app.state.worker.run_pending()
+    assert seen == []
+
+
+def test_clients_follow_the_rules():
+    bare = Clients(LabelLoopSettings(label_studio_api_key=ENV_KEY), factory=lambda url, key, timeout: (url, key))
+    assert bare.client_for(1) is None  # the key alone goes nowhere
+    bare.remember(1, "http://ls.test", "setup-token")
+    assert bare.client_for(1) == ("http://ls.test", "setup-token")
+    fixed = Clients(LabelLoopSettings(label_studio_url="http://mine:8080", label_studio_api_key=ENV_KEY),
+                    factory=lambda url, key, timeout: (url, key))
+    fixed.remember(1, "http://evil.test", "setup-token")
+    assert fixed.client_for(1) == ("http://mine:8080", ENV_KEY)
+
+
+def test_a_hung_label_studio_delays_only_its_own_project(make_client, silent_port):
+    c = make_client(push_predictions=True, label_studio_timeout=20, training_threads=2)
+    service = c.app.state.service
+    c.post("/setup", json={"project": "7.1", "schema": SENTIMENT, "hostname": silent_port, "access_token": "t"})
+    c.post("/setup", json={"project": "8.1", "schema": SENTIMENT})
+    webhook(c, 1, 1, "A fine film.", choice("Positive"), project=7)
+    worker = service.worker()
+    worker.start()
+    try:
+        time.sleep(0.5)  # project 7's training is now waiting on the silent Label Studio
+        webhook(c, 2, 2, "A dull film.", choice("Negative"), project=8)
+        service.training_requested.set()
+        deadline = time.monotonic() + 15
+        while service.store.current_name(8) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert service.store.current_name(8) == "labelloop-v1"
+        assert [p for p, _ in service.store.running_jobs()] == [7]
+    finally:
+        worker.stop(timeout=0.1)
+
+
+class FlakyLabelStudio:
+    """Enough of the SDK's client for publishing; fails while ``down`` is set."""
+
+    def __init__(self):
+        self.down = True
+        self.stored, self.version = [], None
+        self.tasks = self
+        self.projects = self
+
+    def _check(self):
+        if self.down:
+            raise OSError("connection refused")
+
+    def list(self, **kwargs):
+        self._check()
+        item = type("Task", (), {"id": 1, "data": {"text": "A fine film."}, "is_labeled": True})
+        return type("Page", (), {"items": [item]})
+
+    def import_predictions(self, id, request):
+        self._check()
+        self.stored += request
+
+    def update(self, id, model_version):
+        self._check()
+        self.version = model_version
+
+
+def test_a_failed_publish_is_retried_when_label_studio_answers_again(make_client, monkeypatch):
+    c = make_client(push_predictions=True)
+    service = c.app.state.service
+    fake = FlakyLabelStudio()
+    monkeypatch.setattr(service.clients, "client_for", lambda pid, timeout=None: fake)
+    monkeypatch.setattr("labelloop.lsclient.prediction_versions", lambda client, pid: {})
+    c.post("/setup", json={"project": "7.1", "schema": SENTIMENT})
+    webhook(c, 1, 1, "A fine film.", choice("Positive"))
+    c.app.state.worker.run_pending()
+    assert service.store.publish_pending(7)[0] == "labelloop-v1" and fake.version is None
+    fake.down = False
+    service.store.set_publish_pending(7, "labelloop-v1", after=0)  # its back-off has passed
+    service.publisher.retry_due(service.model_version)
+    assert fake.version == "labelloop-v1" and fake.stored[0]["model_version"] == "labelloop-v1"
+    assert service.store.publish_pending(7) == (None, None)
+    with pytest.raises(LabelStudioError):
+        fake.down = True
+        service.publish(7, "labelloop-v1")
