@@ -93,7 +93,7 @@ def _protect(text: str) -> list[tuple[str, bool]]:
     for m in PROTECT.finditer(text):
         pieces += [(text[pos : m.start()], False), (m.group(0), None)]
         pos = m.end()
-    return pieces + [(text[pos:], False)]
+    return [*pieces, (text[pos:], False)]  # type: ignore[list-item]
 
 
 def _keep_edges(old: str, new: str) -> str:

@@ -56,12 +56,13 @@ def word_diff(old: str, new: str) -> str:
 
 
 def preview(records: Sequence[dict], variants: Sequence[dict], per_method: int = 3) -> str:
-    by_source = {}
+    by_source: dict = {}
     from labelloop.augment.base import record_id
 
     for r in records:
         by_source.setdefault(record_id(r), r)
-    lines, shown = [], {}
+    lines: list[str] = []
+    shown: dict = {}
     for v in variants:
         method = v["provenance"]["method"]
         if shown.get(method, 0) >= per_method:

@@ -52,7 +52,7 @@ def ensure_wordnet(nltk_data: str | os.PathLike | None = None, *, sdist: Path | 
         return target
     archive = sdist or _download(target.parent / "downloads")
     with tarfile.open(archive) as tar:
-        read = lambda name: tar.extractfile(PREFIX + name).read()  # noqa: E731
+        read = lambda name: tar.extractfile(PREFIX + name).read()  # type: ignore[union-attr]  # noqa: E731
         wordnet = target / "corpora" / "wordnet"
         tmp = wordnet.with_name("wordnet.partial")
         shutil.rmtree(tmp, ignore_errors=True)

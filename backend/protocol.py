@@ -120,8 +120,8 @@ def predict_request(payload: dict, *, max_tasks: int) -> PredictRequest:
     if len(tasks) > max_tasks:
         raise RequestError(413, f"{len(tasks):,} tasks in one request; the limit is {max_tasks:,} "
                                 "(LABELLOOP_MAX_TASKS_PER_REQUEST). Select fewer, or run `labelloop preannotate`.")
-    params = payload.get("params") if isinstance(payload.get("params"), dict) else {}
-    context = params.get("context") if isinstance(params.get("context"), dict) else None
+    params = payload.get("params")
+    context = params.get("context") if isinstance(params, dict) and isinstance(params.get("context"), dict) else None
     return PredictRequest(tasks, _project(payload, required=False), _text(payload, "label_config"), context)
 
 
@@ -137,14 +137,14 @@ def webhook_event(payload: dict) -> Event:
     annotations: list[Annotation] = []
     if action.startswith("ANNOTATION"):
         items = payload.get("annotations") if "annotations" in payload else [payload.get("annotation")]
-        task = payload.get("task") if isinstance(payload.get("task"), dict) else {}
+        task: dict = payload["task"] if isinstance(payload.get("task"), dict) else {}
         if not isinstance(items, list) or not items:
             raise RequestError(422, f"{action} payload lacks the annotation (with its id).")
         for ann in items:
             if not isinstance(ann, dict) or "id" not in ann:
                 raise RequestError(422, f"{action} payload lacks the annotation (with its id).")
             task_id = ann.get("task") if isinstance(ann.get("task"), int) else task.get("id", 0)
-            data = task.get("data") if isinstance(task.get("data"), dict) else {}
+            data: dict = task["data"] if isinstance(task.get("data"), dict) else {}
             result = ann.get("result") if ann.get("result") is not None else []
             if not isinstance(result, list):
                 raise RequestError(422, "an annotation's 'result' must be a list of regions.")

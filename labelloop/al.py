@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,9 @@ class SimulationConfig:
 
 def read_labeled(path: Path) -> tuple[list[str], list[str]]:
     """Texts and labels from JSONL lines ``{"text": ..., "label": ...}``."""
-    texts, labels = [], []
+    texts: list[str] = []
+    labels: list[str] = []
+    row: Any
     for n, row in iter_jsonl(path):
         try:
             texts.append(str(row["text"]))

@@ -65,7 +65,7 @@ def cmd_preannotate(args: argparse.Namespace) -> None:
         if args.predictor:
             raise LabelLoopError("--predictor applies to local predictions; a running backend predicts with its own "
                                  "LABELLOOP_PREDICTOR")
-        predictor = BackendPredictor(args.backend, basic_auth=_basic_auth())
+        predictor: BackendPredictor | LocalPredictor = BackendPredictor(args.backend, basic_auth=_basic_auth())
     else:
         from labelloop.serving.service import ModelService
 

@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def resolve(annotations: list[dict], control: ControlSpec, config: ExportConfig)
         live = [a for a in live if a.get("ground_truth")]
     elif config.policy == "reviewed":
         live = [a for a in live if _reviewed(a)]
-    values = [v for v in (annotation_value(a.get("result"), control) for a in live) if v is not None]
+    values = [v for v in (annotation_value(a.get("result") or [], control) for a in live) if v is not None]
     if not values:
         return None, {"any": "no annotation", "ground_truth": "no ground truth annotation",
                       "reviewed": "no accepted review", "agreement": "no annotation"}[config.policy]
@@ -106,12 +107,12 @@ def agreement_stats(tasks: list[dict], control: ControlSpec) -> dict:
     for single-choice labels, Fleiss' kappa (with varying raters per task)."""
     multi = []
     for task in tasks:
-        values = [annotation_value(a.get("result"), control) for a in task.get("annotations") or []
+        values = [annotation_value(a.get("result") or [], control) for a in task.get("annotations") or []
                   if not a.get("was_cancelled")]
         values = [v for v in values if v is not None]
         if len(values) >= 2:
             multi.append(values)
-    out = {"tasks_with_several_annotations": len(multi)}
+    out: dict[str, Any] = {"tasks_with_several_annotations": len(multi)}
     if not multi:
         return out
     out["full_agreement"] = float(np.mean([len(set(v)) == 1 for v in multi]))
@@ -131,13 +132,15 @@ def _in_test(group_key: str, salt: str, fraction: float) -> bool:
 
 
 def build_dataset(tasks: list[dict], label_config: str, config: ExportConfig,
-                  frozen_test: set[str] = frozenset()) -> tuple[list[dict], list[dict], dict, set[str]]:
+                  frozen_test: set[str] | frozenset[str] = frozenset()) -> tuple[list[dict], list[dict], dict, set[str]]:
     """Approved records split into ``(train, test, report, test_keys)`` from tasks with annotations.
 
     ``frozen_test`` holds content keys that were test in earlier exports; their groups stay test.
     """
     control = find_control(label_config, config.control)
-    records, skipped, conflicts = [], Counter(), {}
+    records: list[tuple] = []
+    skipped: Counter = Counter()
+    conflicts: dict = {}
     for task in tasks:
         text = (task.get("data") or {}).get(control.value_key)
         if not isinstance(text, str) or not text.strip():
@@ -156,7 +159,9 @@ def build_dataset(tasks: list[dict], label_config: str, config: ExportConfig,
     members: dict[int, list[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(int(g), []).append(i)
-    train, test, test_keys = [], [], set(frozen_test)
+    train: list[dict] = []
+    test: list[dict] = []
+    test_keys = set(frozen_test)
     for idx in members.values():
         group_keys = {keys[i] for i in idx}
         is_test = bool(group_keys & frozen_test) or _in_test(min(group_keys), config.salt, config.test_fraction)
@@ -164,7 +169,7 @@ def build_dataset(tasks: list[dict], label_config: str, config: ExportConfig,
             (test if is_test else train).append({**_record(texts[i], records[i][2], control), "task_id": records[i][0]})
         if is_test:
             test_keys |= group_keys
-    train_keys = {content_key(r.get("text", r.get("prompt"))) for r in train}
+    train_keys = {content_key(str(r.get("text", r.get("prompt")))) for r in train}
     exact_dupes = len(texts) - len(set(keys))
     report = {
         "policy": asdict(config),
@@ -176,7 +181,7 @@ def build_dataset(tasks: list[dict], label_config: str, config: ExportConfig,
         "conflicts": {str(k): v for k, v in conflicts.items()},
         "duplicates": {"exact": exact_dupes, "near": len(texts) - len(members) - exact_dupes,
                        "groups_with_duplicates": sum(len(m) > 1 for m in members.values())},
-        "leakage": {"test_texts_in_train": len(train_keys & {content_key(r.get("text", r.get("prompt")))
+        "leakage": {"test_texts_in_train": len(train_keys & {content_key(str(r.get("text", r.get("prompt"))))
                                                               for r in test})},
         "agreement": agreement_stats(tasks, control),
     }

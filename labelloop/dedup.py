@@ -94,6 +94,6 @@ def duplicate_groups(texts: list[str], *, threshold: float = 0.7) -> np.ndarray:
             continue
         first_of_key[key] = i
         for j, _ in index.find(text):
-            parent[root(i)] = root(int(j))
+            parent[root(i)] = root(int(j))  # type: ignore[call-overload]
         index.add(i, text)
     return np.array([root(i) for i in range(len(texts))], dtype=np.int64)

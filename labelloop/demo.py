@@ -169,7 +169,7 @@ def run_demo(settings: LabelLoopSettings, *, ls_port: int = 8080, backend_port: 
         )
         while wait:
             time.sleep(1)
-            if any(p.poll() is not None for p in (studio.process, backend, dashboard)):
+            if any(p is not None and p.poll() is not None for p in (studio.process, backend, dashboard)):
                 raise SystemExit("A demo server exited; see the logs under " + str(root))
         return info
     except KeyboardInterrupt:

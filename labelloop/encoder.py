@@ -159,6 +159,13 @@ class Encoder:
             yield items, hidden.float().numpy(), mask.astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def encoder_hidden_size(name: str = "") -> int:
+    """The width of an encoder's vectors, read from its config alone (no weights loaded)."""
+    transformers = require("transformers", "models")
+    return int(transformers.AutoConfig.from_pretrained(resolve_model_path(name)).hidden_size)
+
+
 @functools.lru_cache(maxsize=4)
 def load_encoder(name: str = "", *, max_length: int = 256, batch_size: int = 32) -> Encoder:
     """Load an encoder once per (name, window, batch size) and reuse it."""

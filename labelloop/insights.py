@@ -55,7 +55,7 @@ def _value_name(value) -> str:
 # -- progress --------------------------------------------------------------------------------------
 
 
-def progress(tasks: list[dict], control: ControlSpec, annotators: dict[int, str] | None = None) -> dict:
+def progress(tasks: list[dict], control: ControlSpec, annotators: dict | None = None) -> dict:
     """Counts, annotations per day, label distribution and throughput per annotator.
 
     Returns ``{"tasks", "labeled", "annotations", "skipped", "per_day": [{"date", "annotations",
@@ -76,7 +76,7 @@ def progress(tasks: list[dict], control: ControlSpec, annotators: dict[int, str]
             who = ann.get("completed_by")
             who = who.get("id") if isinstance(who, dict) else who
             by_person[annotators.get(who, f"user {who}")].append({**ann, "task": task["id"]})
-            value = annotation_value(ann.get("result"), control)
+            value = annotation_value(ann.get("result") or [], control)
             if value is None:
                 continue
             if control.kind == "labels":
@@ -116,7 +116,7 @@ def cohen_kappa(a: list, b: list) -> float:
 
 
 def pairwise_kappa(tasks: list[dict], control: ControlSpec, *, min_shared: int = 2,
-                   annotators: dict[int, str] | None = None) -> list[dict]:
+                   annotators: dict | None = None) -> list[dict]:
     """Cohen's kappa for each pair of annotators with at least ``min_shared`` tasks in common.
 
     Each annotator's latest annotation of a task counts. Rows: ``{"pair", "shared", "kappa", "agreement"}``,
@@ -128,7 +128,7 @@ def pairwise_kappa(tasks: list[dict], control: ControlSpec, *, min_shared: int =
         for ann in sorted(_live(task), key=lambda a: str(a.get("created_at", ""))):
             who = ann.get("completed_by")
             who = who.get("id") if isinstance(who, dict) else who
-            value = annotation_value(ann.get("result"), control)
+            value = annotation_value(ann.get("result") or [], control)
             if value is not None:
                 ratings[who][task["id"]] = value
     rows = []
@@ -235,7 +235,7 @@ def label_issue_candidates(tasks: list[dict], label_config: str, encoder, *, fol
 
 
 def duplicate_report(tasks: list[dict], label_config: str, *, threshold: float = 0.7,
-                     frozen_test: set[str] = frozenset()) -> dict:
+                     frozen_test: set[str] | frozenset[str] = frozenset()) -> dict:
     """Groups of exact or near-duplicate tasks, and the leakage check of the approved train/test split.
 
     ``{"groups": [{"task_ids", "text", "size"}], "split": {"train", "test"}, "test_texts_in_train",

@@ -198,7 +198,7 @@ class LocalLLM:
     def _prompt_ids(self, messages: Messages) -> list[int]:
         if getattr(self.tokenizer, "chat_template", None):
             ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # newer tokenizers return an encoding
+            ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # type: ignore[call-overload,index]  # an encoding in newer tokenizers
         else:
             text = "\n\n".join(m["content"] for m in messages)
             ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
@@ -244,7 +244,7 @@ class LocalLLM:
         steps = [torch.log_softmax(s[0].float(), dim=-1)[t] for s, t in zip(out.scores, new)]
         self.usage.add(prompt=prompt.shape[1], completion=len(new), requests=1)
         mean = float(torch.stack(steps).mean()) if steps else None
-        return Generation(self.tokenizer.decode(new, skip_special_tokens=True).strip(), mean)
+        return Generation(str(self.tokenizer.decode(new, skip_special_tokens=True)).strip(), mean)
 
 
 class OpenAIEndpoint:

@@ -15,6 +15,7 @@ natively. :class:`Features` builds, saves and loads the heads (plain ``.npz`` + 
 
 from __future__ import annotations
 
+import functools
 import json
 import zipfile
 from collections.abc import Callable, Sequence
@@ -101,7 +102,7 @@ class ChoicesModel:
             yt = torch.as_tensor(y, dtype=torch.float32)
             pos = yt.sum(0).clamp(min=1.0)
             pos_weight = ((len(yt) - pos).clamp(min=1.0) / pos).sqrt()
-            loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+            loss_fn: torch.nn.Module = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         else:
             yt = torch.as_tensor(y, dtype=torch.long)
             counts = torch.bincount(yt, minlength=k).float()
@@ -261,13 +262,31 @@ class Features:
     """The backend's fast learners on one frozen encoder: zero-shot heads, head and tagger training, and
     saving and loading them as ``.npz`` + JSON (no pickles).
 
-    ``embed`` replaces the encoder's own sentence embedding, e.g. with one that caches vectors on disk.
+    ``encoder`` is a function that loads it (once, on first use: a server answers before it is loaded).
+    ``embed`` replaces the encoder's own sentence embedding, e.g. with one that caches vectors on disk;
+    ``hidden_size`` gives the encoder's width without loading it.
     """
 
-    def __init__(self, encoder: Encoder, embed: Callable[[list[str]], np.ndarray] | None = None) -> None:
-        self.encoder = encoder
-        self.embed = embed or encoder.embed
+    def __init__(self, encoder: Callable[[], Encoder], *, embed: Callable[[list[str]], np.ndarray] | None = None,
+                 hidden_size: Callable[[], int] | None = None) -> None:
+        self._load = encoder
+        self._embed = embed
+        self._hidden_size = hidden_size
         self._zero_shot: dict[tuple[str, bool], HeadClassifier] = {}
+
+    @functools.cached_property
+    def encoder(self) -> Encoder:
+        return self._load()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self._embed(texts) if self._embed else self.encoder.embed(texts)
+
+    def encode(self, texts: list[str]) -> list[TokenEncoding]:
+        return self.encoder.encode(texts)
+
+    @property
+    def hidden_size(self) -> int:
+        return self._hidden_size() if self._hidden_size else self.encoder.hidden_size
 
     def zero_shot(self, spec) -> HeadClassifier:
         """The untrained head for a classification control: cosine to each label's name."""
@@ -283,7 +302,7 @@ class Features:
         return self.zero_shot(spec).fit(texts, targets)
 
     def fit_tagger(self, spec, texts: list[str], spans: list[list[Span]]) -> HeadTagger:
-        return HeadTagger(SpansModel.fit(self.encoder.encode(texts), texts, spans, spec.labels), self.encoder.encode)
+        return HeadTagger(SpansModel.fit(self.encode(texts), texts, spans, spec.labels), self.encode)
 
     def save(self, model, folder: Path, stem: str) -> dict:
         """Write ``<stem>.npz`` into ``folder`` and return the JSON metadata that goes with it.
@@ -312,12 +331,12 @@ class Features:
             raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise ModelError(f"{folder}: {type(e).__name__}: {e}") from e
-        hidden = self.encoder.hidden_size
+        hidden = self.hidden_size
         if arrays.get("weight") is not None and arrays["weight"].shape[:1] != (hidden,):
             raise ModelError(f"{folder}: weights are for a {arrays['weight'].shape[0]}-wide encoder, this one is {hidden}")
         if meta["type"] == "choices":
             return HeadClassifier(ChoicesModel.from_arrays(meta, arrays), self.embed)
-        return HeadTagger(SpansModel.from_arrays(meta, arrays), self.encoder.encode)
+        return HeadTagger(SpansModel.from_arrays(meta, arrays), self.encode)
 
 
 class TransformerModel:

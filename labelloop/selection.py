@@ -75,13 +75,13 @@ def cluster_then_pick(scores: np.ndarray, embeddings: np.ndarray, n: int, *, can
     if len(pool) <= n:
         return pool
     assign = kmeans(np.asarray(embeddings, dtype=np.float32)[pool], n, seed=seed)
-    best = {}
+    best: dict = {}
     for i, cluster in zip(pool, assign):  # pool is sorted, so the first seen is the least confident
         best.setdefault(cluster, i)
     picked = list(best.values())
     if len(picked) < n:  # empty clusters: fill with the next least confident
         picked += [i for i in pool if i not in set(picked)][: n - len(picked)]
-    picked = np.asarray(picked, dtype=np.int64)
+    return np.asarray(picked, dtype=np.int64)
     return picked[np.argsort(scores[picked], kind="stable")]
 
 

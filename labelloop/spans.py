@@ -60,8 +60,8 @@ def spans_to_tags(ranges: np.ndarray, spans: Sequence[Span], labels: Sequence[st
         if span.label not in index:
             continue
         inside = np.flatnonzero((ranges[:, 0] < span.end) & (ranges[:, 1] > span.start))
-        inside = [w for w in inside if tags[w] == 0]
-        for k, w in enumerate(inside):
+        free = [w for w in inside if tags[w] == 0]
+        for k, w in enumerate(free):
             tags[w] = (1 if k == 0 else 2) + 2 * index[span.label]
     return tags
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 from tqdm import tqdm
@@ -39,7 +39,8 @@ def connect_backend(client, project_id: int, backend_url: str, *, title: str = "
 
     With ``basic_auth`` the connection and the webhook Label Studio creates for it both carry the credentials.
     """
-    kwargs = {"project": project_id, "url": backend_url.rstrip("/"), "title": title, "is_interactive": interactive}
+    kwargs: dict[str, Any] = {"project": project_id, "url": backend_url.rstrip("/"), "title": title,
+                              "is_interactive": interactive}
     if basic_auth:
         kwargs.update(auth_method="BASIC_AUTH", basic_auth_user=basic_auth[0], basic_auth_pass=basic_auth[1])
     try:
@@ -187,7 +188,7 @@ def _preannotate_pass(client, project_id, label_config, predictor, version, done
         try:
             finished = False
             while not finished:
-                batch = []
+                batch: list = []
                 while len(batch) < batch_size:
                     item = tasks.get()
                     if isinstance(item, BaseException):
@@ -217,7 +218,7 @@ def _preannotate_pass(client, project_id, label_config, predictor, version, done
 def create_project(client, title: str, label_config: str, tasks: Sequence[dict] = (), *,
                    uncertainty_sampling: bool = True, description: str = ""):
     """Create a project (optionally serving the least confident task first) and import ``tasks``."""
-    kwargs = {"title": title, "label_config": label_config, "description": description}
+    kwargs: dict[str, Any] = {"title": title, "label_config": label_config, "description": description}
     if uncertainty_sampling:
         kwargs["sampling"] = "Uncertainty sampling"
     project = lsclient.call(f"creating project {title!r}", client.projects.create, **kwargs)
@@ -320,14 +321,14 @@ def import_tasks(client, project_id: int, tasks: Sequence[dict], *, text_field: 
         text = data[text_field]
         key = content_key(text)
         found = keys.get(key)
-        kind = report.exact
+        kind: dict[int, str] | None = report.exact
         if found is None:
             near = index.find(text)
             found, kind = (str(near[0][0]), report.near) if near else (None, None)
         if found is None:
             keys[key] = f"row {row}"
             index.add(f"row {row}", text)
-        else:
+        elif kind is not None:
             kind[row] = found
             if duplicates == "skip":
                 continue

@@ -2,6 +2,7 @@
 
 import dataclasses
 import time
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -34,7 +35,7 @@ with st.expander("Training data: export the project's approved labels", expanded
 defaults = RunConfig()
 with st.form("run_config"):
     st.markdown("**Run configuration**")
-    values = {}
+    values: dict[str, Any] = {}
     columns = st.columns(3)
     for i, f in enumerate(dataclasses.fields(RunConfig)):
         key, default, help_text = f"cfg_{f.name}", getattr(defaults, f.name), f.metadata["help"]

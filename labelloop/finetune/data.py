@@ -23,10 +23,10 @@ def read_records(path: str | Path, task: str) -> list[dict]:
         raise ConfigError("no data file given: pass the train.jsonl (and test.jsonl) that `labelloop export` wrote")
     need = {"classification": ("text", "label"), "multi-label": ("text", "labels"), "ner": ("text", "spans"),
             "sft": ("prompt", "response")}[task]
-    rows = []
+    rows: list[dict] = []
     for n, row in iter_jsonl(path):
         missing = [k for k in need if not isinstance(row, dict) or k not in row]
-        if missing:
+        if missing or not isinstance(row, dict):
             raise ConfigError(f"{path}:{n}: a {task} row needs {need}, this one lacks {missing}")
         rows.append(row)
     if not rows:

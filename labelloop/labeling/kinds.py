@@ -90,7 +90,8 @@ class ControlKind:
         raise NotImplementedError
 
     def region(self, spec: ControlSpec, value: dict, score: float | None) -> dict:
-        out = {"from_name": spec.from_name, "to_name": spec.to_name, "type": self.result_type, "value": value}
+        out: dict[str, Any] = {"from_name": spec.from_name, "to_name": spec.to_name, "type": self.result_type,
+                               "value": value}
         if score is not None:
             out["score"] = float(score)
         return out

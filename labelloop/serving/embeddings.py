@@ -4,6 +4,7 @@ training, and each is embedded once."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -14,21 +15,21 @@ from labelloop.serving.store import Store
 class EmbeddingCache:
     """``embed(texts)`` like :meth:`Encoder.embed`, through the store's vector table."""
 
-    def __init__(self, store: Store, encoder: Encoder, *, max_length: int) -> None:
+    def __init__(self, store: Store, encoder: Callable[[], Encoder], *, name: str, max_length: int) -> None:
         self.store = store
-        self.encoder = encoder
-        self._prefix = f"{encoder.name}|{max_length}|"
+        self._encoder = encoder  # loaded on the first text never seen before
+        self._prefix = f"{name}|{max_length}|"
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit vectors (n_texts, hidden), in order; only texts never seen are encoded."""
         if not texts:
-            return np.zeros((0, self.encoder.hidden_size), dtype=np.float32)
+            return np.zeros((0, self._encoder().hidden_size), dtype=np.float32)
         keys = [hashlib.sha1((self._prefix + t).encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
         found = self.store.cached_vectors(list(set(keys)))
         missing = list(dict.fromkeys(k for k in keys if k not in found))
         if missing:
             first = dict(zip(keys, texts))
-            fresh = dict(zip(missing, self.encoder.embed([first[k] for k in missing])))
+            fresh = dict(zip(missing, self._encoder().embed([first[k] for k in missing])))
             self.store.cache_vectors(fresh)
             found.update(fresh)
         return np.stack([found[k] for k in keys])

@@ -14,7 +14,7 @@ import numpy as np
 
 from labelloop import lsclient
 from labelloop.errors import LabelLoopError
-from labelloop.llm import LLMCache, LLMLabeler, build_engine, load_template
+from labelloop.llm import LLMCache, LLMLabeler, LocalLLM, OpenAIEndpoint, build_engine, load_template
 from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.clients import Clients
 from labelloop.serving.metrics import Metrics
@@ -43,7 +43,7 @@ class LLMSource:
         self.embed = embed
         self.metrics = metrics
         self.version = llm_version(settings)
-        self._engine = None
+        self._engine: LocalLLM | OpenAIEndpoint | None = None
         self._cache: LLMCache | None = None
         self._lock = threading.Lock()
         self._guidelines: dict[int, tuple[float, str]] = {}

@@ -35,7 +35,7 @@ class Metrics:
 
     def render(self, gauges: dict[str, tuple[float, str]], llm_usage: dict[str, int]) -> str:
         """The exposition text: counters, then ``gauges`` (``name: (value, help)``), then LLM usage."""
-        rows = [("labelloop_process_info", "gauge", "the process these counters belong to", 1,
+        rows: list[tuple[str, str, str, float, str]] = [("labelloop_process_info", "gauge", "the process these counters belong to", 1,
                  f'{{pid="{os.getpid()}"}}')]
         rows += [(f"labelloop_{f.name}_total", "counter", f.metadata["help"], getattr(self, f.name), "")
                  for f in fields(self) if not f.name.startswith("_")]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labelloop.encoder import load_encoder
+from labelloop.encoder import PACKAGED_MODEL, Encoder, encoder_hidden_size, load_encoder
 from labelloop.errors import ConfigError, LabelLoopError, ModelError, TaskDataError, UnsupportedConfigError
 from labelloop.labeling.kinds import ClassificationKind, answer_of, kind_of
 from labelloop.labeling.schema import SUPPORTED, TaskSchema, cached_schema
@@ -118,8 +118,12 @@ class ModelService:
     @functools.cached_property
     def features(self) -> Features:
         s = self.settings
-        encoder = load_encoder(s.model, max_length=s.max_length, batch_size=s.batch_size)
-        return Features(encoder, EmbeddingCache(self.store, encoder, max_length=s.max_length).embed)
+
+        def encoder() -> Encoder:
+            return load_encoder(s.model, max_length=s.max_length, batch_size=s.batch_size)
+
+        cache = EmbeddingCache(self.store, encoder, name=s.model or PACKAGED_MODEL, max_length=s.max_length)
+        return Features(encoder, embed=cache.embed, hidden_size=lambda: encoder_hidden_size(s.model))
 
     @functools.cached_property
     def registry(self) -> VersionRegistry:

@@ -1,0 +1,111 @@
+"""How fast webhooks are acknowledged while trainings run, and how many trainings a flood costs.
+
+Label Studio gives up on a webhook after 1 s and never retries it, so the acknowledgement must stay
+fast while the backend trains. One run starts a `labelloop backend` process and sends the same flood
+twice, 16 senders at once, each event a new annotation:
+  baseline   retraining off (LABELLOOP_RETRAIN_EVERY=0): the cost of storing and acknowledging alone
+  training   retraining after every annotation (the default), so trainings run during the flood
+and prints p50/p99 acknowledgement times for both, their ratio, and the trainings per flood (coalescing:
+events that arrive during a training become one follow-up run).
+
+    python benchmarks/webhook_ack.py [--events 500] [--senders 16] [--out benchmarks/results/webhook_ack.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from predict_overhead import CONFIG, make_texts  # noqa: E402
+
+from labelloop.localstudio import free_port, wait_healthy  # noqa: E402
+
+
+def metric(base: str, name: str) -> float:
+    for line in httpx.get(f"{base}/metrics", timeout=30).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def flood(events: int, senders: int, retrain_every: int, seed: int) -> dict:
+    home = Path(tempfile.mkdtemp(prefix="labelloop-bench-"))
+    port = free_port()
+    env = {**os.environ, "LABELLOOP_HOME": str(home), "LABELLOOP_PUSH_PREDICTIONS": "false",
+           "LABELLOOP_RETRAIN_EVERY": str(retrain_every), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "labelloop.cli", "backend", "--host", "127.0.0.1", "--port",
+                             str(port), "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(f"{base}/health", timeout=120)
+        httpx.post(f"{base}/setup", json={"project": "1.1", "schema": CONFIG}, timeout=120).raise_for_status()
+        texts = make_texts(events, seed=seed)
+        labels = ["Positive", "Negative", "Neutral"]
+        # Warm the encoder so both runs start from a loaded model.
+        httpx.post(f"{base}/predict", json={"project": "1.1", "tasks": [{"data": {"text": "warm up"}}]}, timeout=120)
+
+        def send(i: int) -> float:
+            body = {"action": "ANNOTATION_CREATED", "project": {"id": 1},
+                    "task": {"id": i, "data": {"text": texts[i]}},
+                    "annotation": {"id": i, "task": i, "result": [{"from_name": "sentiment", "to_name": "text",
+                                   "type": "choices", "value": {"choices": [labels[i % 3]]}}]}}
+            started = time.perf_counter()
+            r = httpx.post(f"{base}/webhook", json=body, timeout=30)
+            r.raise_for_status()
+            return time.perf_counter() - started
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(senders) as pool:
+            times = np.array(list(pool.map(send, range(events))))
+        seconds = time.perf_counter() - started
+        deadline = time.monotonic() + 300
+        while metric(base, "labelloop_training_queue") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return {"events": events, "senders": senders, "retrain_every": retrain_every, "seconds": round(seconds, 2),
+                "p50_ms": round(1000 * float(np.percentile(times, 50)), 1),
+                "p99_ms": round(1000 * float(np.percentile(times, 99)), 1),
+                "max_ms": round(1000 * float(times.max()), 1),
+                "over_1s": int((times > 1.0).sum()),
+                "trainings": int(metric(base, "labelloop_trainings_total"))}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=500)
+    parser.add_argument("--senders", type=int, default=16)
+    parser.add_argument("--out", default="benchmarks/results/webhook_ack.json")
+    args = parser.parse_args()
+    baseline = flood(args.events, args.senders, 0, seed=1)
+    training = flood(args.events, args.senders, 1, seed=2)
+    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              "baseline": baseline, "training": training,
+              "p99_ratio": round(training["p99_ms"] / max(baseline["p99_ms"], 1e-9), 2),
+              "trainings_per_event": round(training["trainings"] / args.events, 3)}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"webhook acknowledgement, {args.events} events from {args.senders} senders")
+    for name in ("baseline", "training"):
+        r = result[name]
+        print(f"  {name:9s} p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms   max {r['max_ms']:7.1f} ms   "
+              f"over 1 s: {r['over_1s']}   trainings: {r['trainings']}")
+    print(f"  p99 while training / baseline: {result['p99_ratio']}  (target: p99 under 250 ms)")
+    print(f"  trainings per event: {result['trainings_per_event']} (coalescing; 1.0 would be one per event)")
+
+
+if __name__ == "__main__":
+    main()
