@@ -28,9 +28,9 @@ TAGGED = ["test/corpora/tagged-en-wsj.txt", "test/corpora/tagged-en-oanc.txt"]
 
 
 def default_dir() -> Path:
-    from labelloop.settings import default_home
+    from labelloop.settings import LabelLoopSettings
 
-    return Path(os.environ.get("LABELLOOP_HOME") or default_home()) / "nltk_data"
+    return LabelLoopSettings().home / "nltk_data"
 
 
 def _have(nltk) -> bool:

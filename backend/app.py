@@ -20,8 +20,9 @@ from starlette.concurrency import run_in_threadpool
 from labelloop import __version__
 from labelloop.backend.protocol import RequestError, predict_request, read_json, setup_request, webhook_event
 from labelloop.errors import ConfigError, LabelLoopError, ModelError, StorageFullError, TaskDataError
+from labelloop.labeling.tasks import Event, parse_project_id
 from labelloop.lsclient import basic_auth_header
-from labelloop.serving.service import Event, ModelService, parse_project_id
+from labelloop.serving.service import ModelService
 from labelloop.settings import LabelLoopSettings
 
 log = logging.getLogger("labelloop.backend")

@@ -3,7 +3,7 @@
 Every request body is hostile until checked here: its size (``Content-Length`` before reading, then the
 bytes as they arrive), its type (``application/json`` only, so no web page can send one without a CORS
 preflight), its nesting and every field's type and range. What passes becomes plain values or the core's
-:class:`~labelloop.serving.service.Event`; what fails is a :class:`RequestError` with a 4xx status and a
+:class:`~labelloop.labeling.tasks.Event`; what fails is a :class:`RequestError` with a 4xx status and a
 message that says what to send instead.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from labelloop.serving.service import Annotation, Event, parse_project_id
+from labelloop.labeling.tasks import Annotation, Event, parse_project_id
 
 MAX_ID = 2**63 - 1
 

@@ -24,8 +24,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "LabelLoopSettings": "labelloop.settings",
     "ModelService": "labelloop.serving.service",
-    "Event": "labelloop.serving.service",
-    "Annotation": "labelloop.serving.service",
+    "Event": "labelloop.labeling.tasks",
+    "Annotation": "labelloop.labeling.tasks",
     "Store": "labelloop.serving.store",
     "VersionRegistry": "labelloop.serving.versions",
     "UNTRAINED_VERSION": "labelloop.serving.versions",

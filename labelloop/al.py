@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from labelloop.config import ConfigMixin
 from labelloop.errors import ConfigError
 from labelloop.jsonl import iter_jsonl
 from labelloop.models import ChoicesModel
@@ -30,10 +31,14 @@ Progress = Callable[[int], None]
 
 
 @dataclass
-class SimulationConfig:
+class SimulationConfig(ConfigMixin):
     """Settings of one simulation run; every field is a CLI flag of ``labelloop al simulate``."""
 
-    strategies: tuple[str, ...] = field(default=("margin",), metadata={"help": "strategies to compare with random"})
+    config_name = "simulation"
+
+    strategies: tuple[str, ...] = field(default=("margin",), metadata={
+        "help": "strategies to compare with random: margin, entropy, least_confidence, random; add +cluster for "
+                "diversity", "flag": "strategy"})
     seed_size: int = field(default=25, metadata={"help": "random labels to start from"})
     batch: int = field(default=25, metadata={"help": "labels added per round"})
     rounds: int = field(default=20, metadata={"help": "rounds of selection"})

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,12 +71,22 @@ class Users:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Users:
-        """Users from the environment (see the module docstring); raises :class:`ConfigError` when none."""
-        env = dict(os.environ if env is None else env)
-        if env.get("LABELLOOP_DASHBOARD_NO_AUTH") == "1":
+        """Users from the environment (see the module docstring), or from ``env`` in its place."""
+        from labelloop.settings import LabelLoopSettings
+
+        if env is None:
+            return cls.from_settings(LabelLoopSettings())
+        prefix = "LABELLOOP_"
+        given = {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix + "DASHBOARD_")}
+        return cls.from_settings(LabelLoopSettings.model_validate(given))
+
+    @classmethod
+    def from_settings(cls, settings) -> Users:
+        """Users from the dashboard settings; raises :class:`ConfigError` when none are configured."""
+        if settings.dashboard_no_auth:
             return cls(open=True)
         hashes: dict[str, str] = {}
-        secrets_file = env.get("LABELLOOP_DASHBOARD_SECRETS")
+        secrets_file = settings.dashboard_secrets
         if secrets_file:
             try:
                 data = json.loads(Path(secrets_file).read_text())
@@ -85,10 +94,10 @@ class Users:
             except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
                 raise ConfigError(f"can't read dashboard users from {secrets_file} ({type(e).__name__}); it must be "
                                   'JSON like {"users": {"lead": "scrypt$..."}}') from None
-        user = env.get("LABELLOOP_DASHBOARD_USER")
+        user = settings.dashboard_user
         if user:
-            hashed = env.get("LABELLOOP_DASHBOARD_PASSWORD_HASH")
-            plain = env.get("LABELLOOP_DASHBOARD_PASSWORD")
+            hashed = settings.dashboard_password_hash.get_secret_value() if settings.dashboard_password_hash else None
+            plain = settings.dashboard_password.get_secret_value() if settings.dashboard_password else None
             if hashed:
                 hashes[user] = hashed
             elif plain:

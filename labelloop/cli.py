@@ -12,9 +12,16 @@ from labelloop.settings import PREDICTORS
 
 
 def _settings():
+    from pydantic import ValidationError
+
+    from labelloop.errors import ConfigError
     from labelloop.settings import LabelLoopSettings
 
-    return LabelLoopSettings()
+    try:
+        return LabelLoopSettings()
+    except ValidationError as e:  # one line per bad variable, not a traceback
+        lines = [f"LABELLOOP_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("bad setting in the environment: " + "; ".join(lines)) from None
 
 
 def cmd_backend(args: argparse.Namespace) -> None:
@@ -40,10 +47,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def _client(args: argparse.Namespace):
     from labelloop.lsclient import make_client
 
-    key = os.environ.get("LABEL_STUDIO_API_KEY")
-    if not args.url or not key:
+    settings = _settings()
+    url, key = args.url or settings.label_studio_url, settings.api_key()
+    if not url or not key:
         raise LabelLoopError("Set LABEL_STUDIO_URL (or --url) and LABEL_STUDIO_API_KEY.")
-    return make_client(args.url, key)
+    return make_client(url, key)
 
 
 def _basic_auth() -> tuple[str, str] | None:
@@ -99,9 +107,7 @@ def cmd_al_simulate(args: argparse.Namespace) -> None:
     from labelloop.models import ChoicesModel
 
     settings = _settings()
-    config = SimulationConfig(strategies=tuple(args.strategy.split(",")), seed_size=args.seed_size, batch=args.batch,
-                              rounds=args.rounds, repeats=args.repeats, test_fraction=args.test_fraction,
-                              seed=args.seed)
+    config = SimulationConfig.from_args(args)
     texts, labels = read_labeled(Path(args.data))
     names = tuple(sorted(set(labels)))
     encoder = load_encoder(settings.model, max_length=settings.max_length, batch_size=settings.batch_size)
@@ -160,8 +166,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     from labelloop.dataset import ExportConfig, export_dataset
 
-    config = ExportConfig(policy=args.policy, min_agreement=args.min_agreement, control=args.control,
-                          test_fraction=args.test_fraction)
+    config = ExportConfig.from_args(args)
     report = export_dataset(_client(args), args.project, Path(args.out), config, state_dir=_settings().home)
     print(f"wrote {args.out}/train.jsonl ({report['exported']['train']}) and test.jsonl ({report['exported']['test']})")
     print(f"labels: train {report['labels']['train']}, test {report['labels']['test']}")
@@ -173,40 +178,14 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"  task {task_id}: {why}")
 
 
-def _run_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per RunConfig field, with its help text."""
-    from dataclasses import MISSING, fields
-
-    from labelloop.finetune.config import RunConfig
-
-    for f in fields(RunConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-        if f.name == "target_modules":
-            p.add_argument(flag, dest=f.name, help=f.metadata["help"] + " (comma-separated)")
-        elif f.type in ("bool", bool):
-            p.add_argument(flag, dest=f.name, choices=["true", "false"], help=f.metadata["help"])
-        else:
-            p.add_argument(flag, dest=f.name, type=kind if f.name != "learning_rate" else float,
-                           help=f"{f.metadata['help']} (default: {f.default if f.default is not MISSING else ''})")
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     import json
     import subprocess
-    from dataclasses import asdict, fields
 
     from labelloop.finetune.config import RunConfig
     from labelloop.finetune.registry import RunRegistry
 
-    base = RunConfig.load(args.config) if args.config else RunConfig()
-    values = asdict(base)
-    for f in fields(RunConfig):
-        given = getattr(args, f.name, None)
-        if given is not None:
-            values[f.name] = (given == "true" if f.type in ("bool", bool) else
-                              given.split(",") if f.name == "target_modules" else given)
-    config = RunConfig.from_dict(values)
+    config = RunConfig.from_args(args, RunConfig.load(args.config) if args.config else None)
     registry = RunRegistry(_settings().home)
     run = registry.create(config, name=args.name)
     print(f"run {run.run_id}: {run.folder}", flush=True)
@@ -363,7 +342,7 @@ def cmd_weak(args: argparse.Namespace) -> None:
     service = ModelService(_settings())
     project = lsclient.call("reading the project", client.projects.get, id=args.project)
     service.setup(args.project, project.label_config, hostname=args.url,
-                  access_token=os.environ.get("LABEL_STUDIO_API_KEY"))
+                  access_token=_settings().api_key())
     result = weak_label_project(service, client, args.project, WeakRules.from_dict(data), push=not args.dry_run)
     print(f"{'labeling function':<28}{'coverage':>9}{'overlap':>9}{'conflict':>9}{'accuracy':>9}{'n_gold':>7}")
     for row in result.lf_stats:
@@ -469,21 +448,16 @@ def build_parser() -> argparse.ArgumentParser:
     al = p.add_subparsers(dest="al_command", required=True)
     p = al.add_parser("simulate", help="replay labeling on labeled JSONL and compare strategies with random")
     p.add_argument("--data", required=True, help='JSONL with {"text": ..., "label": ...} per line')
-    p.add_argument("--strategy", default="margin",
-                   help="comma-separated: margin, entropy, least_confidence, random; add +cluster for diversity")
-    p.add_argument("--seed-size", type=int, default=25)
-    p.add_argument("--batch", type=int, default=25)
-    p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
+    from labelloop.al import SimulationConfig
+
+    SimulationConfig.add_arguments(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--plot", help="write the learning curves to this PNG")
     p.set_defaults(func=cmd_al_simulate)
 
     def ls_command(name: str, func, text: str, *, project: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
-        p.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"),
+        p.add_argument("--url", default=None,
                        help="Label Studio URL (default: $LABEL_STUDIO_URL); the key comes from $LABEL_STUDIO_API_KEY")
         if project:
             p.add_argument("--project", type=int, required=True, help="Label Studio project id")
@@ -524,7 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a run config (.json or .yaml); flags override it")
     p.add_argument("--name", help="run id (default: time-stamped)")
     p.add_argument("--processes", type=int, default=1, help="processes for accelerate launch (GPUs, or CPU with gloo)")
-    _run_config_flags(p)
+    from labelloop.finetune.config import RunConfig
+
+    RunConfig.add_arguments(p)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="evaluate a run against the base and the promoted model")
     p.add_argument("run")
@@ -561,11 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = ls_command("export", cmd_export, "write approved annotations as leak-free train/test JSONL")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--policy", default="any", choices=["any", "ground_truth", "agreement", "reviewed"],
-                   help="which annotations count as approved")
-    p.add_argument("--min-agreement", type=int, default=2, help="annotators who must agree (policy agreement)")
-    p.add_argument("--control", help="from_name of the control to export (default: the first one)")
-    p.add_argument("--test-fraction", type=float, default=0.2)
+    from labelloop.dataset import ExportConfig
+
+    ExportConfig.add_arguments(p)
     return parser
 
 

@@ -19,25 +19,29 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from labelloop import lsclient
+from labelloop.config import ConfigMixin
 from labelloop.dedup import content_key, duplicate_groups
 from labelloop.errors import AnnotationError, ConfigError
 from labelloop.jsonl import write_jsonl
 from labelloop.labeling.kinds import answer_of, export_value
 from labelloop.labeling.schema import ControlSpec, find_control
 
-POLICIES = ("any", "ground_truth", "agreement", "reviewed")
+Policy = Literal["any", "ground_truth", "agreement", "reviewed"]
 
 
 @dataclass
-class ExportConfig:
+class ExportConfig(ConfigMixin):
     """How approved labels are chosen and split."""
 
-    policy: str = field(default="any", metadata={"help": "any | ground_truth | agreement | reviewed"})
+    config_name = "export"
+
+    policy: Policy = field(default="any", metadata={"help": "which annotations count as approved: any, ground_truth, "
+                                                             "agreement or reviewed"})
     min_agreement: int = field(default=2, metadata={"help": "annotators who must agree, for policy=agreement"})
     control: str | None = field(default=None, metadata={"help": "from_name of the control to export"})
     test_fraction: float = field(default=0.2, metadata={"help": "share of duplicate groups in the test split"})
@@ -45,8 +49,7 @@ class ExportConfig:
     salt: str = field(default="labelloop", metadata={"help": "changes which groups are test; keep it fixed"})
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ConfigError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        self.check_choices()
         if self.min_agreement < 1:
             raise ConfigError("min_agreement must be at least 1")
         if not 0.0 <= self.test_fraction < 1.0:

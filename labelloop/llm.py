@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
+from labelloop.config import ConfigMixin
 from labelloop.errors import ConfigError, LLMEndpointError
 from labelloop.spans import Span
 
@@ -46,7 +47,7 @@ CONTENT_FREE = ("N/A", "[MASK]", "")
 
 
 @dataclass
-class PromptTemplate:
+class PromptTemplate(ConfigMixin):
     """How prompts are put together; every part may be edited per project (``{...}`` are filled in).
 
     Classification: ``instruction`` (``{guideline}``, ``{labels}``), then one ``example`` per few-shot pair
@@ -54,6 +55,8 @@ class PromptTemplate:
     Entities: the same with ``ner_instruction``, ``ner_example`` (``{text}``, ``{answer}``) and ``ner_query``.
     Drafts: ``draft_system`` (``{guideline}``) is the system message; each example is a user/assistant turn.
     """
+
+    config_name = "prompt template"
 
     instruction: str = field(default="{guideline}Answer with exactly one of these labels: {labels}.\n\n",
                              metadata={"help": "classification opening; {labels} and {guideline} are filled in"})
@@ -77,17 +80,6 @@ class PromptTemplate:
             except (KeyError, IndexError, ValueError) as e:
                 raise ConfigError(f"prompt template field {f.name!r} can't be filled in ({e!r}): use only "
                                   "{guideline}, {labels}, {text}, {label}, {answer}; write {{ and }} for braces") from e
-
-    @classmethod
-    def from_dict(cls, data: dict) -> PromptTemplate:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown prompt template fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def render(self, text: str, labels: Sequence[str], *, guideline: str = "",
                examples: Sequence[tuple[str, str]] = ()) -> str:
@@ -433,8 +425,10 @@ def locate_mentions(text: str, mentions: Sequence[dict], labels: Sequence[str]) 
 
 
 @dataclass
-class LLMLabelerConfig:
+class LLMLabelerConfig(ConfigMixin):
     """How labels are asked for; round-trips to JSON."""
+
+    config_name = "LLM labeler"
 
     samples: int = field(default=5, metadata={"help": "answers sampled per text when the model gives no "
                                                       "log-probabilities (the votes become probabilities)"})

@@ -25,7 +25,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def find_label_studio() -> str:
     """Path of the ``label-studio`` executable, or a :class:`ConfigError` saying how to install it."""
-    candidates = [os.environ.get("LABELLOOP_LABEL_STUDIO_BIN"), str(PROJECT_ROOT / ".venv-ls/bin/label-studio"),
+    from labelloop.settings import LabelLoopSettings
+
+    candidates = [LabelLoopSettings().label_studio_bin, str(PROJECT_ROOT / ".venv-ls/bin/label-studio"),
                   shutil.which("label-studio")]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):

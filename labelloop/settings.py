@@ -101,6 +101,14 @@ class LabelLoopSettings(BaseSettings):
     max_tasks_per_request: int = Field(
         default=10_000, ge=1, description="Most tasks one /predict may carry; for more, use `labelloop preannotate`.")
     max_labels: int = Field(default=2_000, ge=2, description="Most labels one control of a labeling config may have.")
+    dashboard_no_auth: bool = Field(default=False, description="Dashboard and playground without a login (only "
+                                    "for a machine nobody else reaches).")
+    dashboard_secrets: Path | None = Field(default=None, description='JSON file {"users": {name: scrypt hash}} of '
+                                           "dashboard logins.")
+    dashboard_user: str | None = Field(default=None, description="One dashboard login's user name.")
+    dashboard_password_hash: SecretStr | None = Field(default=None, description="Its password hash from "
+                                                      "`labelloop hash-password`.")
+    dashboard_password: SecretStr | None = Field(default=None, description="Or its password in plain text.")
     label_studio_bin: str | None = Field(default=None, description="The label-studio executable the demo and the "
                                          "tests start (default: .venv-ls/bin/label-studio, then PATH).")
 

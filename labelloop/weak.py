@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from labelloop.config import ConfigMixin
 from labelloop.errors import ConfigError
 from labelloop.spans import Span
 
@@ -68,22 +69,17 @@ def probs_lf(name: str, texts: Sequence[str], probs: np.ndarray, labels: Sequenc
 
 
 @dataclass
-class WeakRules:
+class WeakRules(ConfigMixin):
     """A project's labeling rules (a JSON or YAML file): keywords and regular expressions per label, and
     whether the LLM and the current model vote too, when at least ``threshold`` sure."""
+
+    config_name = "labeling rules"
 
     keywords: dict[str, list[str]] = field(default_factory=dict, metadata={"help": "label -> words that vote for it"})
     regex: dict[str, list[str]] = field(default_factory=dict, metadata={"help": "label -> patterns that vote for it"})
     llm: bool = field(default=False, metadata={"help": "the LLM votes its label when sure enough"})
     model: bool = field(default=False, metadata={"help": "the backend's current model votes when sure enough"})
     threshold: float = field(default=0.8, metadata={"help": "probability at which the LLM or the model votes"})
-
-    @classmethod
-    def from_dict(cls, data: dict) -> WeakRules:
-        known = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) - known:
-            raise ConfigError(f"labeling rules take the keys {sorted(known)}; got {sorted(data) if isinstance(data, dict) else data!r}")
-        return cls(**data)
 
     def labeling_functions(self, labels: Sequence[str]) -> list[LabelingFunction]:
         """The keyword and regex LFs; a rule for a label the project lacks is an error naming it."""

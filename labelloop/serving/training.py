@@ -19,9 +19,10 @@ from labelloop.labeling.kinds import kind_of
 from labelloop.labeling.schema import TaskSchema
 from labelloop.models import Features
 from labelloop.serving.annotations import ProjectAnnotations
+from labelloop.serving.jobs import Job
 from labelloop.serving.metrics import Metrics
 from labelloop.serving.publish import Publisher
-from labelloop.serving.store import Job, Store
+from labelloop.serving.store import Store
 from labelloop.serving.versions import VersionRegistry
 
 log = logging.getLogger(__name__)

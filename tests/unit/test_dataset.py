@@ -45,7 +45,7 @@ def test_policies_pick_what_counts_as_approved_and_report_conflicts():
     assert {r["task_id"]: r["label"] for r in train} == {1: "Positive", 5: "Negative"}
     assert report["skipped"]["fewer than 2 annotators agree"] == 2
 
-    with pytest.raises(ConfigError, match="unknown policy"):
+    with pytest.raises(ConfigError, match="policy must be one of"):
         ExportConfig(policy="vibes")
 
 

@@ -67,7 +67,7 @@ def test_template_round_trips_and_rejects_unknown_placeholders(tmp_path):
     assert load_template(tmp_path, 3) == custom and load_template(tmp_path, 4) == PromptTemplate()
     with pytest.raises(ConfigError, match="{guideline}, {labels}"):
         PromptTemplate(query="{texte}")
-    with pytest.raises(ConfigError, match="unknown prompt template fields"):
+    with pytest.raises(ConfigError, match="unknown prompt template settings"):
         PromptTemplate.from_dict({"qeury": "x"})
 
 

@@ -55,10 +55,10 @@ def test_a_full_disk_is_a_503_that_says_so_and_nothing_is_half_stored(client):
     assert [a.annotation_id for a in store.latest_annotations(7)] == [1]
 
 
-def _lease_worker(home: str, log: str, seconds: float) -> None:
+def _lease_worker(home: str, log: str, stop: str) -> None:
     store = Store(Path(home))
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    Path(f"{log}.ready.{os.getpid()}").touch()
+    while not Path(stop).exists():
         job = store.claim_job()
         if job is None:
             time.sleep(0.01)
@@ -72,18 +72,22 @@ def _lease_worker(home: str, log: str, seconds: float) -> None:
 
 def test_two_processes_on_one_home_never_train_one_project_at_once(tmp_path):
     store = Store(tmp_path)
-    log = tmp_path / "trainings.log"
+    log, stop = tmp_path / "trainings.log", tmp_path / "stop"
     ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_lease_worker, args=(str(tmp_path), str(log), 4.0)) for _ in range(2)]
+    workers = [ctx.Process(target=_lease_worker, args=(str(tmp_path), str(log), str(stop))) for _ in range(2)]
     for w in workers:
         w.start()
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("trainings.log.ready.*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline:  # requests keep arriving while trainings run
         for project in (1, 2):
             store.request_training(project, "ANNOTATION_CREATED")
         time.sleep(0.01)
+    stop.touch()
     for w in workers:
-        w.join(10)
+        w.join(30)
     runs = [line.split() for line in log.read_text().splitlines()]
     assert len({pid for *_, pid in runs}) == 2 and len(runs) > 10
     for project in ("1", "2"):
