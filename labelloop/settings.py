@@ -87,6 +87,9 @@ class LabelLoopSettings(BaseSettings):
     llm_concurrency: int = Field(default=4, ge=1, description="Requests in flight to the endpoint at once.")
     llm_timeout: float = Field(default=60.0, gt=0, description="Seconds to wait for one endpoint answer.")
     llm_retries: int = Field(default=3, ge=0, description="Retries after a timeout, HTTP 429 or 5xx.")
+    instance: str = Field(
+        default="", max_length=200, description="Name of the Label Studio server this backend serves, when one "
+        "LABELLOOP_HOME serves several: state is kept apart per instance (give every command the same name).")
     label_studio_timeout: float = Field(
         default=15.0, gt=0, description="Seconds the backend waits for one Label Studio answer in the background "
         "(pulling annotations, publishing): a hung Label Studio can hold a training no longer than this.")
@@ -133,10 +136,6 @@ class LabelLoopSettings(BaseSettings):
             raise ValueError(f"unknown diversity {value!r}; choose 'none' or 'cluster'")
         return value
 
-    @property
-    def instance(self) -> str:
-        """Which Label Studio this process serves, as state is keyed: its URL, or '' when /setup names it."""
-        return (self.label_studio_url or "").rstrip("/").lower()
 
     def api_key(self) -> str | None:
         return self.label_studio_api_key.get_secret_value() if self.label_studio_api_key else None

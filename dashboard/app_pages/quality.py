@@ -35,7 +35,7 @@ else:
 @st.cache_data(show_spinner="Scoring every approved label with out-of-fold predictions...")
 def label_issues(project_id: int, n_annotations: int, label_config: str) -> list[dict]:
     # n_annotations is part of the cache key: new labels, new answer.
-    found = insights.label_issue_candidates(state.tasks(project_id), label_config, state.service().encoder)
+    found = insights.label_issue_candidates(state.tasks(project_id), label_config, state.service().features.encoder)
     return [{**issue.__dict__, "open": state.task_link(project_id, issue.task_id)} for issue in found]
 
 

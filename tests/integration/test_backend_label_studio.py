@@ -76,7 +76,7 @@ def check_stored_predictions(ls, project_id: int, label_config: str, version: st
 
 def test_classification_project_end_to_end(ls, label_studio, start_backend):
     # Credentials come only from what Label Studio sends in /setup; retraining waits for the Train button.
-    backend = start_backend(LABELLOOP_RETRAIN_EVERY="0")
+    backend = start_backend(LABELLOOP_RETRAIN_EVERY="0", LABELLOOP_KEEP_VERSIONS="2")
     project = ls.projects.create(title="sentiment", label_config=SENTIMENT, sampling="Uncertainty sampling")
     texts = POSITIVE + NEGATIVE + UNLABELED
     ls.projects.import_tasks(id=project.id, request=[{"text": t} for t in texts])
@@ -118,6 +118,14 @@ def test_classification_project_end_to_end(ls, label_studio, start_backend):
                                                    "project": f"{project.id}.0", "params": {"context": None}})
     assert r.json()["results"][0]["model_version"] == "labelloop-v1"
     assert "labelloop-v1" in httpx.get(backend.url + "/versions").json()["versions"]
+
+    # Each retrain publishes a full set of predictions; older versions' are deleted (the newest two stay).
+    for expected in ("labelloop-v2", "labelloop-v3"):
+        ls.ml.train(id=ml.id)
+        wait_for(lambda v=expected: ls.projects.get(id=project.id).model_version == v, timeout=180, what=expected)
+    wait_for(lambda: set(lsclient.prediction_versions(ls, project.id)) == {"labelloop-v2", "labelloop-v3"},
+             timeout=60, what="predictions of older versions to be pruned")
+    assert len(tasks_of(ls, project.id)) == len(texts)
 
 
 def test_ner_project_with_basic_auth_learns_from_webhooks(ls, label_studio, start_backend):
