@@ -38,6 +38,7 @@ class Option:
     choices: tuple[str, ...] = ()
     optional: bool = False
     flag_name: str = ""
+    label_text: str = ""
 
     @property
     def flag(self) -> str:
@@ -45,8 +46,8 @@ class Option:
 
     @property
     def label(self) -> str:
-        """A form label: the help text's first clause, capitalised (``lora_alpha`` -> "LoRA scaling")."""
-        text = self.help.split(";")[0].split(" (")[0].strip() or self.name.replace("_", " ")
+        """A form label: ``metadata["label"]``, or the help text's first clause (``lora_alpha`` -> "LoRA scaling")."""
+        text = self.label_text or self.help.split(";")[0].split(":")[0].split(" (")[0].strip() or self.name
         return text[0].upper() + text[1:]
 
 
@@ -84,7 +85,7 @@ class ConfigMixin:
             default = f.default if f.default is not dataclasses.MISSING else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
             out.append(Option(f.name, kind, default, f.metadata.get("help", ""), choices, optional,
-                              f.metadata.get("flag", "")))
+                              f.metadata.get("flag", ""), f.metadata.get("label", "")))
         return out
 
     def check_choices(self) -> None:

@@ -41,7 +41,7 @@ class RunConfig(ConfigMixin):
     target_modules: list[str] | None = field(default=None, metadata={
         "help": "modules to adapt; empty: chosen for the architecture (attention projections)"})
     epochs: float = field(default=3.0, metadata={"help": "passes over the training data"})
-    learning_rate: float | None = field(default=None, metadata={
+    learning_rate: float | None = field(default=None, metadata={"label": "Learning rate",
         "help": "empty: 5e-4 for LoRA, 5e-5 for full fine-tuning, 2e-4 for SFT with LoRA"})
     batch_size: int = field(default=32, metadata={"help": "examples per device per step"})
     max_length: int = field(default=128, metadata={"help": "tokens per example (longer ones are truncated)"})
