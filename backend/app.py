@@ -28,7 +28,7 @@ from labelloop.settings import LabelLoopSettings
 log = logging.getLogger("labelloop.backend")
 
 OPEN_PATHS = {"/health", "/"}
-PREDICT_CHUNK = 256  # tasks predicted between two checks that the caller is still there
+PREDICT_CHUNK = 1024  # tasks predicted between two checks that the caller is still there
 
 
 def create_app(settings: LabelLoopSettings | None = None, *, service: ModelService | None = None,

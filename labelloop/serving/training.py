@@ -10,6 +10,7 @@ when another starts.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -70,6 +71,15 @@ class Trainer:
         return version
 
 
+def _lower_priority(niceness: int = 10) -> None:
+    """Run this thread at a lower CPU priority (Linux schedules threads on their own), so requests and
+    webhook acknowledgements win the cores while it trains."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):  # not Linux, or not allowed: train at normal priority
+        pass
+
+
 class TrainingWorker:
     """``threads`` worker threads that run queued trainings, then publish; and retry owed publishes."""
 
@@ -113,6 +123,7 @@ class TrainingWorker:
             self.run_job(job)
 
     def _loop(self, timekeeper: bool) -> None:
+        _lower_priority()
         last_timer = time.monotonic()
         while not self._stop.is_set():
             if timekeeper:
