@@ -222,7 +222,7 @@ def weak_label_project(service, client, project_id: int, rules, *, push: bool = 
         lfs.append(probs_lf("model", texts, probs, labels, threshold=rules.threshold))
     if rules.llm:
         with tqdm(total=len(texts), desc="LLM votes", disable=not progress) as bar:
-            probs = service.llm_labeler(project_id).classify(texts, labels, guideline=service.llm_guideline(project_id),
+            probs = service.llm.labeler(project_id).classify(texts, labels, guideline=service.llm.guideline(project_id),
                                                              progress=bar.update)
         lfs.append(probs_lf("llm", texts, probs, labels, threshold=rules.threshold))
     votes = apply_lfs(lfs, texts, labels)
@@ -238,7 +238,7 @@ def weak_label_project(service, client, project_id: int, rules, *, push: bool = 
     judged = covered & (gold != ABSTAIN)
     accuracy = float((probs[judged].argmax(axis=1) == gold[judged]).mean()) if judged.any() else None
     # Same rules, same version: a re-run adds nothing twice. Changed rules make a new version.
-    digest = hashlib.sha1(json.dumps([asdict(rules), labels, service.llm_version if rules.llm else None],
+    digest = hashlib.sha1(json.dumps([asdict(rules), labels, service.llm.version if rules.llm else None],
                                      sort_keys=True).encode()).hexdigest()[:8]
     version = f"labelloop-weak-{digest}"
     pushed = 0

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from labelloop.encoder import PACKAGED_MODEL, Encoder, encoder_hidden_size, load_encoder
-from labelloop.errors import ConfigError, LabelLoopError, ModelError, TaskDataError, UnsupportedConfigError
+from labelloop.errors import ConfigError, ModelError, TaskDataError, UnsupportedConfigError
 from labelloop.labeling.kinds import ClassificationKind, answer_of, kind_of
 from labelloop.labeling.schema import SUPPORTED, TaskSchema, cached_schema
 from labelloop.labeling.tasks import Event, parse_project_id, task_text
-from labelloop.models import Features, TransformerModel
+from labelloop.models import Features
 from labelloop.serving import predictors
 from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.clients import Clients
@@ -226,27 +226,9 @@ class ModelService:
     # -- what a lead does -------------------------------------------------------------------------
 
     def promote(self, project_id: int, model_dir: Path, *, task: str) -> str:
-        """Serve a fine-tuned model for the project's matching control, under a new model_version.
-
-        The matching control is the one whose kind and labels the model predicts; other controls keep
-        what serves them now. Returns the new version; a running backend switches on its next request.
-        """
-        schema = self.schema(project_id)
-        current = self.registry.current(project_id)
-        errors = []
-        for spec in schema.controls:
-            if not kind_of(spec).serves_task(spec, task):
-                continue
-            try:
-                model = TransformerModel(model_dir, spec.labels)
-            except LabelLoopError as e:
-                errors.append(f"{spec.from_name}: {e}")
-                continue
-            models = {c.from_name: current.model(c) for c in schema.controls if current.model(c) is not None}
-            models[spec.from_name] = model
-            return self.registry.save(project_id, schema, models, 0, encoder=self.features.encoder.name)
-        raise ConfigError(f"No control of project {project_id} matches this {task} model"
-                          + (f" ({'; '.join(errors)})" if errors else "") + ".")
+        """Serve a fine-tuned run's model for the project's matching control; returns the new model_version."""
+        return self.registry.promote(project_id, self.schema(project_id), model_dir, task=task,
+                                     encoder=self.features.encoder.name)
 
     def rollback(self, project_id: int) -> str:
         """Serve the version that served before the current one; returns it."""
@@ -277,16 +259,6 @@ class ModelService:
         key = self.schema(project_id).controls[0].value_key
         return queue_order([str(d.get(key, "")) for d in data], labeled, scores, self.features.embed,
                            batch=self.settings.queue_batch, diversity=self.settings.diversity)
-
-    @property
-    def llm_version(self) -> str:
-        return self.llm.version
-
-    def llm_labeler(self, project_id: int | None = None):
-        return self.llm.labeler(project_id)
-
-    def llm_guideline(self, project_id: int) -> str:
-        return self.llm.guideline(project_id)
 
     def llm_usage(self) -> dict[str, int] | None:
         """Tokens and requests the LLM has spent in this process; None if it was never used."""

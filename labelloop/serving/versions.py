@@ -20,11 +20,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from labelloop.errors import ConfigError, LabelLoopError, ModelError
 from labelloop.labeling.kinds import kind_of
 from labelloop.labeling.schema import ControlSpec, TaskSchema
-from labelloop.models import Features
+from labelloop.models import Features, TransformerModel
 from labelloop.serving.store import Store, VersionRecord
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,28 @@ class VersionRegistry:
             self.store.add_version(project_id, number, version, folder / version, n_annotations)
             self._prune(project_id)
         return version
+
+    def promote(self, project_id: int, schema: TaskSchema, model_dir: Path, *, task: str, encoder: str) -> str:
+        """Serve a fine-tuned model for the project's matching control, under a new model_version.
+
+        The matching control is the one whose kind and labels the model predicts; other controls keep
+        what serves them now. Returns the new version; a running backend switches on its next request.
+        """
+        current = self.current(project_id)
+        errors = []
+        for spec in schema.controls:
+            if not kind_of(spec).serves_task(spec, task):
+                continue
+            try:
+                model = TransformerModel(model_dir, spec.labels)
+            except LabelLoopError as e:
+                errors.append(f"{spec.from_name}: {e}")
+                continue
+            models = {c.from_name: current.model(c) for c in schema.controls if current.model(c) is not None}
+            models[spec.from_name] = model
+            return self.save(project_id, schema, models, 0, encoder=encoder)
+        raise ConfigError(f"No control of project {project_id} matches this {task} model"
+                          + (f" ({'; '.join(errors)})" if errors else "") + ".")
 
     def rollback(self, project_id: int) -> str:
         """Serve the good version before the one serving now; returns it."""

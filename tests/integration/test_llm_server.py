@@ -118,7 +118,7 @@ def test_whole_project_llm_preannotation_and_weak_labels_through_label_studio(ll
 
     service = ModelService(LabelLoopSettings(home=tmp_path / "home", label_studio_url=label_studio.url,
                                              label_studio_api_key=label_studio.token))
-    assert service.llm_guideline(project.id) == "Is the movie review positive or negative?"
+    assert service.llm.guideline(project.id) == "Is the movie review positive or negative?"
 
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps({"keywords": {"positive": ["wonderful", "loved"], "negative": ["boring", "awful"]},

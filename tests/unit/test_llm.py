@@ -9,9 +9,22 @@ import numpy as np
 import pytest
 
 from labelloop.errors import ConfigError, LLMEndpointError
-from labelloop.llm import (LLMCache, LLMLabeler, LLMLabelerConfig, LocalLLM, OpenAIEndpoint, PromptTemplate, classify,
-                           label_logprobs_from_tokens, load_template, locate_mentions, nearest_examples,
-                           parse_entities, save_template, vote_label)
+from labelloop.llm import (
+    LLMCache,
+    LLMLabeler,
+    LLMLabelerConfig,
+    LocalLLM,
+    OpenAIEndpoint,
+    PromptTemplate,
+    classify,
+    label_logprobs_from_tokens,
+    load_template,
+    locate_mentions,
+    nearest_examples,
+    parse_entities,
+    save_template,
+    vote_label,
+)
 from labelloop.spans import Span, merge_spans
 
 LABELS = ["sport", "cooking", "finance"]

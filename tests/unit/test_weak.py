@@ -49,8 +49,7 @@ def test_label_model_learns_which_lfs_to_trust_and_beats_majority_vote():
 
 
 def test_gazetteer_finds_annotated_mentions_longest_first_with_their_usual_label():
-    from labelloop.spans import Span
-    from labelloop.spans import Gazetteer
+    from labelloop.spans import Gazetteer, Span
     from labelloop.weak import span_lf_summary
 
     texts = ["Anna lives in New York", "New York Times hired Anna", "anna called"]

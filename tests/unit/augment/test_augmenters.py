@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("nlpaug")
 
-from labelloop.augment.augmenters import (  # noqa: E402
-    BackTranslationAugmenter, FillMaskAugmenter, MentionSwapAugmenter, RandomWordAugmenter)
+from labelloop.augment.augmenters import BackTranslationAugmenter, FillMaskAugmenter, MentionSwapAugmenter, RandomWordAugmenter  # noqa: E402
 from labelloop.augment.base import PROTECT  # noqa: E402
 from labelloop.augment.cli import word_diff  # noqa: E402
 from labelloop.augment.pipeline import LabelFilter, augment_records, variant_tasks  # noqa: E402

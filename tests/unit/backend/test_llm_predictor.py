@@ -69,9 +69,9 @@ def test_cold_start_hands_over_to_the_model_and_ensemble_averages(tmp_path, tiny
 
     both = make(tmp_path / "ensemble", tiny_llm_path, predictor="ensemble")
     text = "The striker scored twice"
-    llm_p = both.llm_labeler(1).classify([text], ["sport", "cooking"])[0]
+    llm_p = both.llm.labeler(1).classify([text], ["sport", "cooking"])[0]
     model_p = both.choice_probabilities(1, text)["topic"]
     (pred,) = both.predict([{"data": {"text": text}}], project=1)
     mean = (llm_p + np.array(list(model_p.values()))) / 2
-    assert pred["model_version"] == f"{UNTRAINED_VERSION}+{both.llm_version}"
+    assert pred["model_version"] == f"{UNTRAINED_VERSION}+{both.llm.version}"
     assert pred["result"][0]["score"] == pytest.approx(mean.max())

@@ -82,15 +82,15 @@ def test_two_processes_on_one_home_never_train_one_project_at_once(tmp_path):
         time.sleep(0.05)
     deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline:  # requests keep arriving while trainings run
-        for project in (1, 2):
+        for project in (1, 2, 3, 4):  # more projects than processes: both always find work
             store.request_training(project, "ANNOTATION_CREATED")
         time.sleep(0.01)
     stop.touch()
     for w in workers:
         w.join(30)
     runs = [line.split() for line in log.read_text().splitlines()]
-    assert len({pid for *_, pid in runs}) == 2 and len(runs) > 10
-    for project in ("1", "2"):
+    assert len({pid for *_, pid in runs}) == 2 and len(runs) > 10, runs
+    for project in ("1", "2", "3", "4"):
         spans = sorted((float(a), float(b)) for p, a, b, _ in runs if p == project)
         assert all(next_start >= end for (_, end), (next_start, _) in zip(spans, spans[1:])), project
 
