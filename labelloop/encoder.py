@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +81,9 @@ class Encoder:
         self._torch = torch
         # A very long text is fine: we window it ourselves, so silence the tokenizer's length warning.
         self.tokenizer.model_max_length = 10**9
+        # Requests and training threads share one encoder; a fast tokenizer refuses concurrent calls
+        # ("Already borrowed"), the model itself does not mind.
+        self._tokenizer_lock = threading.Lock()
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -125,6 +129,10 @@ class Encoder:
     # -- internals --------------------------------------------------------------------------------
 
     def _tokenize(self, texts: list[str]):
+        with self._tokenizer_lock:
+            return self._tokenize_unlocked(texts)
+
+    def _tokenize_unlocked(self, texts: list[str]):
         return self.tokenizer(
             [t.translate(ZERO_WIDTH) for t in texts], add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False
         )

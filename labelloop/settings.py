@@ -91,7 +91,7 @@ class LabelLoopSettings(BaseSettings):
         default="", max_length=200, description="Name of the Label Studio server this backend serves, when one "
         "LABELLOOP_HOME serves several: state is kept apart per instance (give every command the same name).")
     label_studio_timeout: float = Field(
-        default=15.0, gt=0, description="Seconds the backend waits for one Label Studio answer in the background "
+        default=30.0, gt=0, description="Seconds the backend waits for one Label Studio answer in the background "
         "(pulling annotations, publishing): a hung Label Studio can hold a training no longer than this.")
     training_threads: int = Field(
         default=2, ge=1, le=32, description="Trainings run at once (each on its own project), so a slow project "

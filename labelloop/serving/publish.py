@@ -46,13 +46,16 @@ class Publisher:
         self.metrics = metrics or Metrics()
         self._failures: dict[int, int] = {}
 
-    def publish(self, project_id: int, version: str, *, chunk: int = 256) -> int:
+    def publish(self, project_id: int, version: str, *, chunk: int = 256, timeout: float | None = None) -> int:
         """Push ``version`` now; returns how many predictions were stored (0: no Label Studio known).
+
+        ``timeout`` (seconds per call) defaults to the short one of background work; a lead who waits on a
+        promotion can afford a longer one.
 
         Raises :class:`~labelloop.errors.LabelStudioError` when Label Studio fails; the version is then
         owed and :meth:`retry_due` tries again later.
         """
-        client = self.clients.client_for(project_id)
+        client = self.clients.client_for(project_id, timeout=timeout)
         if client is None:
             log.warning("project %s: %s trained, but no Label Studio address and token are known; set "
                         "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY so scores and queue order follow it",

@@ -196,8 +196,9 @@ class ModelService:
         return self.trainer.fit(project_id)
 
     def publish(self, project_id: int, version: str) -> int:
-        """Push ``version``'s predictions and set it as the project's model_version in Label Studio."""
-        return self.publisher.publish(project_id, version)
+        """Push ``version``'s predictions and set it as the project's model_version in Label Studio, now (for a
+        promotion or a rollback: calls may take as long as a big project needs)."""
+        return self.publisher.publish(project_id, version, timeout=300.0)
 
     def model_version(self, project_id: int) -> str:
         """The ``model_version`` serving the project now (an LLM name when the LLM predicts)."""

@@ -214,7 +214,7 @@ def test_train_and_runs_pages_launch_compare_and_promote(dashboard_env, ls):
     version = ls.projects.get(id=project_id).model_version
     assert version.startswith("labelloop-v")
     next(b for b in at.button if b.label.startswith("Roll back")).click().run()
-    assert ls.projects.get(id=project_id).model_version != version
+    assert ls.projects.get(id=project_id).model_version != version, _texts(at)
 
 
 def test_playground_compares_versions_behind_a_login(seeded, label_studio, tmp_path):

@@ -4,6 +4,8 @@ private files, and the files a crash leaves behind."""
 import multiprocessing
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -55,30 +57,34 @@ def test_a_full_disk_is_a_503_that_says_so_and_nothing_is_half_stored(client):
     assert [a.annotation_id for a in store.latest_annotations(7)] == [1]
 
 
-def _lease_worker(home: str, log: str, stop: str) -> None:
-    store = Store(Path(home))
-    Path(f"{log}.ready.{os.getpid()}").touch()
-    while not Path(stop).exists():
-        job = store.claim_job()
-        if job is None:
-            time.sleep(0.01)
-            continue
-        started = time.time()
-        time.sleep(0.05)  # training
-        with open(log, "a") as f:
-            f.write(f"{job.project_id} {started} {time.time()} {os.getpid()}\n")
-        store.finish_job(job)
+LEASE_WORKER = """
+import os, sys, time
+from pathlib import Path
+from labelloop.serving.store import Store
+home, log, stop = sys.argv[1:4]
+store = Store(Path(home))
+Path(f"{log}.ready.{os.getpid()}").touch()
+while not Path(stop).exists():
+    job = store.claim_job()
+    if job is None:
+        time.sleep(0.01)
+        continue
+    started = time.time()
+    time.sleep(0.05)  # training
+    with open(log, "a") as f:
+        f.write(f"{job.project_id} {started} {time.time()} {os.getpid()}\\n")
+    store.finish_job(job)
+"""
 
 
 def test_two_processes_on_one_home_never_train_one_project_at_once(tmp_path):
     store = Store(tmp_path)
     log, stop = tmp_path / "trainings.log", tmp_path / "stop"
-    ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_lease_worker, args=(str(tmp_path), str(log), str(stop))) for _ in range(2)]
-    for w in workers:
-        w.start()
+    workers = [subprocess.Popen([sys.executable, "-c", LEASE_WORKER, str(tmp_path), str(log), str(stop)])
+               for _ in range(2)]
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("trainings.log.ready.*"))) < 2 and time.monotonic() < deadline:
+        assert all(w.poll() is None for w in workers), "a worker process died at start-up"
         time.sleep(0.05)
     deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline:  # requests keep arriving while trainings run
@@ -87,7 +93,7 @@ def test_two_processes_on_one_home_never_train_one_project_at_once(tmp_path):
         time.sleep(0.01)
     stop.touch()
     for w in workers:
-        w.join(30)
+        w.wait(30)
     runs = [line.split() for line in log.read_text().splitlines()]
     assert len({pid for *_, pid in runs}) == 2 and len(runs) > 10, runs
     for project in ("1", "2", "3", "4"):
