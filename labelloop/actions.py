@@ -188,6 +188,8 @@ class WeakLabels:
     model_version: str
     lf_stats: list[dict]
     label_model_accuracy: float | None
+    majority_accuracy: float | None
+    combiner: str
     n_gold: int
     covered: int
     n_tasks: int
@@ -205,7 +207,7 @@ def weak_label_project(service, client, project_id: int, rules, *, push: bool = 
     from tqdm import tqdm
 
     from labelloop.uncertainty import confidence
-    from labelloop.weak import ABSTAIN, LabelModel, apply_lfs, lf_summary, probs_lf
+    from labelloop.weak import ABSTAIN, apply_lfs, combine_votes, lf_summary, probs_lf
 
     schema = service.schema(project_id)
     control = next((c for c in schema.controls if c.kind == "choices" and not c.multiple), None)
@@ -232,11 +234,13 @@ def weak_label_project(service, client, project_id: int, rules, *, push: bool = 
             value = annotation_value(ann.get("result"), control)
             if value in labels and not ann.get("was_cancelled"):
                 gold[i] = labels.index(value)
-    model = LabelModel(len(labels)).fit(votes)
-    probs = model.predict_proba(votes)
+    combined = combine_votes(votes, len(labels), gold)
+    probs = combined.probs
     covered = (votes != ABSTAIN).any(axis=1)
     judged = covered & (gold != ABSTAIN)
-    accuracy = float((probs[judged].argmax(axis=1) == gold[judged]).mean()) if judged.any() else None
+    accuracy = combined.label_model_accuracy
+    if accuracy is None and judged.any():
+        accuracy = float((probs[judged].argmax(axis=1) == gold[judged]).mean())
     # Same rules, same version: a re-run adds nothing twice. Changed rules make a new version.
     digest = hashlib.sha1(json.dumps([asdict(rules), labels, service.llm.version if rules.llm else None],
                                      sort_keys=True).encode()).hexdigest()[:8]
@@ -252,5 +256,5 @@ def weak_label_project(service, client, project_id: int, rules, *, push: bool = 
                 for i in np.flatnonzero(covered_new)]
         pushed = lsclient.push_predictions(client, project_id, rows)
         lsclient.set_model_version(client, project_id, version)
-    return WeakLabels(version, lf_summary(votes, [lf.name for lf in lfs], gold), accuracy, int(judged.sum()),
-                      int(covered.sum()), len(tasks), pushed)
+    return WeakLabels(version, lf_summary(votes, [lf.name for lf in lfs], gold), accuracy, combined.majority_accuracy,
+                      combined.combiner, int(judged.sum()), int(covered.sum()), len(tasks), pushed)

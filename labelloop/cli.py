@@ -350,8 +350,9 @@ def cmd_weak(args: argparse.Namespace) -> None:
         print(f"{row['lf']:<28}{row['coverage']:>9.3f}{row['overlap']:>9.3f}{row['conflict']:>9.3f}{acc:>9}"
               f"{row.get('n_gold', 0):>7}")
     acc = "-" if result.label_model_accuracy is None else f"{result.label_model_accuracy:.3f}"
+    majority = "-" if result.majority_accuracy is None else f"{result.majority_accuracy:.3f}"
     print(f"label model: {result.covered}/{result.n_tasks} tasks covered; accuracy {acc} on {result.n_gold} "
-          f"annotated tasks")
+          f"annotated tasks (majority vote: {majority}); labels from the {result.combiner}")
     if not args.dry_run:
         print(f"pushed {result.pushed} predictions of {result.model_version}; model_version set")
 

@@ -144,14 +144,25 @@ def lf_summary(votes: np.ndarray, names: Sequence[str], gold: np.ndarray | None 
 
 
 class LabelModel:
-    """Dawid-Skene EM: a class prior and, per LF, P(vote | true class); abstentions carry no evidence."""
+    """Dawid-Skene EM: a class prior and, per LF, P(outcome | true class).
 
-    def __init__(self, n_labels: int, *, iterations: int = 100, smoothing: float = 1.0, tol: float = 1e-6) -> None:
+    With ``abstain="model"`` (the default) abstaining is an outcome like any vote, so a rule that only ever
+    votes one label still says something when it stays silent: "no sports keyword" makes sport less likely.
+    Without it (``"ignore"``, the classic crowd-worker model) such a rule carries no information and the model
+    collapses on rule sets made of them. On crowd-style functions, whose abstentions do not depend on the
+    class, both agree.
+    """
+
+    def __init__(self, n_labels: int, *, iterations: int = 100, smoothing: float = 0.1, tol: float = 1e-6,
+                 abstain: str = "model") -> None:
         if n_labels < 2:
             raise ValueError("a label model needs at least two labels")
+        if abstain not in ("model", "ignore"):
+            raise ValueError("abstain must be 'model' or 'ignore'")
         self.k, self.iterations, self.smoothing, self.tol = n_labels, iterations, smoothing, tol
+        self.abstain = abstain
         self.prior = np.full(n_labels, 1.0 / n_labels)
-        self.confusion: np.ndarray | None = None  # (n_lfs, k true, k voted)
+        self.confusion: np.ndarray | None = None  # (n_lfs, k true, k votes + 1 abstain)
 
     def fit(self, votes: np.ndarray) -> LabelModel:
         """Learn from the vote matrix (n_texts, n_lfs), starting from majority vote."""
@@ -166,23 +177,31 @@ class LabelModel:
         return self
 
     def predict_proba(self, votes: np.ndarray) -> np.ndarray:
-        """Probabilities (n_texts, n_labels); a text no LF voted on gets the class prior."""
+        """Probabilities (n_texts, n_labels). With ``abstain="ignore"`` a text no LF voted on gets the prior."""
         if self.confusion is None:
             raise RuntimeError("call fit() first")
         log_p = np.tile(np.log(self.prior), (len(votes), 1))
+        outcomes = self._outcomes(votes)
         for j in range(votes.shape[1]):
-            voted = votes[:, j] != ABSTAIN
-            log_p[voted] += np.log(self.confusion[j][:, votes[voted, j]]).T
+            seen = outcomes[:, j] >= 0
+            log_p[seen] += np.log(self.confusion[j][:, outcomes[seen, j]]).T
         log_p -= log_p.max(axis=1, keepdims=True)
         p = np.exp(log_p)
         return p / p.sum(axis=1, keepdims=True)
 
     def accuracies(self) -> np.ndarray:
-        """Each LF's learned accuracy when it votes: sum_c prior_c * P(vote c | true c) / P(votes at all)."""
+        """Each LF's learned accuracy when it votes: P(vote = true class | it votes)."""
         if self.confusion is None:
             raise RuntimeError("call fit() first")
-        return np.array([float(np.trace(c * self.prior[:, None]) / (c * self.prior[:, None]).sum())
-                         for c in self.confusion])
+        out = []
+        for c in self.confusion:
+            joint = c[:, : self.k] * self.prior[:, None]  # P(true, vote), abstentions left out
+            out.append(float(np.trace(joint) / joint.sum()))
+        return np.array(out)
+
+    def _outcomes(self, votes: np.ndarray) -> np.ndarray:
+        """Votes as outcome indices: a label, ``k`` for an abstention, or -1 where abstentions are ignored."""
+        return np.where(votes == ABSTAIN, self.k if self.abstain == "model" else -1, votes)
 
     def _majority(self, votes: np.ndarray) -> np.ndarray:
         counts = np.stack([(votes == c).sum(axis=1) for c in range(self.k)], axis=1).astype(float)
@@ -191,13 +210,54 @@ class LabelModel:
 
     def _m_step(self, votes: np.ndarray, q: np.ndarray) -> None:
         self.prior = (q.sum(axis=0) + self.smoothing) / (q.sum() + self.k * self.smoothing)
-        confusion = np.empty((votes.shape[1], self.k, self.k))
+        outcomes = self._outcomes(votes)
+        confusion = np.empty((votes.shape[1], self.k, self.k + 1))
         for j in range(votes.shape[1]):
-            counts = np.full((self.k, self.k), self.smoothing)
-            voted = votes[:, j] != ABSTAIN
-            np.add.at(counts.T, votes[voted, j], q[voted])  # counts[true, vote] += q(true)
+            counts = np.full((self.k, self.k + 1), self.smoothing)
+            if self.abstain == "ignore":
+                counts[:, self.k] = 1.0  # never used: abstentions are not looked up
+            seen = outcomes[:, j] >= 0
+            np.add.at(counts.T, outcomes[seen, j], q[seen])  # counts[true, outcome] += q(true)
             confusion[j] = counts / counts.sum(axis=1, keepdims=True)
         self.confusion = confusion
+
+
+def majority_vote(votes: np.ndarray, n_labels: int) -> np.ndarray:
+    """Probabilities (n_texts, n_labels) as the share of votes per label; uniform where nobody voted."""
+    counts = np.stack([(votes == c).sum(axis=1) for c in range(n_labels)], axis=1).astype(float) + 1e-3
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Combined:
+    """Probabilistic labels from votes: ``probs`` (n_texts, n_labels), which combiner made them, and both
+    combiners' accuracy on the gold-labelled texts the functions cover (None without enough gold)."""
+
+    probs: np.ndarray
+    combiner: str
+    label_model_accuracy: float | None
+    majority_accuracy: float | None
+    n_gold: int
+
+
+def combine_votes(votes: np.ndarray, n_labels: int, gold: np.ndarray | None = None, *,
+                  min_gold: int = 20) -> Combined:
+    """The label model's probabilities, or majority vote's where annotated texts show it is the better one.
+
+    ``gold`` holds a label index per text, :data:`ABSTAIN` where there is none. With at least ``min_gold``
+    covered gold texts, the combiner that is right more often on them is used, so the result is never worse
+    than majority vote of the same functions on what annotators labelled.
+    """
+    model = LabelModel(n_labels).fit(votes)
+    lm, mv = model.predict_proba(votes), majority_vote(votes, n_labels)
+    judged = (votes != ABSTAIN).any(axis=1) & (gold != ABSTAIN) if gold is not None else np.zeros(len(votes), bool)
+    n = int(judged.sum())
+    if n < min_gold or gold is None:
+        return Combined(lm, "label model", None, None, n)
+    lm_acc = float((lm[judged].argmax(axis=1) == gold[judged]).mean())
+    mv_acc = float((mv[judged].argmax(axis=1) == gold[judged]).mean())
+    return Combined(lm if lm_acc >= mv_acc else mv, "label model" if lm_acc >= mv_acc else "majority vote",
+                    lm_acc, mv_acc, n)
 
 
 def span_lf_summary(sources: dict[str, Sequence[Sequence[Span]]],

@@ -44,8 +44,53 @@ def test_label_model_learns_which_lfs_to_trust_and_beats_majority_vote():
     voted = (votes != ABSTAIN).any(axis=1)
     majority = LabelModel(k)._majority(votes).argmax(axis=1)
     assert (probs.argmax(axis=1) == y)[voted].mean() > (majority == y)[voted].mean() + 0.05
+    ignoring = LabelModel(k, abstain="ignore").fit(votes)
     silent = ~voted
-    assert np.allclose(probs[silent], model.prior)  # no votes, no evidence
+    assert np.allclose(ignoring.predict_proba(votes)[silent], ignoring.prior)  # no votes, no evidence
+    assert (ignoring.predict_proba(votes).argmax(axis=1) == probs.argmax(axis=1))[voted].mean() > 0.97
+
+
+TOPICS = {"sport": ["match", "goal", "coach", "league"], "cooking": ["oven", "recipe", "flour", "simmer"],
+          "finance": ["shares", "bank", "profit", "market"], "travel": ["flight", "hotel", "beach", "visa"],
+          "music": ["album", "guitar", "concert", "band"]}
+FILLER = ["the", "a", "new", "report", "said", "on", "monday", "people", "many", "week", "this", "city"]
+
+
+def topic_texts(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Texts of five topics: two of the topic's words, sometimes one of another topic's, and filler."""
+    rng = np.random.default_rng(seed)
+    names = list(TOPICS)
+    texts, y = [], rng.integers(0, len(names), n)
+    for label in y:
+        words = list(rng.choice(FILLER, 6)) + list(rng.choice(TOPICS[names[label]], rng.integers(0, 3)))
+        if rng.random() < 0.3:
+            words.append(rng.choice(TOPICS[names[rng.integers(0, len(names))]]))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    return texts, y
+
+
+def test_one_label_keyword_rules_never_do_worse_than_majority_vote():
+    from labelloop.weak import WeakRules, apply_lfs, combine_votes, majority_vote
+
+    names = list(TOPICS)
+    rules = WeakRules(keywords={label: words for label, words in TOPICS.items()})
+    for seed in (0, 1, 2):
+        texts, y = topic_texts(1500, seed)
+        votes = apply_lfs(rules.labeling_functions(names), texts, names)
+        covered = (votes != ABSTAIN).any(axis=1)
+        majority = (majority_vote(votes, len(names)).argmax(axis=1) == y)[covered].mean()
+        modelled = (LabelModel(len(names)).fit(votes).predict_proba(votes).argmax(axis=1) == y)[covered].mean()
+        ignored = (LabelModel(len(names), abstain="ignore").fit(votes).predict_proba(votes).argmax(axis=1)
+                   == y)[covered].mean()
+        assert modelled >= majority - 0.03, (seed, modelled, majority)  # within noise of it, on its own
+        assert ignored < majority - 0.1, (seed, ignored, majority)  # the collapse that modelling abstention avoids
+        gold = np.where(np.arange(len(y)) % 5 == 0, y, ABSTAIN)  # a fifth of the texts annotated
+        combined = combine_votes(votes, len(names), gold)
+        judged = covered & (gold != ABSTAIN)
+        assert combined.n_gold == judged.sum() and combined.majority_accuracy is not None
+        got = (combined.probs.argmax(axis=1) == gold)[judged].mean()
+        assert got >= combined.majority_accuracy == (majority_vote(votes, 5).argmax(axis=1) == gold)[judged].mean()
 
 
 def test_gazetteer_finds_annotated_mentions_longest_first_with_their_usual_label():
