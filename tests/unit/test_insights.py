@@ -62,7 +62,7 @@ def test_confident_learning_finds_planted_flips():
     flipped = rng.choice(300, 15, replace=False)
     given[flipped] = (y_true[flipped] + 1) % 3
     found = insights.find_label_issues(given, probs)
-    assert set(found) == set(flipped)
+    assert set(found) == set(flipped)  # clean probabilities: every planted error, and nothing else
     self_conf = probs[found, given[found]]
     assert (np.diff(self_conf) >= 0).all()  # most suspicious first
 
