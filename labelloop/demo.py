@@ -10,15 +10,18 @@ import json
 import logging
 import os
 import secrets
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from labelloop import lsclient, sync
 from labelloop.auth import hash_password
-from labelloop.errors import LabelStudioError
+from labelloop.errors import ConfigError, LabelStudioError
 from labelloop.localstudio import LocalLabelStudio, wait_healthy
 from labelloop.settings import LabelLoopSettings
 
@@ -135,15 +138,40 @@ def ensure_demo_project(client, backend_url: str, *, timeout: float = 120.0) -> 
     return project.id
 
 
+def check_ports_free(ports: dict[str, int]) -> None:
+    """Raise :class:`ConfigError` naming the first port something already listens on."""
+    for what, port in ports.items():
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no clash
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                flag = {"Label Studio": "--port", "the backend": "--backend-port", "the dashboard": "--dashboard-port"}
+                raise ConfigError(f"port {port} for {what} is already in use (another demo, or another server): stop "
+                                  f"it, or pick a free one with {flag[what]}") from None
+
+
+def _stop_on_sigterm() -> None:
+    """A SIGTERM (kill, timeout, systemd, docker stop) stops the demo like Ctrl-C does: children included."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def run_demo(settings: LabelLoopSettings, *, ls_port: int = 8080, backend_port: int = 9090,
              dashboard_port: int = 8501, wait: bool = True) -> dict:
     """Bring the demo up; with ``wait`` keep it running until interrupted. Returns its addresses."""
+    check_ports_free({"Label Studio": ls_port, "the backend": backend_port, "the dashboard": dashboard_port})
+    _stop_on_sigterm()
     root = settings.home / "demo"
     creds = DemoCredentials.load_or_create(root / "credentials.json")
     print(f"Starting Label Studio on 127.0.0.1:{ls_port} (first start migrates its database, ~1 min)...", flush=True)
-    studio = LocalLabelStudio(root / "label-studio", ls_port, creds.username, creds.password, creds.token).start()
+    studio = LocalLabelStudio(root / "label-studio", ls_port, creds.username, creds.password, creds.token)
     backend = dashboard = None
     try:
+        studio.start()
         backend_url = f"http://127.0.0.1:{backend_port}"
         print(f"Starting the LabelLoop backend on {backend_url}...", flush=True)
         backend = start_backend(settings, backend_port, ls_url=studio.url, token=creds.token,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -40,6 +41,27 @@ def test_demo_comes_up_predicting_and_is_rerunnable(tmp_path):
     dashboard_log = (tmp_path / "demo/dashboard.log").read_text()
     assert "LabelLoop dashboard on" in dashboard_log
     assert creds["password"] not in dashboard_log and creds["token"] not in dashboard_log
+
+    # Stopped by SIGTERM (kill, timeout, systemd, docker stop), the demo stops every server it started.
+    waiting = subprocess.Popen(cmd[:-1], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in waiting.stdout:
+            lines.append(line)
+            if "Press Ctrl-C to stop" in line:
+                break
+        assert "LabelLoop demo is up" in "".join(lines), "".join(lines)
+        busy = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)  # a second demo meanwhile
+        assert busy.returncode != 0 and f"port {ls_port} for Label Studio is already in use" in busy.stderr
+        waiting.terminate()
+        waiting.wait(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    for port in (ls_port, backend_port, dashboard_port):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))  # free again: nothing is left listening
 
     studio = LocalLabelStudio(tmp_path / "demo/label-studio", free_port(), creds["username"], creds["password"],
                               creds["token"]).start()
