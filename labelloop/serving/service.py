@@ -46,12 +46,17 @@ DELETE_EVENTS = {"ANNOTATION_DELETED", "ANNOTATIONS_DELETED"}
 class ModelService:
     """Serves predictions and trains models for any number of Label Studio projects."""
 
-    def __init__(self, settings: LabelLoopSettings, store: Store | None = None, *,
-                 clients: Clients | None = None) -> None:
+    def __init__(self, settings: LabelLoopSettings, store: Store | None = None, *, clients: Clients | None = None,
+                 registry: VersionRegistry | None = None, publisher: Publisher | None = None,
+                 trainer: Trainer | None = None) -> None:
+        """Collaborators not given are built from ``settings`` on first use."""
         self.settings = settings
         self.store = store or Store(settings.home, instance=settings.instance)
         self.metrics = Metrics()
         self.clients = clients or Clients(settings)
+        for name, given in (("registry", registry), ("publisher", publisher), ("trainer", trainer)):
+            if given is not None:
+                self.__dict__[name] = given  # takes the place of the cached property
         self.annotations = ProjectAnnotations(self.store, self.clients)
         self.training_requested = threading.Event()
         self._warned: set[tuple[int | None, str]] = set()
