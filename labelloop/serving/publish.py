@@ -37,13 +37,14 @@ class Publisher:
 
     def __init__(self, store: Store, clients: Clients, predict: Callable[[int, list[dict]], list[dict]],
                  queue_order: Callable[[int, list[dict], np.ndarray, np.ndarray], np.ndarray], *,
-                 keep: int = 3, metrics: Metrics | None = None) -> None:
+                 keep: int = 3, metrics: Metrics | None = None, current: Callable[[int], str] | None = None) -> None:
         self.store = store
         self.clients = clients
         self.predict = predict
         self.queue_order = queue_order
         self.keep = keep
         self.metrics = metrics or Metrics()
+        self.current = current  # what serves now: a publish that another one overtook does not set it back
         self._failures: dict[int, int] = {}
 
     def publish(self, project_id: int, version: str, *, chunk: int = 256, timeout: float | None = None) -> int:
@@ -101,6 +102,12 @@ class Publisher:
         rows = [{"task": tasks[i].id, "result": preds[i]["result"], "score": float(score), "model_version": version}
                 for i, score in zip(ok, scores)]
         stored = lsclient.push_predictions(client, project_id, rows)
+        if self.current is not None and self.current(project_id) != version:
+            # A promotion or rollback (here or in another process) changed what serves while we pushed: its
+            # own publish sets the project's model_version, and this one must not set it back.
+            log.info("project %s: %s no longer serves; its predictions are stored, model_version left alone",
+                     project_id, version)
+            return stored
         lsclient.set_model_version(client, project_id, version)
         log.info("project %s: pushed %d predictions of %s", project_id, stored, version)
         self._prune(client, project_id, version)

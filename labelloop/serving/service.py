@@ -84,7 +84,8 @@ class ModelService:
     @functools.cached_property
     def publisher(self) -> Publisher:
         return Publisher(self.store, self.clients, lambda pid, tasks: self.predict(tasks, project=pid),
-                         self.queue_order, keep=self.settings.keep_versions, metrics=self.metrics)
+                         self.queue_order, keep=self.settings.keep_versions, metrics=self.metrics,
+                         current=self.model_version)
 
     @functools.cached_property
     def trainer(self) -> Trainer:

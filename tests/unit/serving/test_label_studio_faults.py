@@ -124,7 +124,8 @@ class FlakyLabelStudio:
 
     def list(self, **kwargs):
         self._check()
-        item = type("Task", (), {"id": 1, "data": {"text": "A fine film."}, "is_labeled": True})
+        item = type("Task", (), {"id": 1, "data": {"text": "A fine film."}, "is_labeled": True, "annotations": [
+            {"id": 1, "result": choice("Positive")}]})
         return type("Page", (), {"items": [item]})
 
     def import_predictions(self, id, request):
@@ -154,3 +155,21 @@ def test_a_failed_publish_is_retried_when_label_studio_answers_again(make_client
     with pytest.raises(LabelStudioError):
         fake.down = True
         service.publish(7, "labelloop-v1")
+
+
+def test_a_publish_overtaken_by_a_promotion_does_not_set_the_project_back(make_client, monkeypatch):
+    c = make_client(push_predictions=True)
+    service = c.app.state.service
+    fake = FlakyLabelStudio()
+    fake.down = False
+    monkeypatch.setattr(service.clients, "client_for", lambda pid, timeout=None: fake)
+    monkeypatch.setattr("labelloop.lsclient.prediction_versions", lambda client, pid: {})
+    c.post("/setup", json={"project": "7.1", "schema": SENTIMENT})
+    webhook(c, 1, 1, "A fine film.", choice("Positive"))
+    c.app.state.worker.run_pending()
+    assert fake.version == "labelloop-v1"
+    fake.version = "labelloop-v2"  # what a promotion in another process just published
+    # ... and started serving while this publish was pushing:
+    monkeypatch.setattr(service.publisher, "current", lambda pid: "labelloop-v2")
+    service.publisher.publish(7, "labelloop-v1")
+    assert fake.stored[-1]["model_version"] == "labelloop-v1" and fake.version == "labelloop-v2"
