@@ -140,10 +140,6 @@ class Store(JobQueue):
             latest.setdefault(task_id, AnnotationRecord(annotation_id, task_id, json.loads(data), json.loads(result)))
         return list(latest.values())
 
-    def annotation_count(self, project_id: int) -> int:
-        return self._query("SELECT COUNT(DISTINCT task_id) FROM annotations WHERE instance=? AND project_id=? AND "
-                           "cancelled=0", (self.instance, project_id))[0][0]
-
     def replace_annotations(self, project_id: int, records: list[tuple[int, int, dict, list, bool]]) -> None:
         """Make the project's annotations exactly ``records`` (what Label Studio holds now)."""
         now = time.time()
@@ -193,16 +189,15 @@ class Store(JobQueue):
             db.executemany("UPDATE versions SET pruned=1 WHERE instance=? AND project_id=? AND number=?",
                            [(self.instance, project_id, n) for n in numbers])
 
-    def versions(self, project_id: int | None = None, *, include_pruned: bool = False) -> list[VersionRecord]:
-        """Recorded versions, oldest first (of one project, or all of this instance)."""
+    def versions(self, project_id: int | None = None) -> list[VersionRecord]:
+        """Recorded versions that were not pruned, oldest first (of one project, or all of this instance)."""
         sql = ("SELECT project_id, number, model_version, path, n_annotations, created_at, broken FROM versions "
                "WHERE instance=?")
         args: tuple = (self.instance,)
         if project_id is not None:
             sql += " AND project_id=?"
             args += (project_id,)
-        if not include_pruned:
-            sql += " AND pruned=0"
+        sql += " AND pruned=0"
         rows = self._query(sql + " ORDER BY project_id, number", args)
         return [VersionRecord(r[0], r[1], r[2], Path(r[3]), r[4], r[5], r[6]) for r in rows]
 
