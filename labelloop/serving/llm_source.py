@@ -80,11 +80,11 @@ class LLMSource:
 
     def predictor(self, project_id: int | None) -> LLMPredictor:
         if project_id is None:
-            return LLMPredictor(self.labeler(None), self.version, metrics=self.metrics)
+            return LLMPredictor(lambda: self.labeler(None), self.version, metrics=self.metrics)
 
         def annotated(spec):
             self.annotations.refresh(project_id)
             return self.annotations.pairs(spec, self.annotations.training_records(project_id))
 
-        return LLMPredictor(self.labeler(project_id), self.version, guideline=self.guideline(project_id),
+        return LLMPredictor(lambda: self.labeler(project_id), self.version, guideline=lambda: self.guideline(project_id),
                             annotated=annotated, embed=self.embed, metrics=self.metrics)

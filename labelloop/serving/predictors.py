@@ -13,6 +13,7 @@ Each names its ``model_version``, so what Label Studio stores says what predicte
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -67,18 +68,29 @@ class LLMPredictor:
     """The LLM labeler with the project's guideline, and few-shot examples from its annotated tasks.
 
     ``annotated(spec)`` gives ``(text, answer)`` pairs of the project for a control (answers as
-    :mod:`labelloop.labeling.kinds` reads them); ``embed`` finds the nearest ones to each text.
+    :mod:`labelloop.labeling.kinds` reads them); ``embed`` finds the nearest ones to each text. ``labeler``
+    and ``guideline`` may be functions: they are called on the first prediction, so naming the
+    ``model_version`` (``/setup``, which Label Studio gives 3 s) never loads the LLM or calls Label Studio.
     """
 
-    def __init__(self, labeler: LLMLabeler, version: str, *, guideline: str = "",
+    def __init__(self, labeler: LLMLabeler | Callable[[], LLMLabeler], version: str, *,
+                 guideline: str | Callable[[], str] = "",
                  annotated: Callable[[ControlSpec], list[tuple[str, Any]]] = lambda spec: [],
                  embed: Callable[[list[str]], np.ndarray] | None = None, metrics: Metrics | None = None) -> None:
-        self.labeler = labeler
+        self._labeler = labeler
         self.version = version
-        self.guideline = guideline
+        self._guideline = guideline
         self.annotated = annotated
         self.embed = embed
         self.metrics = metrics or Metrics()
+
+    @functools.cached_property
+    def labeler(self) -> LLMLabeler:
+        return self._labeler if isinstance(self._labeler, LLMLabeler) else self._labeler()
+
+    @functools.cached_property
+    def guideline(self) -> str:
+        return self._guideline if isinstance(self._guideline, str) else self._guideline()
 
     def examples(self, spec: ControlSpec, texts: list[str]) -> list[list] | None:
         """For each text, the ``k`` annotated examples nearest to it, nearest last (never the text itself)."""

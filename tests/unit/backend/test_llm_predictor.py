@@ -32,6 +32,7 @@ def test_llm_predicts_every_kind_of_control_with_a_score(tmp_path, tiny_llm_path
     svc = make(tmp_path, tiny_llm_path, predictor="llm")
     version = "llm-" + tiny_llm_path.rstrip("/").rsplit("/", 1)[-1]
     assert svc.setup(1, CHOICES) == version == svc.model_version(1)
+    assert svc.llm._engine is None  # naming the version loads no LLM (Label Studio gives /setup 3 s)
     (pred,) = svc.predict([{"data": {"text": "The striker scored"}}], project=1)
     (choice,) = pred["result"]
     assert pred["model_version"] == version and 0 <= pred["score"] <= 1 and 0.5 <= choice["score"] <= 1
