@@ -78,11 +78,11 @@ class Publisher:
         self.metrics.add(publishes=1)
         return stored
 
-    def retry_due(self, current: Callable[[int], str]) -> None:
-        """Publish what is owed and due; ``current(project_id)`` is the version serving now."""
-        for project_id, _owed in self.store.publishes_due(time.time()):
+    def retry_due(self) -> None:
+        """Publish what is owed and due: the version serving now (the owed one when ``current`` is unknown)."""
+        for project_id, owed in self.store.publishes_due(time.time()):
             try:
-                self.publish(project_id, current(project_id))
+                self.publish(project_id, self.current(project_id) if self.current else owed)
             except LabelLoopError:
                 pass  # logged and rescheduled by publish
 

@@ -132,7 +132,7 @@ class TrainingWorker:
                     for project_id in self.store.projects_with_new_annotations():
                         self.store.request_training(project_id, "timer")
                 if self.publisher is not None:
-                    self.publisher.retry_due(self.current)
+                    self.publisher.retry_due()
             try:
                 job = self.store.claim_job()
             except LabelLoopError as e:  # a full disk: keep serving, try again later
