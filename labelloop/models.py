@@ -10,7 +10,9 @@
 Serving sees every model through one text protocol: classifiers answer ``predict_proba(texts)`` and
 taggers ``predict_spans(texts)``, and both learn with ``fit(texts, targets)``. :class:`HeadClassifier`
 and :class:`HeadTagger` put the heads behind it; :class:`TransformerModel`, a fine-tuned run, speaks it
-natively. :class:`Features` builds, saves and loads the heads (plain ``.npz`` + JSON files, no pickles).
+natively. Once a fine-tuned encoder serves, :class:`TunedHead` keeps the loop learning on top of it: a head
+on the fine-tuned model's own features, starting from its classifier and retrained after each annotation.
+:class:`Features` builds, saves and loads the heads (plain ``.npz`` + JSON files, no pickles).
 """
 
 from __future__ import annotations
@@ -131,9 +133,15 @@ class ChoicesModel:
         return {"weight": self.weight, "bias": self.bias, "prior_weight": self.prior_weight}
 
     @classmethod
-    def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> ChoicesModel:
+    def from_classifier(cls, model: TransformerModel) -> ChoicesModel:
+        """The head that reproduces a fine-tuned classifier's output layer, labels in the control's order."""
+        weight, bias = model.classifier()
+        return cls(model.labels, model.task == "multi-label", weight, bias, weight.copy())
+
+    @classmethod
+    def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray], *, width: int | None = None) -> ChoicesModel:
         k = len(meta["labels"])
-        _check_shapes(arrays, {"weight": (None, k), "bias": (k,), "prior_weight": (None, k)})
+        _check_shapes(arrays, {"weight": (width, k), "bias": (k,), "prior_weight": (width, k)})
         return cls(
             tuple(meta["labels"]), bool(meta["multiple"]), arrays["weight"], arrays["bias"],
             arrays["prior_weight"], int(meta.get("trained_on", 0)),
@@ -258,20 +266,52 @@ class HeadTagger:
         return HeadTagger(SpansModel.fit(self.encode(texts), texts, spans, self.labels), self.encode)
 
 
+class TunedHead:
+    """A linear head on a fine-tuned classifier's own features (the input of its output layer).
+
+    It starts as exactly the fine-tuned classifier and is retrained in seconds on every annotation, anchored
+    to the fine-tuned output layer like the zero-shot head is anchored to the label names: the encoder that
+    was fine-tuned in the background keeps learning from each new label through its head.
+    """
+
+    def __init__(self, base: TransformerModel, head: ChoicesModel, embed: Callable[[list[str]], np.ndarray]) -> None:
+        self.base = base
+        self.head = head
+        self.embed = embed
+        self.labels = head.labels
+        self.trained_on = head.trained_on
+        self.path = base.path
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """(n_texts, n_labels), through the fine-tuned encoder's features."""
+        return self.head.predict_proba(self.embed(texts))
+
+    def fit(self, texts: list[str], targets: np.ndarray) -> TunedHead:
+        prior = ChoicesModel.from_classifier(self.base)
+        return self.with_head(prior.fit(self.embed(texts), np.asarray(targets)))
+
+    def with_head(self, head: ChoicesModel) -> TunedHead:
+        return TunedHead(self.base, head, self.embed)
+
+
 class Features:
     """The backend's fast learners on one frozen encoder: zero-shot heads, head and tagger training, and
     saving and loading them as ``.npz`` + JSON (no pickles).
 
     ``encoder`` is a function that loads it (once, on first use: a server answers before it is loaded).
     ``embed`` replaces the encoder's own sentence embedding, e.g. with one that caches vectors on disk;
-    ``hidden_size`` gives the encoder's width without loading it.
+    ``hidden_size`` gives the encoder's width without loading it; ``cache(name, embed)`` wraps a fine-tuned
+    model's feature function in a disk cache.
     """
 
     def __init__(self, encoder: Callable[[], Encoder], *, embed: Callable[[list[str]], np.ndarray] | None = None,
-                 hidden_size: Callable[[], int] | None = None) -> None:
+                 hidden_size: Callable[[], int] | None = None,
+                 cache: Callable[[str, Callable[[list[str]], np.ndarray]], Callable[[list[str]], np.ndarray]]
+                 | None = None) -> None:
         self._load = encoder
         self._embed = embed
         self._hidden_size = hidden_size
+        self._cache = cache  # (name, embed) -> the same embed through a disk cache, for fine-tuned features
         self._zero_shot: dict[tuple[str, bool], HeadClassifier] = {}
 
     @functools.cached_property
@@ -304,6 +344,13 @@ class Features:
     def fit_tagger(self, spec, texts: list[str], spans: list[list[Span]]) -> HeadTagger:
         return HeadTagger(SpansModel.fit(self.encode(texts), texts, spans, spec.labels), self.encode)
 
+    def tuned(self, model: TransformerModel) -> TunedHead:
+        """The head on a fine-tuned classifier's features, starting as exactly its classifier."""
+        embed: Callable[[list[str]], np.ndarray] = model.features
+        if self._cache is not None:
+            embed = self._cache(f"tuned:{model.path}", embed)
+        return TunedHead(model, ChoicesModel.from_classifier(model), embed)
+
     def save(self, model, folder: Path, stem: str) -> dict:
         """Write ``<stem>.npz`` into ``folder`` and return the JSON metadata that goes with it.
 
@@ -311,10 +358,12 @@ class Features:
         """
         if isinstance(model, TransformerModel):
             return {"type": "transformer", "path": model.path, "labels": list(model.labels), "trained_on": 0}
-        inner = model.head if isinstance(model, HeadClassifier) else model.model
+        inner = model.head if isinstance(model, (HeadClassifier, TunedHead)) else model.model
         np.savez(folder / f"{stem}.npz", **inner.arrays())
         meta = {"labels": list(inner.labels), "trained_on": inner.trained_on, "file": f"{stem}.npz"}
-        if isinstance(inner, ChoicesModel):
+        if isinstance(model, TunedHead):
+            meta.update(type="tuned", path=model.base.path, multiple=model.head.multiple)
+        elif isinstance(inner, ChoicesModel):
             meta.update(type="choices", multiple=inner.multiple)
         else:
             meta.update(type="labels", gazetteer=inner.gazetteer.counts)
@@ -331,6 +380,9 @@ class Features:
             raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise ModelError(f"{folder}: {type(e).__name__}: {e}") from e
+        if meta["type"] == "tuned":
+            tuned = self.tuned(TransformerModel(meta["path"], meta["labels"]))
+            return tuned.with_head(ChoicesModel.from_arrays(meta, arrays, width=tuned.head.weight.shape[0]))
         hidden = self.hidden_size
         if arrays.get("weight") is not None and arrays["weight"].shape[:1] != (hidden,):
             raise ModelError(f"{folder}: weights are for a {arrays['weight'].shape[0]}-wide encoder, this one is {hidden}")
@@ -383,6 +435,43 @@ class TransformerModel:
                 out.append(_sigmoid(logits) if self.task == "multi-label" else _softmax(logits))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
+    def _output_layer(self):
+        """The classification layer: the last linear layer with one output per label."""
+        layers = [m for m in self.model.modules() if isinstance(m, self._torch.nn.Linear)
+                  and m.out_features == len(self._order)]
+        if self.task == "ner" or not layers:
+            raise ModelError(f"model at {self.path} has no sentence-level output layer to put a head on")
+        return layers[-1]
+
+    def classifier(self) -> tuple[np.ndarray, np.ndarray]:
+        """The output layer as ``(weight (width, n_labels), bias (n_labels,))``, labels in the control's order."""
+        layer = self._output_layer()
+        weight = layer.weight.detach().float().numpy().T[:, self._order]
+        bias = (layer.bias.detach().float().numpy() if layer.bias is not None else np.zeros(layer.out_features))
+        return weight.astype(np.float32).copy(), bias[self._order].astype(np.float32).copy()
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        """What the output layer reads for each text, (n_texts, width): the fine-tuned sentence features."""
+        layer = self._output_layer()
+        seen: list[np.ndarray] = []
+
+        def grab(_module, inputs):
+            x = inputs[0]
+            if x.ndim != 2:
+                raise ModelError(f"model at {self.path} classifies per token, not per sentence")
+            seen.append(x.detach().float().numpy())
+
+        handle = layer.register_forward_pre_hook(grab)
+        try:
+            with self._torch.inference_mode():
+                for i in range(0, len(texts), 32):
+                    enc = self.tokenizer(texts[i : i + 32], truncation=True, max_length=self.max_length,
+                                         padding=True, return_tensors="pt")
+                    self.model(**enc)
+        finally:
+            handle.remove()
+        return np.concatenate(seen).astype(np.float32) if seen else np.zeros((0, layer.in_features), np.float32)
+
     def fit(self, texts: list[str], targets) -> TransformerModel:
         raise ModelError("a fine-tuned model is trained by `labelloop train` (or the dashboard's Train page); "
                          "the backend promotes runs, it does not retrain them")
@@ -407,4 +496,4 @@ class TransformerModel:
         return ranges, _softmax(logits[first]) if len(first) else np.zeros((0, len(self._order)))
 
 
-ControlModel = HeadClassifier | HeadTagger | TransformerModel
+ControlModel = HeadClassifier | HeadTagger | TransformerModel | TunedHead

@@ -99,6 +99,17 @@ class LabelLoopSettings(BaseSettings):
     keep_versions: int = Field(
         default=3, ge=0, description="Model versions kept: older model folders (except the one serving and its "
         "rollback target) and their predictions in Label Studio are removed (0: keep everything).")
+    audit_share: float = Field(
+        default=0.1, ge=0.0, lt=1.0, description="Share of tasks that form the audit split: random tasks placed in "
+        "the queue like any other, never trained on, the project's test set and the promotion gate's (0: none).")
+    min_audit: int = Field(default=30, ge=1, description="Annotated audit tasks below which no accuracy, curve or "
+                           "promotion verdict is given.")
+    gate_alpha: float = Field(default=0.05, gt=0.0, lt=1.0, description="A challenger is promoted when an exact "
+                              "McNemar test on the audit split says it is better with p below this.")
+    finetune: str = Field(default="auto", description="'auto': fine-tune the encoder in the background once "
+                          "finetune_at labels are in, then each time labels double, and promote it through the "
+                          "gate; 'off': the head on the frozen encoder is the top of the ladder.")
+    finetune_at: int = Field(default=200, ge=1, description="Training labels at which the first fine-tune starts.")
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Largest request body accepted "
                                 "(larger ones get HTTP 413).")
     max_tasks_per_request: int = Field(
@@ -127,6 +138,13 @@ class LabelLoopSettings(BaseSettings):
     def _known_predictor(cls, value: str) -> str:
         if value not in PREDICTORS:
             raise ValueError(f"unknown predictor {value!r}; choose one of {', '.join(PREDICTORS)}")
+        return value
+
+    @field_validator("finetune")
+    @classmethod
+    def _known_finetune(cls, value: str) -> str:
+        if value not in ("auto", "off"):
+            raise ValueError(f"unknown finetune {value!r}; choose 'auto' or 'off'")
         return value
 
     @field_validator("diversity")

@@ -21,8 +21,11 @@ from labelloop.finetune.config import RunConfig
 from labelloop.finetune.registry import RunRecord, RunRegistry
 
 
-def start_run(registry: RunRegistry, config: RunConfig, *, name: str | None = None) -> RunRecord:
+def start_run(registry: RunRegistry, config: RunConfig, *, name: str | None = None, niceness: int = 0) -> RunRecord:
     """Register a run and train it in a detached process; returns at once.
+
+    ``niceness`` lowers the process's CPU priority (the backend's background fine-tunes use 10, so requests
+    and webhook acknowledgements keep the cores they need).
 
     Everything about the run lives in its folder and the registry (status, ``metrics.jsonl``, ``log.txt``),
     so whoever started it (a dashboard session, a shell) may go away. :func:`cancel_run` stops it.
@@ -34,6 +37,11 @@ def start_run(registry: RunRegistry, config: RunConfig, *, name: str | None = No
         process = subprocess.Popen([sys.executable, "-m", "labelloop.finetune.launch", str(run.folder)],
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env={**os.environ, "TQDM_MININTERVAL": "2"})
+    if niceness:
+        try:  # before the interpreter starts its worker threads, which inherit it
+            os.setpriority(os.PRIO_PROCESS, process.pid, niceness)
+        except (AttributeError, OSError):
+            pass
     (run.folder / "pid").write_text(str(process.pid))
     # Reap the child when it ends, so a finished process never lingers as a zombie that looks alive.
     threading.Thread(target=process.wait, daemon=True).start()

@@ -2,8 +2,9 @@
 
 Webhooks store annotations as they come; before a training, and at most every few minutes for the LLM's
 examples, they are replaced by what Label Studio holds (best effort, with short timeouts: a Label Studio
-that is down never holds a training). The frozen test split is left out: it measures models and never
-trains them. A record whose result is malformed is skipped with a warning, so one bad annotation never
+that is down never holds a training). The audit split (:mod:`labelloop.audit`) and the frozen test split of
+earlier exports are left out, and so is any task whose text duplicates one of theirs: they measure models
+and never train them. A record whose result is malformed is skipped with a warning, so one bad annotation never
 blocks a project.
 """
 
@@ -15,6 +16,7 @@ import time
 from typing import Any
 
 from labelloop import lsclient
+from labelloop.audit import in_audit
 from labelloop.dataset import load_frozen_test
 from labelloop.dedup import content_key
 from labelloop.errors import AnnotationError, LabelLoopError
@@ -31,9 +33,10 @@ REFRESH_SECONDS = 300.0
 class ProjectAnnotations:
     """Reads, refreshes and filters the annotations of the store's projects."""
 
-    def __init__(self, store: Store, clients: Clients) -> None:
+    def __init__(self, store: Store, clients: Clients, *, audit_share: float = 0.0) -> None:
         self.store = store
         self.clients = clients
+        self.audit_share = audit_share
         self._pulled: dict[int, float] = {}
         self._lock = threading.Lock()
 
@@ -59,13 +62,21 @@ class ProjectAnnotations:
             self.pull(project_id)
 
     def training_records(self, project_id: int) -> list[AnnotationRecord]:
-        """The project's latest annotation of each task, less the frozen test split."""
+        """The project's latest annotation of each task, less the audit and frozen test splits."""
+        return self.split(project_id)[0]
+
+    def audit_records(self, project_id: int) -> list[AnnotationRecord]:
+        """The latest annotation of each annotated audit task: the project's unbiased test set."""
+        return self.split(project_id)[1]
+
+    def split(self, project_id: int) -> tuple[list[AnnotationRecord], list[AnnotationRecord]]:
+        """``(train, audit)`` records; a task whose text duplicates an audit or frozen test text trains nothing."""
         records = self.store.latest_annotations(project_id)
-        frozen = load_frozen_test(self.store.home, project_id)
-        if frozen:
-            records = [r for r in records if not any(content_key(v) in frozen for v in r.data.values()
-                                                     if isinstance(v, str))]
-        return records
+        audit = [r for r in records if in_audit(project_id, r.task_id, self.audit_share)]
+        held = load_frozen_test(self.store.home, project_id) | {k for r in audit for k in _text_keys(r)}
+        train = [r for r in records if not in_audit(project_id, r.task_id, self.audit_share)
+                 and not any(k in held for k in _text_keys(r))]
+        return train, audit
 
     @staticmethod
     def pairs(spec: ControlSpec, records: list[AnnotationRecord]) -> list[tuple[str, Any]]:
@@ -83,3 +94,7 @@ class ProjectAnnotations:
             if answer is not None:
                 out.append((text, answer))
         return out
+
+
+def _text_keys(record: AnnotationRecord) -> list[str]:
+    return [content_key(v) for v in record.data.values() if isinstance(v, str)] if isinstance(record.data, dict) else []

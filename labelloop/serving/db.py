@@ -14,7 +14,7 @@ from pathlib import Path
 
 from labelloop.errors import StorageFullError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
     instance TEXT NOT NULL,
@@ -61,6 +61,26 @@ CREATE TABLE IF NOT EXISTS versions (
     broken TEXT,
     pruned INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (instance, project_id, number)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    instance TEXT NOT NULL,
+    project_id INTEGER NOT NULL,
+    decided_at REAL NOT NULL,
+    action TEXT NOT NULL,
+    champion TEXT,
+    challenger TEXT,
+    evidence TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_project ON decisions(instance, project_id, decided_at);
+CREATE TABLE IF NOT EXISTS finetunes (
+    instance TEXT NOT NULL,
+    project_id INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    labels INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    judged_on INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (instance, project_id, run_id)
 );
 CREATE TABLE IF NOT EXISTS embeddings (
     key TEXT PRIMARY KEY,

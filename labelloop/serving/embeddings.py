@@ -15,15 +15,21 @@ from labelloop.serving.store import Store
 class EmbeddingCache:
     """``embed(texts)`` like :meth:`Encoder.embed`, through the store's vector table."""
 
-    def __init__(self, store: Store, encoder: Callable[[], Encoder], *, name: str, max_length: int) -> None:
+    def __init__(self, store: Store, encoder: Callable[[], Encoder | _Embedder], *, name: str,
+                 max_length: int) -> None:
         self.store = store
         self._encoder = encoder  # loaded on the first text never seen before
         self._prefix = f"{name}|{max_length}|"
 
+    @classmethod
+    def of(cls, store: Store, embed: Callable[[list[str]], np.ndarray], *, name: str, max_length: int) -> EmbeddingCache:
+        """A cache in front of any ``embed(texts)`` function (a fine-tuned model's features, say)."""
+        return cls(store, lambda: _Embedder(embed), name=name, max_length=max_length)
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit vectors (n_texts, hidden), in order; only texts never seen are encoded."""
         if not texts:
-            return np.zeros((0, self._encoder().hidden_size), dtype=np.float32)
+            return self._encoder().embed([])
         keys = [hashlib.sha1((self._prefix + t).encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
         found = self.store.cached_vectors(list(set(keys)))
         missing = list(dict.fromkeys(k for k in keys if k not in found))
@@ -33,3 +39,8 @@ class EmbeddingCache:
             self.store.cache_vectors(fresh)
             found.update(fresh)
         return np.stack([found[k] for k in keys])
+
+
+class _Embedder:
+    def __init__(self, embed: Callable[[list[str]], np.ndarray]) -> None:
+        self.embed = embed

@@ -32,11 +32,11 @@ class Publisher:
     """Pushes versions of the store's projects to Label Studio.
 
     ``predict(project_id, tasks)`` gives Label Studio predictions for ``[{"id", "data"}]`` (one per task);
-    ``queue_order(project_id, data, labeled, scores)`` turns their confidences into the queue's scores.
+    ``queue_order(project_id, ids, data, labeled, scores)`` turns their confidences into the queue's scores.
     """
 
     def __init__(self, store: Store, clients: Clients, predict: Callable[[int, list[dict]], list[dict]],
-                 queue_order: Callable[[int, list[dict], np.ndarray, np.ndarray], np.ndarray], *,
+                 queue_order: Callable[[int, list[int], list[dict], np.ndarray, np.ndarray], np.ndarray], *,
                  keep: int = 3, metrics: Metrics | None = None, current: Callable[[int], str] | None = None) -> None:
         self.store = store
         self.clients = clients
@@ -96,7 +96,7 @@ class Publisher:
         if not ok:
             return 0
         scores = self.queue_order(
-            project_id, [tasks[i].data for i in ok], np.array([bool(tasks[i].is_labeled) for i in ok]),
+            project_id, [tasks[i].id for i in ok], [tasks[i].data for i in ok], np.array([bool(tasks[i].is_labeled) for i in ok]),
             np.array([preds[i]["score"] if preds[i]["score"] is not None else 0.0 for i in ok]),
         )
         rows = [{"task": tasks[i].id, "result": preds[i]["result"], "score": float(score), "model_version": version}

@@ -1,4 +1,5 @@
-"""The scores Label Studio's queue sorts by, from the model's confidences (lowest first)."""
+"""The scores Label Studio's queue sorts by, from the model's confidences (lowest first), with the audit
+split's tasks placed among them."""
 
 from __future__ import annotations
 
@@ -25,4 +26,37 @@ def queue_order(texts: list[str], labeled: np.ndarray, scores: np.ndarray, embed
     picked = kcenter_greedy(x, batch) if cold else cluster_then_pick(scores[unlabeled], x, batch)
     out = scores.copy()
     out[unlabeled] = queue_scores(scores[unlabeled], picked)
+    return out
+
+
+def place_audit(scores: np.ndarray, labeled: np.ndarray, audit: np.ndarray, rank: np.ndarray, share: float
+                ) -> np.ndarray:
+    """Scores, shape (n_tasks,), with the unlabeled audit tasks spread evenly through the ascending queue.
+
+    ``audit`` marks audit tasks and ``rank`` gives each a fixed random position in [0, 1): they come one in
+    every ~``1 / share`` tasks, in that random order, whatever the model thinks of them, each with a score
+    between its neighbours' so nothing in the queue or the Data Manager tells them apart. Labeled tasks and
+    the other tasks keep their scores and their order.
+    """
+    out = np.asarray(scores, dtype=np.float64).copy()
+    open_ = ~np.asarray(labeled, dtype=bool)
+    audit = np.asarray(audit, dtype=bool)
+    mine = np.flatnonzero(open_ & audit)
+    if len(mine) == 0 or share <= 0:
+        return out
+    mine = mine[np.argsort(rank[mine], kind="stable")]
+    others = np.flatnonzero(open_ & ~audit)
+    ordered = np.sort(out[others])
+    step = (1.0 - share) / share  # other tasks between two audit tasks
+    for j, i in enumerate(mine):
+        pos = int(round((j + 0.5) * step))
+        if len(ordered) == 0:
+            value = j * 1e-6
+        elif pos <= 0:
+            value = ordered[0] - 1e-6 * (len(mine) - j)
+        elif pos >= len(ordered):
+            value = ordered[-1] + 1e-6 * (j + 1)
+        else:
+            value = (ordered[pos - 1] + ordered[pos]) / 2 + 1e-9 * j
+        out[i] = value
     return out

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from labelloop.audit import audit_rank, in_audit
 from labelloop.encoder import PACKAGED_MODEL, Encoder, encoder_hidden_size, load_encoder
-from labelloop.errors import ConfigError, ModelError, TaskDataError, UnsupportedConfigError
+from labelloop.errors import ConfigError, LabelLoopError, ModelError, TaskDataError, UnsupportedConfigError
 from labelloop.labeling.kinds import ClassificationKind, answer_of, kind_of
 from labelloop.labeling.schema import SUPPORTED, TaskSchema, cached_schema
 from labelloop.labeling.tasks import Event, parse_project_id, task_text
@@ -28,10 +29,11 @@ from labelloop.serving import predictors
 from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.clients import Clients
 from labelloop.serving.embeddings import EmbeddingCache
+from labelloop.serving.ladder import Ladder
 from labelloop.serving.llm_source import LLMSource
 from labelloop.serving.metrics import Metrics
 from labelloop.serving.publish import Publisher
-from labelloop.serving.queue import queue_order
+from labelloop.serving.queue import place_audit, queue_order
 from labelloop.serving.store import Store, VersionRecord
 from labelloop.serving.training import Trainer, TrainingWorker
 from labelloop.serving.versions import UNTRAINED_VERSION, Bundle, VersionRegistry
@@ -57,7 +59,7 @@ class ModelService:
         for name, given in (("registry", registry), ("publisher", publisher), ("trainer", trainer)):
             if given is not None:
                 self.__dict__[name] = given  # takes the place of the cached property
-        self.annotations = ProjectAnnotations(self.store, self.clients)
+        self.annotations = ProjectAnnotations(self.store, self.clients, audit_share=settings.audit_share)
         self.training_requested = threading.Event()
         self._warned: set[tuple[int | None, str]] = set()
 
@@ -71,7 +73,11 @@ class ModelService:
             return load_encoder(s.model, max_length=s.max_length, batch_size=s.batch_size)
 
         cache = EmbeddingCache(self.store, encoder, name=s.model or PACKAGED_MODEL, max_length=s.max_length)
-        return Features(encoder, embed=cache.embed, hidden_size=lambda: encoder_hidden_size(s.model))
+
+        def cached(name: str, embed):
+            return EmbeddingCache.of(self.store, embed, name=name, max_length=s.max_length).embed
+
+        return Features(encoder, embed=cache.embed, hidden_size=lambda: encoder_hidden_size(s.model), cache=cached)
 
     @functools.cached_property
     def registry(self) -> VersionRegistry:
@@ -91,11 +97,15 @@ class ModelService:
     def trainer(self) -> Trainer:
         return Trainer(self.registry, self.annotations, self.features, self.schema, metrics=self.metrics)
 
+    @functools.cached_property
+    def ladder(self) -> Ladder:
+        return Ladder(self.store, self.registry, self.annotations, self.features, self.schema, self.settings)
+
     def worker(self) -> TrainingWorker:
         s = self.settings
         return TrainingWorker(self.store, self.fit, self.publisher if s.push_predictions else None,
                               self.model_version, wake=self.training_requested, threads=s.training_threads,
-                              retrain_interval=s.retrain_interval, metrics=self.metrics)
+                              retrain_interval=s.retrain_interval, metrics=self.metrics, tick=self.finetunes_finished)
 
     # -- protocol -------------------------------------------------------------------------------
 
@@ -198,8 +208,21 @@ class ModelService:
         return {"status": "ok", "action": event.action, "training_queued": queued}
 
     def fit(self, project_id: int) -> str | None:
-        """Train on the project's latest annotations; returns the new model_version, or None."""
-        return self.trainer.fit(project_id)
+        """Train on the project's latest annotations, then climb the ladder (judge finished fine-tunes, start
+        the next one when due); returns the new model_version, or None."""
+        version = self.trainer.fit(project_id)
+        try:
+            return self.ladder.step(project_id) or version
+        except LabelLoopError as e:  # the head trained; a fine-tune problem must not undo that
+            log.warning("project %s: the learning ladder could not step: %s", project_id, e)
+            return version
+
+    def finetunes_finished(self) -> None:
+        """Queue a training for each project whose background fine-tune has ended, so the gate judges it."""
+        for finetune in self.store.finetunes():
+            if not finetune.done and self.ladder.run_ended(finetune):
+                self.store.request_training(finetune.project_id, "fine-tune finished")
+                self.training_requested.set()
 
     def publish(self, project_id: int, version: str) -> int:
         """Push ``version``'s predictions and set it as the project's model_version in Label Studio, now (for a
@@ -238,8 +261,11 @@ class ModelService:
                                      encoder=self.features.encoder.name)
 
     def rollback(self, project_id: int) -> str:
-        """Serve the version that served before the current one; returns it."""
-        return self.registry.rollback(project_id)
+        """Serve the version that served before the current one; returns it (recorded with the ladder's decisions)."""
+        before = self.registry.current(project_id).version
+        version = self.registry.rollback(project_id)
+        self.store.add_decision(project_id, "rollback", before, version, {"reason": "rolled back by a lead"})
+        return version
 
     def schema(self, project_id: int) -> TaskSchema:
         """The project's parsed labeling config, as stored on connect."""
@@ -261,11 +287,17 @@ class ModelService:
                 out[spec.from_name] = {label: float(p) for label, p in zip(spec.labels, probs[0])}
         return out
 
-    def queue_order(self, project_id: int, data: list[dict], labeled: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """Scores for Label Studio's ascending queue (see :func:`labelloop.serving.queue.queue_order`)."""
+    def queue_order(self, project_id: int, ids: list[int], data: list[dict], labeled: np.ndarray,
+                    scores: np.ndarray) -> np.ndarray:
+        """Scores for Label Studio's ascending queue (see :func:`labelloop.serving.queue.queue_order`), with the
+        audit split's tasks spread through it (:func:`labelloop.serving.queue.place_audit`)."""
         key = self.schema(project_id).controls[0].value_key
-        return queue_order([str(d.get(key, "")) for d in data], labeled, scores, self.features.embed,
-                           batch=self.settings.queue_batch, diversity=self.settings.diversity)
+        ordered = queue_order([str(d.get(key, "")) for d in data], labeled, scores, self.features.embed,
+                              batch=self.settings.queue_batch, diversity=self.settings.diversity)
+        share = self.settings.audit_share
+        audit = np.array([in_audit(project_id, i, share) for i in ids], dtype=bool)
+        rank = np.array([audit_rank(project_id, i) for i in ids])
+        return place_audit(ordered, labeled, audit, rank, share)
 
     def llm_usage(self) -> dict[str, int] | None:
         """Tokens and requests the LLM has spent in this process; None if it was never used."""

@@ -31,6 +31,31 @@ class AnnotationRecord:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """A promotion, refusal, hold or rollback, with the evidence it was made on."""
+
+    project_id: int
+    decided_at: float
+    action: str
+    champion: str | None
+    challenger: str | None
+    evidence: dict
+
+
+@dataclass(frozen=True)
+class Finetune:
+    """A fine-tune the ladder started: its run, the training labels it started at, one more than the audit size
+    it was last judged on (0: never judged) and whether it is settled (promoted, refused, failed or superseded)."""
+
+    project_id: int
+    run_id: str
+    labels: int
+    started_at: float
+    judged_on: int
+    done: bool
+
+
+@dataclass(frozen=True)
 class VersionRecord:
     project_id: int
     number: int
@@ -204,6 +229,46 @@ class Store(JobQueue):
     def max_version_number(self, project_id: int) -> int:
         return self._query("SELECT COALESCE(MAX(number), 0) FROM versions WHERE instance=? AND project_id=?",
                            (self.instance, project_id))[0][0]
+
+    # -- the ladder: decisions and fine-tunes ------------------------------------------------------
+
+    def add_decision(self, project_id: int, action: str, champion: str | None, challenger: str | None,
+                     evidence: dict) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (self.instance, project_id, time.time(), action, champion, challenger,
+                        json.dumps(evidence, default=str)))
+
+    def decisions(self, project_id: int) -> list[Decision]:
+        """The project's promotions, refusals, holds and rollbacks, oldest first."""
+        rows = self._query("SELECT project_id, decided_at, action, champion, challenger, evidence FROM decisions "
+                           "WHERE instance=? AND project_id=? ORDER BY decided_at, rowid", (self.instance, project_id))
+        return [Decision(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    def add_finetune(self, project_id: int, run_id: str, labels: int) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO finetunes(instance, project_id, run_id, labels, started_at) VALUES (?, ?, ?, ?, ?)",
+                       (self.instance, project_id, run_id, labels, time.time()))
+
+    def update_finetune(self, project_id: int, run_id: str, *, judged_on: int | None = None,
+                        done: bool | None = None) -> None:
+        with self._tx() as db:
+            if judged_on is not None:
+                db.execute("UPDATE finetunes SET judged_on=? WHERE instance=? AND project_id=? AND run_id=?",
+                           (judged_on, self.instance, project_id, run_id))
+            if done is not None:
+                db.execute("UPDATE finetunes SET done=? WHERE instance=? AND project_id=? AND run_id=?",
+                           (int(done), self.instance, project_id, run_id))
+
+    def finetunes(self, project_id: int | None = None) -> list[Finetune]:
+        """Fine-tunes the ladder started (of one project, or all of this instance), oldest first."""
+        sql = "SELECT project_id, run_id, labels, started_at, judged_on, done FROM finetunes WHERE instance=?"
+        args: tuple = (self.instance,)
+        if project_id is not None:
+            sql += " AND project_id=?"
+            args += (project_id,)
+        rows = self._query(sql + " ORDER BY started_at, rowid", args)
+        return [Finetune(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
 
     # -- embedding cache --------------------------------------------------------------------------
 

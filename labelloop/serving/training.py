@@ -18,7 +18,7 @@ from collections.abc import Callable
 from labelloop.errors import LabelLoopError
 from labelloop.labeling.kinds import kind_of
 from labelloop.labeling.schema import TaskSchema
-from labelloop.models import Features
+from labelloop.models import Features, TunedHead
 from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.jobs import Job
 from labelloop.serving.metrics import Metrics
@@ -54,21 +54,39 @@ class Trainer:
                 continue
             serving = current.model(spec)
             if getattr(serving, "promoted", False):
-                # A promoted fine-tuned model is replaced by promoting another run, not by a quick head.
+                # A promoted fine-tuned tagger is replaced by promoting another run, not by a quick head.
                 models[spec.from_name] = serving
                 continue
             pairs = self.annotations.pairs(spec, records)
             if pairs:
-                models[spec.from_name] = kind.fit(spec, [t for t, _ in pairs], [a for _, a in pairs], self.features)
+                # Above the head rung, the head learns on the fine-tuned encoder's features, not the base one's.
+                learner = _OnTop(serving, self.features) if isinstance(serving, TunedHead) else self.features
+                models[spec.from_name] = kind.fit(spec, [t for t, _ in pairs], [a for _, a in pairs], learner)
+            elif isinstance(serving, TunedHead):  # a promoted fine-tune stays until it is rolled back
+                models[spec.from_name] = serving
         if all(getattr(m, "promoted", False) for m in models.values()):
             log.info("project %s: nothing to train (no usable annotations, or every control serves a promoted "
-                     "fine-tuned model)", project_id)
+                     "fine-tuned tagger)", project_id)
             return None
         version = self.registry.save(project_id, schema, models, len(records), encoder=self.features.encoder.name)
         seconds = time.perf_counter() - started
         self.metrics.add(trainings=1, training_seconds=seconds)
         log.info("project %s: trained %s on %d annotated tasks in %.1fs", project_id, version, len(records), seconds)
         return version
+
+
+class _OnTop:
+    """A learner that retrains a :class:`TunedHead` on its fine-tuned features (taggers as usual)."""
+
+    def __init__(self, tuned: TunedHead, features: Features) -> None:
+        self.tuned = tuned
+        self.features = features
+
+    def fit_classifier(self, spec, texts: list[str], targets):
+        return self.tuned.fit(texts, targets)
+
+    def fit_tagger(self, spec, texts, spans):
+        return self.features.fit_tagger(spec, texts, spans)
 
 
 def _lower_priority(niceness: int = 10) -> None:
@@ -85,7 +103,8 @@ class TrainingWorker:
 
     def __init__(self, store: Store, fit: Callable[[int], str | None], publisher: Publisher | None,
                  current: Callable[[int], str], *, wake: threading.Event, threads: int = 2,
-                 poll_seconds: float = 2.0, retrain_interval: float = 0.0, metrics: Metrics | None = None) -> None:
+                 poll_seconds: float = 2.0, retrain_interval: float = 0.0, metrics: Metrics | None = None,
+                 tick: Callable[[], None] | None = None, tick_seconds: float = 10.0) -> None:
         self.store = store
         self.fit = fit
         self.publisher = publisher
@@ -95,6 +114,8 @@ class TrainingWorker:
         self.poll_seconds = poll_seconds
         self.retrain_interval = retrain_interval
         self.metrics = metrics or Metrics()
+        self.tick = tick  # the timekeeper's periodic check (background fine-tunes that have ended)
+        self.tick_seconds = tick_seconds
         self.busy = threading.Event()
         self._stop = threading.Event()
         self._running: list[threading.Thread] = []
@@ -124,8 +145,14 @@ class TrainingWorker:
 
     def _loop(self, timekeeper: bool) -> None:
         _lower_priority()
-        last_timer = time.monotonic()
+        last_timer = last_tick = time.monotonic()
         while not self._stop.is_set():
+            if timekeeper and self.tick is not None and time.monotonic() - last_tick >= self.tick_seconds:
+                last_tick = time.monotonic()
+                try:
+                    self.tick()
+                except LabelLoopError as e:
+                    log.warning("checking background fine-tunes failed: %s", e)
             if timekeeper:
                 if self.retrain_interval and time.monotonic() - last_timer >= self.retrain_interval:
                     last_timer = time.monotonic()

@@ -25,7 +25,7 @@ from pathlib import Path
 from labelloop.errors import ConfigError, LabelLoopError, ModelError
 from labelloop.labeling.kinds import kind_of
 from labelloop.labeling.schema import ControlSpec, TaskSchema
-from labelloop.models import Features, TransformerModel
+from labelloop.models import Features, TransformerModel, TunedHead
 from labelloop.serving.store import Store, VersionRecord
 
 log = logging.getLogger(__name__)
@@ -159,11 +159,15 @@ class VersionRegistry:
             self._prune(project_id)
         return version
 
-    def promote(self, project_id: int, schema: TaskSchema, model_dir: Path, *, task: str, encoder: str) -> str:
+    def promote(self, project_id: int, schema: TaskSchema, model_dir: Path, *, task: str, encoder: str,
+                n_annotations: int = 0) -> str:
         """Serve a fine-tuned model for the project's matching control, under a new model_version.
 
         The matching control is the one whose kind and labels the model predicts; other controls keep
-        what serves them now. Returns the new version; a running backend switches on its next request.
+        what serves them now. A sentence classifier serves as a :class:`TunedHead` (exactly the fine-tuned
+        model until the next annotation retrains its head); a tagger serves as it is. ``n_annotations`` is
+        how many labels the run learned from. Returns the new version; a running backend switches on its
+        next request.
         """
         current = self.current(project_id)
         errors = []
@@ -175,9 +179,15 @@ class VersionRegistry:
             except LabelLoopError as e:
                 errors.append(f"{spec.from_name}: {e}")
                 continue
+            served: TransformerModel | TunedHead = model
+            if model.task != "ner":
+                try:
+                    served = self._features().tuned(model)
+                except ModelError as e:  # an architecture we can't put a head on: serve it as it is
+                    log.info("project %s: serving %s without a head on top (%s)", project_id, model_dir, e)
             models = {c.from_name: current.model(c) for c in schema.controls if current.model(c) is not None}
-            models[spec.from_name] = model
-            return self.save(project_id, schema, models, 0, encoder=encoder)
+            models[spec.from_name] = served
+            return self.save(project_id, schema, models, n_annotations, encoder=encoder)
         raise ConfigError(f"No control of project {project_id} matches this {task} model"
                           + (f" ({'; '.join(errors)})" if errors else "") + ".")
 

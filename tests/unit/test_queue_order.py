@@ -17,6 +17,7 @@ TOPICS = {
                 "Bond yields rose as inflation picked up", "The company announced a quarterly dividend"],
 }
 TEXTS = [(topic, f"{t} ({k}).") for topic, texts in TOPICS.items() for t in texts for k in range(2)]
+IDS = list(range(1, len(TEXTS) + 1))
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def test_cold_start_puts_a_covering_batch_first(service):
     data = [{"text": t} for _, t in TEXTS]
     # Confidences that would put three sport texts first.
     conf = np.array([0.1 if topic == "sport" else 0.5 for topic, _ in TEXTS]) + np.linspace(0, 0.01, len(TEXTS))
-    scores = service().queue_order(1, data, np.zeros(len(TEXTS), dtype=bool), conf)
+    scores = service().queue_order(1, IDS, data, np.zeros(len(TEXTS), dtype=bool), conf)
     assert sorted(first_topics(scores)) == ["cooking", "finance", "sport"]
     assert np.all((scores >= 0) & (scores <= 1))
 
@@ -47,9 +48,9 @@ def test_after_labels_the_order_is_confidence_unless_diversity_is_on(service):
     labeled = np.zeros(len(TEXTS), dtype=bool)
     labeled[0] = True
     conf = np.array([0.1 if topic == "sport" else 0.5 for topic, _ in TEXTS]) + np.linspace(0, 0.01, len(TEXTS))
-    plain = service(diversity="none").queue_order(1, data, labeled, conf)
+    plain = service(diversity="none").queue_order(1, IDS, data, labeled, conf)
     np.testing.assert_array_equal(plain, conf)
-    diverse = service(diversity="cluster").queue_order(1, data, labeled, conf)
+    diverse = service(diversity="cluster").queue_order(1, IDS, data, labeled, conf)
     unlabeled = np.flatnonzero(~labeled)
     first = unlabeled[np.argsort(diverse[unlabeled], kind="stable")[:3]]
     assert len({TEXTS[i][0] for i in first}) >= 2
@@ -62,4 +63,4 @@ def test_queue_batch_zero_keeps_pure_confidence(service):
     conf = np.linspace(0.1, 0.9, len(TEXTS))
     svc = service()
     svc.settings.queue_batch = 0
-    np.testing.assert_array_equal(svc.queue_order(1, data, np.zeros(len(TEXTS), dtype=bool), conf), conf)
+    np.testing.assert_array_equal(svc.queue_order(1, IDS, data, np.zeros(len(TEXTS), dtype=bool), conf), conf)
