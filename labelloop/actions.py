@@ -6,6 +6,7 @@ a text. Each takes its clients and services as arguments and returns what happen
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -13,8 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from labelloop import lsclient
+from labelloop.audit import Evidence, wilson_interval
 from labelloop.dataset import ExportConfig, annotation_value, build_dataset, export_dataset, load_frozen_test
-from labelloop.errors import ConfigError
+from labelloop.errors import ConfigError, GateRefusedError
 from labelloop.finetune.registry import RunRegistry
 
 
@@ -24,24 +26,51 @@ class Promotion:
     model_version: str
     run_id: str | None
     stored_predictions: int
+    evidence: Evidence | None = None
+    forced: bool = False
 
     def message(self) -> str:
         what = f"run {self.run_id} as {self.model_version}" if self.run_id else self.model_version
         pushed = (f"; pushed {self.stored_predictions} predictions and set the project's model_version"
                   if self.stored_predictions else
                   "; Label Studio not updated (set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to push predictions)")
-        return f"project {self.project_id} now serves {what}{pushed}"
+        gate = ""
+        if self.evidence is not None:
+            gate = f" ({'forced past the gate' if self.forced else 'gate'}: {self.evidence.reason})"
+        elif self.run_id:
+            gate = " (not judged by the gate: it judges single-choice classification runs)"
+        return f"project {self.project_id} now serves {what}{pushed}{gate}"
 
 
-def promote_run(service, registry: RunRegistry, run_id: str, project_id: int, *, publish: bool = True) -> Promotion:
-    """Serve a succeeded run's model for the project under a new model_version, then publish it."""
+def promote_run(service, registry: RunRegistry, run_id: str, project_id: int, *, publish: bool = True,
+                force: bool = False) -> Promotion:
+    """Serve a succeeded run's model for the project under a new model_version, then publish it.
+
+    A classification run first meets the gate: its accuracy and the serving model's on the same audit items.
+    It is refused (:class:`~labelloop.errors.GateRefusedError`, recorded) when it is not better, or judged on
+    fewer than the minimum audit items, unless ``force``; a forced promotion is recorded as such.
+    """
     run = registry.get(run_id)
     if run.status != "succeeded" or not run.model_dir.exists():
         raise ConfigError(f"run {run_id} is {run.status}; only a succeeded run with a saved model can be promoted")
+    evidence = service.ladder.judge_run(project_id, run.model_dir, run.task)
+    refused = evidence is not None and (evidence.verdict == "refuse" or evidence.challenger.n < evidence.min_audit)
+    champion = service.model_version(project_id)
+    if refused and not force:
+        service.store.add_decision(project_id, "refuse", champion, run_id, {**evidence.to_dict(), "run": run_id,
+                                                                          "by": "lead"})
+        raise GateRefusedError(f"run {run_id} was not promoted: {evidence.reason}. Promote it anyway with --force "
+                               "(the override is recorded).", evidence)
+    if evidence is not None:
+        evidence.forced = refused
     version = service.promote(project_id, run.model_dir, task=run.task)
     registry.record_promotion(project_id, run_id, version)
+    service.store.update_finetune(project_id, run_id, done=True)  # a ladder run a lead promoted is settled
+    record = {**evidence.to_dict()} if evidence is not None else {"reason": "not judged by the gate"}
+    service.store.add_decision(project_id, "forced" if refused else "promote", champion, version,
+                               {**record, "run": run_id, "by": "lead"})
     stored = service.publish(project_id, version) if publish else 0
-    return Promotion(project_id, version, run_id, stored)
+    return Promotion(project_id, version, run_id, stored, evidence, refused)
 
 
 def rollback_project(service, project_id: int, *, publish: bool = True) -> Promotion:
@@ -54,7 +83,8 @@ def rollback_project(service, project_id: int, *, publish: bool = True) -> Promo
 def learning_curve(service, project_id: int, test_records: list[dict]) -> list[dict]:
     """Accuracy of every stored version of the project on ``test_records`` (``{"text", "label"}``).
 
-    Rows ``{"model_version", "labels", "accuracy", "n_test", "created_at"}`` in training order; ``labels`` is
+    Rows ``{"model_version", "labels", "accuracy", "low", "high", "n_test", "created_at"}`` in training order
+    (``low``/``high``: the 95% Wilson interval of the accuracy); ``labels`` is
     how many annotated tasks the version learned from (0 for a promoted fine-tuned run). Scores are cached
     next to each version, keyed on the test set, so a page refresh costs nothing.
     """
@@ -64,7 +94,8 @@ def learning_curve(service, project_id: int, test_records: list[dict]) -> list[d
     control = next((c for c in schema.controls if c.kind in ("choices", "taxonomy") and not c.multiple), None)
     if control is None or not test_records:
         return []
-    digest = hashlib.sha1(json.dumps([[r["text"], r["label"]] for r in test_records]).encode()).hexdigest()[:16]
+    digest = hashlib.sha1(json.dumps([[r["text"], r["label"]] for r in test_records] + ["wilson"]).encode()
+                          ).hexdigest()[:16]
     tasks = [{"data": {control.value_key: r["text"]}} for r in test_records]
     gold = [str(r["label"]) for r in test_records]
     rows = []
@@ -77,8 +108,10 @@ def learning_curve(service, project_id: int, test_records: list[dict]) -> list[d
         preds = service.predict(tasks, project=project_id, model_version=version)
         chosen = [next((_label(r["value"]) for r in p["result"] if r["from_name"] == control.from_name), None)
                   for p in preds]
+        correct = sum(c == g for c, g in zip(chosen, gold))
+        low, high = wilson_interval(correct, len(gold))
         row = {"model_version": version, "labels": record.n_annotations if record else 0,
-               "accuracy": sum(c == g for c, g in zip(chosen, gold)) / len(gold), "n_test": len(gold),
+               "accuracy": correct / len(gold), "low": low, "high": high, "n_test": len(gold),
                "created_at": record.created_at if record else 0.0}
         if cache is not None and record.path.exists():
             cache.write_text(json.dumps(row))
@@ -93,21 +126,30 @@ def _label(value: dict) -> str | None:
     return (value.get("choices") or [None])[0]
 
 
-def export_for_training(client, project_id: int, home: Path, config: ExportConfig | None = None) -> dict:
-    """Export approved labels to ``$LABELLOOP_HOME/exports/<project>/<time>/``; returns the report with paths."""
-    out = Path(home) / "exports" / str(project_id) / time.strftime("%Y%m%d-%H%M%S")
-    report = export_dataset(client, project_id, out, config or ExportConfig(), state_dir=home)
+def export_for_training(client, project_id: int, settings, config: ExportConfig | None = None) -> dict:
+    """Export approved labels to ``$LABELLOOP_HOME/exports/<project>/<time>/``, the audit split as the test split;
+    returns the report with paths (``report["test_split"]["enough"]`` is False below the gate's minimum)."""
+    out = Path(settings.home) / "exports" / str(project_id) / time.strftime("%Y%m%d-%H%M%S")
+    config = with_audit_share(config or ExportConfig(), settings.audit_share)
+    report = export_dataset(client, project_id, out, config, state_dir=settings.home, min_test=settings.min_audit)
     return {**report, "train_file": str(out / "train.jsonl"), "test_file": str(out / "test.jsonl")}
 
 
-def approved_records(tasks: list[dict], label_config: str, home: Path, project_id: int) -> tuple[list[dict], list[dict]]:
-    """``(train, test)`` records of the project's approved labels, honouring its frozen test split."""
-    train, test, _, _ = build_dataset(tasks, label_config, ExportConfig(), load_frozen_test(home, project_id))
+def with_audit_share(config: ExportConfig, share: float) -> ExportConfig:
+    """``config`` with the backend's audit share where it names none."""
+    return config if config.audit_share is not None else dataclasses.replace(config, audit_share=share)
+
+
+def approved_records(tasks: list[dict], label_config: str, home: Path, project_id: int, *,
+                     audit_share: float) -> tuple[list[dict], list[dict]]:
+    """``(train, test)`` records of the project's approved labels; test is the audit split (and any frozen one)."""
+    train, test, _, _ = build_dataset(tasks, label_config, ExportConfig(audit_share=audit_share),
+                                      load_frozen_test(home, project_id), project_id=project_id)
     return train, test
 
 
 def augment_project(tasks: list[dict], label_config: str, home: Path, project_id: int, methods: list[str], *,
-                    n: int = 1, aug_p: float = 0.15, seed: int = 0, limit: int | None = None) -> dict:
+                    audit_share: float, n: int = 1, aug_p: float = 0.15, seed: int = 0, limit: int | None = None) -> dict:
     """Variants of the project's approved train records (test records are never augmented).
 
     Returns ``{"variants", "sources", "summary", "preview": [{"method", "source", "variant", "diff",
@@ -116,7 +158,7 @@ def augment_project(tasks: list[dict], label_config: str, home: Path, project_id
     from labelloop.augment.cli import build_augmenters, word_diff
     from labelloop.augment.pipeline import augment_records
 
-    train, test = approved_records(tasks, label_config, home, project_id)
+    train, test = approved_records(tasks, label_config, home, project_id, audit_share=audit_share)
     if not train:
         raise ConfigError("no approved labels outside the test split yet: annotate some tasks first")
     sources = train[:limit] if limit else train

@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 AUDIT_SALT = "labelloop-audit"
+DEFAULT_AUDIT_SHARE = 0.1
 MIN_AUDIT = 30  # below this, a 95% interval on accuracy is wider than +-0.15: too wide to judge anything
 GATE_ALPHA = 0.05
 

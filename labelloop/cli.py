@@ -164,10 +164,13 @@ def cmd_import(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from labelloop.actions import with_audit_share
     from labelloop.dataset import ExportConfig, export_dataset
 
-    config = ExportConfig.from_args(args)
-    report = export_dataset(_client(args), args.project, Path(args.out), config, state_dir=_settings().home)
+    settings = _settings()
+    config = with_audit_share(ExportConfig.from_args(args), settings.audit_share)
+    report = export_dataset(_client(args), args.project, Path(args.out), config, state_dir=settings.home,
+                            min_test=settings.min_audit)
     print(f"wrote {args.out}/train.jsonl ({report['exported']['train']}) and test.jsonl ({report['exported']['test']})")
     print(f"labels: train {report['labels']['train']}, test {report['labels']['test']}")
     print(f"skipped: {report['skipped'] or 'none'}; conflicts: {len(report['conflicts'])}; duplicates: "
@@ -176,6 +179,10 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"agreement: {report['agreement']}")
     for task_id, why in list(report["conflicts"].items())[:10]:
         print(f"  task {task_id}: {why}")
+    split = report["test_split"]
+    if not split["enough"]:
+        print(f"warning: the test split has {split['n']} items, fewer than the {split['minimum']} the promotion gate "
+              "needs; it was not frozen. Annotate more tasks (a share of the queue is audit tasks) and export again.")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -248,7 +255,29 @@ def cmd_promote(args: argparse.Namespace) -> None:
     from labelloop.serving.service import ModelService
 
     settings = _settings()
-    print(promote_run(ModelService(settings), RunRegistry(settings.home), args.run, args.project).message())
+    print(promote_run(ModelService(settings), RunRegistry(settings.home), args.run, args.project,
+                      force=args.force).message())
+
+
+def cmd_ladder(args: argparse.Namespace) -> None:
+    import time
+
+    from labelloop.serving.service import ModelService
+
+    service = ModelService(_settings())
+    status = service.ladder.status(args.project)
+    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(status["since"])) if status["since"] else "the start"
+    print(f"project {args.project} serves {status['model_version']} ({status['rung']}) since {since}")
+    print(f"audit tasks annotated: {status['audit']} (the gate needs {service.settings.min_audit})")
+    print(f"next fine-tune: {status['next_finetune']}")
+    for run in status["finetune_running"]:
+        print(f"fine-tuning now: run {run}")
+    for run in status["held"]:
+        print(f"held until the audit split grows: run {run}")
+    for d in service.store.decisions(args.project)[-args.last:]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.decided_at))
+        print(f"  {when}  {d.action:<10} {d.champion or '-'} -> {d.challenger or '-'}: "
+              f"{d.evidence.get('reason', '')}")
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
@@ -509,10 +538,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("runs", help="list fine-tuning runs")
     p.set_defaults(func=cmd_runs)
-    p = sub.add_parser("promote", help="make the backend serve a run's model for a project")
+    p = sub.add_parser("promote", help="make the backend serve a run's model for a project, through the gate")
     p.add_argument("run")
     p.add_argument("--project", type=int, required=True)
+    p.add_argument("--force", action="store_true", help="promote even when the gate refuses (recorded; default: off)")
     p.set_defaults(func=cmd_promote)
+    p = sub.add_parser("ladder", help="which rung serves a project, when the next fine-tune is due, and the gate's "
+                                      "decisions")
+    p.add_argument("--project", type=int, required=True)
+    p.add_argument("--last", type=int, default=10, help="decisions shown (default: 10)")
+    p.set_defaults(func=cmd_ladder)
     p = sub.add_parser("rollback", help="serve the project's previous model version again")
     p.add_argument("--project", type=int, required=True)
     p.set_defaults(func=cmd_rollback)

@@ -6,9 +6,13 @@ Hugging Face ``datasets`` copy when that package is installed). Record formats m
 ``{"text", "label"}``, ``{"text", "labels"}``, ``{"text", "spans": [{"start", "end", "label"}]}`` and
 ``{"prompt", "response"}``.
 
-Splits are keyed on normalized content, never on task ids: exact and near duplicates form one group and
-land on one side, and a group that was ever in the test split stays there (the frozen test set, kept
-under ``$LABELLOOP_HOME/exports/<project>/frozen_test.json``).
+The test split is the project's audit split (:mod:`labelloop.audit`: a fixed random share of tasks, decided
+per task, that the backend never trains on), so exported test sets, learning curves and the promotion gate
+measure on the same unbiased items. Exact and near duplicates form one group and land on one side (a group
+with an audit task is test), and a group that was ever in the test split stays there (the frozen test set,
+kept under ``$LABELLOOP_HOME/exports/<project>/frozen_test.json``). A test split smaller than the gate's
+minimum is written but never frozen, and the report says so. ``split="content"`` hashes duplicate groups
+instead, for data that never went through the backend.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from labelloop import lsclient
+from labelloop.audit import DEFAULT_AUDIT_SHARE, MIN_AUDIT, in_audit
 from labelloop.config import ConfigMixin
 from labelloop.dedup import content_key, duplicate_groups
 from labelloop.errors import AnnotationError, ConfigError
@@ -44,7 +49,13 @@ class ExportConfig(ConfigMixin):
                                                              "agreement or reviewed"})
     min_agreement: int = field(default=2, metadata={"help": "annotators who must agree, for policy=agreement"})
     control: str | None = field(default=None, metadata={"help": "from_name of the control to export"})
-    test_fraction: float = field(default=0.2, metadata={"help": "share of duplicate groups in the test split"})
+    split: Literal["audit", "content"] = field(default="audit", metadata={
+        "help": "test split: audit (the backend's audit tasks, the unbiased one) or content (a hash of each "
+                "duplicate group, for data the backend never saw)"})
+    audit_share: float | None = field(default=None, metadata={
+        "help": "share of tasks in the audit split; empty: the backend's LABELLOOP_AUDIT_SHARE"})
+    test_fraction: float = field(default=0.2, metadata={"help": "share of duplicate groups in the test split, for "
+                                                                "split=content"})
     near_duplicate_threshold: float = field(default=0.7, metadata={"help": "shingle Jaccard for near duplicates"})
     salt: str = field(default="labelloop", metadata={"help": "changes which groups are test; keep it fixed"})
 
@@ -52,8 +63,8 @@ class ExportConfig(ConfigMixin):
         self.check_choices()
         if self.min_agreement < 1:
             raise ConfigError("min_agreement must be at least 1")
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise ConfigError("test_fraction must be in [0, 1)")
+        if not 0.0 <= self.test_fraction < 1.0 or not 0.0 <= (self.audit_share or 0.0) < 1.0:
+            raise ConfigError("test_fraction and audit_share must be in [0, 1)")
 
 
 def annotation_value(result: list, control: ControlSpec):
@@ -135,10 +146,12 @@ def _in_test(group_key: str, salt: str, fraction: float) -> bool:
 
 
 def build_dataset(tasks: list[dict], label_config: str, config: ExportConfig,
-                  frozen_test: set[str] | frozenset[str] = frozenset()) -> tuple[list[dict], list[dict], dict, set[str]]:
+                  frozen_test: set[str] | frozenset[str] = frozenset(), *, project_id: int | None = None
+                  ) -> tuple[list[dict], list[dict], dict, set[str]]:
     """Approved records split into ``(train, test, report, test_keys)`` from tasks with annotations.
 
-    ``frozen_test`` holds content keys that were test in earlier exports; their groups stay test.
+    ``frozen_test`` holds content keys that were test in earlier exports; their groups stay test. With
+    ``split="audit"`` and a ``project_id``, a group is test when one of its tasks is an audit task.
     """
     control = find_control(label_config, config.control)
     records: list[tuple] = []
@@ -167,7 +180,12 @@ def build_dataset(tasks: list[dict], label_config: str, config: ExportConfig,
     test_keys = set(frozen_test)
     for idx in members.values():
         group_keys = {keys[i] for i in idx}
-        is_test = bool(group_keys & frozen_test) or _in_test(min(group_keys), config.salt, config.test_fraction)
+        if config.split == "audit" and project_id is not None:
+            share = DEFAULT_AUDIT_SHARE if config.audit_share is None else config.audit_share
+            chosen = any(in_audit(project_id, records[i][0], share) for i in idx)
+        else:
+            chosen = _in_test(min(group_keys), config.salt, config.test_fraction)
+        is_test = bool(group_keys & frozen_test) or chosen
         for i in idx:
             (test if is_test else train).append({**_record(texts[i], records[i][2], control), "task_id": records[i][0]})
         if is_test:
@@ -205,19 +223,27 @@ def _label_counts(records: list[dict]) -> dict:
     return dict(sorted(counts.items()))
 
 
-def export_dataset(client, project_id: int, out: Path, config: ExportConfig, *, state_dir: Path) -> dict:
-    """Write ``train.jsonl``, ``test.jsonl`` and ``report.json`` for a project; returns the report."""
+def export_dataset(client, project_id: int, out: Path, config: ExportConfig, *, state_dir: Path,
+                   min_test: int = MIN_AUDIT) -> dict:
+    """Write ``train.jsonl``, ``test.jsonl`` and ``report.json`` for a project; returns the report.
+
+    ``report["test_split"]`` says how many test items there are and whether that reaches ``min_test`` (the
+    gate's minimum); a smaller test split is not frozen, so later exports can grow it.
+    """
     project = lsclient.call("reading the project", client.projects.get, id=project_id)
     tasks = [{"id": t.id, "data": t.data, "annotations": t.annotations or []}
              for t in lsclient.iter_tasks(client, project_id, fields="all")]
     train, test, report, test_keys = build_dataset(tasks, project.label_config, config,
-                                                   load_frozen_test(state_dir, project_id))
+                                                   load_frozen_test(state_dir, project_id), project_id=project_id)
     if report["leakage"]["test_texts_in_train"]:
         raise ConfigError(f"leakage check failed: {report['leakage']} (a bug: please report it)")
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("train", train), ("test", test)):
         write_jsonl(out / f"{name}.jsonl", rows)
-    report.update(project_id=project_id, exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    enough = len(test) >= min_test
+    report.update(project_id=project_id, exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  test_split={"n": len(test), "minimum": min_test, "enough": enough, "frozen": enough,
+                              "what": config.split})
     try:
         import datasets
 
@@ -227,7 +253,8 @@ def export_dataset(client, project_id: int, out: Path, config: ExportConfig, *, 
     except ImportError:
         pass
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    save_frozen_test(state_dir, project_id, test_keys)
+    if enough:
+        save_frozen_test(state_dir, project_id, test_keys)
     return report
 
 
@@ -247,16 +274,3 @@ def save_frozen_test(state_dir: Path, project_id: int, keys: set[str]) -> None:
     tmp = path.with_suffix(".partial")
     tmp.write_text(json.dumps(sorted(keys)))
     tmp.replace(path)
-
-
-def freeze_test_split(tasks: list[dict], label_config: str, state_dir: Path, project_id: int,
-                      config: ExportConfig | None = None) -> list[dict]:
-    """Extend the project's frozen test split with today's approved tasks; returns the test records.
-
-    Groups already frozen stay test; new groups join by the same hash rule as :func:`export_dataset`.
-    The backend never trains on frozen test tasks, so learning curves measured on them are honest.
-    """
-    _, test, _, keys = build_dataset(tasks, label_config, config or ExportConfig(),
-                                     load_frozen_test(state_dir, project_id))
-    save_frozen_test(state_dir, project_id, keys)
-    return test

@@ -4,7 +4,8 @@ Hierarchy::
 
     LabelLoopError
     ├── ConfigError                 a setting or argument is wrong
-    │   └── UnsupportedConfigError  a Label Studio labeling config the backend cannot serve
+    │   ├── UnsupportedConfigError  a Label Studio labeling config the backend cannot serve
+    │   └── GateRefusedError        the promotion gate refused a run (worse, or too few audit items)
     ├── TaskDataError               a task lacks its text or the text cannot be used
     │   └── AnnotationError         an annotation's result has the wrong shape
     ├── StorageFullError            the disk under $LABELLOOP_HOME is full
@@ -31,6 +32,14 @@ class ConfigError(LabelLoopError):
 
 class UnsupportedConfigError(ConfigError):
     """A labeling config the backend cannot serve; the message shows what is supported."""
+
+
+class GateRefusedError(ConfigError):
+    """The promotion gate refused a run; ``evidence`` holds what it saw (:class:`labelloop.audit.Evidence`)."""
+
+    def __init__(self, message: str, evidence: object = None) -> None:
+        super().__init__(message)
+        self.evidence = evidence
 
 
 class TaskDataError(LabelLoopError):

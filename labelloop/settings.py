@@ -109,7 +109,7 @@ class LabelLoopSettings(BaseSettings):
     finetune: str = Field(default="auto", description="'auto': fine-tune the encoder in the background once "
                           "finetune_at labels are in, then each time labels double, and promote it through the "
                           "gate; 'off': the head on the frozen encoder is the top of the ladder.")
-    finetune_at: int = Field(default=200, ge=1, description="Training labels at which the first fine-tune starts.")
+    finetune_at: int = Field(default=100, ge=1, description="Training labels at which the first fine-tune starts.")
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Largest request body accepted "
                                 "(larger ones get HTTP 413).")
     max_tasks_per_request: int = Field(

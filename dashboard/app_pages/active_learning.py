@@ -1,4 +1,7 @@
-"""Active learning: the model serving the project, the queue annotators get next, the learning curve."""
+"""Active learning: the ladder's rung serving the project and its decisions, the queue annotators get next,
+the learning curve on the audit split."""
+
+import time
 
 import altair as alt
 import pandas as pd
@@ -7,7 +10,6 @@ import streamlit as st
 from labelloop import actions, insights
 from labelloop.actions import approved_records
 from labelloop.dashboard import state
-from labelloop.dataset import freeze_test_split, load_frozen_test
 from labelloop.errors import LabelLoopError
 
 st.title("Active learning")
@@ -18,10 +20,28 @@ service = state.service()
 home = state.settings().home
 versions = service.version_records(project["id"])
 
-c1, c2, c3 = st.columns(3)
-c1.metric("Label Studio shows predictions of", project["model_version"] or "none yet")
-c2.metric("Backend versions trained", len(versions))
-c3.metric("Last trained on", f"{versions[-1].n_annotations} labels" if versions else "-")
+settings = state.settings()
+ladder = service.ladder.status(project["id"])
+serving = service.current_record(project["id"])
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Serving rung", ladder["rung"])
+c2.metric("Model version", ladder["model_version"],
+          f"since {time.strftime('%Y-%m-%d %H:%M', time.localtime(ladder['since']))}" if ladder["since"] else None,
+          delta_color="off")
+c3.metric("Serving model learned from", f"{serving.n_annotations} labels" if serving else "-")
+c4.metric("Audit tasks annotated", ladder["audit"], f"gate needs {settings.min_audit}", delta_color="off")
+st.caption(f"Label Studio shows predictions of {project['model_version'] or 'none yet'}. Next fine-tune: "
+           f"{ladder['next_finetune']}."
+           + (f" Fine-tuning now: {', '.join(ladder['finetune_running'])}." if ladder["finetune_running"] else "")
+           + (f" Held for more audit labels: {', '.join(ladder['held'])}." if ladder["held"] else ""))
+decisions = service.store.decisions(project["id"])
+if decisions:
+    with st.expander(f"Ladder decisions ({len(decisions)})"):
+        st.dataframe(pd.DataFrame([{
+            "when": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.decided_at)), "action": d.action,
+            "champion": d.champion, "challenger": d.challenger, "n audit": d.evidence.get("champion", {}).get("n"),
+            "p": d.evidence.get("p_value"), "why": d.evidence.get("reason", "")} for d in reversed(decisions)]),
+            hide_index=True, width="stretch")
 if not versions:
     st.info("The backend has not trained for this project yet. Connect it (`labelloop connect`) and label a few "
             "tasks; it retrains after each annotation.")
@@ -39,27 +59,29 @@ else:
     st.success("Every task is labeled.")
 
 st.subheader("Learning curve")
-frozen = load_frozen_test(home, project["id"])
-if not frozen:
-    st.info("The curve is measured on a frozen test split that the backend never trains on. Freeze one from the "
-            "labels approved so far; later exports keep it.")
-    if st.button("Freeze a test split"):
-        test = freeze_test_split(state.tasks(project["id"]), project["label_config"], home, project["id"])
-        st.toast(f"Froze {len(test)} approved tasks as the test split.")
-        st.rerun()
+_, test = approved_records(state.tasks(project["id"]), project["label_config"], home, project["id"],
+                           audit_share=settings.audit_share)
+if len(test) < settings.min_audit:
+    st.info(f"The curve is measured on the audit split: random tasks placed in the queue like any other and never "
+            f"trained on. {len(test)} of them are annotated; the curve appears at {settings.min_audit}, below which "
+            "an accuracy's 95% interval is too wide to tell versions apart.")
 else:
-    _, test = approved_records(state.tasks(project["id"]), project["label_config"], home, project["id"])
     try:
-        curve = actions.learning_curve(service, project["id"], test) if test else []
+        curve = actions.learning_curve(service, project["id"], test)
     except LabelLoopError as e:
         st.warning(f"{e}")
         curve = []
     if curve:
         df = pd.DataFrame(curve)
-        chart = alt.Chart(df).mark_line(point=True).encode(
-            x=alt.X("labels:Q", title="labels trained on"), y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1])),
-            tooltip=["model_version", "labels", alt.Tooltip("accuracy:Q", format=".3f"), "n_test"])
-        st.altair_chart(chart, width="stretch")
-        st.caption(f"Accuracy on {len(test)} frozen test tasks, one point per model version.")
+        base = alt.Chart(df).encode(x=alt.X("labels:Q", title="labels trained on"))
+        band = base.mark_errorbar().encode(y=alt.Y("low:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
+                                           y2="high:Q")
+        line = base.mark_line(point=True).encode(
+            y="accuracy:Q", tooltip=["model_version", "labels", alt.Tooltip("accuracy:Q", format=".3f"),
+                                     alt.Tooltip("low:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f"),
+                                     "n_test"])
+        st.altair_chart(band + line, width="stretch")
+        st.caption(f"Accuracy on n={len(test)} annotated audit tasks, one point per model version, with 95% "
+                   "Wilson intervals.")
     else:
-        st.caption("No test tasks with a single-choice label yet: annotate more, the split fills as labels arrive.")
+        st.caption("No single-choice control to measure accuracy on.")

@@ -24,7 +24,8 @@ with st.form("augment"):
 if preview:
     try:
         st.session_state["augment_result"] = actions.augment_project(
-            state.tasks(project["id"]), project["label_config"], home, project["id"], methods, n=int(n),
+            state.tasks(project["id"]), project["label_config"], home, project["id"], methods,
+            audit_share=state.settings().audit_share, n=int(n),
             aug_p=float(aug_p), limit=int(limit) or None)
         st.session_state["augment_project"] = project["id"]
     except LabelLoopError as e:

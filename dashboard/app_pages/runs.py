@@ -52,10 +52,27 @@ succeeded = [r.run_id for r in reversed(runs) if r.status == "succeeded"]
 c1, c2 = st.columns(2)
 with c1:
     run_id = st.selectbox("Run to promote", succeeded) if succeeded else None
+    if run_id:
+        try:
+            evidence = state.service().ladder.judge_run(int(project_id), registry.get(run_id).model_dir,
+                                                        registry.get(run_id).task)
+        except LabelLoopError as e:
+            evidence = None
+            st.warning(f"The gate can't judge this run: {e}")
+        if evidence is not None:
+            st.markdown("**The gate: both models on the same audit items**")
+            st.dataframe(pd.DataFrame([
+                {"": "serving", "model": s.model_version, "accuracy": s.accuracy, "95% low": s.low,
+                 "95% high": s.high, "n": s.n} for s in (evidence.champion,)] + [
+                {"": "this run", "model": s.model_version, "accuracy": s.accuracy, "95% low": s.low,
+                 "95% high": s.high, "n": s.n} for s in (evidence.challenger,)]), hide_index=True, width="stretch")
+            (st.success if evidence.verdict == "promote" else st.warning)(evidence.reason)
+        force = st.checkbox("Promote even if the gate refuses (the override is recorded)")
     if run_id and st.button("Promote", type="primary"):
         try:
             with st.spinner("Loading the model and re-scoring the project's tasks..."):
-                done_msg = actions.promote_run(state.service(), registry, run_id, int(project_id)).message()
+                done_msg = actions.promote_run(state.service(), registry, run_id, int(project_id),
+                                               force=force).message()
             st.cache_data.clear()
             st.success(done_msg)
         except LabelLoopError as e:

@@ -23,11 +23,16 @@ with st.expander("Training data: export the project's approved labels", expanded
         project = state.project()
         if st.button(f"Export approved labels of #{project['id']}"):
             try:
-                report = actions.export_for_training(state.client(), project["id"], settings.home)
+                report = actions.export_for_training(state.client(), project["id"], settings)
                 st.session_state["cfg_train_file"] = report["train_file"]
                 st.session_state["cfg_test_file"] = report["test_file"]
                 st.success(f"Exported {report['exported']['train']} train and {report['exported']['test']} test "
-                           "records (duplicate groups kept on one side).")
+                           "records (the test split is the audit split; duplicate groups kept on one side).")
+                split = report["test_split"]
+                if not split["enough"]:
+                    st.warning(f"The test split has only {split['n']} items; evaluations need {split['minimum']} "
+                               "to mean anything, and the promotion gate refuses runs judged on fewer. It was not "
+                               "frozen: annotate more tasks (a share of the queue is audit tasks) and export again.")
             except LabelLoopError as e:
                 st.error(f"{e}")
 

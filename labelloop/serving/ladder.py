@@ -27,7 +27,7 @@ from labelloop.finetune.config import RunConfig
 from labelloop.finetune.registry import RunRegistry
 from labelloop.labeling.kinds import export_value
 from labelloop.labeling.schema import ControlSpec, TaskSchema
-from labelloop.models import Features, TransformerModel
+from labelloop.models import Features, TransformerModel, TunedHead
 from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.predictors import ModelPredictor
 from labelloop.serving.store import Finetune, Store
@@ -103,6 +103,14 @@ class Ladder:
             champion_right = challenger_right = np.zeros(0, dtype=bool)
         return judge(champion.version, challenger_name, champion_right, challenger_right,
                      min_audit=self.settings.min_audit, alpha=self.settings.gate_alpha)
+
+    def judge_run(self, project_id: int, model_dir: Path, task: str) -> Evidence | None:
+        """Evidence of a run's model against what serves now; None when the gate can't judge it (not a
+        single-choice classifier of this project's gated control)."""
+        spec = gate_control(self.schema(project_id))
+        if spec is None or task != "classification":
+            return None
+        return self.judge(project_id, TransformerModel(model_dir, spec.labels), Path(model_dir).parent.name)
 
     # -- the schedule -----------------------------------------------------------------------------
 
@@ -224,7 +232,7 @@ class Ladder:
         spec = gate_control(self.schema(project_id))
         model = bundle.model(spec) if spec is not None else None
         rung = ("zero-shot" if record is None else
-                "fine-tuned encoder + head" if type(model).__name__ in ("TunedHead", "TransformerModel") else "head")
+                "fine-tuned encoder + head" if isinstance(model, (TunedHead, TransformerModel)) else "head")
         running = [f.run_id for f in self.store.finetunes(project_id) if not f.done
                    and self._status(f) in ("queued", "running")]
         held = [f.run_id for f in self.store.finetunes(project_id) if not f.done and f.run_id not in running]

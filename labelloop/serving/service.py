@@ -220,7 +220,8 @@ class ModelService:
     def finetunes_finished(self) -> None:
         """Queue a training for each project whose background fine-tune has ended, so the gate judges it."""
         for finetune in self.store.finetunes():
-            if not finetune.done and self.ladder.run_ended(finetune):
+            # Held ones (judged already) wait for new audit annotations, which queue trainings themselves.
+            if not finetune.done and not finetune.judged_on and self.ladder.run_ended(finetune):
                 self.store.request_training(finetune.project_id, "fine-tune finished")
                 self.training_requested.set()
 

@@ -60,6 +60,9 @@ def _choice(label: str) -> list[dict]:
     return [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
 
 
+AUDIT_SHARE = "0.3"  # a third of the seeded tasks are audit tasks, so the small project has an audit split
+
+
 @pytest.fixture(scope="module")
 def seeded(ls, label_studio, tmp_path_factory):
     """A labeled sentiment project (two annotations on some tasks, one planted mislabel, one duplicate) with the
@@ -76,7 +79,8 @@ def seeded(ls, label_studio, tmp_path_factory):
               {"data": {"text": "Is the charger included in the box?"}},
               {"data": {"text": "Which colours does the cover come in?"}}]
     project = sync.create_project(ls, "Dashboard test", CONFIG, tasks)
-    backend = BackendProcess(home, {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token})
+    backend = BackendProcess(home, {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
+                                    "LABELLOOP_AUDIT_SHARE": AUDIT_SHARE})
     try:
         ml = sync.connect_backend(ls, project.id, backend.url)
         ls.ml.train(id=ml.id)
@@ -92,6 +96,7 @@ def dashboard_env(monkeypatch, seeded, label_studio):
     project_id, home, _ = seeded
     for name, value in {"LABELLOOP_HOME": str(home), "LABEL_STUDIO_URL": label_studio.url,
                         "LABEL_STUDIO_API_KEY": label_studio.token, "LABELLOOP_DASHBOARD_USER": "lead",
+                        "LABELLOOP_AUDIT_SHARE": AUDIT_SHARE,
                         "LABELLOOP_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD)}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("LABELLOOP_DASHBOARD_NO_AUTH", raising=False)
@@ -161,15 +166,17 @@ def test_overview_and_quality_pages(dashboard_env, ls):
     assert issues.iloc[0]["open"].endswith(f"/projects/{project_id}/data?task={issues.iloc[0]['task_id']}")
 
 
-def test_active_learning_and_augment_pages(dashboard_env, ls):
+def test_active_learning_and_augment_pages(dashboard_env, ls, monkeypatch):
     project_id, _ = dashboard_env
     at = _on_page(project_id, "active_learning")
-    queue = at.dataframe[0].value
+    assert "Serving rung" in _texts(at) and "head" in _texts(at) and "Next fine-tune" in _texts(at)
+    queue = next(d.value for d in at.dataframe if "score" in d.value.columns)
     assert len(queue) == 3 and queue["score"].is_monotonic_increasing  # the three unlabeled tasks
-    freeze = next(b for b in at.button if b.label == "Freeze a test split")
-    freeze.click().run()
-    assert not at.exception, at.exception
-    assert "Accuracy on" in _texts(at)
+    # The curve waits for the gate's minimum of annotated audit tasks, then shows accuracy with its n and interval.
+    assert "the curve appears at 30" in _texts(at)
+    monkeypatch.setenv("LABELLOOP_MIN_AUDIT", "3")
+    at = _on_page(project_id, "active_learning")
+    assert "Accuracy on n=" in _texts(at) and "95% Wilson intervals" in _texts(at)
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
 
     at.switch_page("app_pages/augment.py").run()
@@ -208,9 +215,18 @@ def test_train_and_runs_pages_launch_compare_and_promote(dashboard_env, ls):
     comparison = at.dataframe[1].value
     assert {"base", "run"} <= set(comparison.index) and "accuracy" in comparison.columns
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")  # the confusion matrix
+    # The gate shows the serving model beside the run on the same audit items, and refuses a run judged on
+    # fewer than the minimum (this project's few labels make a tiny audit split) unless the lead overrides it.
+    gate = at.dataframe[-1].value
+    assert list(gate[""]) == ["serving", "this run"] and {"accuracy", "95% low", "95% high", "n"} <= set(gate.columns)
+    next(b for b in at.button if b.label == "Promote").click().run()
+    assert not at.exception, at.exception
+    assert any("was not promoted" in e.value and "--force" in e.value for e in at.error), _texts(at)
+    next(c for c in at.checkbox if c.label.startswith("Promote even if")).check().run()
     next(b for b in at.button if b.label == "Promote").click().run()
     assert not at.exception, at.exception
     assert f"project {project_id} now serves run apptest-run" in _texts(at)
+    assert "forced past the gate" in _texts(at)
     version = ls.projects.get(id=project_id).model_version
     assert version.startswith("labelloop-v")
     next(b for b in at.button if b.label.startswith("Roll back")).click().run()
@@ -340,6 +356,11 @@ def test_browser_walkthrough_login_train_promote(seeded, label_studio, tmp_path)
         go("Runs")
         see("Serve a run")
         shot("05-runs")
+        see("The gate: both models on the same audit items")
+        checkbox = wait.until(ec.element_to_be_clickable(
+            (By.XPATH, "//label[.//p[starts-with(normalize-space(), 'Promote even if')]]")))
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", checkbox)
+        checkbox.click()
         button("Promote")
         see("now serves run browser-run", timeout=180)
         shot("06-promoted")

@@ -8,7 +8,8 @@ import time
 from collections import Counter
 
 from labelloop import lsclient
-from labelloop.dataset import ExportConfig, export_dataset
+from labelloop.audit import in_audit
+from labelloop.dataset import ExportConfig, export_dataset, frozen_test_path
 from labelloop.sync import BackendPredictor, create_project, import_tasks, preannotate
 from labelloop.templates import label_config
 from tests.integration.conftest import wait_for
@@ -91,12 +92,17 @@ def test_export_writes_leak_free_splits_with_a_frozen_test_set(ls, tmp_path):
             ls.annotations.create(id=task.id, project=project.id, result=[
                 {**result[0], "value": {"choices": [other]}}])
     out = tmp_path / "export"
-    report = export_dataset(ls, project.id, out, ExportConfig(test_fraction=0.3), state_dir=tmp_path / "home")
+    report = export_dataset(ls, project.id, out, ExportConfig(audit_share=0.5), state_dir=tmp_path / "home",
+                            min_test=10)
     train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     test = [json.loads(line) for line in (out / "test.jsonl").read_text().splitlines()]
     assert len(train) + len(test) == len(tasks) - 2 and len(report["conflicts"]) == 2
     assert report["leakage"]["test_texts_in_train"] == 0 and report["duplicates"]["exact"] == 1
     assert {r["text"].lower() for r in train}.isdisjoint({r["text"].lower() for r in test})
+    # The test split is the audit split: tasks the backend never trains on (and duplicates of them).
+    audit = {t.id for t in tasks if in_audit(project.id, t.id, 0.5)}
+    assert sum(r["task_id"] in audit for r in test) >= len(test) - 1 and not audit & {r["task_id"] for r in train}
+    assert report["test_split"] == {"n": len(test), "minimum": 10, "enough": True, "frozen": True, "what": "audit"}
     assert report["agreement"]["tasks_with_several_annotations"] == 4
     assert set(json.loads((out / "report.json").read_text())) >= {"labels", "duplicates", "leakage", "agreement"}
     import datasets  # installed with labelloop[train]
@@ -104,11 +110,17 @@ def test_export_writes_leak_free_splits_with_a_frozen_test_set(ls, tmp_path):
     hf = datasets.load_from_disk(str(out / "hf"))
     assert hf["train"].num_rows == len(train) and set(hf["train"].column_names) == {"text", "label", "task_id"}
 
-    again = export_dataset(ls, project.id, tmp_path / "again", ExportConfig(test_fraction=0.05),
+    again = export_dataset(ls, project.id, tmp_path / "again", ExportConfig(split="content", test_fraction=0.05),
                            state_dir=tmp_path / "home")
     later_test = (tmp_path / "again/test.jsonl").read_text().splitlines()
     assert again["exported"]["test"] >= len(test)
     assert {json.loads(x)["task_id"] for x in later_test} >= {r["task_id"] for r in test}
+
+    # A test split below the gate's minimum is written, said to be too small, and never frozen.
+    tiny = export_dataset(ls, project.id, tmp_path / "tiny", ExportConfig(audit_share=0.02),
+                          state_dir=tmp_path / "fresh-home", min_test=30)
+    assert tiny["test_split"]["enough"] is False and tiny["test_split"]["n"] < 30
+    assert not frozen_test_path(tmp_path / "fresh-home", project.id).exists()
 
 
 def test_cli_create_import_preannotate_export(ls, label_studio, tmp_path):

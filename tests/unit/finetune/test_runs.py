@@ -18,6 +18,7 @@ from labelloop.finetune.config import RunConfig  # noqa: E402
 from labelloop.finetune.data import encode_ner_row, encode_sft_row  # noqa: E402
 from labelloop.finetune.launch import main as launch  # noqa: E402
 from labelloop.finetune.registry import RunRegistry  # noqa: E402
+from labelloop.models import TunedHead  # noqa: E402
 
 POS = ["great fun", "a lovely film", "truly wonderful", "superb acting", "really enjoyable", "brilliant and warm"]
 NEG = ["boring mess", "awful script", "truly dreadful", "wooden acting", "really tedious", "dull and cold"]
@@ -201,13 +202,16 @@ def test_promote_swaps_the_served_model_and_rollback_restores_it(tiny, data, tmp
         other_process.store.save_label_config(5, wrong)
         with pytest.raises(ConfigError, match="No control"):
             other_process.promote(5, record.model_dir, task="classification")
-        # A background retrain keeps the promoted model instead of replacing it with a quick head.
+        # A background retrain keeps the promoted encoder and retrains the head on its features.
         client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 3},
                                       "task": {"id": 1, "data": {"text": "great fun"}},
                                       "annotation": {"id": 1, "result": [{"from_name": "s", "to_name": "text",
                                                      "type": "choices", "value": {"choices": ["pos"]}}]}})
-        assert client.app.state.service.fit(3) is None
-        other_process.store.add_version(3, 2, "labelloop-v2", other_process.current_record(3).path, 0)
+        service = client.app.state.service
+        assert service.fit(3) == "labelloop-v2"
+        retrained = service.registry.current(3).model(service.schema(3).controls[0])
+        assert isinstance(retrained, TunedHead) and retrained.path == str(record.model_dir)
+        assert retrained.trained_on == 1
         assert ModelService(settings).rollback(3) == "labelloop-v1"
         rolled = client.post("/predict", json={"tasks": [{"data": {"text": "great fun"}}], "project": "3.1"}).json()
         assert rolled["model_version"] == "labelloop-v1"

@@ -146,6 +146,8 @@ def test_a_challenger_on_too_small_an_audit_split_is_held_and_judged_again_only_
     assert actions == ["finetune", "hold"]
     assert "needs 500" in service.store.decisions(1)[-1].evidence["reason"]
     assert service.model_version(1) == UNTRAINED_VERSION
+    service.finetunes_finished()  # a held challenger is not re-queued by the timer, only by new audit labels
+    assert service.store.claim_job() is None
     new_audit = next(t for t in range(41, 400) if in_audit(1, t, 0.4))
     annotate(service, new_audit, "sport" if new_audit % 2 else "cooking")
     service.ladder.step(1)
