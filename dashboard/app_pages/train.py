@@ -25,7 +25,8 @@ with st.expander("Training data: export the project's approved labels", expanded
             try:
                 report = actions.export_for_training(state.client(), project["id"], settings)
                 st.session_state["cfg_train_file"] = report["train_file"]
-                st.session_state["cfg_test_file"] = report["test_file"]
+                # An empty test file would fail the run: without audit labels yet, the run trains unevaluated.
+                st.session_state["cfg_test_file"] = report["test_file"] if report["exported"]["test"] else ""
                 st.success(f"Exported {report['exported']['train']} train and {report['exported']['test']} test "
                            "records (the test split is the audit split; duplicate groups kept on one side).")
                 split = report["test_split"]

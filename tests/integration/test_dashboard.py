@@ -96,7 +96,7 @@ def dashboard_env(monkeypatch, seeded, label_studio):
     project_id, home, _ = seeded
     for name, value in {"LABELLOOP_HOME": str(home), "LABEL_STUDIO_URL": label_studio.url,
                         "LABEL_STUDIO_API_KEY": label_studio.token, "LABELLOOP_DASHBOARD_USER": "lead",
-                        "LABELLOOP_AUDIT_SHARE": AUDIT_SHARE,
+                        "LABELLOOP_AUDIT_SHARE": AUDIT_SHARE, "LABELLOOP_FINETUNE": "auto",
                         "LABELLOOP_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD)}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("LABELLOOP_DASHBOARD_NO_AUTH", raising=False)
@@ -169,7 +169,9 @@ def test_overview_and_quality_pages(dashboard_env, ls):
 def test_active_learning_and_augment_pages(dashboard_env, ls, monkeypatch):
     project_id, _ = dashboard_env
     at = _on_page(project_id, "active_learning")
-    assert "Serving rung" in _texts(at) and "head" in _texts(at) and "Next fine-tune" in _texts(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Serving rung"] == "head" and metrics["Model version"].startswith("labelloop-v")
+    assert int(metrics["Audit tasks annotated"]) > 0 and "Next fine-tune: at 100 training labels" in _texts(at)
     queue = next(d.value for d in at.dataframe if "score" in d.value.columns)
     assert len(queue) == 3 and queue["score"].is_monotonic_increasing  # the three unlabeled tasks
     # The curve waits for the gate's minimum of annotated audit tasks, then shows accuracy with its n and interval.
@@ -293,7 +295,7 @@ def test_browser_walkthrough_login_train_promote(seeded, label_studio, tmp_path)
     port = free_port()
     env = {**os.environ, "LABELLOOP_HOME": str(home), "LABEL_STUDIO_URL": label_studio.url,
            "LABEL_STUDIO_API_KEY": label_studio.token, "LABELLOOP_DASHBOARD_USER": "lead",
-           "LABELLOOP_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD)}
+           "LABELLOOP_DASHBOARD_PASSWORD_HASH": hash_password(PASSWORD), "LABELLOOP_AUDIT_SHARE": AUDIT_SHARE}
     log = tmp_path / "dashboard.log"
     with open(log, "wb") as out:
         server = subprocess.Popen([sys.executable, "-m", "labelloop.cli", "dashboard", "--port", str(port)],
