@@ -12,6 +12,7 @@ import builtins
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -23,6 +24,7 @@ from labelloop.errors import ConfigError
 from labelloop.finetune.config import RunConfig
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,10 @@ class RunRegistry:
         """)
 
     def create(self, config: RunConfig, *, name: str | None = None) -> RunRecord:
+        """Register a run under ``name`` (letters, digits, ``.``, ``_``, ``-``; a name, never a path)."""
+        if name is not None and not RUN_NAME.fullmatch(name):
+            raise ConfigError(f"run name {name!r} is not allowed: use up to 100 letters, digits, '.', '_' or '-', "
+                              "starting with a letter or digit (a name, not a path)")
         run_id = name or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         folder = self.root / run_id
         if folder.exists():

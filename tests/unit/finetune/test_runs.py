@@ -275,3 +275,12 @@ def test_a_queued_run_whose_process_died_is_failed(tmp_path, data):
     dead.wait()
     (record.folder / "pid").write_text(str(dead.pid))
     assert registry.get(record.run_id).status == "failed"
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/absolute", "a/b", "..", ".hidden", "", "x" * 101, "a\x00b"])
+def test_run_names_are_names_never_paths(tmp_path, name):
+    registry = RunRegistry(tmp_path / "home")
+    with pytest.raises(ConfigError, match="not allowed"):
+        registry.create(RunConfig(task="classification"), name=name)
+    assert not (tmp_path / "escaped").exists() and registry.list() == []
+    assert registry.create(RunConfig(task="classification"), name="ok-run_1.2").run_id == "ok-run_1.2"
