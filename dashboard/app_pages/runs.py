@@ -62,10 +62,9 @@ with c1:
         if evidence is not None:
             st.markdown("**The gate: both models on the same audit items**")
             st.dataframe(pd.DataFrame([
-                {"": "serving", "model": s.model_version, "accuracy": s.accuracy, "95% low": s.low,
-                 "95% high": s.high, "n": s.n} for s in (evidence.champion,)] + [
-                {"": "this run", "model": s.model_version, "accuracy": s.accuracy, "95% low": s.low,
-                 "95% high": s.high, "n": s.n} for s in (evidence.challenger,)]), hide_index=True, width="stretch")
+                {"": who, "model": s.model_version, "accuracy": s.accuracy, "95% low": s.low, "95% high": s.high,
+                 "n": s.n} for who, s in (("serving", evidence.champion), ("this run", evidence.challenger))]),
+                hide_index=True, width="stretch")
             (st.success if evidence.verdict == "promote" else st.warning)(evidence.reason)
         force = st.checkbox("Promote even if the gate refuses (the override is recorded)")
     if run_id and st.button("Promote", type="primary"):
