@@ -15,6 +15,7 @@ llm_works() {  # loads the packaged SmolLM2 and answers a chat turn as the serve
     .venv-llm/bin/python -c "import llama_cpp.server, sys; from llama_cpp import Llama; Llama(model_path=sys.argv[1], n_ctx=2048, verbose=False).create_chat_completion(messages=[{'role': 'user', 'content': 'Is this review positive or negative? The battery died after a week.'}], max_tokens=4)" "$GGUF" >/dev/null 2>&1
 }
 if ! llm_works; then
+    [ -d .venv-llm ] && echo "the llama-cpp-python in .venv-llm can't answer here (a crash above is expected); reinstalling"
     if ! ls "$LLAMA_WHEELS"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
         echo "building $LLAMA_SPEC for any x86-64 CPU into $LLAMA_WHEELS (compiles llama.cpp, about 8 minutes) ..."
         CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
