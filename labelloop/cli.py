@@ -156,8 +156,9 @@ def cmd_project_create(args: argparse.Namespace) -> None:
 def cmd_import(args: argparse.Namespace) -> None:
     from labelloop.sync import import_tasks, read_tasks
 
-    report = import_tasks(_client(args), args.project, read_tasks(args.file, text_field=args.text_field),
-                          text_field=args.text_field, duplicates=args.duplicates, threshold=args.threshold)
+    tasks = read_tasks(args.file, text_field=args.text_field)  # a bad file fails before any call to Label Studio
+    report = import_tasks(_client(args), args.project, tasks, text_field=args.text_field,
+                          duplicates=args.duplicates, threshold=args.threshold)
     print(report.summary())
 
 

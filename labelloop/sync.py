@@ -257,19 +257,27 @@ def read_tasks(path: str | Path, *, text_field: str = "text") -> list[dict]:
     path = Path(path)
     suffix = path.suffix.lower()
     rows: list[tuple[int, object]] = []
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; check the path (JSONL, CSV, TSV or plain text, a task per line)")
     with open(path, encoding="utf-8", newline="") as f:
         if suffix in (".jsonl", ".ndjson"):
             rows = [(n, obj.get("data") if isinstance(obj, dict) and isinstance(obj.get("data"), dict) else obj)
                     for n, obj in iter_jsonl(path)]
         elif suffix in (".csv", ".tsv"):
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            if text_field not in (reader.fieldnames or []):
+            if reader.fieldnames is None:
+                raise ConfigError(f"{path} is empty: it needs a header row with a {text_field!r} column, then a "
+                                  "task per row")
+            if text_field not in reader.fieldnames:
                 raise ConfigError(f"{path}: no {text_field!r} column (columns: {reader.fieldnames}); use --text-field")
             rows = [(n, dict(row)) for n, row in enumerate(reader, 2)]
         elif suffix in (".txt", ""):
             rows = [(n, {text_field: line.rstrip("\r\n")}) for n, line in enumerate(f, 1) if line.strip()]
         else:
             raise ConfigError(f"{path}: unknown file type {suffix!r}; use .jsonl, .csv, .tsv or .txt")
+    if not rows:
+        raise ConfigError(f"{path} holds no tasks: add a task per line (a row after the header for CSV), each with a "
+                          f"non-empty {text_field!r} text")
     tasks = []
     for n, data in rows:
         if not isinstance(data, dict) or not isinstance(data.get(text_field), str) or not data[text_field].strip():

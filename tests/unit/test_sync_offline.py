@@ -49,7 +49,11 @@ def test_read_tasks_from_jsonl_csv_and_text(tmp_path):
     ("bad.jsonl", '{"text": "ok"}\n{broken\n', "bad.jsonl:2: not valid JSON"),
     ("missing.jsonl", '{"body": "no text"}\n', "missing.jsonl:1: expected a non-empty 'text'"),
     ("cols.csv", "body\nx\n", "no 'text' column"),
-    ("x.xlsx", "", "unknown file type"),
+    ("x.xlsx", "x", "unknown file type"),
+    ("empty.jsonl", "", "empty.jsonl holds no tasks"),
+    ("blank.txt", "\n  \n", "blank.txt holds no tasks"),
+    ("header.csv", "text,source\n", "header.csv holds no tasks"),
+    ("nothing.csv", "", "nothing.csv is empty: it needs a header row"),
 ])
 def test_read_tasks_errors_name_the_line(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
@@ -125,3 +129,13 @@ def _api_error_body(status, body):
     from label_studio_sdk.core.api_error import ApiError
 
     return ApiError(status_code=status, body=body)
+
+
+def test_import_of_a_missing_file_is_a_one_line_error_before_any_network_call(tmp_path, monkeypatch):
+    from labelloop.cli import main
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "unused")
+    with pytest.raises(SystemExit) as stop:  # port 9 (discard) would be retried for a minute if it were called
+        main(["import", "--url", "http://127.0.0.1:9", "--project", "1", str(tmp_path / "nope.jsonl")])
+    assert str(stop.value) == f"error: {tmp_path / 'nope.jsonl'}: no such file; check the path (JSONL, CSV, TSV or " \
+                              "plain text, a task per line)"
