@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,7 +75,7 @@ def main() -> None:
     x = encoder.embed(texts)
     prior = ChoicesModel.zero_shot(encoder, names)
     full = float((prior.fit(x[pool], y_all[pool]).predict_proba(x[test]).argmax(1) == y_all[test]).mean())
-    home = Path(tempfile.mkdtemp(prefix="labelloop-ladder-"))
+    home = Path(tempfile.mkdtemp(prefix="labelloop-ladder-"))  # every run's model, removed at the end
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         for r in range(args.repeats):
@@ -108,6 +109,7 @@ def main() -> None:
                         "finetune_seconds": float(np.mean([r["finetune_seconds"] for r in mine]))})
         print(f"{n:>6} {head:>9.3f} ±{summary[-1]['head_std']:.3f} {ft:>9.3f} ±{summary[-1]['finetune_std']:.3f} "
               f"{ft / head:>14.2f} {summary[-1]['finetune_seconds']:>11.0f}")
+    shutil.rmtree(home, ignore_errors=True)
     out = args.out or Path(f"benchmarks/results/ladder_{args.data}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"data": args.data, "test": n_test, "pool": len(pool), "head_full_pool": full,

@@ -87,7 +87,7 @@ def load_model(task: str, path: str, labels: list[str], *, qlora: bool = False):
     if qlora:
         if not torch.cuda.is_available():
             raise ConfigError("QLoRA needs a CUDA GPU: run without --qlora on this machine")
-        require("bitsandbytes", "train")
+        require("bitsandbytes", "qlora")
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
