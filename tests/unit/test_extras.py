@@ -1,8 +1,11 @@
 """Every 'pip install labelloop[extra]' an error message names is an extra that exists and brings the module."""
 
 import re
-import tomllib
 from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTIONS = {"matplotlib": "matplotlib", "bitsandbytes": "bitsandbytes", "cleanlab": "cleanlab",
