@@ -91,16 +91,16 @@ def learning_curve(service, project_id: int, test_records: list[dict]) -> list[d
     from labelloop.serving.versions import UNTRAINED_VERSION
 
     schema = service.schema(project_id)
-    control = next((c for c in schema.controls if c.kind in ("choices", "taxonomy") and not c.multiple), None)
+    control = schema.single_choice()
     if control is None or not test_records:
         return []
-    digest = hashlib.sha1(json.dumps([[r["text"], r["label"]] for r in test_records] + ["wilson"]).encode()
-                          ).hexdigest()[:16]
+    digest = hashlib.sha1(json.dumps([[r["text"], r["label"]] for r in test_records]).encode()).hexdigest()[:16]
     tasks = [{"data": {control.value_key: r["text"]}} for r in test_records]
     gold = [str(r["label"]) for r in test_records]
     rows = []
     for record in [None, *service.version_records(project_id)]:
-        cache = record.path / f"curve-{digest}.json" if record else None
+        # "curve2": rows that carry their 95% interval (older cached rows lack it)
+        cache = record.path / f"curve2-{digest}.json" if record else None
         if cache is not None and cache.exists():
             rows.append(json.loads(cache.read_text()))
             continue

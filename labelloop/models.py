@@ -427,13 +427,18 @@ class TransformerModel:
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """(n_texts, n_labels) probabilities; independent per label for multi-label models."""
         out = []
-        with self._torch.inference_mode():
-            for i in range(0, len(texts), 32):
-                enc = self.tokenizer(texts[i : i + 32], truncation=True, max_length=self.max_length, padding=True,
-                                     return_tensors="pt")
-                logits = self.model(**enc).logits.float().numpy()[:, self._order]
-                out.append(_sigmoid(logits) if self.task == "multi-label" else _softmax(logits))
+        for output in self._forward(texts):
+            logits = output.logits.float().numpy()[:, self._order]
+            out.append(_sigmoid(logits) if self.task == "multi-label" else _softmax(logits))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
+
+    def _forward(self, texts: list[str], batch: int = 32):
+        """The model's outputs, ``batch`` texts at a time (truncated to its window)."""
+        with self._torch.inference_mode():
+            for i in range(0, len(texts), batch):
+                enc = self.tokenizer(texts[i : i + batch], truncation=True, max_length=self.max_length,
+                                     padding=True, return_tensors="pt")
+                yield self.model(**enc)
 
     def _output_layer(self):
         """The classification layer: the last linear layer with one output per label."""
@@ -463,11 +468,8 @@ class TransformerModel:
 
         handle = layer.register_forward_pre_hook(grab)
         try:
-            with self._torch.inference_mode():
-                for i in range(0, len(texts), 32):
-                    enc = self.tokenizer(texts[i : i + 32], truncation=True, max_length=self.max_length,
-                                         padding=True, return_tensors="pt")
-                    self.model(**enc)
+            for _ in self._forward(texts):
+                pass
         finally:
             handle.remove()
         return np.concatenate(seen).astype(np.float32) if seen else np.zeros((0, layer.in_features), np.float32)

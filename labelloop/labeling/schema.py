@@ -64,6 +64,11 @@ class TaskSchema:
     def value_keys(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(c.value_key for c in self.controls))
 
+    def single_choice(self) -> ControlSpec | None:
+        """The first single-choice classification control (``<Choices>`` or ``<Taxonomy>``): the one learning
+        curves and the promotion gate measure accuracy on."""
+        return next((c for c in self.controls if c.kind in ("choices", "taxonomy") and not c.multiple), None)
+
 
 def _taxonomy_paths(element) -> tuple[tuple[str, ...], ...]:
     """Every node of a ``<Taxonomy>`` as the path of ``<Choice>`` values from the root, depth first."""

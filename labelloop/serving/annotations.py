@@ -71,12 +71,12 @@ class ProjectAnnotations:
 
     def split(self, project_id: int) -> tuple[list[AnnotationRecord], list[AnnotationRecord]]:
         """``(train, audit)`` records; a task whose text duplicates an audit or frozen test text trains nothing."""
-        records = self.store.latest_annotations(project_id)
-        audit = [r for r in records if in_audit(project_id, r.task_id, self.audit_share)]
+        audit: list[AnnotationRecord] = []
+        rest: list[AnnotationRecord] = []
+        for record in self.store.latest_annotations(project_id):
+            (audit if in_audit(project_id, record.task_id, self.audit_share) else rest).append(record)
         held = load_frozen_test(self.store.home, project_id) | {k for r in audit for k in _text_keys(r)}
-        train = [r for r in records if not in_audit(project_id, r.task_id, self.audit_share)
-                 and not any(k in held for k in _text_keys(r))]
-        return train, audit
+        return [r for r in rest if not any(k in held for k in _text_keys(r))], audit
 
     @staticmethod
     def pairs(spec: ControlSpec, records: list[AnnotationRecord]) -> list[tuple[str, Any]]:

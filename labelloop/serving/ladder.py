@@ -39,11 +39,6 @@ log = logging.getLogger(__name__)
 MIN_PER_LABEL = 2  # a fine-tune needs every label: a model that never saw one can't serve the control
 
 
-def gate_control(schema: TaskSchema) -> ControlSpec | None:
-    """The control the ladder fine-tunes and the gate judges: the first single-choice classification one."""
-    return next((c for c in schema.controls if c.kind in ("choices", "taxonomy") and not c.multiple), None)
-
-
 def finetune_config(n_labels: int, train_file: Path, *, base_model: str = "") -> RunConfig:
     """The run the ladder starts for ``n_labels`` training labels: full fine-tuning of the encoder (it beat
     LoRA on the packaged MiniLM), about 150 optimiser steps whatever the label count (3 to 20 epochs)."""
@@ -90,7 +85,7 @@ class Ladder:
     def judge(self, project_id: int, challenger, challenger_name: str) -> Evidence:
         """Evidence of ``challenger`` (a model with ``predict_proba(texts)``) against what serves now."""
         schema = self.schema(project_id)
-        spec = gate_control(schema)
+        spec = schema.single_choice()
         if spec is None:
             raise LabelLoopError(f"project {project_id} has no single-choice classification control to judge on")
         texts, gold = self.audit_items(project_id, spec)
@@ -107,7 +102,7 @@ class Ladder:
     def judge_run(self, project_id: int, model_dir: Path, task: str) -> Evidence | None:
         """Evidence of a run's model against what serves now; None when the gate can't judge it (not a
         single-choice classifier of this project's gated control)."""
-        spec = gate_control(self.schema(project_id))
+        spec = self.schema(project_id).single_choice()
         if spec is None or task != "classification":
             return None
         return self.judge(project_id, TransformerModel(model_dir, spec.labels), Path(model_dir).parent.name)
@@ -119,13 +114,13 @@ class Ladder:
         if self.settings.finetune == "off":
             return None
         schema = self.schema(project_id)
-        spec = gate_control(schema)
+        spec = schema.single_choice()
         if spec is None:
             return None
         promoted = None
         for finetune in self.store.finetunes(project_id):
             if not finetune.done:
-                promoted = self._settle(project_id, schema, spec, finetune) or promoted
+                promoted = self._settle(project_id, schema, finetune) or promoted
         pairs = self.annotations.pairs(spec, self.annotations.training_records(project_id))
         if self.next_due(project_id, pairs) is None and not any(
                 not f.done and self._status(f) in ("queued", "running") for f in self.store.finetunes(project_id)):
@@ -136,7 +131,7 @@ class Ladder:
         """Why no fine-tune is due now (None: one is due)."""
         if self.settings.finetune == "off":
             return "fine-tuning is off (LABELLOOP_FINETUNE=off)"
-        spec = gate_control(self.schema(project_id))
+        spec = self.schema(project_id).single_choice()
         if spec is None:
             return "the project has no single-choice classification control"
         if pairs is None:
@@ -188,7 +183,7 @@ class Ladder:
         log.info("project %s: fine-tuning the encoder on %d labels in the background (run %s)", project_id,
                  len(pairs), run.run_id)
 
-    def _settle(self, project_id: int, schema: TaskSchema, spec: ControlSpec, finetune: Finetune) -> str | None:
+    def _settle(self, project_id: int, schema: TaskSchema, finetune: Finetune) -> str | None:
         status = self._status(finetune)
         if status in ("queued", "running"):
             return None
@@ -204,8 +199,9 @@ class Ladder:
             return None  # held, and no new audit annotation to judge it on
         run = self.runs.get(finetune.run_id)
         try:
-            model = TransformerModel(run.model_dir, spec.labels)
-            evidence = self.judge(project_id, model, finetune.run_id)
+            evidence = self.judge_run(project_id, run.model_dir, run.task)
+            if evidence is None:
+                raise LabelLoopError(f"run {run.run_id} does not classify the project's single-choice control")
         except LabelLoopError as e:
             self.store.update_finetune(project_id, finetune.run_id, done=True)
             self.store.add_decision(project_id, "failed", champion, finetune.run_id, {"reason": str(e)})
@@ -229,7 +225,7 @@ class Ladder:
         """``{"rung", "model_version", "since", "next_finetune", "finetune_running", "audit": n}``."""
         bundle = self.registry.current(project_id)
         record = self.registry.record(project_id, bundle.version)
-        spec = gate_control(self.schema(project_id))
+        spec = self.schema(project_id).single_choice()
         model = bundle.model(spec) if spec is not None else None
         rung = ("zero-shot" if record is None else
                 "fine-tuned encoder + head" if isinstance(model, (TunedHead, TransformerModel)) else "head")
