@@ -1,10 +1,12 @@
-"""Active-learning simulation: how many labels each strategy needs, on data whose labels are known.
+"""Active-learning simulation: how many labels each learner and strategy needs, on data whose labels are known.
 
-:func:`simulate` replays annotation on a labeled JSONL file with the backend's own model (the linear head
-anchored to zero-shot label embeddings): a random seed set, then ``rounds`` batches picked by each
-strategy, always alongside ``random`` on the same splits and seed sets. It reports a learning curve per
-strategy (accuracy on a held-out test split against the number of labels), the area under it, and the
-labels needed to reach 95% of the accuracy of a model trained on the whole pool.
+:func:`simulate` replays annotation on a labeled JSONL file with each learner of
+:mod:`labelloop.learners` (the backend's head, SetFit, the backend's fine-tune, and the whole ladder as the
+backend runs it): a random seed set, then ``rounds`` batches picked by each strategy, always alongside
+``random`` with the same learner on the same splits and seed sets. It reports a learning curve per learner
+and strategy (accuracy on a held-out test split against the number of labels), the area under it, the
+accuracy at 25, 50, 100, 200 and 400 labels with its spread over repeats, the labels needed to reach 95% of
+the accuracy of the head trained on the whole pool, and each learner's compute seconds.
 
 Strategy names are those of :data:`labelloop.uncertainty.STRATEGIES`, optionally suffixed ``+cluster``
 for diversity within each batch (:func:`labelloop.selection.cluster_then_pick`).
@@ -13,6 +15,8 @@ for diversity within each batch (:func:`labelloop.selection.cluster_then_pick`).
 from __future__ import annotations
 
 import hashlib
+import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +27,7 @@ import numpy as np
 from labelloop.config import ConfigMixin
 from labelloop.errors import ConfigError
 from labelloop.jsonl import iter_jsonl
-from labelloop.models import ChoicesModel
+from labelloop.learners import DENSE, LEARNERS, Pool, make_learner
 from labelloop.selection import argselect, cluster_then_pick
 from labelloop.uncertainty import STRATEGIES, confidence
 
@@ -36,6 +40,9 @@ class SimulationConfig(ConfigMixin):
 
     config_name = "simulation"
 
+    learners: tuple[str, ...] = field(default=("head",), metadata={
+        "help": "learners to compare: head (seconds), setfit and finetune (minutes each on CPU), auto (the ladder "
+                "as the backend runs it)", "flag": "learner"})
     strategies: tuple[str, ...] = field(default=("margin",), metadata={
         "help": "strategies to compare with random: margin, entropy, least_confidence, random; add +cluster for "
                 "diversity", "flag": "strategy"})
@@ -45,9 +52,20 @@ class SimulationConfig(ConfigMixin):
     repeats: int = field(default=5, metadata={"help": "runs with different splits and seed sets"})
     test_fraction: float = field(default=0.2, metadata={"help": "share of the data held out for testing"})
     seed: int = field(default=0, metadata={"help": "random seed of the first repeat"})
+    audit_share: float = field(default=0.1, metadata={"help": "share of the auto learner's labels that are audit "
+                                                               "tasks (never trained on)"})
+    finetune_at: int = field(default=100, metadata={"help": "training labels at which the auto learner first "
+                                                             "fine-tunes (then as labels double)"})
+    min_audit: int = field(default=30, metadata={"help": "audit items the auto learner's gate needs"})
 
     def __post_init__(self) -> None:
         self.strategies = tuple(dict.fromkeys(self.strategies))
+        self.learners = tuple(dict.fromkeys(self.learners))
+        unknown = [name for name in self.learners if name not in LEARNERS]
+        if unknown or not self.learners:
+            raise ConfigError(f"unknown learner {', '.join(unknown) or '(none)'}: use a comma list of {', '.join(LEARNERS)}")
+        if not 0.0 <= self.audit_share < 1.0 or self.finetune_at < 1 or self.min_audit < 0:
+            raise ConfigError("audit_share must be in [0, 1), finetune_at at least 1, min_audit at least 0")
         for name in self.strategies:
             base, _, diversity = name.partition("+")
             if base not in STRATEGIES or diversity not in ("", "cluster"):
@@ -96,69 +114,128 @@ def embed_cached(encoder, texts: list[str], cache_dir: Path, progress: Progress 
     return vectors
 
 
-def _accuracy(model: ChoicesModel, x: np.ndarray, y: np.ndarray) -> float:
-    return float((model.predict_proba(x).argmax(axis=1) == y).mean())
+REPORTED_AT = (25, 50, 100, 200, 400)  # label counts every learner's accuracy is reported at, where reached
 
 
-def _select(strategy: str, model: ChoicesModel, x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+def schedule(config: SimulationConfig, dense: bool) -> list[int]:
+    """Label counts a learner trains at: after every batch (dense), or the seed size doubling (sparse)."""
+    last = config.seed_size + config.rounds * config.batch
+    if dense:
+        return [config.seed_size + k * config.batch for k in range(config.rounds + 1)]
+    sizes = [config.seed_size]
+    while sizes[-1] * 2 < last:
+        sizes.append(sizes[-1] * 2)
+    return sizes + [last] if last > sizes[-1] else sizes
+
+
+def _pick(strategy: str, probs: np.ndarray, x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` positions among ``probs``' rows (the unlabeled items) by ``strategy``."""
     base, _, diversity = strategy.partition("+")
+    n = min(n, len(probs))
     if base == "random":
-        return rng.choice(len(x), size=min(n, len(x)), replace=False)
-    scores = confidence(model.predict_proba(x), base)
+        return rng.choice(len(probs), size=n, replace=False)
+    scores = confidence(probs, base)
     seed = int(rng.integers(2**31))
     return cluster_then_pick(scores, x, n, seed=seed) if diversity else argselect(scores, n, seed=seed)
 
 
-def simulate(x: np.ndarray, y: np.ndarray, prior: ChoicesModel, config: SimulationConfig,
-             progress: Progress | None = None) -> dict:
-    """Run the simulation on vectors ``x`` (n, dim) with class indices ``y`` (n,).
+def _next_batch(strategy: str, predict, pool: Pool, ids: np.ndarray, labeled: np.ndarray, n: int,
+                audit: np.ndarray | None, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Positions (into ``ids``) of the next ``n`` items to label. With an audit mask, the audit tasks the
+    backend's queue spreads among the others come first, at random, up to ``share`` of all labels."""
+    unlabeled = np.flatnonzero(~labeled)
+    picked = np.zeros(0, dtype=int)
+    if audit is not None:
+        is_audit = audit[ids[unlabeled]]
+        want = int(round((labeled.sum() + n) * share)) - int(audit[ids[labeled]].sum())
+        want = max(0, min(want, n, int(is_audit.sum())))
+        picked = rng.choice(unlabeled[is_audit], size=want, replace=False)
+        unlabeled = unlabeled[~is_audit]
+    rest = n - len(picked)
+    if rest and len(unlabeled):
+        chosen = _pick(strategy, predict(ids[unlabeled]), pool.x[ids[unlabeled]], rest, rng)
+        picked = np.concatenate([picked, unlabeled[chosen]])
+    return picked
 
-    Returns ``{"strategies": {name: {"curve": [[n_labels, accuracy], ...], "auc": float,
-    "labels_to_95": int | None, "curve_std": [...]}}, "full_pool_accuracy": float, "config": {...}}``;
-    curves are means over repeats and ``auc`` is the mean accuracy over the labeled range.
+
+def _summary(runs: list[list[float]], sizes: list[int], full_accuracy: float) -> dict:
+    mean, std = np.mean(runs, axis=0), np.std(runs, axis=0)
+    reached = [n for n, acc in zip(sizes, mean) if acc >= 0.95 * full_accuracy]
+    span = sizes[-1] - sizes[0]
+    at = {str(n): (float(a), float(s)) for n, a, s in zip(sizes, mean, std) if n in REPORTED_AT}
+    return {
+        "curve": [[n, float(a)] for n, a in zip(sizes, mean)],
+        "auc": float(np.trapezoid(mean, sizes) / span) if span else float(mean[0]),
+        "labels_to_95": reached[0] if reached else None,
+        "curve_std": [float(s) for s in std],
+        "accuracy_at": {k: a for k, (a, _) in at.items()},
+        "accuracy_at_std": {k: s for k, (_, s) in at.items()},
+    }
+
+
+def simulate(pool: Pool, config: SimulationConfig, progress: Progress | None = None) -> dict:
+    """Replay labeling of ``pool`` with every learner and strategy of ``config``.
+
+    Returns ``{"strategies": {name: {"curve": [[n_labels, accuracy], ...], "auc": float, "labels_to_95":
+    int | None, "curve_std": [...], "accuracy_at": {"25": float, ...}, "accuracy_at_std": {...}}},
+    "learners": {learner: {"strategies": {...}, "seconds": float}}, "full_pool_accuracy": float, "config":
+    {...}}``. Top-level ``strategies`` are the head's (or the first learner's); curves are means over repeats,
+    ``auc`` the mean accuracy over the labeled range, ``seconds`` the learner's compute time in all.
     """
-    curves: dict[str, list[list[float]]] = {s: [] for s in config.all_strategies}
+    curves: dict[tuple[str, str], list[list[float]]] = {
+        (name, s): [] for name in config.learners for s in config.all_strategies}
+    sizes_of: dict[str, list[int]] = {}
+    seconds = dict.fromkeys(config.learners, 0.0)
+    events: list[dict] = []
     full = []
-    n_labels: list[int] = []
+    x, y = pool.x, pool.y
     for r in range(config.repeats):
         rng = np.random.default_rng(config.seed + r)
         order = rng.permutation(len(x))
         n_test = max(1, int(round(config.test_fraction * len(x))))
-        test, pool = order[:n_test], order[n_test:]
-        full.append(_accuracy(prior.fit(x[pool], y[pool]), x[test], y[test]))
-        seed_set = rng.choice(len(pool), size=min(config.seed_size, len(pool)), replace=False)
-        for strategy in config.all_strategies:
-            strategy_rng = np.random.default_rng([config.seed + r, len(strategy)])
-            labeled = np.zeros(len(pool), dtype=bool)
-            labeled[seed_set] = True
-            curve, sizes = [], []
-            for round_ in range(config.rounds + 1):
-                model = prior.fit(x[pool[labeled]], y[pool[labeled]])
-                curve.append(_accuracy(model, x[test], y[test]))
-                sizes.append(int(labeled.sum()))
-                if progress:
-                    progress(1)
-                unlabeled = np.flatnonzero(~labeled)
-                if round_ == config.rounds or len(unlabeled) == 0:
-                    break
-                picked = _select(strategy, model, x[pool[unlabeled]], config.batch, strategy_rng)
-                labeled[unlabeled[picked]] = True
-            curves[strategy].append(curve)
-            n_labels = sizes
+        test, ids = order[:n_test], order[n_test:]
+        full.append(float((pool.prior.fit(x[ids], y[ids]).predict_proba(x[test]).argmax(1) == y[test]).mean()))
+        seed_set = rng.choice(len(ids), size=min(config.seed_size, len(ids)), replace=False)
+        for learner_name in config.learners:
+            for strategy in config.all_strategies:
+                learner = make_learner(learner_name, pool, np.random.default_rng([config.seed + r, 1]),
+                                       audit_share=config.audit_share, finetune_at=config.finetune_at,
+                                       min_audit=config.min_audit, seed=config.seed + r)
+                audit = getattr(learner, "audit", None)
+                strategy_rng = np.random.default_rng([config.seed + r, zlib.crc32(strategy.encode())])
+                labeled = np.zeros(len(ids), dtype=bool)
+                labeled[seed_set] = True
+                curve, sizes = [], []
+                plan = schedule(config, learner_name in DENSE)
+                for step in range(len(plan)):
+                    started = time.perf_counter()
+                    predict = learner.fit(ids[labeled])
+                    seconds[learner_name] += time.perf_counter() - started
+                    curve.append(float((predict(test).argmax(axis=1) == y[test]).mean()))
+                    sizes.append(int(labeled.sum()))
+                    if progress:
+                        progress(1)
+                    if step + 1 == len(plan) or labeled.all():
+                        break
+                    picked = _next_batch(strategy, predict, pool, ids, labeled, plan[step + 1] - int(labeled.sum()),
+                                         audit, config.audit_share, strategy_rng)
+                    labeled[picked] = True
+                curves[learner_name, strategy].append(curve)
+                sizes_of[learner_name] = sizes
+                events += [{"repeat": r, "strategy": strategy, **e.to_dict()} for e in getattr(learner, "events", [])]
     full_accuracy = float(np.mean(full))
-    out = {}
-    for strategy, runs in curves.items():
-        mean, std = np.mean(runs, axis=0), np.std(runs, axis=0)
-        reached = [n for n, acc in zip(n_labels, mean) if acc >= 0.95 * full_accuracy]
-        span = n_labels[-1] - n_labels[0]
-        auc = float(np.trapezoid(mean, n_labels) / span) if span else float(mean[0])
-        out[strategy] = {
-            "curve": [[n, float(a)] for n, a in zip(n_labels, mean)],
-            "auc": auc,
-            "labels_to_95": reached[0] if reached else None,
-            "curve_std": [float(s) for s in std],
+    learners: dict[str, Any] = {}
+    for learner_name in config.learners:
+        learners[learner_name] = {
+            "strategies": {s: _summary(curves[learner_name, s], sizes_of[learner_name], full_accuracy)
+                           for s in config.all_strategies},
+            "seconds": seconds[learner_name],
         }
-    return {"strategies": out, "full_pool_accuracy": full_accuracy, "config": asdict(config)}
+    if events:
+        learners["auto"]["events"] = events
+    top = learners["head"] if "head" in learners else learners[config.learners[0]]
+    return {"strategies": top["strategies"], "learners": learners, "full_pool_accuracy": full_accuracy,
+            "config": asdict(config)}
 
 
 def plot(result: dict, path: Path, title: str = "") -> None:
@@ -172,12 +249,16 @@ def plot(result: dict, path: Path, title: str = "") -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for name, s in result["strategies"].items():
-        n, acc = np.array(s["curve"]).T
-        std = np.array(s["curve_std"])
-        to95 = s["labels_to_95"]
-        ax.plot(n, acc, label=f"{name} (AUC {s['auc']:.3f}, 95% at {to95 if to95 is not None else '-'})")
-        ax.fill_between(n, acc - std, acc + std, alpha=0.15)
+    learners = result.get("learners") or {"head": {"strategies": result["strategies"]}}
+    for learner, found in learners.items():
+        for name, s in found["strategies"].items():
+            n, acc = np.array(s["curve"]).T
+            std = np.array(s["curve_std"])
+            to95 = s["labels_to_95"]
+            who = f"{learner} {name}" if len(learners) > 1 else name
+            ax.plot(n, acc, marker="." if len(n) < 8 else None,
+                    label=f"{who} (AUC {s['auc']:.3f}, 95% at {to95 if to95 is not None else '-'})")
+            ax.fill_between(n, acc - std, acc + std, alpha=0.15)
     target = 0.95 * result["full_pool_accuracy"]
     ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"95% of full pool ({target:.3f})")
     ax.set_xlabel("labels")

@@ -97,38 +97,53 @@ def cmd_preannotate(args: argparse.Namespace) -> None:
 
 def cmd_al_simulate(args: argparse.Namespace) -> None:
     import json
+    import tempfile
     from pathlib import Path
 
     import numpy as np
     from tqdm import tqdm
 
-    from labelloop.al import SimulationConfig, embed_cached, plot, read_labeled, simulate
-    from labelloop.encoder import load_encoder
+    from labelloop.al import SimulationConfig, embed_cached, plot, read_labeled, schedule, simulate
+    from labelloop.encoder import load_encoder, resolve_model_path
+    from labelloop.learners import DENSE, Pool
     from labelloop.models import ChoicesModel
 
     settings = _settings()
     config = SimulationConfig.from_args(args)
     texts, labels = read_labeled(Path(args.data))
     names = tuple(sorted(set(labels)))
+    if "setfit" in config.learners:
+        from labelloop._optional import require
+
+        require("setfit", "setfit")
     encoder = load_encoder(settings.model, max_length=settings.max_length, batch_size=settings.batch_size)
     with tqdm(total=len(texts), desc="embedding", unit="text", file=sys.stderr) as bar:
         x = embed_cached(encoder, texts, settings.home / "cache", bar.update)
     y = np.asarray([names.index(label) for label in labels])
-    prior = ChoicesModel.zero_shot(encoder, names)
-    steps = config.repeats * len(config.all_strategies) * (config.rounds + 1)
-    with tqdm(total=steps, desc="simulating", unit="fit", file=sys.stderr) as bar:
-        result = simulate(x, y, prior, config, bar.update)
+    fits = sum(len(schedule(config, name in DENSE)) for name in config.learners)
+    steps = config.repeats * len(config.all_strategies) * fits
+    with tempfile.TemporaryDirectory(prefix="labelloop-simulate-") as work, \
+            tqdm(total=steps, desc="simulating", unit="fit", file=sys.stderr) as bar:
+        pool = Pool(texts, x, y, names, ChoicesModel.zero_shot(encoder, names), resolve_model_path(settings.model),
+                    Path(work))
+        result = simulate(pool, config, bar.update)
     result["data"] = {"path": str(args.data), "n": len(texts), "labels": list(names)}
     if args.plot:
         plot(result, Path(args.plot), title=Path(args.data).name)
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{len(texts)} texts, {len(names)} labels; full-pool accuracy {result['full_pool_accuracy']:.3f}")
-    print(f"{'strategy':<22}{'AUC':>8}{'labels to 95%':>16}{'final acc':>12}")
-    for name, s in result["strategies"].items():
-        to95 = s["labels_to_95"] if s["labels_to_95"] is not None else "not reached"
-        print(f"{name:<22}{s['auc']:>8.3f}{to95!s:>16}{s['curve'][-1][1]:>12.3f}")
+    print(f"{len(texts)} texts, {len(names)} labels; head on the full pool {result['full_pool_accuracy']:.3f}")
+    points = [p for p in ("25", "50", "100", "200", "400")
+              if any(p in s["accuracy_at"] for r in result["learners"].values() for s in r["strategies"].values())]
+    print(f"{'learner':<10}{'strategy':<18}{'AUC':>7}{'to 95%':>8}" + "".join(f"{'@' + p:>13}" for p in points)
+          + f"{'seconds':>9}")
+    for learner, found in result["learners"].items():
+        for name, s in found["strategies"].items():
+            to95 = s["labels_to_95"] if s["labels_to_95"] is not None else "-"
+            cells = "".join(f"{s['accuracy_at'][p]:>7.3f}±{s['accuracy_at_std'][p]:.3f}" if p in s["accuracy_at"]
+                            else f"{'':>13}" for p in points)
+            print(f"{learner:<10}{name:<18}{s['auc']:>7.3f}{to95!s:>8}{cells}{found['seconds']:>9.0f}")
 
 
 def cmd_queue(args: argparse.Namespace) -> None:
@@ -477,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("al", help="active learning tools")
     al = p.add_subparsers(dest="al_command", required=True)
-    p = al.add_parser("simulate", help="replay labeling on labeled JSONL and compare strategies with random")
+    p = al.add_parser("simulate", help="replay labeling on labeled JSONL: learners and strategies beside random")
     p.add_argument("--data", required=True, help='JSONL with {"text": ..., "label": ...} per line')
     from labelloop.al import SimulationConfig
 

@@ -24,3 +24,52 @@ def test_simulation_reports_curves_beside_random_and_draws_them(tmp_path):
         assert [n for n, _ in s["curve"]] == [4, 8, 12, 16] and len(s["curve_std"]) == 4
         assert all(0.0 <= a <= 1.0 for _, a in s["curve"]) and 0.0 <= s["auc"] <= 1.0
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_learner_reports_curves_at_the_label_counts_and_the_ladder_follows_its_schedule(tmp_path,
+                                                                                            tiny_bert_path):
+    """head, setfit, finetune and auto on one small pool, the heavy ones on a tiny random BERT: every learner
+    has random beside margin, sparse learners train at the seed size doubling, the ladder fine-tunes once its
+    training labels reach finetune_at and its gate judges on the audit items it labeled."""
+    import numpy as np
+
+    from labelloop.al import SimulationConfig, simulate
+    from labelloop.encoder import load_encoder
+    from labelloop.learners import Pool
+    from labelloop.models import ChoicesModel
+
+    rows = [(f"A story about the {w} number {i}.", label) for label, words in TOPICS.items()
+            for i in range(6) for w in words]
+    texts, labels = [t for t, _ in rows], [y for _, y in rows]
+    names = tuple(sorted(TOPICS))
+    encoder = load_encoder("")
+    pool = Pool(texts, encoder.embed(texts), np.array([names.index(y) for y in labels]), names,
+                ChoicesModel.zero_shot(encoder, names), tiny_bert_path, tmp_path)
+    config = SimulationConfig(learners=("head", "setfit", "finetune", "auto"), seed_size=4, batch=4, rounds=4,
+                              repeats=1, audit_share=0.25, finetune_at=8, min_audit=2)
+    steps = []
+    result = simulate(pool, config, steps.append)
+    assert set(result["learners"]) == {"head", "setfit", "finetune", "auto"}
+    assert result["strategies"] == result["learners"]["head"]["strategies"]  # today's top-level shape is kept
+    for name, found in result["learners"].items():
+        assert set(found["strategies"]) == {"random", "margin"} and found["seconds"] >= 0.0
+        sizes = [n for n, _ in found["strategies"]["margin"]["curve"]]
+        assert sizes == ([4, 8, 12, 16, 20] if name in ("head", "auto") else [4, 8, 16, 20])
+        for s in found["strategies"].values():
+            assert all(0.0 <= a <= 1.0 for _, a in s["curve"])
+            assert set(s["accuracy_at"]) == set() and s["labels_to_95"] in (None, *sizes)
+    assert len(steps) == 2 * (5 + 4 + 4 + 5)
+    events = result["learners"]["auto"]["events"]
+    finetunes = [e for e in events if e["what"] == "finetune"]
+    assert finetunes and all(e["labels"] >= 8 for e in finetunes)
+    assert any(e["what"] in ("promote", "refuse", "hold") for e in events)
+
+
+def test_unknown_learner_is_a_one_line_error(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    out = subprocess.run([sys.executable, "-m", "labelloop.cli", "al", "simulate", "--data", str(data),
+                          "--learner", "head,bert"], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "LABELLOOP_HOME": str(tmp_path / "home")})
+    assert out.returncode == 1 and "unknown learner bert: use a comma list of head, setfit, finetune, auto" in out.stderr
+    assert "Traceback" not in out.stderr
