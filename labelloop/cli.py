@@ -59,8 +59,9 @@ def _basic_auth() -> tuple[str, str] | None:
 
 
 def cmd_connect(args: argparse.Namespace) -> None:
-    from labelloop.sync import connect_backend
+    from labelloop.sync import connect_backend, probe_backend
 
+    probe_backend(args.backend, basic_auth=_basic_auth())
     backend = connect_backend(_client(args), args.project, args.backend, title=args.title, basic_auth=_basic_auth())
     print(f"connected ML backend {backend.id} ({args.backend}) to project {args.project}")
 
@@ -155,16 +156,27 @@ def cmd_queue(args: argparse.Namespace) -> None:
 
 
 def cmd_project_create(args: argparse.Namespace) -> None:
-    from labelloop.sync import connect_backend, create_project, setup_uncertainty_queue
+    from labelloop.sync import connect_backend, create_project, delete_project, probe_backend, setup_uncertainty_queue
     from labelloop.templates import label_config
 
     client = _client(args)
     config = label_config(args.template, args.labels.split(","), text_field=args.text_field)
+    if args.connect:
+        probe_backend(args.connect, basic_auth=_basic_auth())  # a wrong address fails before the project exists
     project = create_project(client, args.title, config)
+    if args.connect:
+        try:
+            connect_backend(client, project.id, args.connect, basic_auth=_basic_auth())
+            setup_uncertainty_queue(client, project.id)
+        except LabelLoopError as e:  # no half-made project left behind
+            try:
+                delete_project(client, project.id)
+                undone = "The project was not kept; fix the above and run the command again."
+            except LabelLoopError:
+                undone = f"Project {project.id} was created but is not connected: delete it in Label Studio."
+            raise LabelLoopError(f"{e}\n{undone}") from e
     print(f"created project {project.id} ({args.template})")
     if args.connect:
-        connect_backend(client, project.id, args.connect, basic_auth=_basic_auth())
-        setup_uncertainty_queue(client, project.id)
         print(f"connected {args.connect}; Uncertainty sampling on")
 
 
@@ -206,9 +218,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     import subprocess
 
     from labelloop.finetune.config import RunConfig
+    from labelloop.finetune.data import check_data
     from labelloop.finetune.registry import RunRegistry
 
     config = RunConfig.from_args(args, RunConfig.load(args.config) if args.config else None)
+    check_data(config)  # a missing or empty file is refused before a run folder exists
     registry = RunRegistry(_settings().home)
     run = registry.create(config, name=args.name)
     print(f"run {run.run_id}: {run.folder}", flush=True)

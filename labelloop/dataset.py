@@ -237,6 +237,11 @@ def export_dataset(client, project_id: int, out: Path, config: ExportConfig, *, 
                                                    load_frozen_test(state_dir, project_id), project_id=project_id)
     if report["leakage"]["test_texts_in_train"]:
         raise ConfigError(f"leakage check failed: {report['leakage']} (a bug: please report it)")
+    if not train and not test:
+        why = f"; skipped: {report['skipped']}" if report["skipped"] else ""
+        raise ConfigError(f"project {project_id} has nothing to export: {len(tasks)} tasks, none with a usable "
+                          f"annotation{why}. Annotate tasks in Label Studio (and check that the labeling config "
+                          "is the one they were annotated with), then export again; nothing was written")
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("train", train), ("test", test)):
         write_jsonl(out / f"{name}.jsonl", rows)

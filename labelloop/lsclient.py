@@ -10,14 +10,16 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
-from labelloop.errors import LabelStudioAuthError, LabelStudioError, LabelStudioUnavailableError
+from labelloop.errors import ConfigError, LabelStudioAuthError, LabelStudioError, LabelStudioUnavailableError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -39,6 +41,9 @@ class Retry:
 DEFAULT_RETRY = Retry()
 # For calls whose failure has a fallback (syncing annotations before a training): one quick retry only.
 BEST_EFFORT = Retry(attempts=2)
+# A refused connection (nothing listens there) rarely heals within a minute: a server still starting gets
+# two seconds, then the caller hears of it.
+REFUSED_RETRY = Retry(attempts=3, base=0.5)
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 AUTH_HELP = (
@@ -48,11 +53,22 @@ AUTH_HELP = (
 )
 
 
+def check_url(url: str, what: str = "LABEL_STUDIO_URL (or --url)") -> str:
+    """``url`` without a trailing slash; :class:`ConfigError` naming the fix unless it is an http(s) URL."""
+    parsed = urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        example = f"http://{url.strip()}" if "://" not in url else "http://127.0.0.1:8080"
+        raise ConfigError(f"{what} must be an address starting with http:// or https://, e.g. {example} "
+                          f"(got {url!r})")
+    return url.strip().rstrip("/")
+
+
 def make_client(url: str, api_key: str, *, timeout: float = 300.0):
-    """A ``label_studio_sdk.LabelStudio`` client for ``url``."""
+    """A ``label_studio_sdk.LabelStudio`` client for ``url``; :func:`call` decides what is retried, so the
+    SDK's own retries are off (they stacked on ours: a refused connection took a minute to report)."""
     from label_studio_sdk import LabelStudio
 
-    return LabelStudio(base_url=url.rstrip("/"), api_key=api_key, timeout=timeout)
+    return LabelStudio(base_url=check_url(url), api_key=api_key, timeout=timeout, max_retries=0)
 
 
 def call(what: str, fn: Callable[..., T], *args: Any, retry: Retry | None = DEFAULT_RETRY, **kwargs: Any) -> T:
@@ -62,13 +78,17 @@ def call(what: str, fn: Callable[..., T], *args: Any, retry: Retry | None = DEFA
     call that must not be repeated blindly (a write whose effect may have landed before the error).
     """
     waits = iter(retry.waits()) if retry else iter(())
+    refused = iter(REFUSED_RETRY.waits()) if retry else iter(())
     while True:
         try:
             return _call_once(what, fn, *args, **kwargs)
         except LabelStudioError as e:
             status = getattr(e.__cause__, "status_code", None)
             transient = isinstance(e, LabelStudioUnavailableError) or status in RETRY_STATUSES
-            wait = next(waits, None) if transient else None
+            if isinstance(e.__cause__, httpx.ConnectError):
+                wait = next(refused, None)
+            else:
+                wait = next(waits, None) if transient else None
             if wait is None:
                 raise
             log.warning("%s failed (%s); retrying in %.1fs", what, type(e.__cause__).__name__, wait)
@@ -83,12 +103,48 @@ def _call_once(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except ApiError as e:
         if e.status_code in (401, 403) and "reserved network address" not in str(e.body):
             raise LabelStudioAuthError(f"{what}: " + AUTH_HELP.format(status=e.status_code)) from e
-        raise LabelStudioError(f"{what}: Label Studio answered HTTP {e.status_code}: {_short(e.body)}") from e
+        raise LabelStudioError(f"{what}: {describe_error(e.status_code or 0, e.body)}") from e
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
+        raise ConfigError(f"{what}: {e}. LABEL_STUDIO_URL (or --url) must start with http:// or https://") from e
     except (httpx.TransportError, OSError) as e:
         raise LabelStudioUnavailableError(
             f"{what}: Label Studio did not answer ({type(e).__name__}). Check that it is running and that "
             "LABEL_STUDIO_URL points at it."
         ) from e
+
+
+def describe_error(status: int, body: Any) -> str:
+    """An HTTP error from Label Studio in words: its ``detail`` and validation errors, not its raw JSON;
+    an answer that is not Label Studio's (a web page, another server's JSON) says where to point instead."""
+    if isinstance(body, dict) and "status_code" in body and "detail" in body:  # Label Studio's error body
+        text = str(body["detail"])
+        errors = body.get("validation_errors")
+        if isinstance(errors, dict) and errors:
+            text += ": " + "; ".join(f"{field}: {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                                     for field, v in errors.items())
+        if status == 404:
+            text += " (check the project or task id)"
+        return f"Label Studio answered HTTP {status}: {_sentences(text)}"
+    if status >= 500:
+        return f"Label Studio answered HTTP {status}: {_short(_plain(body))}"
+    return (f"the server answered HTTP {status} with {_plain(body, limit=80)}, which is not Label Studio's API: "
+            "check that LABEL_STUDIO_URL (or --url) is Label Studio's address (e.g. http://127.0.0.1:8080), not "
+            "the LabelLoop backend's or the dashboard's")
+
+
+def _sentences(text: str, limit: int = 600) -> str:
+    """``text`` without HTML tags, cut after its last whole sentence within ``limit`` characters."""
+    text = " ".join(re.sub(r"<[^>]+>", "", text).split())
+    if len(text) <= limit:
+        return text
+    end = text.rfind(". ", 0, limit)
+    return text[: end + 1] if end > 0 else text[:limit] + "..."
+
+
+def _plain(body: Any, limit: int = 300) -> str:
+    if isinstance(body, str) and body.lstrip()[:1] == "<":
+        return "a web page"
+    return repr(_short(body, limit))
 
 
 def _short(body: Any, limit: int = 300) -> str:

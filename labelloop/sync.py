@@ -33,6 +33,36 @@ SSRF_HELP = (
 )
 
 
+def probe_backend(url: str, *, basic_auth: tuple[str, str] | None = None, timeout: float = 10.0) -> bool:
+    """Check that ``url`` is a LabelLoop backend before Label Studio is told to use it.
+
+    Raises :class:`ConfigError` when something else answers there (Label Studio, the dashboard, another
+    server). Returns False when nothing answers from here: Label Studio may still reach it from its own
+    network (docker), so it is left to Label Studio to say.
+    """
+    lsclient.check_url(url, "the backend URL (--backend / --connect)")
+    try:
+        response = httpx.get(url.rstrip("/") + "/health", auth=basic_auth, timeout=timeout)
+    except httpx.HTTPError:
+        log.warning("no answer from %s from this machine; asking Label Studio to connect to it anyway", url)
+        return False
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if response.status_code == 200 and isinstance(answer, dict) and answer.get("model_class") == "LabelLoop":
+        return True
+    what = "a web page" if response.text.lstrip()[:1] == "<" else f"HTTP {response.status_code}"
+    raise ConfigError(f"{url} is not a LabelLoop backend (its /health answered {what}): pass the address "
+                      "`labelloop backend` listens on (default http://127.0.0.1:9090), not Label Studio's or "
+                      "the dashboard's")
+
+
+def delete_project(client, project_id: int) -> None:
+    """Remove a project (used to undo one this tool just created)."""
+    lsclient.call(f"deleting project {project_id}", client.projects.delete, id=project_id, retry=lsclient.BEST_EFFORT)
+
+
 def connect_backend(client, project_id: int, backend_url: str, *, title: str = "LabelLoop",
                     basic_auth: tuple[str, str] | None = None, interactive: bool = True):
     """Connect the ML backend at ``backend_url`` to a project; returns the SDK's ML backend object.
@@ -74,9 +104,18 @@ class BackendPredictor:
         except httpx.HTTPError as e:
             raise LabelLoopError(f"The backend at {self._http.base_url} did not answer ({type(e).__name__}); "
                                  "is `labelloop backend` running?") from e
-        if response.status_code != 200:
-            raise LabelLoopError(f"The backend answered {response.status_code}: {response.text[:500]}")
-        return response.json()
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if response.status_code == 200 and isinstance(answer, dict):
+            return answer
+        if isinstance(answer, dict) and isinstance(answer.get("error"), str):  # the backend's own error
+            raise LabelLoopError(f"The backend answered HTTP {response.status_code}: {answer['error']}")
+        what = "a web page" if response.text.lstrip()[:1] == "<" else f"HTTP {response.status_code}"
+        raise LabelLoopError(f"{self._http.base_url} answered {path} with {what}, not as a LabelLoop backend: "
+                             "pass --backend the address `labelloop backend` listens on (default "
+                             "http://127.0.0.1:9090)")
 
     def model_version(self, project_id: int, label_config: str) -> str:
         return self._post("/setup", {"project": str(project_id), "schema": label_config})["model_version"]

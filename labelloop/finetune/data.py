@@ -34,6 +34,24 @@ def read_records(path: str | Path, task: str) -> list[dict]:
     return rows
 
 
+def check_data(config) -> None:
+    """Refuse a run before it starts when its data can't train it: a missing or empty train file (the
+    Train page's export of a project with no approved labels), a missing or empty test file, bad rows."""
+    for what, path in (("train_file", config.train_file), ("test_file", config.test_file)):
+        if not path and what == "test_file":
+            continue
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{what} {path} does not exist: export the project's approved labels first "
+                              "(`labelloop export`, or the Train page's export), or give the path of a JSONL file")
+        try:
+            read_records(path, config.task)
+        except ConfigError as e:
+            if path and "has no rows" in str(e):
+                raise ConfigError(f"{what} {path} has no records: annotate tasks in Label Studio and export "
+                                  "again" + (", or leave test_file empty" if what == "test_file" else "")) from e
+            raise
+
+
 def label_names(task: str, records: list[dict]) -> list[str]:
     """Class names (classification), or BIO tags with ``O`` first (NER); empty for SFT."""
     if task == "classification":

@@ -32,6 +32,9 @@ def start_run(registry: RunRegistry, config: RunConfig, *, name: str | None = No
     """
     import subprocess
 
+    from labelloop.finetune.data import check_data
+
+    check_data(config)
     run = registry.create(config, name=name)
     with open(run.folder / "log.txt", "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "labelloop.finetune.launch", str(run.folder)],

@@ -154,3 +154,35 @@ def test_cli_create_import_preannotate_export(ls, label_studio, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "labelloop.cli", "queue", "--project", project_id],
                          env={**env, "LABEL_STUDIO_API_KEY": "not-a-real-token-123"}, capture_output=True, text=True)
     assert bad.returncode != 0 and "personal access token" in bad.stderr and "not-a-real-token-123" not in bad.stderr
+
+
+def test_cli_refuses_empty_exports_and_never_leaves_a_half_made_project(ls, label_studio, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from labelloop.localstudio import free_port
+
+    env = {**os.environ, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
+           "LABELLOOP_HOME": str(tmp_path / "home")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "labelloop.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    before = {p.id for p in ls.projects.list()}
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    out = cli("project", "create", "--title", "half", "--template", "classification", "--labels", "A,B",
+              "--connect", dead)
+    assert out.returncode == 1, out.stdout
+    assert "connecting the ML backend" in out.stderr and "The project was not kept" in out.stderr
+    assert "..." not in out.stderr, out.stderr  # the reason is whole, not cut mid-sentence
+    assert {p.id for p in ls.projects.list()} == before
+    created = cli("project", "create", "--title", "empty", "--template", "classification", "--labels", "A,B")
+    project_id = created.stdout.split("created project ")[1].split()[0]
+    (tmp_path / "t.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n')
+    assert cli("import", "--project", project_id, str(tmp_path / "t.jsonl")).returncode == 0
+    out = cli("export", "--project", project_id, "--out", str(tmp_path / "data"))
+    assert out.returncode == 1
+    assert f"project {project_id} has nothing to export: 2 tasks, none with a usable annotation" in out.stderr
+    assert not (tmp_path / "data").exists()

@@ -139,3 +139,104 @@ def test_import_of_a_missing_file_is_a_one_line_error_before_any_network_call(tm
         main(["import", "--url", "http://127.0.0.1:9", "--project", "1", str(tmp_path / "nope.jsonl")])
     assert str(stop.value) == f"error: {tmp_path / 'nope.jsonl'}: no such file; check the path (JSONL, CSV, TSV or " \
                               "plain text, a task per line)"
+
+
+@pytest.fixture
+def web_page_server():
+    """A local HTTP server that answers every request with an HTML page and the given status (404)."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def _page(self):
+            body = b"<!DOCTYPE html><html><body>" + b"x" * 2000 + b"</body></html>"
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = _page
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(argv, monkeypatch) -> str:
+    from labelloop.cli import main
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "unused")
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    return str(stop.value)
+
+
+def test_a_refused_connection_fails_within_seconds_and_says_what_to_check(tmp_path, monkeypatch):
+    import time
+
+    started = time.monotonic()
+    message = _cli(["export", "--url", f"http://127.0.0.1:{_free_port()}", "--project", "1", "--out",
+                    str(tmp_path / "out")], monkeypatch)
+    assert time.monotonic() - started < 10
+    assert message.startswith("error: reading the project: Label Studio did not answer (ConnectError)")
+    assert "LABEL_STUDIO_URL" in message
+
+
+def test_a_url_without_http_names_the_fix_at_once(tmp_path, monkeypatch):
+    import time
+
+    started = time.monotonic()
+    message = _cli(["export", "--url", "127.0.0.1:8080", "--project", "1", "--out", str(tmp_path / "out")],
+                   monkeypatch)
+    assert time.monotonic() - started < 5
+    assert message == ("error: LABEL_STUDIO_URL (or --url) must be an address starting with http:// or https://, "
+                       "e.g. http://127.0.0.1:8080 (got '127.0.0.1:8080')")
+
+
+def test_a_url_that_is_not_label_studio_says_so_without_its_page(web_page_server, tmp_path, monkeypatch):
+    message = _cli(["export", "--url", web_page_server, "--project", "1", "--out", str(tmp_path / "out")],
+                   monkeypatch)
+    assert "answered HTTP 404 with a web page, which is not Label Studio's API" in message
+    assert "http://127.0.0.1:8080" in message and "<html" not in message and "xxxx" not in message
+
+
+def test_a_backend_url_that_is_not_a_backend_is_refused_before_label_studio_is_asked(web_page_server, monkeypatch):
+    from labelloop.sync import probe_backend
+
+    with pytest.raises(ConfigError) as e:
+        probe_backend(web_page_server)
+    assert str(e.value) == (f"{web_page_server} is not a LabelLoop backend (its /health answered a web page): pass "
+                            "the address `labelloop backend` listens on (default http://127.0.0.1:9090), not Label "
+                            "Studio's or the dashboard's")
+    assert probe_backend(f"http://127.0.0.1:{_free_port()}") is False  # nothing here: left to Label Studio
+    with pytest.raises(ConfigError, match="must be an address starting with http"):
+        probe_backend("localhost:9090")
+    # through the CLI: refused before any call to Label Studio (port 9 would be a connection error)
+    message = _cli(["connect", "--url", "http://127.0.0.1:9", "--project", "1", "--backend", web_page_server],
+                   monkeypatch)
+    assert message.startswith(f"error: {web_page_server} is not a LabelLoop backend")
+
+
+def test_label_studio_errors_read_as_sentences_not_json():
+    body = {"id": "5f0c", "status_code": 400, "version": "1.23.2", "detail": "Validation error", "exc_info": None,
+            "validation_errors": {"label_config": ["These labels are still used: Positive", "Remove them first."]}}
+    text = lsclient.describe_error(400, body)
+    assert text == ("Label Studio answered HTTP 400: Validation error: label_config: These labels are still used: "
+                    "Positive Remove them first.")
+    assert "5f0c" not in lsclient.describe_error(404, {**body, "status_code": 404, "detail": "Not found."})
+    assert lsclient.describe_error(404, {**body, "detail": "Not found."}).endswith("(check the project or task id)")
+    assert "not Label Studio's API" in lsclient.describe_error(404, {"detail": "Not Found"})  # FastAPI's answer

@@ -284,3 +284,35 @@ def test_run_names_are_names_never_paths(tmp_path, name):
         registry.create(RunConfig(task="classification"), name=name)
     assert not (tmp_path / "escaped").exists() and registry.list() == []
     assert registry.create(RunConfig(task="classification"), name="ok-run_1.2").run_id == "ok-run_1.2"
+
+
+@pytest.mark.parametrize("content, test_content, message", [
+    (None, None, "train_file {train} does not exist: export the project's approved labels first"),
+    ("", None, "train_file {train} has no records: annotate tasks in Label Studio and export again"),
+    ("\n\n", None, "train_file {train} has no records"),
+    ('{"text": "a", "label": "x"}\n', "", "test_file {test} has no records: annotate tasks in Label Studio and "
+                                          "export again, or leave test_file empty"),
+    ('{"text": "a"}\n', None, "{train}:1: a classification row needs ('text', 'label'), this one lacks ['label']"),
+])
+def test_a_run_on_no_records_is_refused_before_it_starts(tmp_path, monkeypatch, content, test_content, message):
+    """The Train page (start_run) and `labelloop train` both refuse it, and no run folder is made."""
+    from labelloop.cli import main
+    from labelloop.finetune.launch import start_run
+
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    if content is not None:
+        train.write_text(content)
+    if test_content is not None:
+        test.write_text(test_content)
+    config = RunConfig(task="classification", train_file=str(train), test_file=str(test) if test_content is not None
+                       else "")
+    registry = RunRegistry(tmp_path / "home")
+    with pytest.raises(ConfigError) as e:
+        start_run(registry, config)
+    assert message.format(train=train, test=test) in str(e.value)
+    monkeypatch.setenv("LABELLOOP_HOME", str(tmp_path / "home"))
+    argv = ["train", "--task", "classification", "--train-file", str(train)]
+    with pytest.raises(SystemExit) as stop:
+        main(argv + (["--test-file", str(test)] if test_content is not None else []))
+    assert message.format(train=train, test=test) in str(stop.value)
+    assert registry.list() == []
