@@ -464,35 +464,48 @@ def cmd_hash_password(args: argparse.Namespace) -> None:
     print(hash_password(password))
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose every option's help ends with its default (unless it names one already);
+    its subcommands are parsers of the same class."""
+
+    def _add_action(self, action: argparse.Action) -> argparse.Action:
+        text = action.help or ""
+        if (action.option_strings and not action.required and "default" not in text and text != argparse.SUPPRESS
+                and action.default not in (None, False, argparse.SUPPRESS)):
+            action.help = text + (" " if text else "") + "(default: %(default)s)"
+        return super()._add_action(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from labelloop.templates import TEMPLATES
 
-    parser = argparse.ArgumentParser(prog="labelloop", description="Label Studio pre-annotation and active learning.")
+    parser = _Parser(prog="labelloop", description="Label Studio pre-annotation, active learning and fine-tuning. "
+                     "`labelloop COMMAND --help` lists a command's options with their defaults.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("backend", help="run the ML backend server Label Studio connects to")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (other than loopback: set basic auth)")
+    p.add_argument("--port", type=int, default=9090, help="port to listen on")
     p.set_defaults(func=cmd_backend)
 
     p = sub.add_parser("demo", help="local Label Studio + demo project + connected backend + dashboard")
     p.add_argument("--port", type=int, default=8080, help="Label Studio port")
-    p.add_argument("--backend-port", type=int, default=9090)
-    p.add_argument("--dashboard-port", type=int, default=8501)
+    p.add_argument("--backend-port", type=int, default=9090, help="ML backend port")
+    p.add_argument("--dashboard-port", type=int, default=8501, help="dashboard port")
     p.add_argument("--no-wait", action="store_true", help="set everything up, then stop it all and exit")
     p.set_defaults(func=cmd_demo)
 
     for name, func, port, text in (("dashboard", cmd_dashboard, 8501, "the Streamlit dashboard for leads"),
                                    ("playground", cmd_playground, 7860, "the Gradio playground: try model versions")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--host", default="127.0.0.1")
-        p.add_argument("--port", type=int, default=port)
+        p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+        p.add_argument("--port", type=int, default=port, help="port to listen on")
         p.add_argument("--no-auth", action="store_true",
                        help="no login (a local demo on 127.0.0.1 only); otherwise set LABELLOOP_DASHBOARD_USER and "
                             "LABELLOOP_DASHBOARD_PASSWORD_HASH, or LABELLOOP_DASHBOARD_SECRETS")
         p.set_defaults(func=func)
-    p = sub.add_parser("llm", help="the LLM labeler")
+    p = sub.add_parser("llm", help="the LLM labeler: `llm template` shows or edits a project's prompt")
     llm = p.add_subparsers(dest="llm_command", required=True)
     p = llm.add_parser("template", help="show or edit a project's prompt template (JSON)")
     p.add_argument("--project", type=int, required=True)
@@ -504,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")
     p.set_defaults(func=cmd_hash_password)
 
-    p = sub.add_parser("al", help="active learning tools")
+    p = sub.add_parser("al", help="active learning: `al simulate` replays labeling on labeled data to compare "
+                                  "learners (head, SetFit, fine-tune, the ladder) and strategies with random")
     al = p.add_subparsers(dest="al_command", required=True)
     p = al.add_parser("simulate", help="replay labeling on labeled JSONL: learners and strategies beside random")
     p.add_argument("--data", required=True, help='JSONL with {"text": ..., "label": ...} per line')
@@ -526,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = ls_command("connect", cmd_connect, "connect the backend to a project (webhook, basic auth)")
     p.add_argument("--backend", default="http://127.0.0.1:9090", help="backend URL as Label Studio reaches it")
-    p.add_argument("--title", default="LabelLoop")
+    p.add_argument("--title", default="LabelLoop", help="the backend's name in Label Studio")
     p = ls_command("preannotate", cmd_preannotate, "predict every task and store the predictions in bulk")
     p.add_argument("--backend", help="a running backend's URL; default: the models under $LABELLOOP_HOME")
     p.add_argument("--only-unlabeled", action="store_true")
@@ -538,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report the labeling functions; push nothing")
     ls_command("queue", cmd_queue, "serve the least confident task first (sampling + a saved tab)")
 
-    p = ls_command("project", cmd_project_create, "create a project from a template", project=False)
+    p = ls_command("project", cmd_project_create, "`project create`: a project from a template", project=False)
     p.add_argument("action", choices=["create"])
     p.add_argument("--title", required=True)
     p.add_argument("--template", required=True, choices=TEMPLATES)
@@ -547,8 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect", metavar="BACKEND_URL", help="also connect this backend and order the queue by it")
 
     p = ls_command("import", cmd_import, "import tasks from JSONL, CSV or plain text, skipping duplicates")
-    p.add_argument("file")
-    p.add_argument("--text-field", default="text")
+    p.add_argument("file", help="JSONL, CSV, TSV or plain text (a task per line)")
+    p.add_argument("--text-field", default="text", help="the task data field (and CSV column) holding the text")
     p.add_argument("--duplicates", choices=["skip", "flag", "keep"], default="skip",
                    help="exact and near duplicates (in the file or already in the project): skip them, import "
                         "them marked with data.duplicate_of, or import them as they are")
