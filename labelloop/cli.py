@@ -468,7 +468,7 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose every option's help ends with its default (unless it names one already);
     its subcommands are parsers of the same class."""
 
-    def _add_action(self, action: argparse.Action) -> argparse.Action:
+    def _add_action(self, action):
         text = action.help or ""
         if (action.option_strings and not action.required and "default" not in text and text != argparse.SUPPRESS
                 and action.default not in (None, False, argparse.SUPPRESS)):
@@ -479,7 +479,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from labelloop.templates import TEMPLATES
 
-    parser = _Parser(prog="labelloop", description="Label Studio pre-annotation, active learning and fine-tuning. "
+    parser: argparse.ArgumentParser = _Parser(prog="labelloop", description="Label Studio pre-annotation, active learning and fine-tuning. "
                      "`labelloop COMMAND --help` lists a command's options with their defaults.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True)
