@@ -1,14 +1,16 @@
 """The Gradio playground (``labelloop playground``): try one or two model versions on any text.
 
-Pick a project the backend serves and up to two of its model versions; the labels (every label's
-probability) or entity spans of each appear side by side. A second tab previews augmentation of a text.
+Pick a project the backend serves and up to two of its model versions (A: the serving one, B: the one
+before it); the labels (every label's probability) or entity spans of each appear side by side. A second
+tab previews augmentation of a text. Projects and versions are filled in only once a user has logged in:
+the page a visitor sees before the login holds none of them.
 """
 
 from __future__ import annotations
 
 import gradio as gr
 
-from labelloop import actions
+from labelloop import actions, lsclient
 from labelloop.auth import Users
 from labelloop.errors import LabelLoopError
 from labelloop.serving.service import ModelService
@@ -18,15 +20,43 @@ from labelloop.settings import LabelLoopSettings
 NONE = "(none)"
 
 
-def _versions(service: ModelService, project_id: int | None) -> list[str]:
+def _versions(service: ModelService, project_id: int | None) -> tuple[list[str], str, str]:
+    """The project's versions, newest first, and the defaults of A (the serving one) and B (the one before)."""
     if project_id is None:
-        return [UNTRAINED_VERSION]
-    return [UNTRAINED_VERSION] + [v.model_version for v in service.version_records(int(project_id))][::-1]
+        return [UNTRAINED_VERSION], UNTRAINED_VERSION, NONE
+    versions = [v.model_version for v in service.version_records(int(project_id))][::-1] + [UNTRAINED_VERSION]
+    current = service.current_record(int(project_id))
+    a = current.model_version if current is not None else versions[0]
+    older = versions[versions.index(a) + 1:] if a in versions else versions[1:]
+    return versions, a, older[0] if older else NONE
+
+
+def _title(service: ModelService, project_id: int) -> str:
+    """The project's title in Label Studio, or ``project N`` when Label Studio can't say (quickly)."""
+    client = service.clients.client_for(project_id, timeout=5)
+    if client is not None:
+        try:
+            project = lsclient.call("reading the project", client.projects.get, id=project_id, retry=None)
+            if project.title:
+                return f"{project.title} (#{project_id})"
+        except LabelLoopError:
+            pass
+    return f"project {project_id}"
+
+
+def _choices(service: ModelService, project_id=None):
+    """Dropdown updates for the project (the first one if None) and its two versions."""
+    projects = service.projects()
+    if project_id is None and projects:
+        project_id = projects[0]
+    versions, a, b = _versions(service, project_id)
+    return (gr.Dropdown(choices=[(_title(service, p), p) for p in projects], value=project_id),
+            gr.Dropdown(choices=versions, value=a), gr.Dropdown(choices=[NONE, *versions], value=b))
 
 
 def compare(service: ModelService, project_id, text: str, first: str, second: str):
     """Two ``(label probabilities, highlighted spans)`` pairs, one per chosen version."""
-    if project_id is None:
+    if project_id is None or str(project_id) not in {str(p) for p in service.projects()}:
         raise gr.Error("Pick a project first (the backend must have been connected to it).")
     versions = [v for v in (first, second) if v and v != NONE]
     try:
@@ -62,18 +92,13 @@ def augment_preview(text: str, label: str, methods: list[str]) -> list[list[str]
 
 def build(settings: LabelLoopSettings, service: ModelService | None = None) -> gr.Blocks:
     service = service or ModelService(settings)
-    projects = service.projects()
-    first_project = projects[0] if projects else None
-    versions = _versions(service, first_project)
     with gr.Blocks(title="LabelLoop playground") as app:
         gr.Markdown("# LabelLoop playground\nType a text and compare two model versions of a project.")
         with gr.Tab("Compare versions"):
-            with gr.Row():
-                project = gr.Dropdown(projects, value=first_project, label="Project")
-                first = gr.Dropdown(versions, value=versions[-1] if len(versions) > 1 else versions[0],
-                                    label="Version A")
-                second = gr.Dropdown([NONE, *versions], value=versions[0] if len(versions) > 1 else NONE,
-                                     label="Version B")
+            with gr.Row():  # empty until a user is logged in; compare() checks what it is sent
+                project = gr.Dropdown([], label="Project", allow_custom_value=True)
+                first = gr.Dropdown([], label="Version A (default: the serving one)", allow_custom_value=True)
+                second = gr.Dropdown([], label="Version B (default: the one before)", allow_custom_value=True)
             text = gr.Textbox(label="Text", lines=4, placeholder="Paste a task's text here")
             run = gr.Button("Predict", variant="primary")
             with gr.Row():
@@ -85,12 +110,10 @@ def build(settings: LabelLoopSettings, service: ModelService | None = None) -> g
                     spans_b = gr.HighlightedText(label="B: entities")
 
             def on_project(pid):
-                vs = _versions(service, pid)
-                return gr.Dropdown(choices=vs, value=vs[-1] if len(vs) > 1 else vs[0]), gr.Dropdown(
-                    choices=[NONE, *vs], value=vs[0] if len(vs) > 1 else NONE)
+                return _choices(service, pid)[1:]
 
-            project.change(on_project, project, [first, second])
-            app.load(on_project, project, [first, second])  # versions trained since the server started
+            project.input(on_project, project, [first, second])
+            app.load(lambda: _choices(service), None, [project, first, second])  # after the login, every visit
             run.click(lambda p, t, a, b: compare(service, p, t, a, b), [project, text, first, second],
                       [labels_a, spans_a, labels_b, spans_b], api_name="compare")
         with gr.Tab("Augmentation preview"):

@@ -248,10 +248,15 @@ def test_playground_compares_versions_behind_a_login(seeded, label_studio, tmp_p
                                    env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: _answers(f"http://127.0.0.1:{port}/"), timeout=120, what="the playground")
+        versions = [v.model_version for v in Store(home).versions(project_id)]
+        # Before a login, nothing names a project or a version: not the page, not its config or API info.
+        for path in ("/", "/config", "/info", "/gradio_api/info"):
+            page = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10).text
+            assert "Dashboard test" not in page and not any(v in page for v in versions), path
+            assert f'"value": {project_id}' not in page and f'"value":{project_id}' not in page, path
         with pytest.raises(Exception):
             Client(f"http://127.0.0.1:{port}/", auth=("lead", "wrong"), verbose=False)
         client = Client(f"http://127.0.0.1:{port}/", auth=("lead", PASSWORD), verbose=False)
-        versions = [v.model_version for v in Store(home).versions(project_id)]
         a, _, b, _ = client.predict(project_id, "I love it, works wonderfully.", versions[-1], UNTRAINED_VERSION,
                                     api_name="/compare")
         assert a["label"] == "Positive" and b["label"] in ("Positive", "Negative")

@@ -1,0 +1,36 @@
+"""The playground's defaults: version A is the serving version and B the one before; projects by title."""
+
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("gradio")
+
+from labelloop.dashboard.playground import NONE, _choices, _versions  # noqa: E402
+from labelloop.serving.versions import UNTRAINED_VERSION  # noqa: E402
+
+
+def _service(versions, current, title="Reviews"):
+    records = [SimpleNamespace(model_version=v) for v in versions]  # oldest first, as the store keeps them
+    projects = SimpleNamespace(get=lambda id: SimpleNamespace(title=title))
+    return SimpleNamespace(
+        version_records=lambda pid: records, projects=lambda: [7],
+        current_record=lambda pid: next((r for r in records if r.model_version == current), None),
+        clients=SimpleNamespace(client_for=lambda pid, timeout=None: SimpleNamespace(projects=projects)))
+
+
+def test_version_a_is_the_serving_one_and_b_the_one_before():
+    service = _service(["labelloop-v1", "labelloop-v2", "labelloop-v3"], "labelloop-v3")
+    assert _versions(service, 7) == (["labelloop-v3", "labelloop-v2", "labelloop-v1", UNTRAINED_VERSION],
+                                     "labelloop-v3", "labelloop-v2")
+    rolled_back = _service(["labelloop-v1", "labelloop-v2", "labelloop-v3"], "labelloop-v2")
+    assert _versions(rolled_back, 7)[1:] == ("labelloop-v2", "labelloop-v1")
+    assert _versions(_service([], None), 7) == ([UNTRAINED_VERSION], UNTRAINED_VERSION, NONE)
+
+
+def test_projects_are_listed_by_title_and_id():
+    project, first, second = _choices(_service(["labelloop-v1"], "labelloop-v1"))
+    assert project.choices == [("Reviews (#7)", 7)] and project.value == 7
+    assert first.value == "labelloop-v1" and second.value == UNTRAINED_VERSION
+    untitled = _choices(_service(["labelloop-v1"], "labelloop-v1", title=""))[0]
+    assert untitled.choices == [("project 7", 7)]
