@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from labelloop import __version__
+from labelloop.auth import LoginThrottle, throttle_keys
 from labelloop.backend.protocol import RequestError, predict_request, read_json, setup_request, webhook_event
 from labelloop.errors import ConfigError, LabelLoopError, ModelError, StorageFullError, TaskDataError
 from labelloop.labeling.tasks import Event, parse_project_id
@@ -51,11 +52,21 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
     expected_auth = basic_auth_header(*settings.basic_auth) if settings.basic_auth else None
     limit = settings.max_body_bytes
 
+    throttle = LoginThrottle()  # per client address: Label Studio's own calls keep working during an attack
+
     @app.middleware("http")
     async def basic_auth(request: Request, call_next):
         if expected_auth and request.url.path not in OPEN_PATHS:
             given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), expected_auth.encode()):
+            keys = throttle_keys(None, request.client.host if request.client else "unknown")
+            wait = throttle.wait(*keys) if given else 0.0
+            if wait > 0:  # refused unchecked: guessing from this address has to wait
+                return JSONResponse({"error": f"Too many failed logins from this address: try again in {wait:.0f} s."},
+                                    status_code=429, headers={"Retry-After": str(max(1, round(wait)))})
+            ok = hmac.compare_digest(given.encode(), expected_auth.encode())
+            if given:
+                throttle.record(ok, *keys)
+            if not ok:
                 if request.url.path == "/webhook":
                     log.warning("refused a webhook without valid basic auth: connect with `labelloop connect`, or add "
                                 "an Authorization header to the webhook in the project's Settings > Webhooks")

@@ -1,18 +1,54 @@
-"""The login form in front of every page (see :mod:`labelloop.auth` for where users come from)."""
+"""The login form in front of every page (see :mod:`labelloop.auth` for where users come from).
+
+A login sets a signed session cookie (12 hours), so reloading a page keeps the user logged in; logging
+out clears it. Failed logins are throttled per user name and per client address, across all sessions.
+"""
 
 from __future__ import annotations
 
-import time
+import json
 
 import streamlit as st
+import streamlit.components.v1 as components
 
-from labelloop.auth import Users
+from labelloop.auth import LoginThrottle, SessionTokens, Users, throttle_keys
 from labelloop.errors import ConfigError
+from labelloop.settings import LabelLoopSettings
+
+COOKIE = "labelloop_session"
 
 
 @st.cache_resource
 def users() -> Users:
     return Users.from_env()
+
+
+@st.cache_resource
+def throttle() -> LoginThrottle:
+    return LoginThrottle()  # one per server process: every browser session shares it
+
+
+@st.cache_resource
+def tokens() -> SessionTokens:
+    return SessionTokens.for_home(LabelLoopSettings().home)
+
+
+@st.cache_resource
+def revoked() -> set[str]:
+    return set()  # session cookies logged out of, until they expire or the server restarts
+
+
+def _from_cookie(known: Users) -> str | None:
+    token = st.context.cookies.get(COOKIE)
+    if not token or token in revoked() or st.session_state.get("logged_out"):
+        return None
+    return tokens().verify(token, known)
+
+
+def _set_cookie(value: str, max_age: int) -> None:
+    """Write the session cookie on the page (the script runs in a same-origin frame Streamlit makes)."""
+    cookie = f"{COOKIE}={value}; path=/; max-age={max_age}; SameSite=Strict"
+    components.html(f"<script>window.parent.document.cookie = {json.dumps(cookie)};</script>", height=0)
 
 
 def require_login() -> str:
@@ -24,22 +60,36 @@ def require_login() -> str:
         st.stop()
     if known.open:
         return "local"
-    user = st.session_state.get("user")
+    user = st.session_state.get("user") or _from_cookie(known)
     if user:
+        st.session_state["user"] = user
+        if st.session_state.pop("issue_cookie", False):
+            _set_cookie(tokens().issue(user, known), int(tokens().seconds))
         st.sidebar.caption(f"Logged in as {user}")
         if st.sidebar.button("Log out"):
             del st.session_state["user"]
+            st.session_state["logged_out"] = True
+            if st.context.cookies.get(COOKIE):
+                revoked().add(st.context.cookies[COOKIE])
             st.rerun()
         return user
+    if st.session_state.get("logged_out"):
+        _set_cookie("", 0)
     st.title("LabelLoop")
     with st.form("login"):
         name = st.text_input("User name")
         password = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Log in")
     if submitted:
-        if known.check(name, password):
+        keys = throttle_keys(name, st.context.ip_address or "unknown")
+        wait = throttle().wait(*keys)
+        if wait > 0:
+            st.error(f"Too many failed logins: try again in {wait:.0f} s.")
+        elif throttle().attempt(lambda: known.check(name, password), *keys):
             st.session_state["user"] = name.strip()
+            st.session_state["issue_cookie"] = True
+            st.session_state.pop("logged_out", None)
             st.rerun()
-        time.sleep(1.0)  # slows down guessing
-        st.error("Wrong user name or password.")
+        else:
+            st.error("Wrong user name or password.")
     st.stop()

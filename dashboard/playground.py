@@ -11,7 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from labelloop import actions, lsclient
-from labelloop.auth import Users
+from labelloop.auth import LoginThrottle, Users, throttle_keys
 from labelloop.errors import LabelLoopError
 from labelloop.serving.service import ModelService
 from labelloop.serving.versions import UNTRAINED_VERSION
@@ -128,7 +128,32 @@ def build(settings: LabelLoopSettings, service: ModelService | None = None) -> g
 
 
 def launch(settings: LabelLoopSettings, users: Users, *, host: str = "127.0.0.1", port: int = 7860) -> None:
+    """Serve the playground; logins are throttled per user name and per client address."""
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    throttle = LoginThrottle()
+    server = FastAPI()
+
+    @server.middleware("http")
+    async def throttle_logins(request: Request, call_next):
+        if request.method != "POST" or request.url.path.rstrip("/") != "/login":
+            return await call_next(request)
+        keys = throttle_keys(None, request.client.host if request.client else "unknown")
+        wait = throttle.wait(*keys)
+        if wait > 0:
+            return JSONResponse({"detail": f"Too many failed logins: try again in {wait:.0f} s."}, status_code=429,
+                                headers={"Retry-After": str(max(1, round(wait)))})
+        response = await call_next(request)
+        throttle.record(response.status_code < 400, *keys)
+        return response
+
+    def check(username: str, password: str) -> bool:
+        return throttle.attempt(lambda: users.check(username, password), *throttle_keys(username, None))
+
     app = build(settings)
     app.queue(default_concurrency_limit=2)
-    app.launch(server_name=host, server_port=port, auth=None if users.open else users.check,
-               auth_message="Log in with your LabelLoop dashboard account.", show_error=True, quiet=True)
+    server = gr.mount_gradio_app(server, app, path="", auth=None if users.open else check,
+                                 auth_message="Log in with your LabelLoop dashboard account.", show_error=True)
+    uvicorn.run(server, host=host, port=port, log_level="warning")

@@ -1,10 +1,14 @@
-"""Logins for the dashboard and the playground.
+"""Logins for the dashboard, the playground and the backend's basic auth.
 
 Passwords are stored and compared only as salted scrypt hashes (``scrypt$n$r$p$salt$hash``). Users come
 from ``LABELLOOP_DASHBOARD_USER`` with ``LABELLOOP_DASHBOARD_PASSWORD_HASH`` (make one with
 ``labelloop hash-password``) or, less safely, ``LABELLOOP_DASHBOARD_PASSWORD``; or from a secrets file
 (``LABELLOOP_DASHBOARD_SECRETS``, JSON ``{"users": {"name": "scrypt$..."}}``). A password given in plain
 text is hashed as soon as it is read and never kept.
+
+:class:`LoginThrottle` slows guessing down per user name and per client address, whatever the number of
+parallel sessions; :class:`SessionTokens` signs the dashboard's session cookie, so a page reload keeps the
+login until it expires.
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,3 +120,105 @@ class Users:
         if not hashes:
             raise ConfigError(NO_USERS)
         return cls(hashes)
+
+
+class LoginThrottle:
+    """Failed logins slow down the next ones, per key (``user:NAME``, ``client:ADDRESS``).
+
+    The first ``free`` failures of a key cost nothing; after that each failure locks the key for ``base``
+    seconds, doubling up to ``cap``. An attempt on a locked key is refused without checking the password,
+    so parallel sessions or connections gain nothing. A success clears the keys. One instance per server
+    process; it remembers at most ``size`` keys (the oldest are forgotten first).
+    """
+
+    def __init__(self, *, free: int = 5, base: float = 1.0, cap: float = 300.0, size: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.free, self.base, self.cap, self.size = free, base, cap, size
+        self.clock = clock
+        self._keys: OrderedDict[str, tuple[int, float]] = OrderedDict()  # key -> (failures, locked until)
+        self._lock = threading.Lock()
+
+    def wait(self, *keys: str) -> float:
+        """Seconds before ``keys`` may try again (0: now)."""
+        now = self.clock()
+        with self._lock:
+            return max([self._keys.get(k, (0, 0.0))[1] - now for k in keys] + [0.0])
+
+    def record(self, ok: bool, *keys: str) -> None:
+        now = self.clock()
+        with self._lock:
+            for key in keys:
+                if ok:
+                    self._keys.pop(key, None)
+                    continue
+                failures = self._keys.pop(key, (0, 0.0))[0] + 1
+                over = failures - self.free
+                self._keys[key] = (failures, now + min(self.cap, self.base * 2 ** (over - 1)) if over > 0 else 0.0)
+            while len(self._keys) > self.size:
+                self._keys.popitem(last=False)
+
+    def attempt(self, check: Callable[[], bool], *keys: str) -> bool:
+        """Whether the login succeeds: False without running ``check`` while any key is locked."""
+        if self.wait(*keys) > 0:
+            return False
+        ok = check()
+        self.record(ok, *keys)
+        return ok
+
+
+def throttle_keys(username: str | None, client: str | None) -> tuple[str, ...]:
+    return tuple(k for k in (f"user:{username.strip().lower()}" if username else None,
+                             f"client:{client}" if client else None) if k)
+
+
+class SessionTokens:
+    """Signed, expiring session tokens ``user.expiry.signature`` for the dashboard's cookie.
+
+    The signature (HMAC-SHA256 with a server secret) covers the user, the expiry and the user's password
+    hash, so changing a password ends that user's sessions. The secret comes from
+    ``LABELLOOP_DASHBOARD_SESSION_SECRET``, or is made once and kept in ``home/dashboard-session.key``
+    (mode 0600), so sessions survive a restart of the dashboard.
+    """
+
+    def __init__(self, secret: bytes, *, hours: float = 12.0, clock: Callable[[], float] = time.time) -> None:
+        if len(secret) < 16:
+            raise ConfigError("the dashboard session secret must be at least 16 bytes")
+        self.secret, self.seconds, self.clock = secret, hours * 3600, clock
+
+    @classmethod
+    def for_home(cls, home: Path, *, hours: float = 12.0) -> SessionTokens:
+        given = os.environ.get("LABELLOOP_DASHBOARD_SESSION_SECRET")
+        if given:
+            return cls(given.encode(), hours=hours)
+        path = Path(home) / "dashboard-session.key"
+        try:
+            secret = path.read_bytes()
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            secret = secrets.token_bytes(32)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(secret)
+            except FileExistsError:  # another process made it first
+                secret = path.read_bytes()
+        return cls(secret, hours=hours)
+
+    def _sign(self, user: str, expiry: int, users: Users) -> str:
+        message = f"{user}\x00{expiry}\x00{users.hashes.get(user, '')}".encode()
+        return _b64(hmac.new(self.secret, message, hashlib.sha256).digest())
+
+    def issue(self, user: str, users: Users) -> str:
+        expiry = int(self.clock() + self.seconds)
+        return f"{_b64(user.encode())}.{expiry}.{self._sign(user, expiry, users)}"
+
+    def verify(self, token: str | None, users: Users) -> str | None:
+        """The user a token was issued to, or None (malformed, forged, expired, or the user is gone)."""
+        try:
+            encoded, expiry_text, signature = (token or "").split(".")
+            user, expiry = _unb64(encoded).decode(), int(expiry_text)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if expiry < self.clock() or user not in users.hashes:
+            return None
+        return user if hmac.compare_digest(signature, self._sign(user, expiry, users)) else None

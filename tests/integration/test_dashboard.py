@@ -264,6 +264,13 @@ def test_playground_compares_versions_behind_a_login(seeded, label_studio, tmp_p
         variants = client.predict("The battery lasts two full days and charges fast.", "Positive", ["swap"],
                                   api_name="/augment")
         assert variants["data"] and all(row[0] == "random-swap" for row in variants["data"])
+        # Guessing is throttled: after 5 wrong passwords this address waits, whatever the password.
+        codes = [httpx.post(f"http://127.0.0.1:{port}/login", data={"username": "lead", "password": f"guess{i}"},
+                            timeout=10).status_code for i in range(8)]
+        assert codes[:5] == [400] * 5 and codes[-1] == 429, codes
+        locked = httpx.post(f"http://127.0.0.1:{port}/login", data={"username": "lead", "password": PASSWORD},
+                            timeout=10)
+        assert locked.status_code == 429 and "try again in" in locked.text
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -328,7 +335,7 @@ def test_browser_walkthrough_login_train_promote(seeded, label_studio, tmp_path)
             driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
             element.click()
 
-        def go(page: str) -> None:  # through the sidebar: a fresh page load would start a new, logged-out session
+        def go(page: str) -> None:  # through the sidebar, as a lead does
             xpath = f"//a[@data-testid='stSidebarNavLink'][.//span[normalize-space()='{page}']]"
             wait.until(ec.element_to_be_clickable((By.XPATH, xpath))).click()
 
@@ -342,6 +349,10 @@ def test_browser_walkthrough_login_train_promote(seeded, label_studio, tmp_path)
         button("Log in")
         see("Projects")
         shot("02-overview")
+        driver.refresh()  # a full reload keeps the login: the signed session cookie
+        see("Logged in as lead")
+        see("Projects")
+        assert not driver.find_elements(By.CSS_SELECTOR, "input[aria-label='User name']")
 
         go("Train")
         button("Export approved labels")

@@ -60,3 +60,68 @@ def test_cli_refuses_no_auth_beyond_loopback_and_hashes_from_stdin(monkeypatch, 
     monkeypatch.setattr("sys.stdin", io.StringIO("pw from stdin\n"))
     cli.main(["hash-password", "--stdin"])
     assert verify_password("pw from stdin", capsys.readouterr().out.strip())
+
+
+def test_throttle_locks_a_key_after_free_failures_doubling_and_a_success_clears_it():
+    from labelloop.auth import LoginThrottle, throttle_keys
+
+    now = [0.0]
+    throttle = LoginThrottle(free=3, base=1.0, cap=8.0, clock=lambda: now[0])
+    keys = throttle_keys("Lead ", "10.0.0.1")
+    assert keys == ("user:lead", "client:10.0.0.1")
+    checked = []
+
+    def wrong():
+        checked.append(1)
+        return False
+
+    for _ in range(3):  # free failures
+        assert throttle.attempt(wrong, *keys) is False and throttle.wait(*keys) == 0
+    assert throttle.attempt(wrong, *keys) is False and throttle.wait(*keys) == 1.0
+    assert throttle.attempt(lambda: True, *keys) is False  # locked: refused unchecked, even the right password
+    assert len(checked) == 4
+    now[0] += 1.0
+    assert throttle.attempt(wrong, *keys) is False and throttle.wait(*keys) == 2.0  # doubles
+    for _ in range(5):
+        now[0] += 100
+        throttle.attempt(wrong, *keys)
+    assert throttle.wait(*keys) == 8.0  # capped
+    assert throttle.wait("user:other", "client:10.0.0.2") == 0  # other users and addresses are not slowed
+    assert throttle.wait("user:lead") == 8.0 and throttle.wait("client:10.0.0.1") == 8.0
+    now[0] += 8
+    assert throttle.attempt(lambda: True, *keys) and throttle.wait(*keys) == 0
+
+
+def test_throttle_forgets_the_oldest_keys_beyond_its_size():
+    from labelloop.auth import LoginThrottle
+
+    throttle = LoginThrottle(free=0, size=100, clock=lambda: 0.0)
+    for i in range(1000):
+        throttle.record(False, f"client:{i}")
+    assert throttle.wait("client:999") > 0 and throttle.wait("client:0") == 0
+
+
+def test_session_tokens_are_signed_expire_and_end_with_a_password_change(tmp_path, monkeypatch):
+    from labelloop.auth import SessionTokens
+
+    monkeypatch.delenv("LABELLOOP_DASHBOARD_SESSION_SECRET", raising=False)
+    now = [1000.0]
+    users = Users({"lead": hash_password("a")})
+    tokens = SessionTokens.for_home(tmp_path, hours=1)
+    tokens.clock = lambda: now[0]
+    token = tokens.issue("lead", users)
+    assert tokens.verify(token, users) == "lead"
+    assert (tmp_path / "dashboard-session.key").stat().st_mode & 0o777 == 0o600
+    again = SessionTokens.for_home(tmp_path, hours=1)  # a restarted dashboard keeps its sessions
+    again.clock = lambda: now[0]
+    assert again.verify(token, users) == "lead"
+    user, expiry, signature = token.split(".")
+    assert tokens.verify(f"{user}.{int(expiry) + 3600}.{signature}", users) is None  # extended by hand
+    forged = SessionTokens(b"another secret, 32 bytes long...")
+    assert tokens.verify(forged.issue("lead", users), users) is None
+    for bad in (None, "", "a.b", "x.y.z", "..", "bGVhZA.notanumber.sig"):
+        assert tokens.verify(bad, users) is None
+    assert tokens.verify(token, Users({"lead": hash_password("new password")})) is None  # password changed
+    assert tokens.verify(token, Users({"other": hash_password("a")})) is None  # user removed
+    now[0] += 3601
+    assert tokens.verify(token, users) is None  # expired

@@ -303,6 +303,24 @@ def test_basic_auth_guards_everything_but_health(tmp_path):
         assert c.get("/versions", headers={"Authorization": f"Basic {good}"}).status_code == 200
 
 
+def test_password_guessing_is_throttled_per_address(tmp_path):
+    """After 5 wrong passwords from one address, its next attempts are refused unchecked (429) with a growing
+    wait, even with the right password; another address (Label Studio's) is not slowed down."""
+    settings = LabelLoopSettings(home=tmp_path, basic_auth_user="ls", basic_auth_pass="pa55word")
+    bad = {"Authorization": "Basic " + base64.b64encode(b"ls:wrong").decode()}
+    good = {"Authorization": "Basic " + base64.b64encode(b"ls:pa55word").decode()}
+    app = create_app(settings, train_in_background=False)
+    with TestClient(app, client=("203.0.113.9", 5000)) as attacker, \
+            TestClient(app, client=("127.0.0.1", 6000)) as studio:
+        codes = [attacker.get("/versions", headers=bad).status_code for _ in range(20)]
+        assert codes[:5] == [401] * 5 and set(codes[6:]) == {429}
+        refused = attacker.get("/versions", headers=good)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert "try again in" in refused.json()["error"]
+        assert studio.get("/versions", headers=good).status_code == 200
+        assert attacker.get("/versions").status_code == 401  # no credentials at all: asked for them, not counted
+
+
 def test_tokens_never_reach_logs_or_state(client, caplog, settings):
     caplog.set_level("DEBUG")
     setup_project(client, SENTIMENT)
