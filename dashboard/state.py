@@ -54,7 +54,7 @@ def require_client():
 
 @st.cache_data(ttl=15, show_spinner=False)
 def projects() -> list[dict]:
-    rows = lsclient.call("listing projects", require_client().projects.list, retry=READ_RETRY)
+    rows = lsclient.list_projects(require_client(), retry=READ_RETRY)
     return [{"id": p.id, "title": p.title, "tasks": p.task_number or 0, "labeled": p.num_tasks_with_annotations or 0,
              "annotations": p.total_annotations_number or 0, "model_version": p.model_version or "",
              "label_config": p.label_config} for p in rows]

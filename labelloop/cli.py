@@ -38,8 +38,11 @@ def cmd_backend(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from labelloop.demo import run_demo
+    from labelloop.demo import demo_env, run_demo
 
+    if args.env:
+        print(demo_env(_settings()))
+        return
     run_demo(_settings(), ls_port=args.port, backend_port=args.backend_port, dashboard_port=args.dashboard_port,
              wait=not args.no_wait)
 
@@ -494,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend-port", type=int, default=9090, help="ML backend port")
     p.add_argument("--dashboard-port", type=int, default=8501, help="dashboard port")
     p.add_argument("--no-wait", action="store_true", help="set everything up, then stop it all and exit")
+    p.add_argument("--env", action="store_true", help='print the demo\'s Label Studio address, API token and login as '
+                   'shell exports, for the CLI, the SDK and the playground: eval "$(labelloop demo --env)"')
     p.set_defaults(func=cmd_demo)
 
     for name, func, port, text in (("dashboard", cmd_dashboard, 8501, "the Streamlit dashboard for leads"),

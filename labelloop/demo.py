@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -119,7 +120,7 @@ def start_dashboard(settings: LabelLoopSettings, port: int, *, ls_url: str, cred
 
 def ensure_demo_project(client, backend_url: str, *, timeout: float = 120.0) -> int:
     """The demo project's id; on first run create it, connect the backend and wait for its first queue."""
-    for project in lsclient.call("listing projects", client.projects.list):
+    for project in lsclient.list_projects(client):
         if project.title == DEMO_TITLE:
             return project.id
     project = sync.create_project(client, DEMO_TITLE, DEMO_CONFIG, [{"text": t} for t in DEMO_TEXTS],
@@ -149,6 +150,23 @@ def check_ports_free(ports: dict[str, int]) -> None:
                 flag = {"Label Studio": "--port", "the backend": "--backend-port", "the dashboard": "--dashboard-port"}
                 raise ConfigError(f"port {port} for {what} is already in use (another demo, or another server): stop "
                                   f"it, or pick a free one with {flag[what]}") from None
+
+
+def demo_env(settings: LabelLoopSettings) -> str:
+    """Shell ``export`` lines for the demo's Label Studio address, API token and login, for the CLI, the SDK
+    and ``labelloop playground`` beside a running demo (``eval "$(labelloop demo --env)"``)."""
+    root = settings.home / "demo"
+    if not (root / "credentials.json").exists():
+        raise ConfigError(f"no demo under {settings.home}: run `labelloop demo` first (with the same LABELLOOP_HOME)")
+    creds = DemoCredentials.load_or_create(root / "credentials.json")
+    try:
+        addresses = json.loads((root / "addresses.json").read_text())
+    except (OSError, ValueError):
+        addresses = {"label_studio": "http://127.0.0.1:8080"}
+    values = {"LABELLOOP_HOME": str(settings.home), "LABEL_STUDIO_URL": addresses["label_studio"],
+              "LABEL_STUDIO_API_KEY": creds.token, "LABELLOOP_DASHBOARD_USER": creds.username,
+              "LABELLOOP_DASHBOARD_PASSWORD_HASH": hash_password(creds.password)}
+    return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in values.items())
 
 
 def _stop_on_sigterm() -> None:
@@ -185,12 +203,17 @@ def run_demo(settings: LabelLoopSettings, *, ls_port: int = 8080, backend_port: 
         info = {"label_studio": studio.url, "project": f"{studio.url}/projects/{project_id}/data",
                 "backend": backend_url, "dashboard": dashboard_url, "username": creds.username,
                 "password": creds.password, "project_id": project_id}
+        (root / "addresses.json").write_text(json.dumps({k: info[k] for k in ("label_studio", "backend",
+                                                                             "dashboard", "project_id")}))
         print(
             "\nLabelLoop demo is up.\n"
             f"  Label Studio  {info['project']}\n"
             f"  Dashboard     {dashboard_url}\n"
             f"  log in to both as  {creds.username} / {creds.password}   (kept in {root / 'credentials.json'})\n"
             f"  ML backend    {backend_url}   (logs under {root})\n"
+            f"  CLI and SDK   eval \"$(labelloop demo --env)\"   sets LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY and the "
+            "login, e.g. for:\n"
+            f"  Playground    eval \"$(labelloop demo --env)\" && labelloop playground   (same login)\n"
             "Label a few reviews: the backend retrains after each one and re-scores the queue.\n"
             "Press Ctrl-C to stop.",
             flush=True,

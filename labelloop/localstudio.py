@@ -86,12 +86,19 @@ class LocalLabelStudio:
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             # Lets Label Studio call an ML backend and webhooks on 127.0.0.1 (refused by default).
             "USE_DEFAULT_BANNED_SUBNETS": "false",
+            # No error reports to Label Studio's vendor (its default DSNs), from the server or the pages.
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+            # The admin's credentials travel in the environment (readable by this user only), never on the
+            # command line, which every local user can read with `ps`.
+            "LABEL_STUDIO_USERNAME": self.username,
+            "LABEL_STUDIO_PASSWORD": self.password,
+            "LABEL_STUDIO_USER_TOKEN": self.token,
         }
         log_path = self.data_dir / "label-studio.log"
         cmd = [
             binary, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(self.port),
-            "--data-dir", str(self.data_dir), "--username", self.username, "--password", self.password,
-            "--user-token", self.token, "--enable-legacy-api-token",
+            "--data-dir", str(self.data_dir), "--enable-legacy-api-token",
         ]
         with open(log_path, "ab") as log_file:
             self.process = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT,

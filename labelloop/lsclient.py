@@ -175,6 +175,20 @@ def iter_tasks(client, project_id: int, *, fields: str = "task_only", page_size:
         last_id = page[-1].id
 
 
+def list_projects(client, *, page_size: int = 100, retry: Retry | None = DEFAULT_RETRY) -> list[Any]:
+    """Every project, a page at a time, following Label Studio's ``next`` link. (The SDK's pager asks for
+    the page after the last one, which Label Studio answers with a 404 and a traceback in its log.)"""
+    projects: list[Any] = []
+    page = 1
+    while True:
+        response = call("listing projects", lambda p=page: client.projects.list(page=p, page_size=page_size).response,
+                        retry=retry)
+        projects += response.results or []
+        if not response.next or not response.results:
+            return projects
+        page += 1
+
+
 # Data Manager filter: tasks nobody has annotated yet.
 UNLABELED = {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}
 

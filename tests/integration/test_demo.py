@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
+from labelloop import lsclient
 from labelloop.demo import DEMO_TEXTS, DEMO_TITLE
-from labelloop.localstudio import LocalLabelStudio, free_port
+from labelloop.localstudio import LocalLabelStudio, free_port, wait_healthy
 from labelloop.lsclient import make_client
 
 
@@ -51,6 +54,36 @@ def test_demo_comes_up_predicting_and_is_rerunnable(tmp_path):
             if "Press Ctrl-C to stop" in line:
                 break
         assert "LabelLoop demo is up" in "".join(lines), "".join(lines)
+        # No secret on any command line (`ps` shows them to every local user); no error reports to the vendor.
+        studio_pids = []
+        for proc in Path("/proc").iterdir():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            assert creds["password"] not in cmdline and creds["token"] not in cmdline, cmdline
+            if str(tmp_path / "demo/label-studio") in cmdline:
+                studio_pids.append(proc)
+        assert studio_pids
+        environ = (studio_pids[0] / "environ").read_bytes().split(b"\0")
+        assert b"SENTRY_DSN=" in environ and b"FRONTEND_SENTRY_DSN=" in environ
+        # `labelloop demo --env` gives a CLI user the token and the login: the playground runs beside the demo.
+        exports = subprocess.run([*cmd[:3], "demo", "--env"], env=env, capture_output=True, text=True, timeout=60)
+        given = dict(line.removeprefix("export ").split("=", 1) for line in exports.stdout.splitlines())
+        given = {k: shlex.split(v)[0] for k, v in given.items()}
+        assert given["LABEL_STUDIO_API_KEY"] == creds["token"] and given["LABEL_STUDIO_URL"].endswith(f":{ls_port}")
+        assert len(lsclient.list_projects(make_client(given["LABEL_STUDIO_URL"], given["LABEL_STUDIO_API_KEY"]))) >= 1
+        playground_port = free_port()
+        playground = subprocess.Popen([*cmd[:3], "playground", "--port", str(playground_port)],
+                                      env={**os.environ, **given}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_healthy(f"http://127.0.0.1:{playground_port}/", timeout=120, process=playground)
+            login = httpx.post(f"http://127.0.0.1:{playground_port}/login", timeout=10,
+                               data={"username": creds["username"], "password": creds["password"]})
+            assert login.status_code == 200, login.text
+        finally:
+            playground.terminate()
+            playground.wait(timeout=30)
         busy = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)  # a second demo meanwhile
         assert busy.returncode != 0 and f"port {ls_port} for Label Studio is already in use" in busy.stderr
         waiting.terminate()
@@ -67,7 +100,7 @@ def test_demo_comes_up_predicting_and_is_rerunnable(tmp_path):
                               creds["token"]).start()
     try:
         ls = make_client(studio.url, creds["token"])
-        projects = [p for p in ls.projects.list() if p.title == DEMO_TITLE]
+        projects = [p for p in lsclient.list_projects(ls) if p.title == DEMO_TITLE]
         assert len(projects) == 1
         project = ls.projects.get(id=projects[0].id)
         assert project.model_version == "labelloop-v0" and project.sampling == "Uncertainty sampling"

@@ -186,3 +186,17 @@ def test_cli_refuses_empty_exports_and_never_leaves_a_half_made_project(ls, labe
     assert out.returncode == 1
     assert f"project {project_id} has nothing to export: 2 tasks, none with a usable annotation" in out.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_listing_projects_pages_without_asking_label_studio_for_a_page_past_the_end(ls, label_studio):
+    for title in ("page one", "page two"):
+        create_project(ls, title, label_config("classification", ["A", "B"]))
+    log = label_studio.data_dir / "label-studio.log"
+    before = log.read_text(errors="replace").count("Invalid page")
+    everything = {p.id for p in lsclient.list_projects(ls)}
+    assert len(everything) >= 2
+    assert {p.id for p in lsclient.list_projects(ls, page_size=1)} == everything
+    count = len(everything)
+    assert {p.id for p in lsclient.list_projects(ls, page_size=count)} == everything  # a page exactly full
+    time.sleep(0.5)
+    assert log.read_text(errors="replace").count("Invalid page") == before  # no page past the end was asked for
