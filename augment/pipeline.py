@@ -45,15 +45,18 @@ class LabelFilter:
 @dataclass
 class AugmentReport:
     sources: int = 0
-    excluded_test: int = 0
+    excluded_test: int = 0  # records left out because their text is a test item's
+    test_items: int = 0
     variants: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
 
     def summary(self) -> str:
         kept = ", ".join(f"{m}: {n}" for m, n in sorted(self.variants.items())) or "none"
         dropped = ", ".join(f"{why}: {n}" for why, n in sorted(self.dropped.items())) or "none"
-        return (f"{self.sources} source records ({self.excluded_test} test items left alone); "
-                f"variants kept: {kept}; dropped: {dropped}")
+        duplicates = (f", {self.excluded_test} records left out because their text is a test item's"
+                      if self.excluded_test else "")
+        return (f"{self.sources} source records{duplicates}; {self.test_items} test items never augmented nor "
+                f"matched by a variant; variants kept: {kept}; dropped: {dropped}")
 
 
 def augment_records(records: Sequence[dict], augmenters: Sequence[Augmenter], *, n: int = 1, seed: int = 0,
@@ -66,6 +69,7 @@ def augment_records(records: Sequence[dict], augmenters: Sequence[Augmenter], *,
     report = AugmentReport()
     sources = [r for r in originals if content_key(text_of(r)) not in test_keys]
     report.sources, report.excluded_test = len(sources), len(originals) - len(sources)
+    report.test_items = len(test_keys)
     seen = {content_key(text_of(r)) for r in originals} | test_keys
     index = NearDuplicateIndex(near_duplicate_threshold)
     for i, r in enumerate(originals):

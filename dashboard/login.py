@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import streamlit as st
-import streamlit.components.v1 as components
 
 from labelloop.auth import LoginThrottle, SessionTokens, Users, throttle_keys
 from labelloop.errors import ConfigError
@@ -48,7 +47,7 @@ def _from_cookie(known: Users) -> str | None:
 def _set_cookie(value: str, max_age: int) -> None:
     """Write the session cookie on the page (the script runs in a same-origin frame Streamlit makes)."""
     cookie = f"{COOKIE}={value}; path=/; max-age={max_age}; SameSite=Strict"
-    components.html(f"<script>window.parent.document.cookie = {json.dumps(cookie)};</script>", height=0)
+    st.iframe(f"<script>window.parent.document.cookie = {json.dumps(cookie)};</script>", height=1)
 
 
 def require_login() -> str:

@@ -47,6 +47,19 @@ def _day(timestamp: str) -> str:
     return str(timestamp)[:10]
 
 
+def _hour(timestamp: str) -> str:
+    text = str(timestamp)
+    return f"{text[:10]} {text[11:13]}:00" if len(text) >= 13 else text[:10]
+
+
+def _cumulative(counts: Counter) -> list[dict]:
+    total, rows = 0, []
+    for key in sorted(counts):
+        total += counts[key]
+        rows.append({"date": key, "annotations": counts[key], "cumulative": total})
+    return rows
+
+
 def _value_name(value) -> str:
     if isinstance(value, tuple):
         return ", ".join(str(v) if not isinstance(v, tuple) else str(v[-1]) for v in value) or "(none)"
@@ -60,11 +73,13 @@ def progress(tasks: list[dict], control: ControlSpec, annotators: dict | None = 
     """Counts, annotations per day, label distribution and throughput per annotator.
 
     Returns ``{"tasks", "labeled", "annotations", "skipped", "per_day": [{"date", "annotations",
-    "cumulative"}], "labels": {label: count}, "annotators": [{"annotator", "annotations", "tasks",
-    "median_seconds", "last"}]}``; labels count every live annotation (an entity type once per span).
+    "cumulative"}], "per_hour": [...the same, "date" is "YYYY-MM-DD HH:00"], "labels": {label: count},
+    "annotators": [{"annotator", "annotations", "tasks", "median_seconds", "last"}]}``; labels count every
+    live annotation (an entity type once per span).
     """
     annotators = annotators or {}
     per_day: Counter = Counter()
+    per_hour: Counter = Counter()
     labels: Counter = Counter()
     by_person: dict[str, list[dict]] = defaultdict(list)
     skipped = 0
@@ -74,6 +89,7 @@ def progress(tasks: list[dict], control: ControlSpec, annotators: dict | None = 
                 skipped += 1
                 continue
             per_day[_day(ann.get("created_at", ""))] += 1
+            per_hour[_hour(ann.get("created_at", ""))] += 1
             who = ann.get("completed_by")
             who = who.get("id") if isinstance(who, dict) else who
             by_person[annotators.get(who, f"user {who}")].append({**ann, "task": task["id"]})
@@ -88,10 +104,7 @@ def progress(tasks: list[dict], control: ControlSpec, annotators: dict | None = 
                 labels[value] += 1
             else:
                 labels["response"] += 1
-    cumulative, days = 0, []
-    for day in sorted(per_day):
-        cumulative += per_day[day]
-        days.append({"date": day, "annotations": per_day[day], "cumulative": cumulative})
+    days, hours = _cumulative(per_day), _cumulative(per_hour)
     people = []
     for name, anns in sorted(by_person.items(), key=lambda kv: -len(kv[1])):
         seconds = [float(a["lead_time"]) for a in anns if isinstance(a.get("lead_time"), (int, float))]
@@ -99,7 +112,7 @@ def progress(tasks: list[dict], control: ControlSpec, annotators: dict | None = 
                        "median_seconds": float(np.median(seconds)) if seconds else None,
                        "last": max(str(a.get("created_at", "")) for a in anns)[:19].replace("T", " ")})
     return {"tasks": len(tasks), "labeled": sum(bool(_live(t)) for t in tasks),
-            "annotations": sum(per_day.values()), "skipped": skipped, "per_day": days,
+            "annotations": sum(per_day.values()), "skipped": skipped, "per_day": days, "per_hour": hours,
             "labels": dict(labels.most_common()), "annotators": people}
 
 

@@ -320,7 +320,8 @@ def read_tasks(path: str | Path, *, text_field: str = "text") -> list[dict]:
     tasks = []
     for n, data in rows:
         if not isinstance(data, dict) or not isinstance(data.get(text_field), str) or not data[text_field].strip():
-            raise ConfigError(f"{path}:{n}: expected a non-empty {text_field!r} text")
+            raise ConfigError(f"{path}:{n}: the {text_field!r} field is missing or empty; every task needs its text "
+                              "there (or name the field that holds it with --text-field)")
         tasks.append(data)
     return tasks
 

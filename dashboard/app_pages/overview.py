@@ -23,8 +23,15 @@ c4.metric("Skipped", stats["skipped"])
 left, right = st.columns(2)
 with left:
     st.markdown("**Annotations over time**")
-    if stats["per_day"]:
-        st.line_chart(pd.DataFrame(stats["per_day"]).set_index("date")[["cumulative", "annotations"]])
+    # Per day; per hour when they all fall on one day (a line through one point draws nothing).
+    timeline = stats["per_day"] if len(stats["per_day"]) > 1 else stats["per_hour"]
+    if len(timeline) > 1:
+        st.line_chart(pd.DataFrame(timeline).set_index("date")[["cumulative", "annotations"]])
+        if timeline is stats["per_hour"]:
+            st.caption(f"All on {stats['per_day'][0]['date']}, per hour.")
+    elif timeline:
+        st.bar_chart(pd.DataFrame(timeline).set_index("date")[["annotations"]])
+        st.caption(f"All {timeline[0]['annotations']} annotations within {timeline[0]['date']}.")
     else:
         st.caption("No annotations yet.")
 with right:

@@ -11,6 +11,13 @@ from labelloop.errors import LabelLoopError
 st.title("Runs")
 registry = state.registry()
 runs = registry.list()
+project = state.project() if state.client() is not None else None
+if project is not None and runs:
+    if not st.toggle("Every project's runs", value=False,
+                     help="Runs record the project their data was exported from; runs started from files without "
+                          "one are listed with every project's."):
+        runs = [r for r in runs if registry.project_of(r.run_id) in (project["id"], None)]
+    st.caption(f"Runs of {project['title']} (#{project['id']}), and runs that name no project.")
 if not runs:
     st.info("No runs yet: launch one from the Train page or with `labelloop train`.")
     st.stop()
@@ -47,7 +54,7 @@ for run_id in chosen:
 st.subheader("Serve a run")
 if state.client() is None:
     st.caption("Set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY so promotion also pushes predictions to Label Studio.")
-project_id = state.project()["id"] if state.client() is not None else st.number_input("Project id", 1, step=1)
+project_id = project["id"] if project is not None else st.number_input("Project id", 1, step=1)
 succeeded = [r.run_id for r in reversed(runs) if r.status == "succeeded"]
 c1, c2 = st.columns(2)
 with c1:

@@ -25,6 +25,7 @@ with st.expander("Training data: export the project's approved labels", expanded
             try:
                 report = actions.export_for_training(state.client(), project["id"], settings)
                 st.session_state["cfg_train_file"] = report["train_file"]
+                st.session_state["export_project"] = (report["train_file"], project["id"])
                 # An empty test file would fail the run: without audit labels yet, the run trains unevaluated.
                 st.session_state["cfg_test_file"] = report["test_file"] if report["exported"]["test"] else ""
                 st.success(f"Exported {report['exported']['train']} train and {report['exported']['test']} test "
@@ -42,7 +43,8 @@ with st.form("run_config"):
     st.markdown("**Run configuration**")
     values: dict[str, Any] = {}
     columns = st.columns(3)
-    for i, o in enumerate(RunConfig.options()):  # one widget per field, from its type hint and help text
+    options = [o for o in RunConfig.options() if o.name != "project"]  # the project comes with the export
+    for i, o in enumerate(options):  # one widget per field, from its type hint and help text
         key, col, label = f"cfg_{o.name}", columns[i % 3], f"{o.label} ({o.name})"
         if o.choices:
             values[o.name] = col.selectbox(label, o.choices, index=o.choices.index(o.default), key=key, help=o.help)
@@ -65,7 +67,9 @@ with st.form("run_config"):
     launch = st.form_submit_button("Launch run", type="primary")
 if launch:
     try:
-        config = RunConfig.from_dict(values)
+        exported_file, exported_project = st.session_state.get("export_project", (None, None))
+        config = RunConfig.from_dict({**values, "project": exported_project if values.get("train_file") == exported_file
+                                      else None})
         if not config.train_file:
             raise LabelLoopError("train_file is empty: export the project's approved labels above, or give a path")
         run = start_run(registry, config, name=name.strip() or None)

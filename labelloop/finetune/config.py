@@ -31,6 +31,8 @@ class RunConfig(ConfigMixin):
                                                                  "multi-label, ner or sft (prompt/response)"})
     train_file: str = field(default="", metadata={"help": "JSONL from `labelloop export` (train split)"})
     test_file: str = field(default="", metadata={"help": "JSONL test split (the frozen one from export)"})
+    project: int | None = field(default=None, metadata={
+        "help": "the Label Studio project the data comes from (the dashboard lists each project's runs)"})
     base_model: str = field(default="", metadata={
         "help": "Hugging Face id or local path; empty: packaged MiniLM (classification, NER) or SmolLM2 (sft)"})
     method: Literal["lora", "full", "auto"] = field(default="auto", metadata={

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from labelloop.errors import ConfigError
+from labelloop.errors import ConfigError, LabelLoopError
 from labelloop.finetune.config import RunConfig
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -161,6 +161,13 @@ class RunRegistry:
 
     def config(self, run_id: str) -> RunConfig:
         return RunConfig.load(self.get(run_id).folder / "config.json")
+
+    def project_of(self, run_id: str) -> int | None:
+        """The Label Studio project a run's data came from (None: not recorded, or the config is unreadable)."""
+        try:
+            return self.config(run_id).project
+        except (LabelLoopError, OSError, ValueError):
+            return None
 
     def record_promotion(self, project_id: int, run_id: str, model_version: str) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ Every fine-tune, promotion, refusal and hold is recorded with its evidence (:met
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -173,7 +174,8 @@ class Ladder:
                 self.store.update_finetune(project_id, finetune.run_id, done=True)
                 self.store.add_decision(project_id, "superseded", None, finetune.run_id,
                                         {"reason": f"a fine-tune on {len(pairs)} labels replaces it"})
-        config = self.run_config(len(pairs), folder / "train.jsonl", base_model=self.settings.model)
+        config = dataclasses.replace(self.run_config(len(pairs), folder / "train.jsonl", base_model=self.settings.model),
+                                     project=project_id)
         name = f"ladder-{self.settings.instance or 'p'}{project_id}-{len(pairs)}-{stamp}"
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         run = start_run(self.runs, config, name=name, niceness=10)

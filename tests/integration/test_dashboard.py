@@ -153,6 +153,8 @@ def test_overview_and_quality_pages(dashboard_env, ls):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Tasks"] == "44" and metrics["Labeled"] == "41" and metrics["Annotations"] == "44"
     assert not at.exception
+    # Every annotation was made within the same hour: a bar says so, not an empty line chart.
+    assert "All 44 annotations within" in _texts(at) or "per hour" in _texts(at), _texts(at)
 
     at.switch_page("app_pages/quality.py").run()
     assert not at.exception, at.exception
@@ -211,9 +213,20 @@ def test_train_and_runs_pages_launch_compare_and_promote(dashboard_env, ls):
     assert not at.exception, at.exception
     assert "Started run apptest-run" in _texts(at)
     assert _wait_for_run(home, "apptest-run") == "succeeded"
+    from labelloop.finetune.config import RunConfig
+    from labelloop.finetune.registry import RunRegistry
+
+    registry = RunRegistry(home)
+    assert registry.project_of("apptest-run") == project_id  # the export said which project the data came from
+    registry.create(RunConfig(task="classification", project=project_id + 1000), name="another-projects-run")
 
     at.switch_page("app_pages/runs.py").run()
     assert not at.exception, at.exception
+    listed = set(at.dataframe[0].value["run"])
+    assert "apptest-run" in listed and "another-projects-run" not in listed
+    at.toggle[0].set_value(True).run()
+    assert "another-projects-run" in set(at.dataframe[0].value["run"])
+    at.toggle[0].set_value(False).run()
     comparison = at.dataframe[1].value
     assert {"base", "run"} <= set(comparison.index) and "accuracy" in comparison.columns
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")  # the confusion matrix

@@ -101,3 +101,12 @@ def test_duplicate_report_groups_and_checks_leakage():
     assert [g["task_ids"] for g in report["groups"]] == [[0, 1]]
     assert report["test_texts_in_train"] == 0
     assert report["split"]["train"] + report["split"]["test"] == 4
+
+
+def test_progress_buckets_by_hour_for_a_timeline_within_one_day():
+    tasks = [{"id": i, "data": {"text": str(i)}, "annotations": [ann("Positive", 1, when)]}
+             for i, when in enumerate(["2026-01-01T09:15:00Z", "2026-01-01T09:40:00Z", "2026-01-01T11:02:00Z"])]
+    out = insights.progress(tasks, CONTROL)
+    assert len(out["per_day"]) == 1
+    assert out["per_hour"] == [{"date": "2026-01-01 09:00", "annotations": 2, "cumulative": 2},
+                               {"date": "2026-01-01 11:00", "annotations": 1, "cumulative": 3}]

@@ -47,7 +47,7 @@ def test_read_tasks_from_jsonl_csv_and_text(tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("bad.jsonl", '{"text": "ok"}\n{broken\n', "bad.jsonl:2: not valid JSON"),
-    ("missing.jsonl", '{"body": "no text"}\n', "missing.jsonl:1: expected a non-empty 'text'"),
+    ("missing.jsonl", '{"body": "no text"}\n', "missing.jsonl:1: the 'text' field is missing or empty; every task needs its text there"),
     ("cols.csv", "body\nx\n", "no 'text' column"),
     ("x.xlsx", "x", "unknown file type"),
     ("empty.jsonl", "", "empty.jsonl holds no tasks"),

@@ -194,3 +194,10 @@ def test_variants_become_label_studio_tasks_with_predictions():
 def test_word_diff_marks_changes():
     assert word_diff("a b c", "a x c") == "a [-b-] {+x+} c"
     assert random.Random(0).random() == random.Random(0).random()
+
+
+def test_the_summary_counts_the_test_items_even_when_none_were_among_the_sources():
+    from labelloop.augment.pipeline import AugmentReport
+
+    report = AugmentReport(sources=4, excluded_test=0, test_items=1)
+    assert report.summary().startswith("4 source records; 1 test items never augmented nor matched by a variant;")
