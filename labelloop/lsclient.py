@@ -101,7 +101,8 @@ def _call_once(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except ApiError as e:
-        if e.status_code in (401, 403) and "reserved network address" not in str(e.body):
+        if (e.status_code in (401, 403) and "reserved network address" not in str(e.body)
+                and isinstance(e.body, dict) and "status_code" in e.body):  # Label Studio's own refusal
             raise LabelStudioAuthError(f"{what}: " + AUTH_HELP.format(status=e.status_code)) from e
         raise LabelStudioError(f"{what}: {describe_error(e.status_code or 0, e.body)}") from e
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:

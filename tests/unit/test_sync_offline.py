@@ -64,7 +64,7 @@ def test_read_tasks_errors_name_the_line(tmp_path, name, content, message):
 def _api_error(status):
     from label_studio_sdk.core.api_error import ApiError
 
-    return ApiError(status_code=status, body={"detail": "x"})
+    return ApiError(status_code=status, body={"id": "1", "status_code": status, "version": "1.23.2", "detail": "x"})
 
 
 def test_call_retries_transient_failures_then_succeeds(monkeypatch):
