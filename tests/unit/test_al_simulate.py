@@ -73,3 +73,40 @@ def test_unknown_learner_is_a_one_line_error(tmp_path):
                          env={**__import__("os").environ, "LABELLOOP_HOME": str(tmp_path / "home")})
     assert out.returncode == 1 and "unknown learner bert: use a comma list of head, setfit, finetune, auto" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_span_data_is_simulated_with_the_tagger_and_scored_by_span_f1(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    people, places = ["Maria Lopez", "John Smith", "Ana Silva", "Li Wei"], ["Lisbon", "Paris", "Osaka", "Lima"]
+    rows = []
+    for i in range(60):
+        person, place = rng.choice(people), rng.choice(places)
+        text = f"Yesterday {person} flew to {place} for the meeting number {i}."
+        start = text.index(person)
+        rows.append({"text": text, "spans": [{"start": start, "end": start + len(person), "label": "PER"},
+                                             {"start": text.index(place), "end": text.index(place) + len(place),
+                                              "label": "LOC"}]})
+    data = tmp_path / "spans.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = subprocess.run([sys.executable, "-m", "labelloop.cli", "--log-level", "warning", "al", "simulate", "--data",
+                          str(data), "--seed-size", "4", "--batch", "4", "--rounds", "2", "--repeats", "1", "--json"],
+                         capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "LABELLOOP_HOME": str(tmp_path / "home")})
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["metric"] == "span_f1" and set(result["strategies"]) == {"random", "margin"}
+    for s in result["strategies"].values():
+        assert [n for n, _ in s["curve"]] == [4, 8, 12] and all(0.0 <= f <= 1.0 for _, f in s["curve"])
+    assert result["full_pool_accuracy"] > 0.8  # names that repeat: the tagger and its gazetteer find them
+
+
+def test_span_f1_counts_exact_matches_only():
+    from labelloop.al import span_f1
+    from labelloop.spans import Span
+
+    gold = [[Span(0, 5, "PER"), Span(10, 15, "LOC")], []]
+    assert span_f1(gold, gold) == 1.0
+    assert span_f1(gold, [[Span(0, 5, "PER"), Span(10, 14, "LOC")], [Span(1, 2, "LOC")]]) == 2 * 1 / (2 + 3)
+    assert span_f1([[]], [[]]) == 1.0
