@@ -42,8 +42,8 @@ class SimulationConfig(ConfigMixin):
     config_name = "simulation"
 
     learners: tuple[str, ...] = field(default=("head",), metadata={
-        "help": "learners to compare: head (seconds), setfit and finetune (minutes each on CPU), auto (the ladder "
-                "as the backend runs it)", "flag": "learner"})
+        "help": "learners to compare: head (seconds), self (the head with confident pseudo-labels), setfit and "
+                "finetune (minutes each on CPU), auto (the ladder as the backend runs it)", "flag": "learner"})
     strategies: tuple[str, ...] = field(default=("margin",), metadata={
         "help": "strategies to compare with random: margin, entropy, least_confidence, random; add +cluster for "
                 "diversity", "flag": "strategy"})
@@ -210,7 +210,7 @@ def simulate(pool: Pool, config: SimulationConfig, progress: Progress | None = N
                 plan = schedule(config, learner_name in DENSE)
                 for step in range(len(plan)):
                     started = time.perf_counter()
-                    predict = learner.fit(ids[labeled])
+                    predict = learner.fit(ids[labeled], ids[~labeled])
                     seconds[learner_name] += time.perf_counter() - started
                     curve.append(float((predict(test).argmax(axis=1) == y[test]).mean()))
                     sizes.append(int(labeled.sum()))

@@ -1,6 +1,8 @@
 """The learners the active-learning simulation replays, each over one simulated project (:class:`Pool`).
 
 - ``head``: the backend's linear head on frozen encoder vectors, retrained after every batch.
+- ``self``: the head with self-training: refit once on the labels plus the unlabeled pool items it labels
+  with probability >= 0.9 (pseudo-labels), to measure whether the backend should do it.
 - ``setfit``: :class:`labelloop.models.SetFitClassifier` (contrastive fine-tuning of the encoder plus a head).
 - ``finetune``: a full fine-tune of the encoder, run exactly as the backend runs it
   (:func:`labelloop.serving.ladder.finetune_config` in a ``labelloop.finetune.launch`` process).
@@ -13,8 +15,9 @@
 
 ``setfit`` and ``finetune`` train for minutes on CPU, so they train on a sparse schedule (the seed size,
 then doubling: 25, 50, 100, 200, 400 labels); between two trainings, strategies pick with the last model.
-Every learner answers ``fit(labeled) -> predict`` where ``labeled`` and the argument of ``predict`` are
-indices into the pool and ``predict`` returns class probabilities.
+Every learner answers ``fit(labeled, unlabeled) -> predict`` where ``labeled``, ``unlabeled`` (the rest of
+the pool, never the test items) and the argument of ``predict`` are indices into the pool and ``predict``
+returns class probabilities.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ from labelloop.models import ChoicesModel, SetFitClassifier, TransformerModel
 
 log = logging.getLogger(__name__)
 
-LEARNERS = ("head", "setfit", "finetune", "auto")
-DENSE = ("head", "auto")  # cheap enough to retrain after every batch; the others train on a sparse schedule
+LEARNERS = ("head", "self", "setfit", "finetune", "auto")
+DENSE = ("head", "self", "auto")  # cheap enough to retrain after every batch; the others train on a sparse schedule
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
@@ -73,8 +76,28 @@ class HeadLearner:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
-    def fit(self, labeled: np.ndarray) -> Predict:
+    def fit(self, labeled: np.ndarray, unlabeled: np.ndarray | None = None) -> Predict:
         return _head_predict(self.pool.prior.fit(self.pool.x[labeled], self.pool.y[labeled]), self.pool.x)
+
+
+class SelfTrainingLearner:
+    name = "self"
+
+    def __init__(self, pool: Pool, threshold: float = 0.9) -> None:
+        self.pool = pool
+        self.threshold = threshold
+
+    def fit(self, labeled: np.ndarray, unlabeled: np.ndarray | None = None) -> Predict:
+        pool = self.pool
+        model = pool.prior.fit(pool.x[labeled], pool.y[labeled])
+        if unlabeled is not None and len(unlabeled):
+            probs = model.predict_proba(pool.x[unlabeled])
+            sure = probs.max(axis=1) >= self.threshold
+            if sure.any():
+                x = np.concatenate([pool.x[labeled], pool.x[unlabeled[sure]]])
+                y = np.concatenate([pool.y[labeled], probs[sure].argmax(axis=1)])
+                model = pool.prior.fit(x, y)
+        return _head_predict(model, pool.x)
 
 
 class SetFitLearner:
@@ -85,7 +108,7 @@ class SetFitLearner:
         self.classifier = SetFitClassifier(pool.base_model, pool.labels, seed=seed)
         self.head = HeadLearner(pool)
 
-    def fit(self, labeled: np.ndarray) -> Predict:
+    def fit(self, labeled: np.ndarray, unlabeled: np.ndarray | None = None) -> Predict:
         if len(set(self.pool.y[labeled].tolist())) < 2:  # one label seen: nothing to contrast
             return self.head.fit(labeled)
         return _text_predict(self.classifier.fit(self.pool.texts_at(labeled), self.pool.y[labeled]), self.pool)
@@ -128,7 +151,7 @@ class FinetuneLearner:
         self.head = HeadLearner(pool)
         self.fits = 0
 
-    def fit(self, labeled: np.ndarray) -> Predict:
+    def fit(self, labeled: np.ndarray, unlabeled: np.ndarray | None = None) -> Predict:
         if not _has_every_label(self.pool, labeled, 1):  # a fine-tune can't serve labels it never saw
             return self.head.fit(labeled)
         self.fits += 1
@@ -168,7 +191,7 @@ class LadderLearner:
     def _features(self, model: TransformerModel) -> np.ndarray:
         return model.features(self.pool.texts)
 
-    def fit(self, labeled: np.ndarray) -> Predict:
+    def fit(self, labeled: np.ndarray, unlabeled: np.ndarray | None = None) -> Predict:
         pool = self.pool
         train, audit = labeled[~self.audit[labeled]], labeled[self.audit[labeled]]
         if self._tuned is None:
@@ -207,6 +230,8 @@ def make_learner(name: str, pool: Pool, rng: np.random.Generator, *, audit_share
     """A fresh learner for one repeat of the simulation."""
     if name == "head":
         return HeadLearner(pool)
+    if name == "self":
+        return SelfTrainingLearner(pool)
     if name == "setfit":
         return SetFitLearner(pool, seed=seed)
     if name == "finetune":

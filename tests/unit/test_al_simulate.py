@@ -45,24 +45,44 @@ def test_every_learner_reports_curves_at_the_label_counts_and_the_ladder_follows
     encoder = load_encoder("")
     pool = Pool(texts, encoder.embed(texts), np.array([names.index(y) for y in labels]), names,
                 ChoicesModel.zero_shot(encoder, names), tiny_bert_path, tmp_path)
-    config = SimulationConfig(learners=("head", "setfit", "finetune", "auto"), seed_size=4, batch=4, rounds=4,
+    config = SimulationConfig(learners=("head", "self", "setfit", "finetune", "auto"), seed_size=4, batch=4, rounds=4,
                               repeats=1, audit_share=0.25, finetune_at=8, min_audit=2)
     steps = []
     result = simulate(pool, config, steps.append)
-    assert set(result["learners"]) == {"head", "setfit", "finetune", "auto"}
+    assert set(result["learners"]) == {"head", "self", "setfit", "finetune", "auto"}
     assert result["strategies"] == result["learners"]["head"]["strategies"]  # today's top-level shape is kept
     for name, found in result["learners"].items():
         assert set(found["strategies"]) == {"random", "margin"} and found["seconds"] >= 0.0
         sizes = [n for n, _ in found["strategies"]["margin"]["curve"]]
-        assert sizes == ([4, 8, 12, 16, 20] if name in ("head", "auto") else [4, 8, 16, 20])
+        assert sizes == ([4, 8, 12, 16, 20] if name in ("head", "self", "auto") else [4, 8, 16, 20])
         for s in found["strategies"].values():
             assert all(0.0 <= a <= 1.0 for _, a in s["curve"])
             assert set(s["accuracy_at"]) == set() and s["labels_to_95"] in (None, *sizes)
-    assert len(steps) == 2 * (5 + 4 + 4 + 5)
+    assert len(steps) == 2 * (5 + 5 + 4 + 4 + 5)
     events = result["learners"]["auto"]["events"]
     finetunes = [e for e in events if e["what"] == "finetune"]
     assert finetunes and all(e["labels"] >= 8 for e in finetunes)
     assert any(e["what"] in ("promote", "refuse", "hold") for e in events)
+
+
+def test_self_training_adds_only_confident_pseudo_labels_from_the_unlabeled_pool():
+    import numpy as np
+
+    from labelloop.learners import Pool, SelfTrainingLearner
+    from labelloop.models import ChoicesModel
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(1, 0.1, (20, 4)), rng.normal(-1, 0.1, (20, 4))]).astype(np.float32)
+    y = np.array([0] * 20 + [1] * 20)
+    prior = ChoicesModel(("a", "b"), False, np.zeros((4, 2), np.float32), np.zeros(2, np.float32),
+                         np.zeros((4, 2), np.float32))
+    pool = Pool([str(i) for i in range(40)], x, y, ("a", "b"), prior, "", __import__("pathlib").Path("."))
+    seen = []
+    original = prior.fit
+    prior.fit = lambda xs, ys, **kw: (seen.append(len(xs)), original(xs, ys, **kw))[1]
+    predict = SelfTrainingLearner(pool).fit(np.array([0, 20]), np.arange(1, 20))
+    assert seen[0] == 2 and seen[1] > 2  # refit on the labels plus confident pool items (never test ones)
+    assert (predict(np.arange(40)).argmax(1) == y).mean() > 0.9
 
 
 def test_unknown_learner_is_a_one_line_error(tmp_path):
@@ -71,7 +91,7 @@ def test_unknown_learner_is_a_one_line_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "labelloop.cli", "al", "simulate", "--data", str(data),
                           "--learner", "head,bert"], capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "LABELLOOP_HOME": str(tmp_path / "home")})
-    assert out.returncode == 1 and "unknown learner bert: use a comma list of head, setfit, finetune, auto" in out.stderr
+    assert out.returncode == 1 and "unknown learner bert: use a comma list of head, self, setfit, finetune, auto" in out.stderr
     assert "Traceback" not in out.stderr
 
 
