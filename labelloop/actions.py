@@ -149,21 +149,25 @@ def approved_records(tasks: list[dict], label_config: str, home: Path, project_i
 
 
 def augment_project(tasks: list[dict], label_config: str, home: Path, project_id: int, methods: list[str], *,
-                    audit_share: float, n: int = 1, aug_p: float = 0.15, seed: int = 0, limit: int | None = None) -> dict:
+                    audit_share: float, n: int = 1, aug_p: float = 0.15, seed: int = 0, limit: int | None = None,
+                    embed=None) -> dict:
     """Variants of the project's approved train records (test records are never augmented).
 
     Returns ``{"variants", "sources", "summary", "preview": [{"method", "source", "variant", "diff",
-    "label"}]}``. ``limit`` caps the source records (for a quick preview). Nothing is written.
+    "label"}]}``. ``limit`` caps the source records (for a quick preview). With ``embed`` (texts to
+    sentence vectors), variants that strayed from their source are dropped (:class:`SimilarityFilter`).
+    Nothing is written.
     """
     from labelloop.augment.cli import build_augmenters, word_diff
-    from labelloop.augment.pipeline import augment_records
+    from labelloop.augment.pipeline import SimilarityFilter, augment_records
 
     train, test = approved_records(tasks, label_config, home, project_id, audit_share=audit_share)
     if not train:
         raise ConfigError("no approved labels outside the test split yet: annotate some tasks first")
     sources = train[:limit] if limit else train
     augmenters = build_augmenters(methods, sources, aug_p=aug_p)
-    variants, report = augment_records(sources, augmenters, n=n, seed=seed, test_records=test, progress=False)
+    variants, report = augment_records(sources, augmenters, n=n, seed=seed, test_records=test, progress=False,
+                                       similarity=SimilarityFilter(embed) if embed is not None else None)
     by_id = {f"task {r['task_id']}": r for r in sources}
     rows = []
     for v in variants:

@@ -364,7 +364,7 @@ def cmd_augment(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from labelloop.augment.cli import build_augmenters, preview
-    from labelloop.augment.pipeline import LabelFilter, augment_records
+    from labelloop.augment.pipeline import LabelFilter, SimilarityFilter, augment_records
     from labelloop.jsonl import read_jsonl, write_jsonl
 
     records = read_jsonl(args.input)
@@ -382,8 +382,15 @@ def cmd_augment(args: argparse.Namespace) -> None:
         labels = json.loads((run.model_dir / "labelloop.json").read_text())["labels"]
         model = TransformerModel(run.model_dir, labels)
         label_filter = LabelFilter(model.predict_proba, labels, args.filter_threshold)
+    similarity = None
+    if args.min_similarity > 0:
+        from labelloop.encoder import load_encoder
+
+        settings = _settings()
+        similarity = SimilarityFilter(load_encoder(settings.model, max_length=settings.max_length).embed,
+                                      args.min_similarity)
     variants, report = augment_records(records, augmenters, n=args.n, seed=args.seed, test_records=test,
-                                       label_filter=label_filter)
+                                       label_filter=label_filter, similarity=similarity)
     print(report.summary())
     if args.preview or not (args.output or args.project):
         print(preview(records, variants, per_method=args.preview or 3))
@@ -658,7 +665,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mt-forward", help="translation model en->pivot (default: offline Bergamot en->pt)")
     p.add_argument("--mt-backward", help="translation model pivot->en")
     p.add_argument("--filter-run", help="drop variants this run's model confidently labels differently")
-    p.add_argument("--filter-threshold", type=float, default=0.9)
+    p.add_argument("--filter-threshold", type=float, default=0.9, help="the model's confidence that drops a variant")
+    p.add_argument("--min-similarity", type=float, default=0.9,
+                   help="drop variants whose sentence vector is less similar (cosine) to their source's; 0 keeps "
+                        "them all (mention-swap variants are never dropped for it)")
     p.add_argument("--preview", type=int, default=0, help="show this many variants per method, with a diff")
 
     p = ls_command("export", cmd_export, "write approved annotations as leak-free train/test JSONL")

@@ -12,7 +12,8 @@ client = state.require_client()
 project = state.project()
 home = state.settings().home
 st.caption("Variants come only from approved labels outside the test split; originals are never changed. "
-           "Near-duplicates and variants matching a test text are dropped.")
+           "Near-duplicates, variants matching a test text and variants whose meaning strayed from their source "
+           "(sentence-vector cosine below 0.9) are dropped.")
 with st.form("augment"):
     methods = st.multiselect("Methods", ["swap", "delete", "synonym", "synonym-insert", "backtranslate",
                                          "mention-swap"], default=["swap"])
@@ -26,7 +27,7 @@ if preview:
         st.session_state["augment_result"] = actions.augment_project(
             state.tasks(project["id"]), project["label_config"], home, project["id"], methods,
             audit_share=state.settings().audit_share, n=int(n),
-            aug_p=float(aug_p), limit=int(limit) or None)
+            aug_p=float(aug_p), limit=int(limit) or None, embed=state.service().features.embed)
         st.session_state["augment_project"] = project["id"]
     except LabelLoopError as e:
         st.error(f"{e}")

@@ -55,7 +55,8 @@ def test_cli_augments_without_touching_test_items_and_pushes_to_label_studio(ls,
     result = subprocess.run(
         [sys.executable, "-m", "labelloop.cli", "augment", "--input", str(tmp_path / "train.jsonl"), "--exclude",
          str(tmp_path / "test.jsonl"), "--methods", "swap,synonym,backtranslate", "--output",
-         str(tmp_path / "aug.jsonl"), "--project", str(project.id), "--preview", "2"],
+         str(tmp_path / "aug.jsonl"), "--project", str(project.id), "--preview", "2",
+         "--min-similarity", "0"],  # keep every variant of these few sentences; the filter has unit tests
         env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 records left out because their text is a test item's; 1 test items never augmented" in result.stdout

@@ -201,3 +201,37 @@ def test_the_summary_counts_the_test_items_even_when_none_were_among_the_sources
 
     report = AugmentReport(sources=4, excluded_test=0, test_items=1)
     assert report.summary().startswith("4 source records; 1 test items never augmented nor matched by a variant;")
+
+
+def test_similarity_filter_drops_variants_that_strayed_from_their_source_but_never_mention_swaps():
+    from labelloop.augment.pipeline import SimilarityFilter
+
+    vectors = {"a good film": [1.0, 0.0], "a fine film": [0.95, 0.1], "a good information technology": [0.2, 1.0],
+               "Maria went home": [1.0, 0.0], "Li went home": [0.0, 1.0]}
+    embed = lambda texts: np.array([vectors[t] for t in texts])  # noqa: E731
+    sources = {"task 1": "a good film", "task 2": "Maria went home"}
+
+    def variant(text, source, method):
+        return {"text": text, "provenance": {"source": source, "method": method}}
+
+    verdicts = SimilarityFilter(embed, 0.9).keep(sources, [
+        variant("a fine film", "task 1", "wordnet-synonym"), variant("a good information technology", "task 1",
+                                                                     "wordnet-synonym"),
+        variant("Li went home", "task 2", "mention-swap")])
+    assert verdicts == [True, False, True]
+
+
+def test_augment_records_counts_what_the_similarity_filter_drops():
+    from labelloop.augment.base import Augmenter
+    from labelloop.augment.pipeline import SimilarityFilter
+
+    class Shout(Augmenter):
+        name = "shout"
+
+        def rewrite(self, text, rng):
+            return text.upper() + " NOW"
+
+    far = SimilarityFilter(lambda texts: np.array([[1.0, 0.0] if t.islower() else [0.0, 1.0] for t in texts]))
+    kept, report = augment_records([{"text": "a calm sentence", "label": "x"}], [Shout()], similarity=far,
+                                   progress=False)
+    assert kept == [] and report.dropped == {"far from its source (cosine < 0.9)": 1}
