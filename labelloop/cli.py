@@ -360,6 +360,61 @@ def cmd_rollback(args: argparse.Namespace) -> None:
     print(rollback_project(ModelService(_settings()), args.project).message())
 
 
+def cmd_synthesize(args: argparse.Namespace) -> None:
+    import html
+    import re
+    from pathlib import Path
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from labelloop import insights, lsclient
+    from labelloop.actions import approved_records, import_variants
+    from labelloop.encoder import load_encoder
+    from labelloop.jsonl import write_jsonl
+    from labelloop.labeling.schema import parse_label_config
+    from labelloop.llm import build_engine
+    from labelloop.models import Features
+    from labelloop.synthetic import SynthesisConfig, synthesize
+
+    settings = _settings()
+    config = SynthesisConfig.from_args(args)
+    if not args.output and not args.add_to_project:
+        raise LabelLoopError("say where the texts go: --output FILE.jsonl and/or --add-to-project")
+    client = _client(args)
+    project = lsclient.call("reading the project", client.projects.get, id=args.project)
+    spec = parse_label_config(project.label_config).single_choice()
+    if spec is None:
+        raise LabelLoopError(f"project {args.project} has no single-choice classification control: synthetic "
+                             "examples are written per label of one <Choices>")
+    train, test = approved_records(insights.project_tasks(client, args.project), project.label_config,
+                                   settings.home, args.project, audit_share=settings.audit_share)
+    pairs = [(r["text"], r["label"]) for r in train if r.get("label") in spec.labels]
+    if not pairs:
+        raise LabelLoopError(f"project {args.project} has no approved labels outside the test split yet: annotate "
+                             "a few tasks of each label first")
+    features = Features(lambda: load_encoder(settings.model, max_length=settings.max_length))
+    judge = features.fit_classifier(spec, [t for t, _ in pairs],
+                                    np.array([spec.labels.index(y) for _, y in pairs]))
+    guideline = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", project.expert_instruction or "")).split())
+    engine = build_engine(settings)
+    total = config.per_label * config.attempts * len(spec.labels)
+    with tqdm(total=total, desc="generating", unit="text", file=sys.stderr) as bar:
+        kept, report = synthesize(engine, spec.labels, pairs, judge=judge.predict_proba,
+                                  test_texts=[r["text"] for r in test], guideline=guideline, config=config,
+                                  progress=bar.update)
+    print(report.summary())
+    for row in kept[: args.preview]:
+        print(f"  [{row['label']}] {row['text']}  (judge {row['provenance']['judge_probability']:.2f})")
+    if args.output:
+        write_jsonl(Path(args.output), kept)
+        print(f"wrote {len(kept)} synthetic examples to {args.output}")
+    if args.add_to_project and kept:
+        added = import_variants(client, args.project, kept, project.label_config)
+        print(f"added {added} tasks to project {args.project}, marked augmented (source: synthetic), each with its "
+              "label as a prediction to accept or fix")
+
+
 def cmd_augment(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -648,6 +703,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="serve the project's previous model version again")
     p.add_argument("--project", type=int, required=True)
     p.set_defaults(func=cmd_rollback)
+
+    p = ls_command("synthesize", cmd_synthesize, "the LLM writes new examples per label; kept only where the "
+                   "backend's head agrees and no test item is near")
+    from labelloop.synthetic import SynthesisConfig
+
+    SynthesisConfig.add_arguments(p)
+    p.add_argument("--output", help="JSONL of the kept texts, each with its provenance")
+    p.add_argument("--add-to-project", action="store_true", help="add them to the project as tasks to review")
+    p.add_argument("--preview", type=int, default=5, help="kept texts printed")
 
     p = ls_command("augment", cmd_augment, "augment approved labels (JSONL in; JSONL or Label Studio tasks out)",
                    project=False)

@@ -200,3 +200,36 @@ def test_listing_projects_pages_without_asking_label_studio_for_a_page_past_the_
     assert {p.id for p in lsclient.list_projects(ls, page_size=count)} == everything  # a page exactly full
     time.sleep(0.5)
     assert log.read_text(errors="replace").count("Invalid page") == before  # no page past the end was asked for
+
+
+def test_cli_synthesizes_examples_with_the_local_llm_into_jsonl_and_label_studio(ls, label_studio, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    config = label_config("sentiment")
+    reviews = [("I love this kettle, it boils water in a minute.", "Positive"),
+               ("Great value, sturdy and it looks lovely on the counter.", "Positive"),
+               ("It broke after two days and the lid leaks.", "Negative"),
+               ("Terrible support, they never answered my emails.", "Negative")]
+    tasks = [{"data": {"text": text}, "annotations": [{"result": [
+        {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]}]}
+        for text, label in reviews]
+    project = create_project(ls, "synthetic", config, tasks)
+    before = ls.projects.get(id=project.id).task_number
+    env = {**os.environ, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
+           "LABELLOOP_HOME": str(tmp_path / "home"), "LABELLOOP_AUDIT_SHARE": "0"}
+    out = subprocess.run([sys.executable, "-m", "labelloop.cli", "synthesize", "--project", str(project.id),
+                          "--per-label", "1", "--attempts", "2", "--min-agreement", "0", "--max-tokens", "40",
+                          "--output", str(tmp_path / "synthetic.jsonl"), "--add-to-project"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "texts generated; kept" in out.stdout
+    rows = [json.loads(line) for line in (tmp_path / "synthetic.jsonl").read_text().splitlines()]
+    assert 1 <= len(rows) <= 2
+    for row in rows:
+        assert row["label"] in ("Positive", "Negative") and row["text"] not in [t for t, _ in reviews]
+        assert row["provenance"]["source"] == "synthetic" and row["provenance"]["model"]
+    added = [t for t in lsclient.iter_tasks(ls, project.id, fields="all") if t.data.get("augmented")]
+    assert ls.projects.get(id=project.id).task_number == before + len(rows) == len(tasks) + len(added)
+    assert all(t.data["augmentation_source"] == "synthetic" for t in added)
