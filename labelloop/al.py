@@ -30,7 +30,7 @@ from labelloop.jsonl import iter_jsonl
 from labelloop.learners import DENSE, LEARNERS, Pool, make_learner
 from labelloop.selection import argselect, cluster_then_pick
 from labelloop.spans import Span
-from labelloop.uncertainty import STRATEGIES, confidence
+from labelloop.uncertainty import STRATEGIES, bald, confidence
 
 Progress = Callable[[int], None]
 
@@ -45,8 +45,8 @@ class SimulationConfig(ConfigMixin):
         "help": "learners to compare: head (seconds), self (the head with confident pseudo-labels), setfit and "
                 "finetune (minutes each on CPU), auto (the ladder as the backend runs it)", "flag": "learner"})
     strategies: tuple[str, ...] = field(default=("margin",), metadata={
-        "help": "strategies to compare with random: margin, entropy, least_confidence, random; add +cluster for "
-                "diversity", "flag": "strategy"})
+        "help": "strategies to compare with random: margin, entropy, least_confidence, random, bald (Monte Carlo "
+                "dropout, finetune learner only); add +cluster for diversity", "flag": "strategy"})
     seed_size: int = field(default=25, metadata={"help": "random labels to start from"})
     batch: int = field(default=25, metadata={"help": "labels added per round"})
     rounds: int = field(default=20, metadata={"help": "rounds of selection"})
@@ -69,7 +69,10 @@ class SimulationConfig(ConfigMixin):
             raise ConfigError("audit_share must be in [0, 1), finetune_at at least 1, min_audit at least 0")
         for name in self.strategies:
             base, _, diversity = name.partition("+")
-            if base not in STRATEGIES or diversity not in ("", "cluster"):
+            if base == "bald" and set(self.learners) - {"finetune"}:
+                raise ConfigError("bald needs Monte Carlo dropout samples, which only the finetune learner has: "
+                                  "use --learner finetune with --strategy bald")
+            if (base not in STRATEGIES and base != "bald") or diversity not in ("", "cluster"):
                 raise ConfigError(f"unknown strategy {name!r}: use one of {sorted(STRATEGIES)}, optionally with "
                                   "'+cluster' (e.g. margin+cluster)")
         if min(self.seed_size, self.batch, self.repeats) < 1 or self.rounds < 0:
@@ -141,7 +144,7 @@ def _pick(strategy: str, probs: np.ndarray, x: np.ndarray, n: int, rng: np.rando
 
 
 def _next_batch(strategy: str, predict, pool: Pool, ids: np.ndarray, labeled: np.ndarray, n: int,
-                audit: np.ndarray | None, share: float, rng: np.random.Generator) -> np.ndarray:
+                audit: np.ndarray | None, share: float, rng: np.random.Generator, mc=None) -> np.ndarray:
     """Positions (into ``ids``) of the next ``n`` items to label. With an audit mask, the audit tasks the
     backend's queue spreads among the others come first, at random, up to ``share`` of all labels."""
     unlabeled = np.flatnonzero(~labeled)
@@ -154,6 +157,14 @@ def _next_batch(strategy: str, predict, pool: Pool, ids: np.ndarray, labeled: np
         unlabeled = unlabeled[~is_audit]
     rest = n - len(picked)
     if rest and len(unlabeled):
+        if strategy.partition("+")[0] == "bald":
+            samples = mc(ids[unlabeled]) if mc is not None else None
+            if samples is not None:  # before the first fine-tune there is no dropout to sample: margin
+                scores = bald(samples)
+                chosen = (cluster_then_pick(scores, pool.x[ids[unlabeled]], rest, seed=int(rng.integers(2**31)))
+                          if "+" in strategy else argselect(scores, rest, seed=int(rng.integers(2**31))))
+                return np.concatenate([picked, unlabeled[chosen]])
+            strategy = strategy.replace("bald", "margin")
         chosen = _pick(strategy, predict(ids[unlabeled]), pool.x[ids[unlabeled]], rest, rng)
         picked = np.concatenate([picked, unlabeled[chosen]])
     return picked
@@ -219,7 +230,7 @@ def simulate(pool: Pool, config: SimulationConfig, progress: Progress | None = N
                     if step + 1 == len(plan) or labeled.all():
                         break
                     picked = _next_batch(strategy, predict, pool, ids, labeled, plan[step + 1] - int(labeled.sum()),
-                                         audit, config.audit_share, strategy_rng)
+                                         audit, config.audit_share, strategy_rng, getattr(learner, "mc_predict", None))
                     labeled[picked] = True
                 curves[learner_name, strategy].append(curve)
                 sizes_of[learner_name] = sizes

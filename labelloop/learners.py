@@ -150,12 +150,19 @@ class FinetuneLearner:
         self.pool = pool
         self.head = HeadLearner(pool)
         self.fits = 0
+        self.model: TransformerModel | None = None
 
     def fit(self, labeled: np.ndarray, unlabeled: np.ndarray | None = None) -> Predict:
         if not _has_every_label(self.pool, labeled, 1):  # a fine-tune can't serve labels it never saw
+            self.model = None
             return self.head.fit(labeled)
         self.fits += 1
-        return _text_predict(finetune(self.pool, labeled, f"simulated-{self.fits}"), self.pool)
+        self.model = finetune(self.pool, labeled, f"simulated-{self.fits}")
+        return _text_predict(self.model, self.pool)
+
+    def mc_predict(self, ids: np.ndarray) -> np.ndarray | None:
+        """Monte Carlo dropout probabilities of the last fine-tune, for BALD (None: no fine-tune yet)."""
+        return self.model.mc_proba(self.pool.texts_at(ids)) if self.model is not None else None
 
 
 @dataclass

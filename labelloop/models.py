@@ -485,6 +485,19 @@ class TransformerModel:
             out.append(_sigmoid(logits) if self.task == "multi-label" else _softmax(logits))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
+    def mc_proba(self, texts: list[str], *, samples: int = 10, batch: int = 32) -> np.ndarray:
+        """Class probabilities under ``samples`` Monte Carlo dropout masks, (samples, n_texts, n_labels), for
+        :func:`labelloop.uncertainty.bald`."""
+        from labelloop.mc_dropout import mc_dropout_probs
+
+        parts = []
+        for i in range(0, len(texts), batch):
+            enc = self.tokenizer(texts[i : i + batch], truncation=True, max_length=self.max_length, padding=True,
+                                 return_tensors="pt")
+            parts.append(mc_dropout_probs(self.model, dict(enc), samples=samples,
+                                          multi_label=self.task == "multi-label")[:, :, self._order])
+        return np.concatenate(parts, axis=1) if parts else np.zeros((samples, 0, len(self.labels)))
+
     def _forward(self, texts: list[str], batch: int = 32):
         """The model's outputs, ``batch`` texts at a time (truncated to its window)."""
         with self._torch.inference_mode():

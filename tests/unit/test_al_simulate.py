@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 TOPICS = {"sport": ["striker", "goalkeeper", "league", "referee", "marathon", "tennis"],
           "cooking": ["oven", "recipe", "flour", "simmer", "garlic", "dough"]}
 
@@ -130,3 +132,31 @@ def test_span_f1_counts_exact_matches_only():
     assert span_f1(gold, gold) == 1.0
     assert span_f1(gold, [[Span(0, 5, "PER"), Span(10, 14, "LOC")], [Span(1, 2, "LOC")]]) == 2 * 1 / (2 + 3)
     assert span_f1([[]], [[]]) == 1.0
+
+
+def test_bald_picks_by_monte_carlo_dropout_of_the_fine_tuned_model(tmp_path, tiny_bert_path, monkeypatch):
+    import numpy as np
+
+    from labelloop import al
+    from labelloop.al import SimulationConfig, simulate
+    from labelloop.encoder import load_encoder
+    from labelloop.errors import ConfigError
+    from labelloop.learners import Pool
+    from labelloop.models import ChoicesModel
+
+    with pytest.raises(ConfigError, match="only the finetune learner has"):
+        SimulationConfig(learners=("head",), strategies=("bald",))
+    rows = [(f"A story about the {w} number {i}.", label) for label, words in TOPICS.items()
+            for i in range(4) for w in words]
+    names = tuple(sorted(TOPICS))
+    encoder = load_encoder("")
+    texts = [t for t, _ in rows]
+    pool = Pool(texts, encoder.embed(texts), np.array([names.index(y) for _, y in rows]), names,
+                ChoicesModel.zero_shot(encoder, names), tiny_bert_path, tmp_path)
+    shapes = []
+    original = al.bald
+    monkeypatch.setattr(al, "bald", lambda mc: (shapes.append(mc.shape), original(mc))[1])
+    result = simulate(pool, SimulationConfig(learners=("finetune",), strategies=("bald",), seed_size=12, batch=6,
+                                             rounds=1, repeats=1))
+    assert set(result["learners"]["finetune"]["strategies"]) == {"random", "bald"}
+    assert shapes and shapes[0][0] == 10 and shapes[0][2] == 2  # 10 dropout samples over the unlabeled pool
