@@ -315,8 +315,8 @@ def read_tasks(path: str | Path, *, text_field: str = "text") -> list[dict]:
         else:
             raise ConfigError(f"{path}: unknown file type {suffix!r}; use .jsonl, .csv, .tsv or .txt")
     if not rows:
-        raise ConfigError(f"{path} holds no tasks: add a task per line (a row after the header for CSV), each with a "
-                          f"non-empty {text_field!r} text")
+        raise ConfigError(f"{path} holds no tasks: add a task per line (a row after the header for CSV), each with "
+                          f"its text in the {text_field!r} field")
     tasks = []
     for n, data in rows:
         if not isinstance(data, dict) or not isinstance(data.get(text_field), str) or not data[text_field].strip():
