@@ -114,8 +114,10 @@ def judge(champion: str, challenger: str, champion_right: np.ndarray, challenger
     """The gate's verdict on two models' correctness over the same audit items, shape (n_items,) each.
 
     ``promote``: at least ``min_audit`` items and the challenger better with exact McNemar ``p < alpha``.
-    ``refuse``: enough items and the challenger no better than the champion (not more items right).
-    ``hold``: too few items, or better but not beyond the noise yet; judge again when the audit split grows.
+    ``refuse``: enough items and the challenger worse than the champion (fewer items right).
+    ``hold``: too few items, a tie, or better but not beyond the noise yet; judge again when the audit split
+    grows. (A tie used to be refused: on movie reviews the ladder then dropped, on a 20-20 tie over 30 audit
+    items, a fine-tune that is 4 points better on 600 test items.)
     """
     a = np.asarray(champion_right, dtype=bool)
     b = np.asarray(challenger_right, dtype=bool)
@@ -128,8 +130,12 @@ def judge(champion: str, challenger: str, champion_right: np.ndarray, challenger
         verdict: Verdict = "hold"
         reason = (f"only {len(a)} audit items are annotated; the gate needs {min_audit} (annotate more tasks: "
                   "a share of the queue is audit tasks)")
-    elif chall.correct <= champ.correct:
-        verdict, reason = "refuse", f"the challenger is not better: {chall} against {champ}"
+    elif chall.correct < champ.correct:
+        verdict, reason = "refuse", f"the challenger is worse: {chall} against {champ}"
+    elif chall.correct == champ.correct:
+        verdict = "hold"
+        reason = (f"a tie on these items ({chall} against {champ}) says nothing yet: judged again as the audit "
+                  "split grows")
     elif p >= alpha:
         verdict = "hold"
         reason = (f"the challenger is ahead ({challenger_only} items only it gets right, {champion_only} only the "

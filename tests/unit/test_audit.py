@@ -47,7 +47,14 @@ def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one():
 
     worse = right(n, range(10, 35))
     evidence = judge("labelloop-v3", "run-b", champion, worse, min_audit=30)
-    assert evidence.verdict == "refuse" and "not better" in evidence.reason
+    assert evidence.verdict == "refuse" and "is worse" in evidence.reason
+
+
+def test_a_tie_is_held_not_refused():
+    champion = right(40, range(20))
+    tied = right(40, range(5, 25))  # 20 right each, 5 discordant either way
+    evidence = judge("labelloop-v1", "run", champion, tied, min_audit=30)
+    assert evidence.verdict == "hold" and "a tie" in evidence.reason
 
 
 def test_a_tiny_audit_split_blocks_both_verdicts():
@@ -72,6 +79,8 @@ def test_gate_verdicts_are_consistent(pairs, min_audit):
     assert 0.0 <= evidence.p_value <= 1.0
     if evidence.verdict == "promote":
         assert len(pairs) >= min_audit and b.sum() > a.sum() and evidence.p_value < evidence.alpha
+    if evidence.verdict == "refuse":
+        assert b.sum() < a.sum()
     if len(pairs) < min_audit:
         assert evidence.verdict == "hold"
 
