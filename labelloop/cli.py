@@ -294,7 +294,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _print_eval(report: dict) -> None:
     keys = [k for k in ("accuracy", "macro_f1", "entity_f1", "entity_precision", "entity_recall", "exact_match",
-                        "micro_f1", "loss", "perplexity") if any(k in row for row in report["rows"].values())]
+                        "micro_f1", "preference_accuracy", "win_rate", "loss", "perplexity")
+            if any(k in row for row in report["rows"].values())]
     print(f"{'':<10}" + "".join(f"{k:>18}" for k in keys))
     for name, row in report["rows"].items():
         print(f"{name:<10}" + "".join(f"{row[k]:>18.4f}" if k in row else f"{'':>18}" for k in keys))

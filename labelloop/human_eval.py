@@ -53,9 +53,9 @@ def _path(registry: RunRegistry, who: str, run: str | None = None) -> str:
         config = registry.config(run) if run else None
         return resolve_base_model(config.model_name if config else "", registry.root.parent / "models")
     record = registry.get(who)
-    if record.task != "sft" or record.status != "succeeded":
+    if record.task not in ("sft", "dpo") or record.status != "succeeded":
         raise ConfigError(f"run {who} is a {record.status} {record.task} run: human evaluation compares finished "
-                          "sft runs (prompt/response)")
+                          "sft or dpo runs")
     return str(record.model_dir)
 
 

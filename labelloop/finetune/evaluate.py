@@ -60,6 +60,8 @@ def _logits(model, tokenizer, items: list[dict], batch_size: int = 32) -> list[n
 
 def evaluate_model(task: str, model, tokenizer, rows: list[dict], labels: list[str], max_length: int) -> dict:
     """Metrics of a loaded model on test rows."""
+    if task == "dpo":
+        return dpo_metrics(model, tokenizer, rows)
     items = encode(task, tokenizer, rows, labels, max_length)
     if task == "classification":
         preds = [int(l.argmax()) for l in _logits(model, tokenizer, items)]
@@ -84,6 +86,35 @@ def evaluate_model(task: str, model, tokenizer, rows: list[dict], labels: list[s
                              classification_report(true_seqs, pred_seqs, output_dict=True, zero_division=0).items()},
                 "predicted_entity_tokens": int(sum(t != "O" for s in pred_seqs for t in s)), "n": len(items)}
     return sft_metrics(model, tokenizer, rows, items)
+
+
+def _response_logprob(model, tokenizer, prompt: str, response: str) -> tuple[float, int]:
+    """Summed log-probability of ``response`` after the chat prompt, and its token count."""
+    import torch
+
+    prompt_ids = chat_prompt_ids(tokenizer, prompt)
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + response_ids])
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+    targets = ids[0, 1:]
+    picked = logprobs[torch.arange(len(targets)), targets][len(prompt_ids) - 1:]
+    return float(picked.sum()), len(response_ids)
+
+
+def dpo_metrics(model, tokenizer, rows: list[dict]) -> dict:
+    """Preference accuracy (the chosen answer more likely than the rejected one, per token) and the
+    perplexity of the chosen answers."""
+    model.eval()
+    right, total, count = 0, 0.0, 0
+    for row in rows:
+        chosen, n_chosen = _response_logprob(model, tokenizer, row["prompt"], row["chosen"])
+        rejected, n_rejected = _response_logprob(model, tokenizer, row["prompt"], row["rejected"])
+        right += chosen / max(n_chosen, 1) > rejected / max(n_rejected, 1)
+        total, count = total - chosen, count + n_chosen
+    loss = total / max(count, 1)
+    return {"preference_accuracy": right / max(len(rows), 1), "loss": loss, "perplexity": math.exp(min(loss, 50)),
+            "n": len(rows)}
 
 
 def sft_metrics(model, tokenizer, rows: list[dict], items: list[dict]) -> dict:
@@ -138,7 +169,7 @@ def evaluate_run(registry: RunRegistry, run_id: str, *, test_file: str | None = 
     else:
         torch.manual_seed(config.seed)
         tok, model = load_model(config.task, base_path, labels)
-        kind = "base model" if config.task == "sft" else "untrained head"
+        kind = "base model" if config.task in ("sft", "dpo") else "untrained head"
         report["rows"]["base"] = {"kind": kind, **evaluate_model(config.task, model, tok, rows, labels, config.max_length)}
     promoted = registry.promoted_run(task=config.task)
     if promoted and promoted != run_id:

@@ -64,7 +64,7 @@ def _model_class(task: str):
     return {"classification": transformers.AutoModelForSequenceClassification,
             "multi-label": transformers.AutoModelForSequenceClassification,
             "ner": transformers.AutoModelForTokenClassification,
-            "sft": transformers.AutoModelForCausalLM}[task]
+            "sft": transformers.AutoModelForCausalLM, "dpo": transformers.AutoModelForCausalLM}[task]
 
 
 def load_model(task: str, path: str, labels: list[str], *, qlora: bool = False):
@@ -139,10 +139,13 @@ def run_training(config: RunConfig, run_dir: Path) -> dict:
     method = "lora" if config.qlora else choose_method(config, model)
     lr = config.learning_rate or (5e-5 if method == "full" else 2e-4 if config.task == "sft" else 5e-4)
     if method == "lora":
-        task_type = {"classification": "SEQ_CLS", "multi-label": "SEQ_CLS", "ner": "TOKEN_CLS", "sft": "CAUSAL_LM"}
+        task_type = {"classification": "SEQ_CLS", "multi-label": "SEQ_CLS", "ner": "TOKEN_CLS", "sft": "CAUSAL_LM",
+                     "dpo": "CAUSAL_LM"}
         lora = peft.LoraConfig(task_type=task_type[config.task], r=config.lora_r, lora_alpha=config.lora_alpha,
                                lora_dropout=config.lora_dropout, target_modules=config.target_modules)
         model = peft.get_peft_model(model, lora)
+    if config.task == "dpo":
+        return _train_dpo(config, run_dir, state, tokenizer, model, method, lr, train_rows)
     train_items = encode(config.task, tokenizer, train_rows, labels, config.max_length)
     weights = class_weights(config.task, train_items, len(labels)) if config.class_weighting else None
 
@@ -202,14 +205,63 @@ def run_training(config: RunConfig, run_dir: Path) -> dict:
                "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
     state.wait_for_everyone()
     if state.is_main_process and not cancelled:
-        final = trainer.model
-        if method == "lora":
-            final.save_pretrained(run_dir / "adapter")
-            final = final.merge_and_unload()
-        tmp = run_dir / "model.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        final.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "labelloop.json").write_text(json.dumps({"task": config.task, "labels": labels}))
-        os.replace(tmp, run_dir / "model")
+        _save(trainer.model, tokenizer, method, run_dir, config.task, labels)
+    return summary
+
+
+def _save(model, tokenizer, method: str, run_dir: Path, task: str, labels: list[str]) -> None:
+    """The servable model in ``model/`` (LoRA merged in, the adapter kept apart), written atomically."""
+    if method == "lora":
+        model.save_pretrained(run_dir / "adapter")
+        model = model.merge_and_unload()
+    tmp = run_dir / "model.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "labelloop.json").write_text(json.dumps({"task": task, "labels": labels}))
+    os.replace(tmp, run_dir / "model")
+
+
+def _train_dpo(config: RunConfig, run_dir: Path, state, tokenizer, model, method: str, lr: float,
+               rows: list[dict]) -> dict:
+    """Direct preference optimisation with TRL's DPOTrainer on ``{"prompt", "chosen", "rejected"}`` rows.
+
+    With LoRA the reference model is the base with the adapter switched off, so no second copy is loaded;
+    with full fine-tuning TRL keeps a frozen copy as the reference.
+    """
+    torch = require("torch", "train")
+    trl = require("trl", "train")
+    from datasets import Dataset
+
+    use_bf16 = config.bf16 == "true" or (config.bf16 == "auto" and torch.cuda.is_available()
+                                         and torch.cuda.is_bf16_supported())
+    args = trl.DPOConfig(
+        output_dir=str(run_dir / "checkpoints"), num_train_epochs=config.epochs, learning_rate=lr,
+        per_device_train_batch_size=config.batch_size, max_length=config.max_length, beta=0.1,
+        logging_steps=5, save_steps=config.save_steps, save_total_limit=2, seed=config.seed, bf16=use_bf16,
+        report_to=[], disable_tqdm=not state.is_main_process, use_cpu=not torch.cuda.is_available())
+    data = Dataset.from_list([{k: str(r[k]) for k in ("prompt", "chosen", "rejected")} for r in rows])
+    transformers = require("transformers", "train")
+
+    class StopOnCancel(transformers.TrainerCallback):  # type: ignore[name-defined]
+        def on_step_end(self, args, state_, control, **kwargs):
+            if (run_dir / "CANCEL").exists():
+                control.should_training_stop = True
+
+    trainer = trl.DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data, processing_class=tokenizer,
+                             callbacks=[StopOnCancel()])
+    started = time.time()
+    result = trainer.train()
+    cancelled = (run_dir / "CANCEL").exists()
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        for entry in trainer.state.log_history:
+            f.write(json.dumps({"step": entry.get("step"), "epoch": entry.get("epoch"), "time": time.time(),
+                                **{k: v for k, v in entry.items() if isinstance(v, (int, float))}}) + "\n")
+    summary = {"method": method, "learning_rate": lr, "labels": [], "train_examples": len(rows), "cancelled": cancelled,
+               "train_loss": result.training_loss, "seconds": time.time() - started, "steps": result.global_step,
+               "processes": state.num_processes, "base_model": config.model_name, "bf16": use_bf16, "beta": 0.1,
+               "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
+    state.wait_for_everyone()
+    if state.is_main_process and not cancelled:
+        _save(trainer.model, tokenizer, method, run_dir, "dpo", [])
     return summary

