@@ -150,6 +150,41 @@ class ChoicesModel:
 
 
 @dataclass
+class WordTagsModel:
+    """Dense word tagging (part of speech): every word gets one of ``labels``, no "outside" tag. A linear
+    softmax over each word's first-token vector from the frozen encoder, trained with Adam."""
+
+    labels: tuple[str, ...]
+    weight: np.ndarray  # (hidden, n_labels)
+    bias: np.ndarray  # (n_labels,)
+    trained_on: int = 0
+
+    def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
+        """(n_words, n_labels) from (n_words, hidden) word vectors."""
+        return _softmax(np.asarray(vectors, dtype=np.float64) @ self.weight + self.bias)
+
+    @classmethod
+    def fit(cls, vectors: Sequence[np.ndarray], tags: Sequence[Sequence[str]], labels: Sequence[str], *,
+            epochs: int = 200, lr: float = 0.05) -> WordTagsModel:
+        """Train on sentences: ``vectors[i]`` (n_words, hidden) and ``tags[i]`` one label per word."""
+        import torch
+
+        labels = tuple(labels)
+        x = torch.as_tensor(np.concatenate([np.asarray(v, dtype=np.float32) for v in vectors]))
+        y = torch.as_tensor([labels.index(t) for sentence in tags for t in sentence], dtype=torch.long)
+        if len(x) != len(y):
+            raise ModelError(f"{len(x)} word vectors but {len(y)} tags: every word needs exactly one tag")
+        layer = torch.nn.Linear(x.shape[1], len(labels))
+        optimizer = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=1e-5)
+        for _ in range(epochs):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(layer(x), y).backward()
+            optimizer.step()
+        return cls(labels, layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy(),
+                   trained_on=len(tags))
+
+
+@dataclass
 class SpansModel:
     """A linear BIO tagger on token vectors of each word's first token, plus a gazetteer."""
 

@@ -89,3 +89,21 @@ def test_heads_learn_and_round_trip_through_files_runs_do_not_retrain(features, 
         TransformerModel(runs / "cls", CHOICE.labels).fit(TEXTS, np.array([0, 1, 0, 1]))
     with pytest.raises(ModelError, match="predicts"):
         TransformerModel(runs / "cls", ("a", "b", "c"))
+
+
+def test_word_tags_model_tags_every_word_and_refuses_words_without_a_tag():
+    import numpy as np
+    import pytest
+
+    from labelloop.errors import ModelError
+    from labelloop.models import WordTagsModel
+
+    rng = np.random.default_rng(0)
+    centers = {"DT": np.eye(4)[0], "NN": np.eye(4)[1], "VB": np.eye(4)[2]}
+    tags = [["DT", "NN", "VB"], ["NN", "VB"], ["DT", "NN"]] * 5
+    vectors = [np.stack([centers[t] + rng.normal(0, 0.05, 4) for t in s]) for s in tags]
+    model = WordTagsModel.fit(vectors, tags, ["DT", "NN", "VB"])
+    probs = model.predict_proba(np.stack([centers["VB"], centers["DT"]]))
+    assert probs.shape == (2, 3) and list(probs.argmax(axis=1)) == [2, 0] and model.trained_on == 15
+    with pytest.raises(ModelError, match="every word needs exactly one tag"):
+        WordTagsModel.fit([np.zeros((3, 4))], [["DT", "NN"]], ["DT", "NN"])
