@@ -85,7 +85,7 @@ def main() -> None:
             ours = [labels[k] for v in test_vectors for k in model.predict_proba(v).argmax(axis=1)]
             started = time.perf_counter()
             nltk = PerceptronTagger(load=False)
-            nltk.train([list(s) for s in train], nitr=5)
+            nltk.train([list(s) for s in train], nr_iter=5)
             nltk_seconds = time.perf_counter() - started
             theirs = [t for s in test for _, t in nltk.tag([w for w, _ in s])]
             row = {"sentences": n, "repeat": r, "labelloop": float(np.mean([a == b for a, b in zip(ours, gold)])),
