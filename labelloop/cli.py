@@ -100,14 +100,13 @@ def cmd_preannotate(args: argparse.Namespace) -> None:
 
 
 def cmd_al_simulate(args: argparse.Namespace) -> None:
-    import json
     import tempfile
     from pathlib import Path
 
     import numpy as np
     from tqdm import tqdm
 
-    from labelloop.al import SimulationConfig, embed_cached, plot, read_labeled, schedule, simulate
+    from labelloop.al import SimulationConfig, embed_cached, read_labeled, schedule, simulate
     from labelloop.encoder import load_encoder, resolve_model_path
     from labelloop.jsonl import iter_jsonl
     from labelloop.learners import DENSE, Pool
@@ -135,11 +134,7 @@ def cmd_al_simulate(args: argparse.Namespace) -> None:
         pool = Pool(texts, x, y, names, ChoicesModel.zero_shot(encoder, names), resolve_model_path(settings.model),
                     Path(work))
         result = simulate(pool, config, bar.update)
-    result["data"] = {"path": str(args.data), "n": len(texts), "labels": list(names)}
-    if args.plot:
-        plot(result, Path(args.plot), title=Path(args.data).name)
-    if args.json:
-        print(json.dumps(result, indent=2))
+    if _emit_simulation(args, result, len(texts), names):
         return
     print(f"{len(texts)} texts, {len(names)} labels; head on the full pool {result['full_pool_accuracy']:.3f}")
     points = [p for p in ("25", "50", "100", "200", "400")
@@ -154,14 +149,28 @@ def cmd_al_simulate(args: argparse.Namespace) -> None:
             print(f"{learner:<10}{name:<18}{s['auc']:>7.3f}{to95!s:>8}{cells}{found['seconds']:>9.0f}")
 
 
+def _emit_simulation(args: argparse.Namespace, result: dict, n: int, labels) -> bool:
+    """Record the data in ``result``, draw ``--plot``, print ``--json``; True when the JSON was the output."""
+    import json
+    from pathlib import Path
+
+    from labelloop.al import plot
+
+    result["data"] = {"path": str(args.data), "n": n, "labels": list(labels)}
+    if args.plot:
+        plot(result, Path(args.plot), title=Path(args.data).name)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return bool(args.json)
+
+
 def _simulate_spans(args: argparse.Namespace, settings, config) -> None:
     """`al simulate` on span data ({"text", "spans"} rows): the backend's tagger, scored by span F1."""
-    import json
     from pathlib import Path
 
     from tqdm import tqdm
 
-    from labelloop.al import plot, read_spans, simulate_spans
+    from labelloop.al import read_spans, simulate_spans
     from labelloop.encoder import load_encoder
 
     if config.learners != ("head",):
@@ -176,11 +185,7 @@ def _simulate_spans(args: argparse.Namespace, settings, config) -> None:
     steps = config.repeats * len(config.all_strategies) * (config.rounds + 1)
     with tqdm(total=steps, desc="simulating", unit="fit", file=sys.stderr) as bar:
         result = simulate_spans(texts, spans, labels, encodings, config, bar.update)
-    result["data"] = {"path": str(args.data), "n": len(texts), "labels": list(labels)}
-    if args.plot:
-        plot(result, Path(args.plot), title=Path(args.data).name)
-    if args.json:
-        print(json.dumps(result, indent=2))
+    if _emit_simulation(args, result, len(texts), labels):
         return
     print(f"{len(texts)} texts, {len(labels)} entity types; tagger on the full pool: span F1 "
           f"{result['full_pool_accuracy']:.3f}")

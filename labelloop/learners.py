@@ -22,7 +22,6 @@ returns class probabilities.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import subprocess
@@ -37,8 +36,6 @@ import numpy as np
 from labelloop.audit import judge
 from labelloop.errors import ModelError
 from labelloop.models import ChoicesModel, SetFitClassifier, TransformerModel
-
-log = logging.getLogger(__name__)
 
 LEARNERS = ("head", "self", "setfit", "finetune", "auto")
 DENSE = ("head", "self", "auto")  # cheap enough to retrain after every batch; the others train on a sparse schedule
@@ -195,9 +192,6 @@ class LadderLearner:
         self._challenger: tuple[TransformerModel, int] | None = None  # held, with its training size
         self._last = 0  # training labels of the last fine-tune
 
-    def _features(self, model: TransformerModel) -> np.ndarray:
-        return model.features(self.pool.texts)
-
     def fit(self, labeled: np.ndarray, unlabeled: np.ndarray | None = None) -> Predict:
         pool = self.pool
         train, audit = labeled[~self.audit[labeled]], labeled[self.audit[labeled]]
@@ -225,7 +219,7 @@ class LadderLearner:
             self._challenger = None
         elif evidence.verdict == "promote":
             self._challenger = None
-            features = self._features(model)
+            features = model.features(pool.texts)
             self._tuned = (model, features)
             head = ChoicesModel.from_classifier(model).fit(features[train], pool.y[train])
             return _head_predict(head, features)
