@@ -213,13 +213,18 @@ def _versions_of(task) -> set[str]:
     return {v.strip().strip('"') for v in str(raw or "").split(",")}
 
 
-def fetch_annotations(client, project_id: int, *, retry: Retry | None = DEFAULT_RETRY
-                      ) -> list[tuple[int, int, dict, list, bool]]:
-    """``(task_id, annotation_id, data, result, cancelled)`` for every annotation in the project."""
+def fetch_annotations(client, project_id: int, *, retry: Retry | None = DEFAULT_RETRY,
+                      unlabeled: list[tuple[int, dict]] | None = None) -> list[tuple[int, int, dict, list, bool]]:
+    """``(task_id, annotation_id, data, result, cancelled)`` for every annotation in the project.
+
+    The same pass appends ``(task_id, data)`` of every task without an annotation to ``unlabeled``, when given.
+    """
     rows = []
     for task in iter_tasks(client, project_id, fields="all", retry=retry):
         for ann in task.annotations or []:
             rows.append((task.id, int(ann["id"]), task.data, ann.get("result") or [], bool(ann.get("was_cancelled"))))
+        if unlabeled is not None and not task.annotations and isinstance(task.data, dict):
+            unlabeled.append((task.id, task.data))
     return rows
 
 

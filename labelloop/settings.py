@@ -110,6 +110,10 @@ class LabelLoopSettings(BaseSettings):
                           "finetune_at labels are in, then each time labels double, and promote it through the "
                           "gate; 'off': the head on the frozen encoder is the top of the ladder.")
     finetune_at: int = Field(default=100, ge=1, description="Training labels at which the first fine-tune starts.")
+    self_training: bool = Field(default=True, description="Fit single-choice heads once more with the unlabeled "
+                                "tasks they label with p >= 0.9 added (self-training; measured better, see README).")
+    self_training_from: int = Field(default=25, ge=2, description="Training annotations from which self-training "
+                                    "starts (it was measured from 25).")
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Largest request body accepted "
                                 "(larger ones get HTTP 413).")
     max_tasks_per_request: int = Field(

@@ -6,6 +6,8 @@ that is down never holds a training). The audit split (:mod:`labelloop.audit`) a
 earlier exports are left out, and so is any task whose text duplicates one of theirs: they measure models
 and never train them. A record whose result is malformed is skipped with a warning, so one bad annotation never
 blocks a project.
+
+The same pull keeps the project's unannotated tasks in memory, for self-training (:meth:`unlabeled_texts`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from typing import Any
 
 from labelloop import lsclient
-from labelloop.audit import in_audit
+from labelloop.audit import audit_rank, in_audit
 from labelloop.dataset import load_frozen_test
 from labelloop.dedup import content_key
 from labelloop.errors import AnnotationError, LabelLoopError
@@ -28,6 +30,7 @@ from labelloop.serving.store import AnnotationRecord, Store
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 300.0
+MAX_UNLABELED = 2_000  # unlabeled texts one self-training reads: bounds its seconds on a large project
 
 
 class ProjectAnnotations:
@@ -38,6 +41,7 @@ class ProjectAnnotations:
         self.clients = clients
         self.audit_share = audit_share
         self._pulled: dict[int, float] = {}
+        self._unlabeled: dict[int, list[tuple[int, dict]]] = {}
         self._lock = threading.Lock()
 
     def pull(self, project_id: int) -> None:
@@ -47,12 +51,15 @@ class ProjectAnnotations:
         client = self.clients.client_for(project_id)
         if client is None:
             return
+        unlabeled: list[tuple[int, dict]] = []
         try:
-            rows = lsclient.fetch_annotations(client, project_id, retry=lsclient.BEST_EFFORT)
+            rows = lsclient.fetch_annotations(client, project_id, retry=lsclient.BEST_EFFORT, unlabeled=unlabeled)
         except LabelLoopError as e:
             log.warning("project %s: using the annotations received so far: %s", project_id, e)
             return
         self.store.replace_annotations(project_id, rows)
+        with self._lock:
+            self._unlabeled[project_id] = unlabeled
 
     def refresh(self, project_id: int) -> None:
         """:meth:`pull`, at most every five minutes (for processes that get no webhooks)."""
@@ -77,6 +84,28 @@ class ProjectAnnotations:
             (audit if in_audit(project_id, record.task_id, self.audit_share) else rest).append(record)
         held = load_frozen_test(self.store.home, project_id) | {k for r in audit for k in _text_keys(r)}
         return [r for r in rest if not any(k in held for k in _text_keys(r))], audit
+
+    def unlabeled_texts(self, project_id: int, spec: ControlSpec, *, limit: int = MAX_UNLABELED) -> list[str]:
+        """Texts of ``spec`` in tasks that had no annotation at the last pull, less the audit split, tasks
+        annotated since, and texts of the audit or frozen test splits: at most ``limit`` of them, the same ones
+        from one pull to the next (they are taken in the order of a hash of the task id)."""
+        with self._lock:
+            tasks = list(self._unlabeled.get(project_id, ()))
+        if not tasks:
+            return []
+        train, audit = self.split(project_id)
+        annotated = {r.task_id for r in train + audit}
+        held = load_frozen_test(self.store.home, project_id) | {k for r in audit for k in _text_keys(r)}
+        out: dict[str, None] = {}
+        for task_id, data in sorted(tasks, key=lambda t: audit_rank(project_id, t[0])):
+            text = data.get(spec.value_key)
+            if (task_id in annotated or in_audit(project_id, task_id, self.audit_share) or not isinstance(text, str)
+                    or not text.strip() or content_key(text) in held):
+                continue
+            out[text] = None
+            if len(out) >= limit:
+                break
+        return list(out)
 
     @staticmethod
     def pairs(spec: ControlSpec, records: list[AnnotationRecord]) -> list[tuple[str, Any]]:

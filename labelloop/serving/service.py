@@ -95,7 +95,8 @@ class ModelService:
 
     @functools.cached_property
     def trainer(self) -> Trainer:
-        return Trainer(self.registry, self.annotations, self.features, self.schema, metrics=self.metrics)
+        return Trainer(self.registry, self.annotations, self.features, self.schema, metrics=self.metrics,
+                       self_training=self.settings.self_training_from if self.settings.self_training else None)
 
     @functools.cached_property
     def ladder(self) -> Ladder:

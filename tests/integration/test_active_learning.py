@@ -34,7 +34,7 @@ def scores_of(ls, project_id, version):
 
 def test_queue_follows_the_model_as_annotators_label(ls, label_studio, start_backend):
     backend = start_backend(LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token,
-                            LABELLOOP_QUEUE_BATCH="5")
+                            LABELLOOP_QUEUE_BATCH="5", LABELLOOP_SELF_TRAINING_FROM="10")
     rows = reviews()
     rows = [r for pair in zip(rows[:20], rows[20:]) for r in pair]
     project = ls.projects.create(title="active learning", label_config=SENTIMENT)
@@ -74,6 +74,8 @@ def test_queue_follows_the_model_as_annotators_label(ls, label_studio, start_bac
         return newest if newest != "labelloop-v0" and ls.projects.get(id=project.id).model_version == newest else None
 
     version = wait_for(settled, timeout=300, what="the retrained model_version in the project")
+    # the pull before training kept the 20 unlabeled tasks, and the head it was sure of joined them
+    assert "self-training: " in backend.log.read_text(), backend.log.read_text()[-2000:]
     trained = scores_of(ls, project.id, version)
     unlabeled = [tid for tid in trained if tid not in labeled]
     assert len(unlabeled) == 20
