@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from labelloop.augment.base import Augmenter, record_id
 from labelloop.dedup import NearDuplicateIndex, content_key
+from labelloop.errors import ConfigError
 
 # Probabilities (n_texts, n_labels) for texts, and the label names of the columns.
 ProbaFn = Callable[[list[str]], np.ndarray]
@@ -95,6 +96,9 @@ def augment_records(records: Sequence[dict], augmenters: Sequence[Augmenter], *,
                     label_filter: LabelFilter | None = None, similarity: SimilarityFilter | None = None,
                     progress: bool = True) -> tuple[list[dict], AugmentReport]:
     """Variants of ``records`` from every augmenter, cleaned as the module says."""
+    if any("tags" in r for r in records):
+        raise ConfigError("word-tagged records (part of speech) can't be augmented: a replaced or translated word "
+                          "needs a new tag that no augmenter knows. Augment classification or entity projects.")
     originals = copy.deepcopy(list(records))
     text_of = lambda r: r.get("text", r.get("prompt", ""))  # noqa: E731
     test_keys = {content_key(text_of(r)) for r in test_records}

@@ -3,8 +3,9 @@
 :func:`build_dataset` is pure (task dicts in, records, splits and a report out); :func:`export_dataset`
 reads a project through the SDK and writes ``train.jsonl``, ``test.jsonl`` and ``report.json`` (plus a
 Hugging Face ``datasets`` copy when that package is installed). Record formats match what training reads:
-``{"text", "label"}``, ``{"text", "labels"}``, ``{"text", "spans": [{"start", "end", "label"}]}`` and
-``{"prompt", "response"}``.
+``{"text", "label"}``, ``{"text", "labels"}``, ``{"text", "spans": [{"start", "end", "label"}]}``,
+``{"text", "tokens", "tags"}`` (a tag per word, null where no annotator tagged it; see :mod:`labelloop.wordtags`)
+and ``{"prompt", "response"}``.
 
 The test split is the project's audit split (:mod:`labelloop.audit`: a fixed random share of tasks, decided
 per task, that the backend never trains on), so exported test sets, learning curves and the promotion gate
@@ -35,6 +36,8 @@ from labelloop.errors import AnnotationError, ConfigError
 from labelloop.jsonl import write_jsonl
 from labelloop.labeling.kinds import answer_of, export_value
 from labelloop.labeling.schema import ControlSpec, find_control
+from labelloop.spans import Span
+from labelloop.wordtags import tags_of_words, words_of
 
 Policy = Literal["any", "ground_truth", "agreement", "reviewed"]
 
@@ -113,6 +116,10 @@ def _record(text: str, value, control: ControlSpec) -> dict:
         return {"text": text, "labels": list(value)} if control.multiple else {"text": text, "label": value}
     if control.kind == "labels":
         return {"text": text, "spans": [{"start": s, "end": e, "label": label} for s, e, label in value]}
+    if control.kind == "tags":
+        words = words_of(text)
+        return {"text": text, "tokens": [text[a:b] for a, b in words],
+                "tags": tags_of_words(words, [Span(s, e, label) for s, e, label in value])}
     return {"prompt": text, "response": value}
 
 
@@ -218,6 +225,8 @@ def _label_counts(records: list[dict]) -> dict:
             counts.update(r["labels"])
         elif "spans" in r:
             counts.update(s["label"] for s in r["spans"])
+        elif "tags" in r:
+            counts.update(t for t in r["tags"] if t is not None)
         else:
             counts["response"] += 1
     return dict(sorted(counts.items()))

@@ -96,7 +96,7 @@ def progress(tasks: list[dict], control: ControlSpec, annotators: dict | None = 
             value = annotation_value(ann.get("result") or [], control)
             if value is None:
                 continue
-            if control.kind == "labels":
+            if control.kind in ("labels", "tags"):
                 labels.update(span[2] for span in value)
             elif control.kind == "choices" and control.multiple:
                 labels.update(value)

@@ -6,11 +6,13 @@
   labels move it far.
 - :class:`SpansModel` tags words for a ``<Labels>`` control: a linear BIO tagger on token vectors
   with class weights (so it does not collapse to all-``O``), plus a gazetteer of annotated mentions.
+- :class:`WordTagsModel` gives every word one tag (part of speech, ``<Labels dense="true">``): a softmax
+  over each word's vector and hashed spelling features of the word and its neighbours.
 
 Serving sees every model through one text protocol: classifiers answer ``predict_proba(texts)`` and
-taggers ``predict_spans(texts)``, and both learn with ``fit(texts, targets)``. :class:`HeadClassifier`
-and :class:`HeadTagger` put the heads behind it; :class:`TransformerModel`, a fine-tuned run, speaks it
-natively. Once a fine-tuned encoder serves, :class:`TunedHead` keeps the loop learning on top of it: a head
+taggers ``predict_spans(texts)``, and both learn with ``fit(texts, targets)``. :class:`HeadClassifier`,
+:class:`HeadTagger` and :class:`WordTagger` put the heads behind it; :class:`TransformerModel`, a fine-tuned
+run, speaks it natively. Once a fine-tuned encoder serves, :class:`TunedHead` keeps the loop learning on top of it: a head
 on the fine-tuned model's own features, starting from its classifier and retrained after each annotation.
 :class:`SetFitClassifier` (contrastive fine-tuning of the encoder plus a head) speaks the same protocol.
 :class:`Features` builds, saves and loads the heads (plain ``.npz`` + JSON files, no pickles).
@@ -151,37 +153,104 @@ class ChoicesModel:
 
 @dataclass
 class WordTagsModel:
-    """Dense word tagging (part of speech): every word gets one of ``labels``, no "outside" tag. A linear
-    softmax over each word's first-token vector from the frozen encoder, trained with Adam."""
+    """Dense word tagging (part of speech): every word gets one of ``labels``, no "outside" tag.
+
+    A linear softmax over two kinds of evidence for each word: its first token's vector from the frozen
+    encoder (meaning in context), and hashed spelling features of the word and its neighbours (the word
+    itself, its suffixes, its shape, the words around it: the cues a perceptron tagger learns from). Trained
+    with Adam on the whole batch; saved as plain arrays.
+    """
 
     labels: tuple[str, ...]
     weight: np.ndarray  # (hidden, n_labels)
     bias: np.ndarray  # (n_labels,)
+    lexical: np.ndarray  # (LEXICAL_BUCKETS, n_labels): one row of logits per hashed spelling feature
     trained_on: int = 0
 
-    def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
-        """(n_words, n_labels) from (n_words, hidden) word vectors."""
-        return _softmax(np.asarray(vectors, dtype=np.float64) @ self.weight + self.bias)
+    def predict_proba(self, vectors: np.ndarray, words: Sequence[str]) -> np.ndarray:
+        """(n_words, n_labels) from a sentence's (n_words, hidden) word vectors and its words."""
+        logits = np.asarray(vectors, dtype=np.float64) @ self.weight + self.bias
+        for k, ids in enumerate(lexical_features(words)):
+            logits[k] += self.lexical[ids].sum(axis=0)
+        return _softmax(logits)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"weight": self.weight, "bias": self.bias, "lexical": self.lexical}
 
     @classmethod
-    def fit(cls, vectors: Sequence[np.ndarray], tags: Sequence[Sequence[str]], labels: Sequence[str], *,
-            epochs: int = 200, lr: float = 0.05) -> WordTagsModel:
-        """Train on sentences: ``vectors[i]`` (n_words, hidden) and ``tags[i]`` one label per word."""
+    def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> WordTagsModel:
+        k = len(meta["labels"])
+        _check_shapes(arrays, {"weight": (None, k), "bias": (k,), "lexical": (LEXICAL_BUCKETS, k)})
+        return cls(tuple(meta["labels"]), arrays["weight"], arrays["bias"], arrays["lexical"],
+                   int(meta.get("trained_on", 0)))
+
+    @classmethod
+    def fit(cls, vectors: Sequence[np.ndarray], words: Sequence[Sequence[str]], tags: Sequence[Sequence[str | None]],
+            labels: Sequence[str], *, epochs: int = 150, lr: float = 0.05) -> WordTagsModel:
+        """Train on sentences: ``vectors[i]`` (n_words, hidden), ``words[i]`` and ``tags[i]`` one label per
+        word, where ``None`` marks a word nobody tagged (it is context, not a target)."""
         import torch
 
         labels = tuple(labels)
-        x = torch.as_tensor(np.concatenate([np.asarray(v, dtype=np.float32) for v in vectors]))
-        y = torch.as_tensor([labels.index(t) for sentence in tags for t in sentence], dtype=torch.long)
-        if len(x) != len(y):
-            raise ModelError(f"{len(x)} word vectors but {len(y)} tags: every word needs exactly one tag")
-        layer = torch.nn.Linear(x.shape[1], len(labels))
-        optimizer = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=1e-5)
+        index = {label: k for k, label in enumerate(labels)}
+        hidden = next((len(v[0]) for v in vectors if len(v)), 0)
+        feats, rows, ys = [], [], []
+        for v, w, t in zip(vectors, words, tags):
+            if not (len(v) == len(w) == len(t)):
+                raise ModelError(f"{len(v)} word vectors, {len(w)} words and {len(t)} tags: every word needs one of each")
+            ids = lexical_features(w)
+            for k, tag in enumerate(t):
+                if tag in index:
+                    feats.append(v[k])
+                    rows.append(ids[k])
+                    ys.append(index[tag])
+        if not ys:
+            raise ModelError("no tagged word to learn from: annotate at least one sentence's words")
+        x = torch.as_tensor(np.asarray(feats, dtype=np.float32))
+        y = torch.as_tensor(ys, dtype=torch.long)
+        flat = torch.as_tensor([i for r in rows for i in r], dtype=torch.long)
+        offsets = torch.as_tensor(np.cumsum([0] + [len(r) for r in rows[:-1]]), dtype=torch.long)
+        layer = torch.nn.Linear(hidden, len(labels))
+        table = torch.nn.EmbeddingBag(LEXICAL_BUCKETS, len(labels), mode="sum")
+        torch.nn.init.zeros_(table.weight)
+        optimizer = torch.optim.Adam([*layer.parameters(), *table.parameters()], lr=lr)
         for _ in range(epochs):
             optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(layer(x), y).backward()
+            logits = layer(x) + table(flat, offsets)
+            loss = torch.nn.functional.cross_entropy(logits, y) + 1e-4 * table.weight.pow(2).sum() / len(y) ** 0.5
+            loss.backward()
             optimizer.step()
         return cls(labels, layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy(),
-                   trained_on=len(tags))
+                   table.weight.detach().numpy().copy(), trained_on=len(tags))
+
+
+LEXICAL_BUCKETS = 1 << 15
+
+
+def _shape(word: str) -> str:
+    """``"Xxxx"`` -> ``"Xx"``, ``"1,000"`` -> ``"d,d"``: the word's kinds of characters, repeats folded."""
+    out: list[str] = []
+    for ch in word[:12]:
+        c = "X" if ch.isupper() else "x" if ch.islower() else "d" if ch.isdigit() else ch
+        if not out or out[-1] != c:
+            out.append(c)
+    return "".join(out[:5])
+
+
+def lexical_features(words: Sequence[str]) -> list[list[int]]:
+    """Hashed ids (crc32, stable across processes) of each word's spelling features and its neighbours'."""
+    import zlib
+
+    low = [w.lower() for w in words]
+    out = []
+    for i, word in enumerate(words):
+        w = low[i]
+        prev, after = (low[i - 1] if i else "<s>"), (low[i + 1] if i + 1 < len(words) else "</s>")
+        names = [f"w={w}", f"s1={w[-1:]}", f"s2={w[-2:]}", f"s3={w[-3:]}", f"p1={w[:1]}", f"shape={_shape(word)}",
+                 f"prev={prev}", f"next={after}", f"prev_s3={prev[-3:]}", f"next_s3={after[-3:]}",
+                 f"w+prev={w} {prev}", "first" if i == 0 else "inside"]
+        out.append([zlib.crc32(n.encode()) % LEXICAL_BUCKETS for n in names])
+    return out
 
 
 @dataclass
@@ -281,14 +350,20 @@ class HeadClassifier:
         return HeadClassifier(self.head.fit(self.embed(texts), np.asarray(targets)), self.embed)
 
 
-class HeadTagger:
-    """A :class:`SpansModel` behind the text protocol: ``predict_spans(texts)``, ``fit(texts, spans)``."""
+class _Tagger:
+    """A tagging model and the encoder function that gives it token vectors."""
 
-    def __init__(self, model: SpansModel, encode: Callable[[list[str]], list[TokenEncoding]]) -> None:
+    def __init__(self, model, encode: Callable[[list[str]], list[TokenEncoding]]) -> None:
         self.model = model
         self.encode = encode
-        self.labels = model.labels
-        self.trained_on = model.trained_on
+        self.labels: tuple[str, ...] = model.labels
+        self.trained_on: int = model.trained_on
+
+
+class HeadTagger(_Tagger):
+    """A :class:`SpansModel` behind the text protocol: ``predict_spans(texts)``, ``fit(texts, spans)``."""
+
+    model: SpansModel
 
     def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], np.ndarray]]:
         """Per text: its spans and its words' tag probabilities (n_words, n_tags)."""
@@ -300,6 +375,52 @@ class HeadTagger:
 
     def fit(self, texts: list[str], spans: list[list[Span]]) -> HeadTagger:
         return HeadTagger(SpansModel.fit(self.encode(texts), texts, spans, self.labels), self.encode)
+
+
+class WordTagger(_Tagger):
+    """A :class:`WordTagsModel` behind the text protocol: ``predict_spans(texts)`` gives one region per word
+    (:mod:`labelloop.wordtags`), ``fit(texts, spans)`` learns from annotated regions."""
+
+    model: WordTagsModel
+
+    def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], np.ndarray]]:
+        """Per text: a span per word with its tag and probability, and the words' tag probabilities."""
+        out = []
+        for ranges, words, vectors in word_vectors(self.encode, texts):
+            probs = self.model.predict_proba(vectors, words) if words else np.zeros((0, len(self.labels)))
+            best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
+            out.append(([Span(a, b, self.labels[k], float(p[k])) for (a, b), k, p in zip(ranges, best, probs)], probs))
+        return out
+
+    def fit(self, texts: list[str], spans: list[list[Span]]) -> WordTagger:
+        return WordTagger(fit_word_tags(self.encode, texts, spans, self.labels), self.encode)
+
+
+def word_vectors(encode: Callable[[list[str]], list[TokenEncoding]], texts: list[str]
+                 ) -> list[tuple[list[tuple[int, int]], list[str], np.ndarray]]:
+    """Per text: its words' ranges (:func:`labelloop.wordtags.words_of`), the words, and each word's
+    first-token vector (zeros for a word the tokenizer dropped)."""
+    from labelloop.wordtags import first_tokens, words_of
+
+    out = []
+    for text, enc in zip(texts, encode(texts)):
+        ranges = words_of(text)
+        first = first_tokens(enc.offsets, enc.word_ids, ranges)
+        vectors = np.zeros((len(ranges), enc.vectors.shape[1]), dtype=np.float32)
+        vectors[first >= 0] = enc.vectors[first[first >= 0]]
+        out.append((ranges, [text[a:b] for a, b in ranges], vectors))
+    return out
+
+
+def fit_word_tags(encode: Callable[[list[str]], list[TokenEncoding]], texts: list[str], spans: list[list[Span]],
+                  labels: Sequence[str]) -> WordTagsModel:
+    """A :class:`WordTagsModel` from texts and their annotated tag regions (words no region covers are
+    context only)."""
+    from labelloop.wordtags import tags_of_words
+
+    encoded = word_vectors(encode, texts)
+    return WordTagsModel.fit([v for _, _, v in encoded], [w for _, w, _ in encoded],
+                             [tags_of_words(r, s) for (r, _, _), s in zip(encoded, spans)], labels)
 
 
 class TunedHead:
@@ -432,6 +553,9 @@ class Features:
     def fit_tagger(self, spec, texts: list[str], spans: list[list[Span]]) -> HeadTagger:
         return HeadTagger(SpansModel.fit(self.encode(texts), texts, spans, spec.labels), self.encode)
 
+    def fit_word_tagger(self, spec, texts: list[str], spans: list[list[Span]]) -> WordTagger:
+        return WordTagger(fit_word_tags(self.encode, texts, spans, spec.labels), self.encode)
+
     def tuned(self, model: TransformerModel) -> TunedHead:
         """The head on a fine-tuned classifier's features, starting as exactly its classifier."""
         embed: Callable[[list[str]], np.ndarray] = model.features
@@ -453,6 +577,8 @@ class Features:
             meta.update(type="tuned", path=model.base.path, multiple=model.head.multiple)
         elif isinstance(inner, ChoicesModel):
             meta.update(type="choices", multiple=inner.multiple)
+        elif isinstance(inner, WordTagsModel):
+            meta.update(type="word_tags")
         else:
             meta.update(type="labels", gazetteer=inner.gazetteer.counts)
         return meta
@@ -476,6 +602,8 @@ class Features:
             raise ModelError(f"{folder}: weights are for a {arrays['weight'].shape[0]}-wide encoder, this one is {hidden}")
         if meta["type"] == "choices":
             return HeadClassifier(ChoicesModel.from_arrays(meta, arrays), self.embed)
+        if meta["type"] == "word_tags":
+            return WordTagger(WordTagsModel.from_arrays(meta, arrays), self.encode)
         return HeadTagger(SpansModel.from_arrays(meta, arrays), self.encode)
 
 

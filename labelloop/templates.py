@@ -7,12 +7,19 @@ from xml.sax.saxutils import quoteattr
 
 from labelloop.errors import ConfigError
 
-TEMPLATES = ("classification", "multi-label", "sentiment", "ner", "prompt-response")
-DEFAULT_LABELS = {"sentiment": ("Positive", "Negative", "Neutral")}
+TEMPLATES = ("classification", "multi-label", "sentiment", "ner", "pos", "prompt-response")
+# Universal Dependencies' part-of-speech tags (https://universaldependencies.org/u/pos/).
+UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
+        "SCONJ", "SYM", "VERB", "X")
+DEFAULT_LABELS = {"sentiment": ("Positive", "Negative", "Neutral"), "pos": UPOS}
 
 
 def label_config(template: str, labels: Sequence[str] = (), *, text_field: str = "text") -> str:
-    """The XML labeling config for ``template`` with ``labels`` (sentiment has defaults)."""
+    """The XML labeling config for ``template`` with ``labels`` (sentiment and pos have defaults).
+
+    ``pos`` is dense word tagging: a ``<Labels dense="true">`` control whose every word gets one tag, over a
+    text selected by whole words.
+    """
     if template not in TEMPLATES:
         raise ConfigError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
     labels = tuple(dict.fromkeys(label.strip() for label in labels if label.strip())) or DEFAULT_LABELS.get(template, ())
@@ -28,6 +35,10 @@ def label_config(template: str, labels: Sequence[str] = (), *, text_field: str =
     if template == "ner":
         items = "".join(f"\n    <Label value={quoteattr(label)}/>" for label in labels)
         return f'<View>\n  <Labels name="label" toName="text">{items}\n  </Labels>\n  <Text name="text" value={value}/>\n</View>'
+    if template == "pos":
+        items = "".join(f"\n    <Label value={quoteattr(label)}/>" for label in labels)
+        return (f'<View>\n  <Labels name="pos" toName="text" dense="true" showInline="true">{items}\n  </Labels>\n'
+                f'  <Text name="text" value={value} granularity="word"/>\n</View>')
     choice = ' choice="multiple"' if template == "multi-label" else ' choice="single"'
     name = "sentiment" if template == "sentiment" else "label"
     items = "".join(f"\n    <Choice value={quoteattr(label)}/>" for label in labels)

@@ -61,6 +61,8 @@ class Source(Protocol):
 
     def drafts(self, spec: ControlSpec, texts: list[str]) -> list[Draft] | None: ...
 
+    def word_tags(self, spec: ControlSpec, texts: list[str]) -> list[SpanPrediction] | None: ...
+
 
 class Learner(Protocol):
     """Fits the backend's fast models; :class:`labelloop.models.Features` is the implementation."""
@@ -68,6 +70,8 @@ class Learner(Protocol):
     def fit_classifier(self, spec: ControlSpec, texts: list[str], targets: np.ndarray) -> Any: ...
 
     def fit_tagger(self, spec: ControlSpec, texts: list[str], spans: list[list[Span]]) -> Any: ...
+
+    def fit_word_tagger(self, spec: ControlSpec, texts: list[str], spans: list[list[Span]]) -> Any: ...
 
 
 class ControlKind:
@@ -225,7 +229,7 @@ class LabelsKind(ControlKind):
     name = "labels"
     tag = "Labels"
     result_type = "labels"
-    finetune_tasks = ("ner",)
+    finetune_tasks: ClassVar[tuple[str, ...]] = ("ner",)
 
     def answer(self, spec: ControlSpec, values: list[dict]) -> list[Span]:
         spans = []
@@ -257,6 +261,27 @@ class LabelsKind(ControlKind):
         return {"id": f"{spec.from_name}-{k}", **region}
 
 
+class WordTagsKind(LabelsKind):
+    """``<Labels dense="true">``: every word carries one tag (part of speech), as one-word ``labels`` regions.
+
+    Annotations read like ``<Labels>`` spans; the tagger learns each word's tag from the region over it
+    (:mod:`labelloop.wordtags`) and predicts a region for every word.
+    """
+
+    name = "tags"
+    finetune_tasks: ClassVar[tuple[str, ...]] = ()
+
+    def fit(self, spec: ControlSpec, texts: list[str], answers: list[Any], learner: Learner) -> Any:
+        return learner.fit_word_tagger(spec, texts, [[s for s in a if s.end <= len(t)] for t, a in zip(texts, answers)])
+
+    def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str) -> list[Prediction] | None:
+        found = source.word_tags(spec, texts)
+        if found is None:
+            return None
+        return [Prediction([self.span_region(spec, k, text, span) for k, span in enumerate(p.spans)], p.confidence)
+                for text, p in zip(texts, found)]
+
+
 class TextAreaKind(ControlKind):
     """``<TextArea>``: a free-text response, drafted by an LLM for annotators to correct."""
 
@@ -279,7 +304,8 @@ class TextAreaKind(ControlKind):
                            d.confidence or 0.0) for d in drafts]
 
 
-KINDS: dict[str, ControlKind] = {k.name: k for k in (ChoicesKind(), TaxonomyKind(), LabelsKind(), TextAreaKind())}
+KINDS: dict[str, ControlKind] = {k.name: k for k in (ChoicesKind(), TaxonomyKind(), LabelsKind(), WordTagsKind(),
+                                                     TextAreaKind())}
 
 
 def kind_of(spec: ControlSpec) -> ControlKind:

@@ -21,6 +21,7 @@ SUPPORTED = """The backend serves these controls, each over a <Text> object:
   <Choices name="topics" toName="text" choice="multiple"> ... </Choices>
   <Taxonomy name="topic" toName="text"> <Choice value="Sports"><Choice value="Tennis"/></Choice> ... </Taxonomy>
   <Labels name="label" toName="text"> ... <Label value="PER"/> ... </Labels>
+  <Labels name="pos" toName="text" dense="true"> ... <Label value="NOUN"/> ... </Labels>   (a tag on every word)
   <TextArea name="response" toName="prompt"/>   (drafted by the LLM predictor: LABELLOOP_PREDICTOR=llm)
 with <Text name="text" value="$text"/> reading the task's "text" field (any field name works)."""
 
@@ -144,8 +145,9 @@ def _controls(label_config: str, max_labels: int) -> tuple[list[ControlSpec], li
         if len(labels) > max_labels:
             problems.append(f"{where} has {len(labels):,} labels; the backend serves up to {max_labels:,} per control")
             continue
+        dense = tag == "Labels" and str(control.attr.get("dense", "")).lower() == "true"
         controls.append(ControlSpec(
-            kind=TAGS[tag], from_name=control.name, to_name=obj.name, value_key=obj.value_name, labels=labels,
+            kind="tags" if dense else TAGS[tag], from_name=control.name, to_name=obj.name, value_key=obj.value_name, labels=labels,
             multiple=tag == "Choices" and control.attr.get("choice") == "multiple", paths=paths,
         ))
     return controls, problems

@@ -63,6 +63,9 @@ class ModelPredictor:
     def drafts(self, spec: ControlSpec, texts: list[str]) -> list[Draft] | None:
         return self.drafter().drafts(spec, texts) if self.drafter else None
 
+    def word_tags(self, spec: ControlSpec, texts: list[str]) -> list[SpanPrediction] | None:
+        return self.spans(spec, texts)  # a word tagger speaks the span tagger's protocol, a region per word
+
 
 class LLMPredictor:
     """The LLM labeler with the project's guideline, and few-shot examples from its annotated tasks.
@@ -125,6 +128,11 @@ class LLMPredictor:
         return [Draft(g.text, g.confidence) for g in
                 self.labeler.draft(texts, guideline=self.guideline, examples=self.examples(spec, texts))]
 
+    def word_tags(self, spec: ControlSpec, texts: list[str]) -> None:
+        _warn_once(f"the LLM does not tag every word: control {spec.from_name!r} gets predictions from the trained "
+                   "tagger once a few sentences are annotated (LABELLOOP_PREDICTOR=model or cold-start)")
+        return None
+
 
 class EnsemblePredictor:
     """The mean of the model's and the LLM's probabilities; spans from the tagger once it is trained."""
@@ -142,6 +150,14 @@ class EnsemblePredictor:
 
     def drafts(self, spec: ControlSpec, texts: list[str]) -> list[Draft]:
         return self.llm.drafts(spec, texts)
+
+    def word_tags(self, spec: ControlSpec, texts: list[str]) -> list[SpanPrediction] | None:
+        return self.model.word_tags(spec, texts)
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_once(message: str) -> None:
+    log.warning(message)
 
 
 def choose(mode: str, model: Callable[[], ModelPredictor], llm: Callable[[], LLMPredictor], *,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from labelloop.audit import wilson_interval
 from labelloop.errors import LabelLoopError
 from labelloop.labeling.kinds import ClassificationKind, Learner, kind_of
 from labelloop.labeling.schema import TaskSchema
@@ -27,6 +28,7 @@ from labelloop.serving.metrics import Metrics
 from labelloop.serving.publish import Publisher
 from labelloop.serving.store import Store
 from labelloop.serving.versions import VersionRegistry
+from labelloop.wordtags import tags_of_words, token_accuracy, words_of
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +77,33 @@ class Trainer:
             log.info("project %s: nothing to train (no usable annotations, or every control serves a promoted "
                      "fine-tuned tagger)", project_id)
             return None
-        version = self.registry.save(project_id, schema, models, len(records), encoder=self.features.encoder.name)
+        audit = {spec.from_name: self._audit_token_accuracy(project_id, spec, models[spec.from_name])
+                 for spec in schema.controls if spec.kind == "tags" and spec.from_name in models}
+        version = self.registry.save(project_id, schema, models, len(records), encoder=self.features.encoder.name,
+                                     audit={k: v for k, v in audit.items() if v is not None})
+        for name, scored in audit.items():
+            if scored is not None:
+                log.info("project %s: %s tags %.3f of %d words right (95%% interval %.3f-%.3f) in %d audit sentences",
+                         project_id, name, scored["token_accuracy"], scored["words"], *scored["interval"],
+                         scored["sentences"])
         seconds = time.perf_counter() - started
         self.metrics.add(trainings=1, training_seconds=seconds)
         log.info("project %s: trained %s on %d annotated tasks in %.1fs", project_id, version, len(records), seconds)
         return version
+
+
+    def _audit_token_accuracy(self, project_id: int, spec, model) -> dict | None:
+        """A word tagger's token accuracy on the annotated audit sentences (None: none annotated yet)."""
+        pairs = self.annotations.pairs(spec, self.annotations.audit_records(project_id))
+        if not pairs:
+            return None
+        gold = [tags_of_words(words_of(text), spans) for text, spans in pairs]
+        predicted = [[s.label for s in spans] for spans, _ in model.predict_spans([t for t, _ in pairs])]
+        correct, n = token_accuracy(gold, predicted)
+        if not n:
+            return None
+        return {"token_accuracy": correct / n, "words": n, "sentences": len(pairs),
+                "interval": list(wilson_interval(correct, n))}
 
 
 class _OnTop:
@@ -94,6 +118,9 @@ class _OnTop:
 
     def fit_tagger(self, spec, texts, spans):
         return self.features.fit_tagger(spec, texts, spans)
+
+    def fit_word_tagger(self, spec, texts, spans):
+        return self.features.fit_word_tagger(spec, texts, spans)
 
 
 class _SelfTraining:
@@ -124,6 +151,9 @@ class _SelfTraining:
 
     def fit_tagger(self, spec, texts, spans):
         return self.inner.fit_tagger(spec, texts, spans)
+
+    def fit_word_tagger(self, spec, texts, spans):
+        return self.inner.fit_word_tagger(spec, texts, spans)
 
 
 def _lower_priority(niceness: int = 10) -> None:

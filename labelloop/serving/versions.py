@@ -129,8 +129,10 @@ class VersionRegistry:
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def save(self, project_id: int, schema: TaskSchema, models: dict, n_annotations: int, *, encoder: str) -> str:
-        """Write ``models`` (by ``from_name``) as the project's next version, make it serve; returns its name."""
+    def save(self, project_id: int, schema: TaskSchema, models: dict, n_annotations: int, *, encoder: str,
+             audit: dict | None = None) -> str:
+        """Write ``models`` (by ``from_name``) as the project's next version, make it serve; returns its name.
+        ``audit`` (by ``from_name``) is what the models scored on the audit split, kept in ``meta.json``."""
         folder = self.store.models_dir / str(project_id)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self.store.project_lock(project_id):
@@ -149,7 +151,7 @@ class VersionRegistry:
                         controls.append({**meta, "from_name": control.from_name, "signature": control.signature})
                 (tmp / "meta.json").write_text(json.dumps({
                     "model_version": version, "encoder": encoder, "n_annotations": n_annotations,
-                    "created_at": time.time(), "controls": controls,
+                    "created_at": time.time(), "controls": controls, "audit": audit or {},
                     "signatures": {c.from_name: c.signature for c in schema.controls}}, indent=2, ensure_ascii=False))
                 tmp.rename(folder / version)  # a half-written model is never visible under its version name
             except BaseException:

@@ -91,7 +91,7 @@ def test_heads_learn_and_round_trip_through_files_runs_do_not_retrain(features, 
         TransformerModel(runs / "cls", ("a", "b", "c"))
 
 
-def test_word_tags_model_tags_every_word_and_refuses_words_without_a_tag():
+def test_word_tags_model_learns_from_vectors_and_refuses_words_without_a_tag():
     import numpy as np
     import pytest
 
@@ -102,8 +102,15 @@ def test_word_tags_model_tags_every_word_and_refuses_words_without_a_tag():
     centers = {"DT": np.eye(4)[0], "NN": np.eye(4)[1], "VB": np.eye(4)[2]}
     tags = [["DT", "NN", "VB"], ["NN", "VB"], ["DT", "NN"]] * 5
     vectors = [np.stack([centers[t] + rng.normal(0, 0.05, 4) for t in s]) for s in tags]
-    model = WordTagsModel.fit(vectors, tags, ["DT", "NN", "VB"])
-    probs = model.predict_proba(np.stack([centers["VB"], centers["DT"]]))
-    assert probs.shape == (2, 3) and list(probs.argmax(axis=1)) == [2, 0] and model.trained_on == 15
-    with pytest.raises(ModelError, match="every word needs exactly one tag"):
-        WordTagsModel.fit([np.zeros((3, 4))], [["DT", "NN"]], ["DT", "NN"])
+    words = [["w"] * len(s) for s in tags]  # one spelling: the vectors alone tell the tags apart
+    model = WordTagsModel.fit(vectors, words, tags, ["DT", "NN", "VB"])
+    # the last word of a three-word sentence was always VB in training: its NN vector wins over its position
+    probs = model.predict_proba(np.stack([centers["DT"], centers["NN"], centers["NN"]]), ["w", "w", "w"])
+    assert probs.shape == (3, 3) and list(probs.argmax(axis=1)) == [0, 1, 1] and model.trained_on == 15
+    # a word tagged None is context, not a target; a sentence with no tag at all teaches nothing
+    partial = WordTagsModel.fit(vectors, words, [[None, *s[1:]] for s in tags], ["DT", "NN", "VB"])
+    assert partial.trained_on == 15
+    with pytest.raises(ModelError, match="no tagged word"):
+        WordTagsModel.fit(vectors[:1], words[:1], [[None] * len(tags[0])], ["DT", "NN", "VB"])
+    with pytest.raises(ModelError, match="every word needs one of each"):
+        WordTagsModel.fit([np.zeros((3, 4))], [["a", "b", "c"]], [["DT", "NN"]], ["DT", "NN"])

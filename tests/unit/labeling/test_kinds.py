@@ -21,12 +21,14 @@ CONFIGS = {
     "choices": f'<View>{TEXT}<Choices name="c" toName="text"><Choice value="A"/><Choice value="B"/></Choices></View>',
     "taxonomy": TAXONOMY,
     "labels": f'<View>{TEXT}<Labels name="c" toName="text"><Label value="PER"/></Labels></View>',
+    "tags": f'<View>{TEXT}<Labels name="c" toName="text" dense="true"><Label value="NOUN"/></Labels></View>',
     "textarea": f'<View>{TEXT}<TextArea name="c" toName="text"/></View>',
 }
 GOOD = {
     "choices": [{"from_name": "c", "value": {"choices": ["B"]}}],
     "taxonomy": [{"from_name": "topic", "value": {"taxonomy": [["Sports", "Tennis"]]}}],
     "labels": [{"from_name": "c", "value": {"start": 0, "end": 4, "labels": ["PER"]}}],
+    "tags": [{"from_name": "c", "value": {"start": 0, "end": 4, "labels": ["NOUN"]}}],
     "textarea": [{"from_name": "c", "value": {"text": ["a reply"]}}],
 }
 BAD = {
@@ -35,12 +37,14 @@ BAD = {
     "labels": [{"from_name": "c", "value": {"start": "0", "end": 4, "labels": ["PER"]}},
                {"from_name": "c", "value": {"start": 5, "end": 4, "labels": ["PER"]}},
                {"from_name": "c", "value": {"start": 0, "end": 4, "labels": "PER"}}],
+    "tags": [{"from_name": "c", "value": {"start": 2, "end": 2, "labels": ["NOUN"]}},
+             {"from_name": "c", "value": {"start": 0, "end": 4, "labels": []}}],
     "textarea": [{"from_name": "c", "value": {"text": [3]}}],
 }
 
 
 def test_every_tag_has_a_kind_and_every_kind_a_config():
-    assert set(TAGS.values()) == set(KINDS) == set(CONFIGS)
+    assert set(TAGS.values()) | {"tags"} == set(KINDS) == set(CONFIGS)  # "tags" is <Labels dense="true">
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

@@ -1,0 +1,69 @@
+"""A part-of-speech project against a real Label Studio: made from the template, tagged, learned, exported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+
+from tests.integration.conftest import wait_for
+from tests.integration.test_backend_label_studio import check_stored_predictions, current_predictions, tasks_of
+from tests.unit.serving.test_word_tags import regions, sentence
+
+TAGS = "DET,NOUN,VERB,ADJ,PUNCT"
+
+
+def test_pos_project_from_the_template_learns_word_tags_and_exports_them(ls, label_studio, start_backend, tmp_path):
+    backend = start_backend(LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token,
+                            LABELLOOP_AUDIT_SHARE="0")
+    env = {**os.environ, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
+           "LABELLOOP_HOME": str(tmp_path / "home")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "labelloop.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    created = cli("project", "create", "--title", "pos", "--template", "pos", "--labels", TAGS,
+                  "--connect", backend.url)
+    assert created.returncode == 0, created.stderr
+    project_id = int(created.stdout.split("created project ")[1].split()[0])
+    label_config = ls.projects.get(id=project_id).label_config
+    assert 'dense="true"' in label_config  # Label Studio keeps the attribute that marks dense tagging
+
+    rng = np.random.default_rng(5)
+    data = [sentence(rng) for _ in range(30)]
+    ls.projects.import_tasks(id=project_id, request=[{"text": t} for t, _ in data])
+    by_text = {t.data["text"]: t.id for t in tasks_of(ls, project_id)}
+    for text, spans in data[:20]:
+        ls.annotations.create(id=by_text[text], result=regions(spans), project=project_id)
+
+    def settled():
+        if "labelloop_training_queue 0" not in httpx.get(backend.url + "/metrics").text:
+            return None
+        newest = httpx.get(backend.url + "/versions").json()["versions"][-1]
+        return newest if newest != "labelloop-v0" and ls.projects.get(id=project_id).model_version == newest else None
+
+    version = wait_for(settled, timeout=240, what="the trained word tagger's predictions in the project")
+    tasks = check_stored_predictions(ls, project_id, label_config, version)  # Label Studio's own validation
+    right = total = 0
+    for text, spans in data[20:]:
+        task = next(t for t in tasks if t.data["text"] == text)
+        result = current_predictions(task, version)[-1]["result"]
+        assert [(r["value"]["start"], r["value"]["end"]) for r in result] == [(a, b) for a, b, _ in spans]
+        right += sum(r["value"]["labels"][0] == tag for r, (_, _, tag) in zip(result, spans))
+        total += len(spans)
+    assert right / total > 0.9, right / total
+
+    out = cli("export", "--project", str(project_id), "--out", str(tmp_path / "data"), "--test-fraction", "0.2",
+              "--split", "content")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for name in ("train.jsonl", "test.jsonl")
+            for line in (tmp_path / "data" / name).read_text().splitlines()]
+    assert len(rows) == 20
+    gold = {t: [tag for _, _, tag in s] for t, s in data[:20]}
+    for row in rows:
+        assert row["tags"] == gold[row["text"]] and len(row["tokens"]) == len(row["tags"])
