@@ -99,6 +99,9 @@ def augment_records(records: Sequence[dict], augmenters: Sequence[Augmenter], *,
     if any("tags" in r for r in records):
         raise ConfigError("word-tagged records (part of speech) can't be augmented: a replaced or translated word "
                           "needs a new tag that no augmenter knows. Augment classification or entity projects.")
+    if any("relations" in r for r in records):
+        raise ConfigError("records with relations can't be augmented yet: their links point at spans by position. "
+                          "Export the project's <Labels> control alone (--control NAME) to augment its spans.")
     originals = copy.deepcopy(list(records))
     text_of = lambda r: r.get("text", r.get("prompt", ""))  # noqa: E731
     test_keys = {content_key(text_of(r)) for r in test_records}

@@ -3,7 +3,8 @@
 :func:`build_dataset` is pure (task dicts in, records, splits and a report out); :func:`export_dataset`
 reads a project through the SDK and writes ``train.jsonl``, ``test.jsonl`` and ``report.json`` (plus a
 Hugging Face ``datasets`` copy when that package is installed). Record formats match what training reads:
-``{"text", "label"}``, ``{"text", "labels"}``, ``{"text", "spans": [{"start", "end", "label"}]}``,
+``{"text", "label"}``, ``{"text", "labels"}``, ``{"text", "spans": [{"start", "end", "label"}]}`` (with
+``"relations": [{"from", "to", "label"}]`` between span indices, for a project with ``<Relations>``),
 ``{"text", "tokens", "tags"}`` (a tag per word, null where no annotator tagged it; see :mod:`labelloop.wordtags`)
 and ``{"prompt", "response"}``.
 
@@ -116,6 +117,10 @@ def _record(text: str, value, control: ControlSpec) -> dict:
         return {"text": text, "labels": list(value)} if control.multiple else {"text": text, "label": value}
     if control.kind == "labels":
         return {"text": text, "spans": [{"start": s, "end": e, "label": label} for s, e, label in value]}
+    if control.kind == "relations":
+        spans, links = value
+        return {"text": text, "spans": [{"start": s, "end": e, "label": label} for s, e, label in spans],
+                "relations": [{"from": i, "to": j, "label": label} for i, j, label in links]}
     if control.kind == "tags":
         words = words_of(text)
         return {"text": text, "tokens": [text[a:b] for a, b in words],
@@ -225,6 +230,7 @@ def _label_counts(records: list[dict]) -> dict:
             counts.update(r["labels"])
         elif "spans" in r:
             counts.update(s["label"] for s in r["spans"])
+            counts.update(x["label"] for x in r.get("relations", ()))
         elif "tags" in r:
             counts.update(t for t in r["tags"] if t is not None)
         else:

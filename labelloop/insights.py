@@ -98,6 +98,8 @@ def progress(tasks: list[dict], control: ControlSpec, annotators: dict | None = 
                 continue
             if control.kind in ("labels", "tags"):
                 labels.update(span[2] for span in value)
+            elif control.kind == "relations":
+                labels.update(link[2] for link in value[1])
             elif control.kind == "choices" and control.multiple:
                 labels.update(value)
             elif control.kind == "choices":

@@ -38,6 +38,7 @@ import numpy as np
 
 from labelloop.config import ConfigMixin
 from labelloop.errors import ConfigError, LLMEndpointError
+from labelloop.relations import Link
 from labelloop.spans import Span
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class PromptTemplate(ConfigMixin):
     Classification: ``instruction`` (``{guideline}``, ``{labels}``), then one ``example`` per few-shot pair
     (``{text}``, ``{label}``), then ``query`` (``{text}``); the label is expected right after it.
     Entities: the same with ``ner_instruction``, ``ner_example`` (``{text}``, ``{answer}``) and ``ner_query``.
+    Relations: ``relation_instruction`` then ``relation_query``, whose ``{text}`` has its mentions numbered.
     Drafts: ``draft_system`` (``{guideline}``) is the system message; each example is a user/assistant turn.
     """
 
@@ -68,6 +70,12 @@ class PromptTemplate(ConfigMixin):
         metadata={"help": "entity extraction opening; {labels} and {guideline} are filled in"})
     ner_example: str = field(default="Text: {text}\nJSON: {answer}\n\n", metadata={"help": "one few-shot example"})
     ner_query: str = field(default="Text: {text}\nJSON:", metadata={"help": "the text to extract from"})
+    relation_instruction: str = field(
+        default='{guideline}Each mention in the text is marked [number: mention]. List every pair of mentions linked '
+                'by one of these relations: {labels} ("coref": both mentions refer to the same thing). Answer with '
+                'JSON only: {{"links": [{{"from": 1, "to": 2, "label": "..."}}]}}.\n\n',
+        metadata={"help": "relation opening; {labels} and {guideline} are filled in"})
+    relation_query: str = field(default="Text: {text}\nJSON:", metadata={"help": "the text with marked mentions"})
     draft_system: str = field(default="{guideline}", metadata={"help": "system message for drafted responses"})
 
     def __post_init__(self) -> None:
@@ -96,6 +104,15 @@ class PromptTemplate(ConfigMixin):
             for t, spans in examples)
         return self.ner_instruction.format(labels=", ".join(labels), guideline=_guide(guideline)) + shots + \
             self.ner_query.format(text=text)
+
+    def render_relations(self, text: str, spans: Sequence[Span], labels: Sequence[str], *, guideline: str = "") -> str:
+        """The relation prompt: ``text`` with each span marked ``[k: mention]``, numbered from 1 in order."""
+        marked, at = "", 0
+        for k, s in enumerate(spans, start=1):
+            marked += text[at:s.start] + f"[{k}: {text[s.start:s.end]}]"
+            at = s.end
+        return self.relation_instruction.format(labels=", ".join(labels), guideline=_guide(guideline)) + \
+            self.relation_query.format(text=marked + text[at:])
 
     def draft_messages(self, prompt: str, *, guideline: str = "", examples: Sequence[tuple[str, str]] = ()) -> Messages:
         """Chat messages asking for a response to ``prompt``; examples are earlier (prompt, response) turns."""
@@ -391,6 +408,34 @@ def parse_entities(answer: str) -> list[dict] | None:
     return None
 
 
+def parse_links(answer: str, n_mentions: int, labels: Sequence[str]) -> tuple[list[tuple[int, int, str]], int]:
+    """``(from, to, label)`` links (0-based mention indices) from a JSON answer that numbers mentions from 1;
+    returns ``(links, dropped)``: a link to a mention that isn't there, or with an unknown label, is dropped."""
+    by_name = {label.lower(): label for label in labels}
+    links, dropped = [], 0
+    for start in [m.start() for m in re.finditer(r"[\[{]", answer)]:
+        try:
+            value, _ = json.JSONDecoder().raw_decode(answer[start:])
+        except ValueError:
+            continue
+        items = value.get("links", value.get("relations")) if isinstance(value, dict) else value
+        if not isinstance(items, list):
+            continue
+        for item in items:
+            if not isinstance(item, dict):
+                dropped += 1
+                continue
+            source, target = item.get("from"), item.get("to")
+            label = by_name.get(str(item.get("label") or (labels[0] if len(labels) == 1 else "")).strip().lower())
+            if (type(source) is not int or type(target) is not int or not 1 <= source <= n_mentions
+                    or not 1 <= target <= n_mentions or source == target or label is None):
+                dropped += 1
+                continue
+            links.append((source - 1, target - 1, label))
+        break
+    return list(dict.fromkeys(links)), dropped
+
+
 def locate_mentions(text: str, mentions: Sequence[dict], labels: Sequence[str]) -> tuple[list[Span], int]:
     """Exact character offsets for ``{"text", "label"}`` mentions; returns ``(spans, dropped)``.
 
@@ -452,6 +497,15 @@ class EntityAnswer:
     """Spans found in one text, mentions dropped (not in the text, or an unknown label), and a confidence."""
 
     spans: list[Span]
+    dropped: int
+    confidence: float | None
+
+
+@dataclass
+class RelationAnswer:
+    """Links found between one text's spans, links dropped (no such mention, or an unknown label), a confidence."""
+
+    links: list[Link]
     dropped: int
     confidence: float | None
 
@@ -524,6 +578,28 @@ class LLMLabeler:
                 mentions = []
             spans, dropped = locate_mentions(texts[i], mentions, labels)
             return EntityAnswer(spans, dropped, answer["confidence"])
+
+        return self._map(one, len(texts), progress)
+
+    def relate(self, texts: Sequence[str], spans: Sequence[Sequence[Span]], labels: Sequence[str], *,
+               guideline: str = "", progress: Callable[[int], None] | None = None) -> list[RelationAnswer]:
+        """Links between each text's ``spans`` (sorted by position) from a JSON answer over numbered mentions."""
+        labels = list(labels)
+
+        def one(i: int) -> RelationAnswer:
+            # mentions in the part of the text the LLM reads, by position
+            mentions = sorted((m for m in spans[i] if m.end <= self.config.max_text_chars),
+                              key=lambda s: (s.start, s.end))
+            if len(mentions) < 2:
+                return RelationAnswer([], 0, 1.0)  # nothing to link
+            order = [list(spans[i]).index(m) for m in mentions]  # back to the caller's order
+            prompt = self.template.render_relations(self._cut(texts[i]), mentions, labels, guideline=guideline)
+            messages = [{"role": "user", "content": prompt}]
+            answer = self._cached("relate", messages, labels, lambda: self._generate(messages, json_mode=True))
+            found, dropped = parse_links(answer["text"], len(mentions), labels)
+            score = answer["confidence"] if answer["confidence"] is not None else 0.5
+            return RelationAnswer([Link(order[a], order[b], label, score) for a, b, label in found], dropped,
+                                  answer["confidence"])
 
         return self._map(one, len(texts), progress)
 

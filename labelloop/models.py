@@ -31,6 +31,7 @@ import numpy as np
 
 from labelloop.encoder import Encoder, TokenEncoding
 from labelloop.errors import ModelError
+from labelloop.relations import Linker, LinksModel, fit_links, pair_width
 from labelloop.spans import Gazetteer, Span, n_tags, spans_to_tags, tags_to_spans, word_ranges
 
 # Inverse temperature on cosine similarities: MiniLM cosines of related texts differ by ~0.1-0.3.
@@ -556,6 +557,10 @@ class Features:
     def fit_word_tagger(self, spec, texts: list[str], spans: list[list[Span]]) -> WordTagger:
         return WordTagger(fit_word_tags(self.encode, texts, spans, spec.labels), self.encode)
 
+    def fit_linker(self, spec, texts: list[str], answers: list) -> Linker:
+        """A mention-pair linker for a ``<Relations>`` control (``spec.paths`` holds the linked span labels)."""
+        return Linker(fit_links(self.encode, texts, answers, spec.labels, [p[0] for p in spec.paths]), self.encode)
+
     def tuned(self, model: TransformerModel) -> TunedHead:
         """The head on a fine-tuned classifier's features, starting as exactly its classifier."""
         embed: Callable[[list[str]], np.ndarray] = model.features
@@ -579,6 +584,8 @@ class Features:
             meta.update(type="choices", multiple=inner.multiple)
         elif isinstance(inner, WordTagsModel):
             meta.update(type="word_tags")
+        elif isinstance(inner, LinksModel):
+            meta.update(type="links", span_labels=list(inner.span_labels))
         else:
             meta.update(type="labels", gazetteer=inner.gazetteer.counts)
         return meta
@@ -598,12 +605,16 @@ class Features:
             tuned = self.tuned(TransformerModel(meta["path"], meta["labels"]))
             return tuned.with_head(ChoicesModel.from_arrays(meta, arrays, width=tuned.head.weight.shape[0]))
         hidden = self.hidden_size
+        if meta["type"] == "links":
+            hidden = pair_width(hidden, len(meta.get("span_labels", ())))
         if arrays.get("weight") is not None and arrays["weight"].shape[:1] != (hidden,):
             raise ModelError(f"{folder}: weights are for a {arrays['weight'].shape[0]}-wide encoder, this one is {hidden}")
         if meta["type"] == "choices":
             return HeadClassifier(ChoicesModel.from_arrays(meta, arrays), self.embed)
         if meta["type"] == "word_tags":
             return WordTagger(WordTagsModel.from_arrays(meta, arrays), self.encode)
+        if meta["type"] == "links":
+            return Linker(LinksModel.from_arrays(meta, arrays), self.encode)
         return HeadTagger(SpansModel.from_arrays(meta, arrays), self.encode)
 
 

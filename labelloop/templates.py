@@ -7,18 +7,19 @@ from xml.sax.saxutils import quoteattr
 
 from labelloop.errors import ConfigError
 
-TEMPLATES = ("classification", "multi-label", "sentiment", "ner", "pos", "prompt-response")
+TEMPLATES = ("classification", "multi-label", "sentiment", "ner", "pos", "coreference", "prompt-response")
 # Universal Dependencies' part-of-speech tags (https://universaldependencies.org/u/pos/).
 UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
         "SCONJ", "SYM", "VERB", "X")
-DEFAULT_LABELS = {"sentiment": ("Positive", "Negative", "Neutral"), "pos": UPOS}
+DEFAULT_LABELS = {"sentiment": ("Positive", "Negative", "Neutral"), "pos": UPOS, "coreference": ("Mention",)}
 
 
 def label_config(template: str, labels: Sequence[str] = (), *, text_field: str = "text") -> str:
     """The XML labeling config for ``template`` with ``labels`` (sentiment and pos have defaults).
 
     ``pos`` is dense word tagging: a ``<Labels dense="true">`` control whose every word gets one tag, over a
-    text selected by whole words.
+    text selected by whole words. ``coreference`` marks mentions (``labels`` are their types) and links those
+    that refer to the same thing with a ``coref`` relation.
     """
     if template not in TEMPLATES:
         raise ConfigError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
@@ -35,6 +36,11 @@ def label_config(template: str, labels: Sequence[str] = (), *, text_field: str =
     if template == "ner":
         items = "".join(f"\n    <Label value={quoteattr(label)}/>" for label in labels)
         return f'<View>\n  <Labels name="label" toName="text">{items}\n  </Labels>\n  <Text name="text" value={value}/>\n</View>'
+    if template == "coreference":
+        items = "".join(f"\n    <Label value={quoteattr(label)}/>" for label in labels)
+        return (f'<View>\n  <Relations>\n    <Relation value="coref"/>\n  </Relations>\n'
+                f'  <Labels name="mention" toName="text">{items}\n  </Labels>\n'
+                f'  <Text name="text" value={value} granularity="word"/>\n</View>')
     if template == "pos":
         items = "".join(f"\n    <Label value={quoteattr(label)}/>" for label in labels)
         return (f'<View>\n  <Labels name="pos" toName="text" dense="true" showInline="true">{items}\n  </Labels>\n'

@@ -21,6 +21,7 @@ import numpy as np
 
 from labelloop.errors import AnnotationError, ConfigError
 from labelloop.labeling.schema import PATH_SEPARATOR, ControlSpec
+from labelloop.relations import Link, Links
 from labelloop.spans import Span
 from labelloop.uncertainty import confidence
 
@@ -30,6 +31,14 @@ class SpanPrediction:
     """Spans found in one text and the model's confidence for the whole text (None: unknown)."""
 
     spans: list[Span]
+    confidence: float | None
+
+
+@dataclass(frozen=True)
+class LinkPrediction:
+    """Links found between the spans of one text, and the model's confidence for the whole text."""
+
+    links: list[Link]
     confidence: float | None
 
 
@@ -63,6 +72,8 @@ class Source(Protocol):
 
     def word_tags(self, spec: ControlSpec, texts: list[str]) -> list[SpanPrediction] | None: ...
 
+    def links(self, spec: ControlSpec, texts: list[str], spans: list[list[Span]]) -> list[LinkPrediction] | None: ...
+
 
 class Learner(Protocol):
     """Fits the backend's fast models; :class:`labelloop.models.Features` is the implementation."""
@@ -72,6 +83,8 @@ class Learner(Protocol):
     def fit_tagger(self, spec: ControlSpec, texts: list[str], spans: list[list[Span]]) -> Any: ...
 
     def fit_word_tagger(self, spec: ControlSpec, texts: list[str], spans: list[list[Span]]) -> Any: ...
+
+    def fit_linker(self, spec: ControlSpec, texts: list[str], answers: list[Links]) -> Any: ...
 
 
 class ControlKind:
@@ -87,10 +100,28 @@ class ControlKind:
         """The answer that an annotation's result ``values`` (this control's ``value`` dicts) give, or None."""
         raise NotImplementedError
 
+    def answer_in(self, spec: ControlSpec, result: list[dict]) -> Any | None:
+        """The answer in a whole (checked) annotation ``result``: :meth:`answer` of this control's values."""
+        values = []
+        for item in result:
+            if item.get("from_name") != spec.from_name:
+                continue
+            value = item.get("value")
+            if not isinstance(value, dict):
+                raise AnnotationError(f"{spec.from_name}: 'value' must be an object, not {type(value).__name__}")
+            values.append(value)
+        return self.answer(spec, values)
+
+    def audit_score(self, spec: ControlSpec, model: Any, pairs: list[tuple[str, Any]]) -> dict | None:
+        """What ``model`` scores on annotated audit ``(text, answer)`` pairs, for kinds measured by more
+        than accuracy on one label (None: the kind has no such score, or there is nothing to score)."""
+        return None
+
     def fit(self, spec: ControlSpec, texts: list[str], answers: list[Any], learner: Learner) -> Any:
         raise ConfigError(f"<{self.tag}> controls are not trained by the backend")
 
-    def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str) -> list[Prediction] | None:
+    def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
+                regions: list[list[dict]] | None = None) -> list[Prediction] | None:
         raise NotImplementedError
 
     def region(self, spec: ControlSpec, value: dict, score: float | None) -> dict:
@@ -146,7 +177,8 @@ class ClassificationKind(ControlKind):
     def fit(self, spec: ControlSpec, texts: list[str], answers: list[Any], learner: Learner) -> Any:
         return learner.fit_classifier(spec, texts, self.targets(spec, answers))
 
-    def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str) -> list[Prediction] | None:
+    def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
+                regions: list[list[dict]] | None = None) -> list[Prediction] | None:
         probs = source.class_probs(spec, texts)
         if probs is None:
             return None
@@ -248,7 +280,8 @@ class LabelsKind(ControlKind):
     def fit(self, spec: ControlSpec, texts: list[str], answers: list[Any], learner: Learner) -> Any:
         return learner.fit_tagger(spec, texts, [[s for s in a if s.end <= len(t)] for t, a in zip(texts, answers)])
 
-    def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str) -> list[Prediction] | None:
+    def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
+                regions: list[list[dict]] | None = None) -> list[Prediction] | None:
         found = source.spans(spec, texts)
         if found is None:
             return None
@@ -274,12 +307,115 @@ class WordTagsKind(LabelsKind):
     def fit(self, spec: ControlSpec, texts: list[str], answers: list[Any], learner: Learner) -> Any:
         return learner.fit_word_tagger(spec, texts, [[s for s in a if s.end <= len(t)] for t, a in zip(texts, answers)])
 
-    def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str) -> list[Prediction] | None:
+    def audit_score(self, spec: ControlSpec, model: Any, pairs: list[tuple[str, Any]]) -> dict | None:
+        """Token accuracy on the words annotators tagged, with its 95% interval."""
+        from labelloop.audit import wilson_interval
+        from labelloop.wordtags import tags_of_words, token_accuracy, words_of
+
+        if not pairs:
+            return None
+        gold = [tags_of_words(words_of(text), spans) for text, spans in pairs]
+        predicted = [[s.label for s in spans] for spans, _ in model.predict_spans([t for t, _ in pairs])]
+        correct, n = token_accuracy(gold, predicted)
+        if not n:
+            return None
+        return {"token_accuracy": correct / n, "words": n, "sentences": len(pairs),
+                "interval": list(wilson_interval(correct, n))}
+
+    def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
+                regions: list[list[dict]] | None = None) -> list[Prediction] | None:
         found = source.word_tags(spec, texts)
         if found is None:
             return None
         return [Prediction([self.span_region(spec, k, text, span) for k, span in enumerate(p.spans)], p.confidence)
                 for text, p in zip(texts, found)]
+
+
+class RelationsKind(ControlKind):
+    """``<Relations>``: labeled links between the regions of a ``<Labels>`` control (coreference and others).
+
+    The answer is :class:`~labelloop.relations.Links`; predictions link the spans that the ``<Labels>``
+    control predicted just before, by their region ids.
+    """
+
+    name = "relations"
+    tag = "Relations"
+    result_type = "relation"
+
+    def answer(self, spec: ControlSpec, values: list[dict]) -> Any | None:
+        raise NotImplementedError  # a relation has no value of its own: see answer_in
+
+    def answer_in(self, spec: ControlSpec, result: list[dict]) -> Links | None:
+        """The spans and links of an annotation; None when it has no region of the linked control (spans
+        without a relation are an answer: nothing links them)."""
+        regions: dict[str, Span] = {}
+        for item in result:
+            if item.get("from_name") == spec.to_name and item.get("type", "labels") == "labels" and "id" in item:
+                value = item.get("value")
+                if not isinstance(value, dict):
+                    raise AnnotationError(f"{spec.to_name}: 'value' must be an object, not {type(value).__name__}")
+                (span,) = LabelsKind().answer(spec, [value])
+                regions[str(item["id"])] = span
+        spans = sorted(set(regions.values()), key=lambda s: (s.start, s.end, s.label))
+        if not spans:
+            if any(item.get("type") == "relation" for item in result):
+                raise AnnotationError(f"a relation links regions, and the annotation has no {spec.to_name!r} region")
+            return None
+        index = {s: k for k, s in enumerate(spans)}
+        links = []
+        for item in result:
+            if item.get("type") != "relation":
+                continue
+            source, target = str(item.get("from_id")), str(item.get("to_id"))
+            if source not in regions or target not in regions:
+                raise AnnotationError(f"a relation links region {source!r} to {target!r}, and the annotation has no "
+                                      f"{spec.to_name!r} region with that id")
+            labels = item.get("labels") or ([spec.labels[0]] if len(spec.labels) == 1 else [])
+            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                raise AnnotationError("a relation's 'labels' must be a list of strings")
+            label = next((x for x in labels if x in spec.labels), None)
+            if label is None:
+                continue  # a relation with no label of this config: not an answer to learn from
+            i, j = index[regions[source]], index[regions[target]]
+            links.append((j, i, label) if item.get("direction") == "left" else (i, j, label))
+        return Links(tuple(spans), tuple(sorted(set(links))))
+
+    def export(self, spec: ControlSpec, answer: Links) -> tuple:
+        return tuple((s.start, s.end, s.label) for s in answer.spans), answer.links
+
+    def example(self, spec: ControlSpec, answer: Links) -> Any:
+        return answer
+
+    def fit(self, spec: ControlSpec, texts: list[str], answers: list[Any], learner: Learner) -> Any:
+        kept = [(t, a) for t, a in zip(texts, answers) if all(s.end <= len(t) for s in a.spans)]
+        return learner.fit_linker(spec, [t for t, _ in kept], [a for _, a in kept])
+
+    def audit_score(self, spec: ControlSpec, model: Any, pairs: list[tuple[str, Any]]) -> dict | None:
+        """Link F1 (and MUC and B³ of the chains) on the gold mentions of the annotated audit tasks."""
+        from labelloop.relations import coreference_scores, link_f1
+
+        if not pairs:
+            return None
+        found = model.predict_links([t for t, _ in pairs], [list(a.spans) for _, a in pairs])
+        predicted = [[(x.source, x.target, x.label) for x in links] for links, _ in found]
+        gold = [a for _, a in pairs]
+        return {**link_f1(gold, predicted), **coreference_scores(gold, predicted), "tasks": len(pairs)}
+
+    def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
+                regions: list[list[dict]] | None = None) -> list[Prediction] | None:
+        linked = [[r for r in task if r.get("from_name") == spec.to_name and "id" in r and r.get("type") == "labels"]
+                  for task in (regions or [[] for _ in texts])]
+        spans = [[Span(r["value"]["start"], r["value"]["end"], r["value"]["labels"][0]) for r in task]
+                 for task in linked]
+        found = source.links(spec, texts, spans)
+        if found is None:
+            return None
+        out = []
+        for task, p in zip(linked, found):
+            made = [{"from_id": task[x.source]["id"], "to_id": task[x.target]["id"], "type": "relation",
+                     "direction": "right", "labels": [x.label], "score": float(x.score)} for x in p.links]
+            out.append(Prediction(made, p.confidence))
+        return out
 
 
 class TextAreaKind(ControlKind):
@@ -296,7 +432,8 @@ class TextAreaKind(ControlKind):
             raise AnnotationError(f"{spec.from_name}: 'text' must be a list of strings")
         return "\n".join(texts).strip() or None
 
-    def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str) -> list[Prediction] | None:
+    def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
+                regions: list[list[dict]] | None = None) -> list[Prediction] | None:
         drafts = source.drafts(spec, texts)
         if drafts is None:
             return None
@@ -305,7 +442,7 @@ class TextAreaKind(ControlKind):
 
 
 KINDS: dict[str, ControlKind] = {k.name: k for k in (ChoicesKind(), TaxonomyKind(), LabelsKind(), WordTagsKind(),
-                                                     TextAreaKind())}
+                                                     RelationsKind(), TextAreaKind())}
 
 
 def kind_of(spec: ControlSpec) -> ControlKind:
@@ -319,17 +456,9 @@ def answer_of(spec: ControlSpec, result: Any) -> Any | None:
     """
     if not isinstance(result, list):
         raise AnnotationError(f"an annotation's result must be a list, not {type(result).__name__}")
-    values = []
-    for item in result:
-        if not isinstance(item, dict):
-            raise AnnotationError("every item of an annotation's result must be an object")
-        if item.get("from_name") != spec.from_name:
-            continue
-        value = item.get("value")
-        if not isinstance(value, dict):
-            raise AnnotationError(f"{spec.from_name}: 'value' must be an object, not {type(value).__name__}")
-        values.append(value)
-    return kind_of(spec).answer(spec, values)
+    if not all(isinstance(item, dict) for item in result):
+        raise AnnotationError("every item of an annotation's result must be an object")
+    return kind_of(spec).answer_in(spec, result)
 
 
 def export_value(spec: ControlSpec, answer: Any) -> Any:

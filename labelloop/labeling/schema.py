@@ -22,6 +22,7 @@ SUPPORTED = """The backend serves these controls, each over a <Text> object:
   <Taxonomy name="topic" toName="text"> <Choice value="Sports"><Choice value="Tennis"/></Choice> ... </Taxonomy>
   <Labels name="label" toName="text"> ... <Label value="PER"/> ... </Labels>
   <Labels name="pos" toName="text" dense="true"> ... <Label value="NOUN"/> ... </Labels>   (a tag on every word)
+  <Relations> <Relation value="coref"/> ... </Relations>   (links between the regions of a <Labels> control)
   <TextArea name="response" toName="prompt"/>   (drafted by the LLM predictor: LABELLOOP_PREDICTOR=llm)
 with <Text name="text" value="$text"/> reading the task's "text" field (any field name works)."""
 
@@ -30,6 +31,8 @@ TAGS = {"Choices": "choices", "Labels": "labels", "TextArea": "textarea", "Taxon
 # Shown between the levels of a taxonomy path ("Sports / Tennis"): the class name a model learns.
 PATH_SEPARATOR = " / "
 MAX_LABELS = 2_000
+# The from_name of a <Relations> control (Label Studio gives it no name; "@" can't begin an XML name).
+RELATIONS = "@relations"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class ControlSpec:
 
     ``labels`` are the classes a model for the control outputs: the choice values, the span labels, or
     for a taxonomy every node's path joined with ``" / "`` (``paths`` holds the same paths as tuples).
+    ``<Relations>`` is the control :data:`RELATIONS` whose ``to_name`` is the ``<Labels>`` control whose
+    regions it links, ``labels`` the relation values and ``paths`` that control's span labels as 1-tuples.
     """
 
     kind: str
@@ -150,7 +155,29 @@ def _controls(label_config: str, max_labels: int) -> tuple[list[ControlSpec], li
             kind="tags" if dense else TAGS[tag], from_name=control.name, to_name=obj.name, value_key=obj.value_name, labels=labels,
             multiple=tag == "Choices" and control.attr.get("choice") == "multiple", paths=paths,
         ))
+    relations = _relations(label_config, controls)
+    if isinstance(relations, str):
+        problems.append(relations)
+    elif relations is not None:
+        controls.append(relations)
     return controls, problems
+
+
+def _relations(label_config: str, controls: list[ControlSpec]) -> ControlSpec | str | None:
+    """The ``<Relations>`` control (None: there is none), or what is wrong with it."""
+    from xml.etree import ElementTree
+
+    found = list(ElementTree.fromstring(label_config).iter("Relations"))
+    if not found:
+        return None
+    values = tuple(dict.fromkeys(str(r.get("value")) for r in found[0].iter("Relation") if r.get("value")))
+    if not values:
+        return '<Relations> needs at least one <Relation value="..."/> (e.g. "coref")'
+    spans = next((c for c in controls if c.kind == "labels"), None)
+    if spans is None:
+        return "<Relations> links regions of a <Labels> control over <Text>, and this config has none"
+    return ControlSpec(kind="relations", from_name=RELATIONS, to_name=spans.from_name, value_key=spans.value_key,
+                       labels=values, paths=tuple((label,) for label in spans.labels))
 
 
 def parse_label_config(label_config: str, *, max_labels: int = MAX_LABELS) -> TaskSchema:
@@ -179,9 +206,10 @@ def cached_schema(label_config: str, max_labels: int = MAX_LABELS) -> TaskSchema
 def find_control(label_config: str, name: str | None = None) -> ControlSpec:
     """The control named ``name``, or the first one the backend knows, ignoring controls it doesn't."""
     controls, _ = _controls(label_config, MAX_LABELS)
-    for c in controls:
+    # Relations first: their records carry the spans they link too.
+    for c in sorted(controls, key=lambda c: c.kind != "relations"):
         if name is None or c.from_name == name:
             return c
     names = [c.from_name for c in controls]
     raise ConfigError(f"no exportable control {name!r}; this project has {names or 'none'} "
-                      "(Choices, Taxonomy, Labels or TextArea over a Text)")
+                      "(Choices, Taxonomy, Labels, Relations or TextArea over a Text)")

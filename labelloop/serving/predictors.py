@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from labelloop.labeling.kinds import Draft, SpanPrediction, kind_of
+from labelloop.labeling.kinds import Draft, LinkPrediction, SpanPrediction, kind_of
 from labelloop.labeling.schema import ControlSpec
 from labelloop.llm import LLMLabeler, nearest_examples
 from labelloop.models import Features
@@ -65,6 +65,15 @@ class ModelPredictor:
 
     def word_tags(self, spec: ControlSpec, texts: list[str]) -> list[SpanPrediction] | None:
         return self.spans(spec, texts)  # a word tagger speaks the span tagger's protocol, a region per word
+
+    def links(self, spec: ControlSpec, texts: list[str], spans: list[list[Span]]) -> list[LinkPrediction] | None:
+        model = self.bundle.model(spec)
+        if model is None:
+            self.warn("no relation model yet: annotate a few tasks with their spans and relations and press Train "
+                      "(or wait for the automatic retrain)")
+            return None
+        return [LinkPrediction(links, float(aggregate_words([confidence(probs, self.strategy)])[0]))
+                for links, probs in model.predict_links(texts, spans)]
 
 
 class LLMPredictor:
@@ -128,6 +137,10 @@ class LLMPredictor:
         return [Draft(g.text, g.confidence) for g in
                 self.labeler.draft(texts, guideline=self.guideline, examples=self.examples(spec, texts))]
 
+    def links(self, spec: ControlSpec, texts: list[str], spans: list[list[Span]]) -> list[LinkPrediction]:
+        answers = self.labeler.relate(texts, spans, spec.labels, guideline=self.guideline)
+        return [LinkPrediction(a.links, a.confidence) for a in answers]
+
     def word_tags(self, spec: ControlSpec, texts: list[str]) -> None:
         _warn_once(f"the LLM does not tag every word: control {spec.from_name!r} gets predictions from the trained "
                    "tagger once a few sentences are annotated (LABELLOOP_PREDICTOR=model or cold-start)")
@@ -153,6 +166,9 @@ class EnsemblePredictor:
 
     def word_tags(self, spec: ControlSpec, texts: list[str]) -> list[SpanPrediction] | None:
         return self.model.word_tags(spec, texts)
+
+    def links(self, spec: ControlSpec, texts: list[str], spans: list[list[Span]]) -> list[LinkPrediction] | None:
+        return self.model.links(spec, texts, spans) if self.model.trained(spec) else self.llm.links(spec, texts, spans)
 
 
 @functools.lru_cache(maxsize=64)

@@ -153,7 +153,8 @@ class ModelService:
         for spec in schema.controls:
             rows = [i for i, t in enumerate(texts[spec.value_key]) if t is not None and errors[i] is None]
             column = [texts[spec.value_key][i] or "" for i in rows]
-            made = kind_of(spec).predict(spec, source, column, self.settings.strategy) if rows else None
+            made = kind_of(spec).predict(spec, source, column, self.settings.strategy,
+                                         regions=[results[i] for i in rows]) if rows else None
             for i, p in zip(rows, made or []):
                 results[i] += p.regions
                 if p.confidence is not None:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from labelloop.audit import wilson_interval
 from labelloop.errors import LabelLoopError
 from labelloop.labeling.kinds import ClassificationKind, Learner, kind_of
 from labelloop.labeling.schema import TaskSchema
@@ -28,7 +27,6 @@ from labelloop.serving.metrics import Metrics
 from labelloop.serving.publish import Publisher
 from labelloop.serving.store import Store
 from labelloop.serving.versions import VersionRegistry
-from labelloop.wordtags import tags_of_words, token_accuracy, words_of
 
 log = logging.getLogger(__name__)
 
@@ -77,33 +75,40 @@ class Trainer:
             log.info("project %s: nothing to train (no usable annotations, or every control serves a promoted "
                      "fine-tuned tagger)", project_id)
             return None
-        audit = {spec.from_name: self._audit_token_accuracy(project_id, spec, models[spec.from_name])
-                 for spec in schema.controls if spec.kind == "tags" and spec.from_name in models}
+        audit = self._audit_scores(project_id, schema, models)
         version = self.registry.save(project_id, schema, models, len(records), encoder=self.features.encoder.name,
-                                     audit={k: v for k, v in audit.items() if v is not None})
+                                     audit=audit)
         for name, scored in audit.items():
-            if scored is not None:
-                log.info("project %s: %s tags %.3f of %d words right (95%% interval %.3f-%.3f) in %d audit sentences",
-                         project_id, name, scored["token_accuracy"], scored["words"], *scored["interval"],
-                         scored["sentences"])
+            log.info("project %s: %s on the audit split: %s", project_id, name, _describe(scored))
         seconds = time.perf_counter() - started
         self.metrics.add(trainings=1, training_seconds=seconds)
         log.info("project %s: trained %s on %d annotated tasks in %.1fs", project_id, version, len(records), seconds)
         return version
 
 
-    def _audit_token_accuracy(self, project_id: int, spec, model) -> dict | None:
-        """A word tagger's token accuracy on the annotated audit sentences (None: none annotated yet)."""
-        pairs = self.annotations.pairs(spec, self.annotations.audit_records(project_id))
-        if not pairs:
-            return None
-        gold = [tags_of_words(words_of(text), spans) for text, spans in pairs]
-        predicted = [[s.label for s in spans] for spans, _ in model.predict_spans([t for t, _ in pairs])]
-        correct, n = token_accuracy(gold, predicted)
-        if not n:
-            return None
-        return {"token_accuracy": correct / n, "words": n, "sentences": len(pairs),
-                "interval": list(wilson_interval(correct, n))}
+    def _audit_scores(self, project_id: int, schema: TaskSchema, models: dict) -> dict[str, dict]:
+        """By control: what its new model scores on the annotated audit tasks, for kinds that score more than
+        one label's accuracy (word tags, relations)."""
+        audit = self.annotations.audit_records(project_id)
+        out = {}
+        for spec in schema.controls:
+            model = models.get(spec.from_name)
+            if model is None or spec.kind not in ("tags", "relations"):
+                continue
+            scored = kind_of(spec).audit_score(spec, model, self.annotations.pairs(spec, audit))
+            if scored is not None:
+                out[spec.from_name] = scored
+        return out
+
+
+def _describe(scored: dict) -> str:
+    if "token_accuracy" in scored:
+        low, high = scored["interval"]
+        return (f"token accuracy {scored['token_accuracy']:.3f} (95% interval {low:.3f}-{high:.3f}) on "
+                f"{scored['words']} words of {scored['sentences']} sentences")
+    return (f"link F1 {scored['f1']:.3f} (P {scored['precision']:.3f}, R {scored['recall']:.3f}) on "
+            f"{scored['gold_links']} gold links of {scored['tasks']} tasks; MUC F1 {scored['muc']['f1']:.3f}, "
+            f"B3 F1 {scored['b_cubed']['f1']:.3f}")
 
 
 class _OnTop:
@@ -116,11 +121,8 @@ class _OnTop:
     def fit_classifier(self, spec, texts: list[str], targets):
         return self.tuned.fit(texts, targets)
 
-    def fit_tagger(self, spec, texts, spans):
-        return self.features.fit_tagger(spec, texts, spans)
-
-    def fit_word_tagger(self, spec, texts, spans):
-        return self.features.fit_word_tagger(spec, texts, spans)
+    def __getattr__(self, name: str):  # every other learner method: as the features fit it
+        return getattr(self.features, name)
 
 
 class _SelfTraining:
@@ -149,11 +151,8 @@ class _SelfTraining:
         pseudo = probs[sure].argmax(axis=1).astype(np.asarray(targets).dtype)
         return model.fit(texts + [self.unlabeled[i] for i in sure], np.concatenate([targets, pseudo]))
 
-    def fit_tagger(self, spec, texts, spans):
-        return self.inner.fit_tagger(spec, texts, spans)
-
-    def fit_word_tagger(self, spec, texts, spans):
-        return self.inner.fit_word_tagger(spec, texts, spans)
+    def __getattr__(self, name: str):  # taggers and linkers: as the inner learner fits them
+        return getattr(self.inner, name)
 
 
 def _lower_priority(niceness: int = 10) -> None:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from labelloop.localstudio import LocalLabelStudio, free_port, wait_healthy
@@ -87,3 +88,20 @@ def wait_for(condition, *, timeout: float, what: str, interval: float = 0.5):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def labelloop_cli(env: dict[str, str]):
+    """``cli(*args)``: the ``labelloop`` command line in a subprocess with ``env``, its output captured."""
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "labelloop.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    return cli
+
+
+def published_version(ls, backend_url: str, project_id: int) -> str | None:
+    """The backend's newest trained version once its queue is empty and the project serves it, else None."""
+    if "labelloop_training_queue 0" not in httpx.get(backend_url + "/metrics").text:
+        return None
+    newest = httpx.get(backend_url + "/versions").json()["versions"][-1]
+    return newest if newest != "labelloop-v0" and ls.projects.get(id=project_id).model_version == newest else None

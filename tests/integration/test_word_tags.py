@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
-import httpx
 import numpy as np
 
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import labelloop_cli, published_version, wait_for
 from tests.integration.test_backend_label_studio import check_stored_predictions, current_predictions, tasks_of
 from tests.unit.serving.test_word_tags import regions, sentence
 
@@ -23,9 +20,7 @@ def test_pos_project_from_the_template_learns_word_tags_and_exports_them(ls, lab
     env = {**os.environ, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
            "LABELLOOP_HOME": str(tmp_path / "home")}
 
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "labelloop.cli", *args], env=env, capture_output=True, text=True,
-                              timeout=300)
+    cli = labelloop_cli(env)
 
     created = cli("project", "create", "--title", "pos", "--template", "pos", "--labels", TAGS,
                   "--connect", backend.url)
@@ -41,13 +36,8 @@ def test_pos_project_from_the_template_learns_word_tags_and_exports_them(ls, lab
     for text, spans in data[:20]:
         ls.annotations.create(id=by_text[text], result=regions(spans), project=project_id)
 
-    def settled():
-        if "labelloop_training_queue 0" not in httpx.get(backend.url + "/metrics").text:
-            return None
-        newest = httpx.get(backend.url + "/versions").json()["versions"][-1]
-        return newest if newest != "labelloop-v0" and ls.projects.get(id=project_id).model_version == newest else None
-
-    version = wait_for(settled, timeout=240, what="the trained word tagger's predictions in the project")
+    version = wait_for(lambda: published_version(ls, backend.url, project_id), timeout=240,
+                       what="the trained word tagger's predictions in the project")
     tasks = check_stored_predictions(ls, project_id, label_config, version)  # Label Studio's own validation
     right = total = 0
     for text, spans in data[20:]:

@@ -14,7 +14,8 @@ from labelloop.templates import TEMPLATES, label_config
 @pytest.mark.parametrize("template", [t for t in TEMPLATES if t != "prompt-response"])
 def test_templates_are_served_by_the_backend(template):
     schema = parse_label_config(label_config(template, ["PER", 'Odd "quoted" & <label>']))
-    (control,) = schema.controls
+    control = schema.controls[0]  # coreference adds its relations after the mentions
+    assert [c.kind for c in schema.controls[1:]] == (["relations"] if template == "coreference" else [])
     assert control.labels == ("PER", 'Odd "quoted" & <label>') or template == "sentiment"
     assert control.multiple == (template == "multi-label")
 

@@ -22,6 +22,8 @@ CONFIGS = {
     "taxonomy": TAXONOMY,
     "labels": f'<View>{TEXT}<Labels name="c" toName="text"><Label value="PER"/></Labels></View>',
     "tags": f'<View>{TEXT}<Labels name="c" toName="text" dense="true"><Label value="NOUN"/></Labels></View>',
+    "relations": f'<View>{TEXT}<Relations><Relation value="coref"/></Relations>'
+                 '<Labels name="m" toName="text"><Label value="PER"/></Labels></View>',
     "textarea": f'<View>{TEXT}<TextArea name="c" toName="text"/></View>',
 }
 GOOD = {
@@ -29,6 +31,9 @@ GOOD = {
     "taxonomy": [{"from_name": "topic", "value": {"taxonomy": [["Sports", "Tennis"]]}}],
     "labels": [{"from_name": "c", "value": {"start": 0, "end": 4, "labels": ["PER"]}}],
     "tags": [{"from_name": "c", "value": {"start": 0, "end": 4, "labels": ["NOUN"]}}],
+    "relations": [{"id": "a", "from_name": "m", "value": {"start": 0, "end": 4, "labels": ["PER"]}},
+                  {"id": "b", "from_name": "m", "value": {"start": 9, "end": 12, "labels": ["PER"]}},
+                  {"type": "relation", "from_id": "b", "to_id": "a", "direction": "right", "labels": ["coref"]}],
     "textarea": [{"from_name": "c", "value": {"text": ["a reply"]}}],
 }
 BAD = {
@@ -39,17 +44,20 @@ BAD = {
                {"from_name": "c", "value": {"start": 0, "end": 4, "labels": "PER"}}],
     "tags": [{"from_name": "c", "value": {"start": 2, "end": 2, "labels": ["NOUN"]}},
              {"from_name": "c", "value": {"start": 0, "end": 4, "labels": []}}],
+    "relations": [{"type": "relation", "from_id": "x", "to_id": "y", "direction": "right"},
+                  {"id": "a", "from_name": "m", "value": {"start": 4, "end": 0, "labels": ["PER"]}}],
     "textarea": [{"from_name": "c", "value": {"text": [3]}}],
 }
 
 
 def test_every_tag_has_a_kind_and_every_kind_a_config():
-    assert set(TAGS.values()) | {"tags"} == set(KINDS) == set(CONFIGS)  # "tags" is <Labels dense="true">
+    # "tags" is <Labels dense="true">; "relations" is <Relations>, which links the regions of a <Labels>
+    assert set(TAGS.values()) | {"tags", "relations"} == set(KINDS) == set(CONFIGS)
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_contract_answer_export_and_malformed_values(kind):
-    (spec,) = parse_label_config(CONFIGS[kind]).controls
+    spec = parse_label_config(CONFIGS[kind]).controls[-1]
     assert kind_of(spec).name == kind
     answer = answer_of(spec, GOOD[kind])
     assert answer is not None

@@ -140,7 +140,7 @@ def test_the_audit_split_scores_the_tagger_by_token_accuracy(make_client, caplog
     n_audit = len(service.annotations.audit_records(6))
     assert scored["sentences"] == n_audit > 0 and scored["words"] >= 6 * n_audit
     assert scored["interval"][0] <= scored["token_accuracy"] <= scored["interval"][1]
-    assert "pos tags" in caplog.text and "audit sentences" in caplog.text
+    assert "pos on the audit split: token accuracy" in caplog.text and "sentences" in caplog.text
 
 
 def test_word_tagged_records_are_refused_by_augmentation():
