@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -105,3 +106,48 @@ def published_version(ls, backend_url: str, project_id: int) -> str | None:
         return None
     newest = httpx.get(backend_url + "/versions").json()["versions"][-1]
     return newest if newest != "labelloop-v0" and ls.projects.get(id=project_id).model_version == newest else None
+
+
+def chromium() -> tuple[str, str] | None:
+    """``(browser, driver)`` paths of Debian's chromium and chromium-driver, or None."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+def open_in_label_studio(studio, project_id: int, task_id: int, shot: str):
+    """A headless Chromium logged in to ``studio`` with the task open in the labeling page (its predictions
+    drawn), a screenshot saved as ``screenshots/<shot>.png``; the caller quits it. Skips without Chromium,
+    unless LABELLOOP_REQUIRE_BROWSER=1 (as CI sets)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    found = chromium()
+    if found is None:
+        if os.environ.get("LABELLOOP_REQUIRE_BROWSER") == "1":
+            pytest.fail("Debian chromium and chromium-driver are not installed")
+        pytest.skip("Debian chromium and chromium-driver are not installed (.ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(found[1]), options=options)
+    try:
+        wait = WebDriverWait(driver, 120)
+        driver.get(studio.url + "/user/login/")
+        wait.until(ec.presence_of_element_located((By.NAME, "email"))).send_keys(studio.username)
+        driver.find_element(By.NAME, "password").send_keys(studio.password)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
+        wait.until(lambda d: "/user/login" not in d.current_url)
+        driver.get(f"{studio.url}/projects/{project_id}/data?task={task_id}")
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[class*=htx-highlight]")))
+        time.sleep(2)  # let the relation arrows finish drawing
+        (ARTIFACTS / "screenshots").mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "screenshots" / f"{shot}.png"))
+    except BaseException:
+        driver.quit()
+        raise
+    return driver

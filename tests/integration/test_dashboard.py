@@ -4,7 +4,6 @@ all against a real Label Studio seeded here and a real backend connected to it."
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from labelloop.auth import hash_password
 from labelloop.localstudio import free_port, wait_healthy
 from labelloop.serving.versions import UNTRAINED_VERSION
 from labelloop.serving.store import Store
-from tests.integration.conftest import ARTIFACTS, BackendProcess, wait_for
+from tests.integration.conftest import ARTIFACTS, BackendProcess, chromium, wait_for
 
 CONFIG = """<View>
   <Text name="text" value="$text"/>
@@ -297,13 +296,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _chromium() -> tuple[str, str] | None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
-@pytest.mark.skipif(_chromium() is None and os.environ.get("LABELLOOP_REQUIRE_BROWSER") != "1",
+@pytest.mark.skipif(chromium() is None and os.environ.get("LABELLOOP_REQUIRE_BROWSER") != "1",
                     reason="Debian chromium and chromium-driver are not installed (.ci/run installs them)")
 def test_browser_walkthrough_login_train_promote(seeded, label_studio, tmp_path):
     from selenium import webdriver
@@ -313,7 +306,7 @@ def test_browser_walkthrough_login_train_promote(seeded, label_studio, tmp_path)
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser, driver_path = _chromium()
+    browser, driver_path = chromium()
     project_id, home, _ = seeded
     shots = ARTIFACTS / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)

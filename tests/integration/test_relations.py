@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from tests.integration.conftest import labelloop_cli, published_version, wait_for
+from tests.integration.conftest import labelloop_cli, open_in_label_studio, published_version, wait_for
 from tests.integration.test_backend_label_studio import check_stored_predictions, current_predictions, tasks_of
 from tests.unit.serving.test_relations import result, story
 
@@ -44,6 +44,20 @@ def test_coreference_project_from_the_template_learns_links_and_exports_them(ls,
                 assert r["from_id"] in ids and r["to_id"] in ids and r["labels"] == ["coref"]
                 linked += 1
     assert linked >= 6  # Label Studio stored the relations between the predicted spans
+    # ... and its labeling page draws them: the predicted mentions highlighted, the links labeled
+    text = stories[18][0]
+    task = next(t for t in tasks if t.data["text"] == text)
+    stored = current_predictions(task, version)[-1]["result"]
+    driver = open_in_label_studio(label_studio, project_id, task.id, "label-studio-coreference")
+    try:
+        from selenium.webdriver.common.by import By
+
+        drawn = driver.find_elements(By.CSS_SELECTOR, "[class*=htx-highlight]")
+        assert len(drawn) == sum(r["type"] == "labels" for r in stored)
+        page = driver.find_element(By.TAG_NAME, "body").text
+        assert page.count("coref") >= sum(r["type"] == "relation" for r in stored) > 0
+    finally:
+        driver.quit()
 
     out = cli("export", "--project", str(project_id), "--out", str(tmp_path / "data"), "--test-fraction", "0.2",
               "--split", "content")

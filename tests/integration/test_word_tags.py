@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from tests.integration.conftest import labelloop_cli, published_version, wait_for
+from tests.integration.conftest import labelloop_cli, open_in_label_studio, published_version, wait_for
 from tests.integration.test_backend_label_studio import check_stored_predictions, current_predictions, tasks_of
 from tests.unit.serving.test_word_tags import regions, sentence
 
@@ -47,6 +47,16 @@ def test_pos_project_from_the_template_learns_word_tags_and_exports_them(ls, lab
         right += sum(r["value"]["labels"][0] == tag for r, (_, _, tag) in zip(result, spans))
         total += len(spans)
     assert right / total > 0.9, right / total
+    # Label Studio's labeling page draws a tag on every word of a pre-annotated sentence
+    text, spans = data[20]
+    task = next(t for t in tasks if t.data["text"] == text)
+    driver = open_in_label_studio(label_studio, project_id, task.id, "label-studio-pos")
+    try:
+        from selenium.webdriver.common.by import By
+
+        assert len(driver.find_elements(By.CSS_SELECTOR, "[class*=htx-highlight]")) == len(spans)
+    finally:
+        driver.quit()
 
     out = cli("export", "--project", str(project_id), "--out", str(tmp_path / "data"), "--test-fraction", "0.2",
               "--split", "content")
