@@ -144,3 +144,14 @@ def judge(champion: str, challenger: str, champion_right: np.ndarray, challenger
         verdict = "promote"
         reason = f"better beyond the noise: {chall} against {champ}, exact McNemar p={p:.4f} < {alpha}"
     return Evidence(verdict, reason, champ, chall, champion_only, challenger_only, p, alpha, min_audit)
+
+
+def describe_scores(scored: dict) -> str:
+    """One line for what a word tagger or a relation model scored on the audit split (see the Trainer)."""
+    if "token_accuracy" in scored:
+        low, high = scored["interval"]
+        return (f"token accuracy {scored['token_accuracy']:.3f} (95% interval {low:.3f}-{high:.3f}) on "
+                f"{scored['words']} words of {scored['sentences']} sentences")
+    return (f"link F1 {scored['f1']:.3f} (P {scored['precision']:.3f}, R {scored['recall']:.3f}) on "
+            f"{scored['gold_links']} gold links of {scored['tasks']} tasks; MUC F1 {scored['muc']['f1']:.3f}, "
+            f"B3 F1 {scored['b_cubed']['f1']:.3f}")

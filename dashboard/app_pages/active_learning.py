@@ -7,7 +7,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from labelloop import actions, insights
+from labelloop import actions, audit, insights
 from labelloop.actions import approved_records
 from labelloop.dashboard import state
 from labelloop.errors import LabelLoopError
@@ -34,6 +34,10 @@ st.caption(f"Label Studio shows predictions of {project['model_version'] or 'non
            f"{ladder['next_finetune']}."
            + (f" Fine-tuning now: {', '.join(ladder['finetune_running'])}." if ladder["finetune_running"] else "")
            + (f" Held for more audit labels: {', '.join(ladder['held'])}." if ladder["held"] else ""))
+for name, scored in (serving.audit if serving else {}).items():
+    n = scored.get("sentences", scored.get("tasks", 0))
+    st.caption(f"**{name}** on the audit split: " + (audit.describe_scores(scored) if n >= settings.min_audit else
+               f"needs {settings.min_audit} annotated audit tasks for a score (has {n})"))
 decisions = service.store.decisions(project["id"])
 if decisions:
     with st.expander(f"Ladder decisions ({len(decisions)})"):

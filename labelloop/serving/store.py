@@ -65,6 +65,17 @@ class VersionRecord:
     created_at: float
     broken: str | None = None
 
+    @property
+    def audit(self) -> dict:
+        """What the version's models scored on the audit split when it was trained (from its ``meta.json``:
+        word taggers and relation models, by control)."""
+        try:
+            meta = json.loads((self.path / "meta.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        scores = meta.get("audit") if isinstance(meta, dict) else None
+        return scores if isinstance(scores, dict) else {}
+
 
 class Store(JobQueue):
     """All durable state of one Label Studio ``instance``; safe to share between threads and processes."""

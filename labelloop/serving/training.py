@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from labelloop.audit import describe_scores
 from labelloop.errors import LabelLoopError
 from labelloop.labeling.kinds import ClassificationKind, Learner, kind_of
 from labelloop.labeling.schema import TaskSchema
@@ -79,7 +80,7 @@ class Trainer:
         version = self.registry.save(project_id, schema, models, len(records), encoder=self.features.encoder.name,
                                      audit=audit)
         for name, scored in audit.items():
-            log.info("project %s: %s on the audit split: %s", project_id, name, _describe(scored))
+            log.info("project %s: %s on the audit split: %s", project_id, name, describe_scores(scored))
         seconds = time.perf_counter() - started
         self.metrics.add(trainings=1, training_seconds=seconds)
         log.info("project %s: trained %s on %d annotated tasks in %.1fs", project_id, version, len(records), seconds)
@@ -99,16 +100,6 @@ class Trainer:
             if scored is not None:
                 out[spec.from_name] = scored
         return out
-
-
-def _describe(scored: dict) -> str:
-    if "token_accuracy" in scored:
-        low, high = scored["interval"]
-        return (f"token accuracy {scored['token_accuracy']:.3f} (95% interval {low:.3f}-{high:.3f}) on "
-                f"{scored['words']} words of {scored['sentences']} sentences")
-    return (f"link F1 {scored['f1']:.3f} (P {scored['precision']:.3f}, R {scored['recall']:.3f}) on "
-            f"{scored['gold_links']} gold links of {scored['tasks']} tasks; MUC F1 {scored['muc']['f1']:.3f}, "
-            f"B3 F1 {scored['b_cubed']['f1']:.3f}")
 
 
 class _OnTop:

@@ -137,6 +137,7 @@ def test_the_audit_split_scores_the_tagger_by_token_accuracy(make_client, caplog
     service = client.app.state.service
     meta = json.loads((service.store.models_dir / "6" / "labelloop-v1" / "meta.json").read_text())
     scored = meta["audit"]["pos"]
+    assert service.current_record(6).audit == {"pos": scored}  # what the Active learning page shows
     n_audit = len(service.annotations.audit_records(6))
     assert scored["sentences"] == n_audit > 0 and scored["words"] >= 6 * n_audit
     assert scored["interval"][0] <= scored["token_accuracy"] <= scored["interval"][1]
