@@ -111,8 +111,9 @@ class SetFitLearner:
         return _text_predict(self.classifier.fit(self.pool.texts_at(labeled), self.pool.y[labeled]), self.pool)
 
 
-def finetune(pool: Pool, labeled: np.ndarray, name: str) -> TransformerModel:
-    """The backend's fine-tune of ``pool.base_model`` on the labeled texts, in its own process, loaded."""
+def finetune(pool: Pool, labeled: np.ndarray, name: str, method: str = "full") -> TransformerModel:
+    """The backend's fine-tune (``full`` or ``setfit``) of ``pool.base_model`` on the labeled texts, in its own
+    process, loaded."""
     from labelloop.finetune.registry import RunRegistry
     from labelloop.jsonl import write_jsonl
     from labelloop.serving.ladder import finetune_config
@@ -121,8 +122,8 @@ def finetune(pool: Pool, labeled: np.ndarray, name: str) -> TransformerModel:
     try:
         train_file = home / "train.jsonl"
         write_jsonl(train_file, [{"text": pool.texts[i], "label": pool.labels[pool.y[i]]} for i in labeled])
-        run = RunRegistry(home).create(finetune_config(len(labeled), train_file, base_model=pool.base_model),
-                                       name=name)
+        run = RunRegistry(home).create(finetune_config(len(labeled), train_file, base_model=pool.base_model,
+                                                       method=method), name=name)
         done = subprocess.run([sys.executable, "-m", "labelloop.finetune.launch", str(run.folder)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
                               env={**os.environ, "TQDM_DISABLE": "1"})
@@ -181,6 +182,7 @@ class LadderLearner:
     pool: Pool
     audit: np.ndarray  # bool per pool item: an audit task
     finetune_at: int = 100
+    setfit_below: int = 400
     min_audit: int = 30
     alpha: float = 0.05
     min_per_label: int = 2
@@ -204,8 +206,9 @@ class LadderLearner:
         due = max(self.finetune_at, 2 * self._last) if self._last else self.finetune_at
         if len(train) >= due and _has_every_label(pool, train, self.min_per_label):
             self._last = len(train)
-            self._challenger = (finetune(pool, train, f"ladder-{len(train)}"), len(train))
-            self.events.append(LadderEvent(len(labeled), "finetune", f"on {len(train)} training labels"))
+            method = "setfit" if len(train) < self.setfit_below else "full"
+            self._challenger = (finetune(pool, train, f"ladder-{len(train)}", method), len(train))
+            self.events.append(LadderEvent(len(labeled), "finetune", f"{method} on {len(train)} training labels"))
         if self._challenger is None:
             return champion
         model, size = self._challenger

@@ -622,7 +622,9 @@ class TransformerModel:
     """A fine-tuned model from a run (its ``model/`` folder), served for one control.
 
     Classification models give probabilities over ``labels`` (re-ordered to the control's order); token
-    classification models give BIO word probabilities in the order :mod:`labelloop.spans` uses.
+    classification models give BIO word probabilities in the order :mod:`labelloop.spans` uses. A SetFit run
+    (a sentence encoder and ``head.npz``) serves like a classification run: its features are the encoder's
+    sentence vectors, its output layer the logistic head.
     Texts longer than the model's window are truncated to it.
     """
 
@@ -636,10 +638,19 @@ class TransformerModel:
         info = json.loads((Path(path) / "labelloop.json").read_text())
         self.task = info["task"]
         self.labels = tuple(labels)
-        cls = AutoModelForTokenClassification if self.task == "ner" else AutoModelForSequenceClassification
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = cls.from_pretrained(path).eval()
-        self.max_length = min(512, int(getattr(self.model.config, "max_position_embeddings", 512)))
+        self.setfit = info.get("method") == "setfit"  # a sentence encoder and head.npz, not a transformers head
+        if self.setfit:
+            from sentence_transformers import SentenceTransformer
+
+            self.body = SentenceTransformer(self.path)
+            with np.load(Path(path) / "head.npz", allow_pickle=False) as head:
+                self._head = (head["weight"].astype(np.float32), head["bias"].astype(np.float32))
+            self.max_length = int(self.body.max_seq_length or 512)
+        else:
+            cls = AutoModelForTokenClassification if self.task == "ner" else AutoModelForSequenceClassification
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = cls.from_pretrained(path).eval()
+            self.max_length = min(512, int(getattr(self.model.config, "max_position_embeddings", 512)))
         trained = info["labels"]
         if self.task == "ner":
             want = ["O"] + [f"{p}-{label}" for label in self.labels for p in ("B", "I")]
@@ -653,6 +664,9 @@ class TransformerModel:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """(n_texts, n_labels) probabilities; independent per label for multi-label models."""
+        if self.setfit:
+            weight, bias = self.classifier()
+            return _softmax(self.features(texts).astype(np.float64) @ weight + bias)
         out = []
         for output in self._forward(texts):
             logits = output.logits.float().numpy()[:, self._order]
@@ -664,6 +678,9 @@ class TransformerModel:
         :func:`labelloop.uncertainty.bald`."""
         from labelloop.mc_dropout import mc_dropout_probs
 
+        if self.setfit:
+            raise ModelError(f"model at {self.path} is a SetFit run: BALD needs a fine-tuned classifier's dropout; "
+                             "use the margin strategy")
         parts = []
         for i in range(0, len(texts), batch):
             enc = self.tokenizer(texts[i : i + batch], truncation=True, max_length=self.max_length, padding=True,
@@ -690,6 +707,9 @@ class TransformerModel:
 
     def classifier(self) -> tuple[np.ndarray, np.ndarray]:
         """The output layer as ``(weight (width, n_labels), bias (n_labels,))``, labels in the control's order."""
+        if self.setfit:
+            weight, bias = self._head
+            return weight[:, self._order].copy(), bias[self._order].copy()
         layer = self._output_layer()
         weight = layer.weight.detach().float().numpy().T[:, self._order]
         bias = (layer.bias.detach().float().numpy() if layer.bias is not None else np.zeros(layer.out_features))
@@ -697,6 +717,11 @@ class TransformerModel:
 
     def features(self, texts: list[str]) -> np.ndarray:
         """What the output layer reads for each text, (n_texts, width): the fine-tuned sentence features."""
+        if self.setfit:
+            if not texts:
+                return np.zeros((0, self._head[0].shape[0]), np.float32)
+            return np.asarray(self.body.encode(list(texts), batch_size=32, convert_to_numpy=True,
+                                               show_progress_bar=False), dtype=np.float32)
         layer = self._output_layer()
         seen: list[np.ndarray] = []
 

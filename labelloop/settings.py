@@ -110,6 +110,8 @@ class LabelLoopSettings(BaseSettings):
                           "finetune_at labels are in, then each time labels double, and promote it through the "
                           "gate; 'off': the head on the frozen encoder is the top of the ladder.")
     finetune_at: int = Field(default=100, ge=1, description="Training labels at which the first fine-tune starts.")
+    setfit_below: int = Field(default=400, ge=0, description="Training labels below which the ladder tunes the "
+                              "encoder with SetFit rather than a full fine-tune (0: always the full fine-tune).")
     self_training: bool = Field(default=True, description="Fit single-choice heads once more with the unlabeled "
                                 "tasks they label with p >= 0.9 added (self-training; measured better, see README).")
     self_training_from: int = Field(default=25, ge=2, description="Training annotations from which self-training "

@@ -35,8 +35,9 @@ class RunConfig(ConfigMixin):
         "help": "the Label Studio project the data comes from (the dashboard lists each project's runs)"})
     base_model: str = field(default="", metadata={
         "help": "Hugging Face id or local path; empty: packaged MiniLM (classification, NER) or SmolLM2 (sft)"})
-    method: Literal["lora", "full", "auto"] = field(default="auto", metadata={
-        "help": "fine-tuning method: lora, full or auto (full for encoders under 100M parameters on NER, else LoRA)"})
+    method: Literal["lora", "full", "auto", "setfit"] = field(default="auto", metadata={
+        "help": "fine-tuning method: lora, full, auto (full for encoders under 100M parameters on NER, else LoRA) "
+                "or setfit (classification: the sentence encoder tuned contrastively, then a logistic head)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling (alpha / r multiplies the update)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch"})
@@ -65,8 +66,10 @@ class RunConfig(ConfigMixin):
                 raise ConfigError(f"{name} must be at least 1")
         if self.epochs <= 0 or not 0 <= self.lora_dropout < 1 or not 0 <= self.warmup_ratio < 1:
             raise ConfigError("epochs must be positive; lora_dropout and warmup_ratio in [0, 1)")
-        if self.qlora and self.method == "full":
+        if self.qlora and self.method in ("full", "setfit"):
             raise ConfigError("qlora applies to LoRA runs; use method=lora")
+        if self.method == "setfit" and self.task != "classification":
+            raise ConfigError("method=setfit trains single-label classifiers; use lora or full for this task")
 
     @property
     def model_name(self) -> str:

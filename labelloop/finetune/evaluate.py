@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -151,6 +152,20 @@ def _zero_shot(rows: list[dict], labels: list[str], base: str) -> dict:
     return classification_metrics([labels.index(str(r["label"])) for r in rows], preds.tolist(), labels)
 
 
+def _run_metrics(config, model_dir: Path, rows: list[dict], labels: list[str]) -> dict:
+    """Metrics of a run's saved model: a SetFit run through its encoder and head, any other through
+    transformers."""
+    from labelloop.finetune.train import load_model
+
+    if json.loads((Path(model_dir) / "labelloop.json").read_text()).get("method") == "setfit":
+        from labelloop.models import TransformerModel
+
+        preds = TransformerModel(model_dir, labels).predict_proba([str(r["text"]) for r in rows]).argmax(axis=1)
+        return classification_metrics([labels.index(str(r["label"])) for r in rows], preds.tolist(), labels)
+    tok, model = load_model(config.task, str(model_dir), labels)
+    return evaluate_model(config.task, model, tok, rows, labels, config.max_length)
+
+
 def evaluate_run(registry: RunRegistry, run_id: str, *, test_file: str | None = None) -> dict:
     """Write ``eval.json`` for a run with the base, promoted and run rows; returns it."""
     import torch
@@ -175,11 +190,8 @@ def evaluate_run(registry: RunRegistry, run_id: str, *, test_file: str | None = 
     if promoted and promoted != run_id:
         path = registry.get(promoted).model_dir
         if json.loads((path / "labelloop.json").read_text())["labels"] == labels:
-            tok, model = load_model(config.task, str(path), labels)
-            report["rows"]["promoted"] = {"run": promoted, **evaluate_model(config.task, model, tok, rows, labels,
-                                                                           config.max_length)}
-    tok, model = load_model(config.task, str(record.model_dir), labels)
-    report["rows"]["run"] = {"run": run_id, **evaluate_model(config.task, model, tok, rows, labels, config.max_length)}
+            report["rows"]["promoted"] = {"run": promoted, **_run_metrics(config, path, rows, labels)}
+    report["rows"]["run"] = {"run": run_id, **_run_metrics(config, record.model_dir, rows, labels)}
     report["run"] = {k: v for k, v in report["rows"]["run"].items() if not isinstance(v, (dict, list))}
     (record.folder / "eval.json").write_text(json.dumps(report, indent=2))
     return report

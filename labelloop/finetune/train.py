@@ -135,6 +135,8 @@ def run_training(config: RunConfig, run_dir: Path) -> dict:
     test_rows = read_records(config.test_file, config.task) if config.test_file else []
     labels = label_names(config.task, train_rows + test_rows)
     base_path = resolve_base_model(config.model_name, run_dir.parent.parent / "models")
+    if config.method == "setfit":
+        return _train_setfit(config, run_dir, train_rows, labels, base_path)
     tokenizer, model = load_model(config.task, base_path, labels, qlora=config.qlora)
     method = "lora" if config.qlora else choose_method(config, model)
     lr = config.learning_rate or (5e-5 if method == "full" else 2e-4 if config.task == "sft" else 5e-4)
@@ -220,6 +222,53 @@ def _save(model, tokenizer, method: str, run_dir: Path, task: str, labels: list[
     tokenizer.save_pretrained(tmp)
     (tmp / "labelloop.json").write_text(json.dumps({"task": task, "labels": labels}))
     os.replace(tmp, run_dir / "model")
+
+
+def _train_setfit(config: RunConfig, run_dir: Path, rows: list[dict], labels: list[str], base_path: str) -> dict:
+    """SetFit (the ``setfit`` package): the sentence encoder tuned contrastively on pairs of labeled texts, then
+    a logistic-regression head on its vectors. ``epochs`` x 10 is the number of pairs drawn per text.
+
+    The model folder holds the sentence-transformers encoder and ``head.npz`` (the head as plain arrays: no
+    pickle), which :class:`labelloop.models.TransformerModel` serves like any classification run.
+    """
+    require("setfit", "setfit")
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    targets = [labels.index(str(r["label"])) for r in rows]
+    if len(set(targets)) < 2:
+        raise ConfigError("SetFit needs examples of at least two labels; annotate more tasks first")
+    model = SetFitModel.from_pretrained(base_path)
+    iterations = max(1, round(10 * config.epochs))
+    args = TrainingArguments(output_dir=str(run_dir / "checkpoints"), batch_size=config.batch_size, num_epochs=1,
+                             num_iterations=iterations, seed=config.seed, max_length=config.max_length,
+                             show_progress_bar=False, save_strategy="no", report_to="none")
+    data = Dataset.from_dict({"text": [str(r["text"]) for r in rows], "label": targets})
+    started = time.time()
+    Trainer(model=model, args=args, train_dataset=data).train()
+    seconds = time.time() - started
+    head = model.model_head  # scikit-learn LogisticRegression: coef_ (1 or k, width), classes_
+    weight = np.zeros((head.coef_.shape[1], len(labels)), dtype=np.float32)
+    bias = np.zeros(len(labels), dtype=np.float32)
+    classes = [int(c) for c in head.classes_]
+    if len(classes) == 2:  # binary: p(second) = sigmoid(x.w + b), the softmax of logits (0, x.w + b)
+        weight[:, classes[1]], bias[classes[1]] = head.coef_[0], head.intercept_[0]
+    else:
+        weight[:, classes], bias[classes] = head.coef_.T, head.intercept_
+    bias[[k for k in range(len(labels)) if k not in classes]] = -1e4  # a label the head never saw
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 1, "epoch": 1.0, "time": time.time(), "pairs_per_text": iterations}) + "\n")
+    tmp = run_dir / "model.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.model_body.save(str(tmp))
+    np.savez(tmp / "head.npz", weight=weight, bias=bias)
+    (tmp / "labelloop.json").write_text(json.dumps({"task": "classification", "labels": labels, "method": "setfit"}))
+    os.replace(tmp, run_dir / "model")
+    return {"method": "setfit", "learning_rate": None, "labels": labels, "train_examples": len(rows),
+            "train_loss": None, "seconds": seconds, "steps": iterations, "resumed_from": None, "cancelled": False,
+            "processes": 1, "base_model": config.model_name, "bf16": False,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "trainable_parameters": sum(p.numel() for p in model.model_body.parameters() if p.requires_grad)}
 
 
 def _train_dpo(config: RunConfig, run_dir: Path, state, tokenizer, model, method: str, lr: float,

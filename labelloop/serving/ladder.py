@@ -1,5 +1,7 @@
 """The learning ladder: zero-shot (or the LLM), then a head retrained after each annotation, then a fine-tuned
 encoder with a head that keeps retraining on it; each rung above the head promoted only through the gate.
+Below ``LABELLOOP_SETFIT_BELOW`` training labels the encoder is tuned with SetFit, from there fully fine-tuned
+(where each measured better; README).
 
 :class:`Ladder` runs in the training worker, after each training and on its timer. With
 ``LABELLOOP_FINETUNE=auto`` it starts a full fine-tune of the encoder in a background process (low CPU
@@ -40,13 +42,27 @@ log = logging.getLogger(__name__)
 MIN_PER_LABEL = 2  # a fine-tune needs every label: a model that never saw one can't serve the control
 
 
-def finetune_config(n_labels: int, train_file: Path, *, base_model: str = "") -> RunConfig:
-    """The run the ladder starts for ``n_labels`` training labels: full fine-tuning of the encoder (it beat
-    LoRA on the packaged MiniLM), about 150 optimiser steps whatever the label count (3 to 20 epochs)."""
+def finetune_config(n_labels: int, train_file: Path, *, base_model: str = "", method: str = "full") -> RunConfig:
+    """The run the ladder starts for ``n_labels`` training labels. ``full``: full fine-tuning of the encoder (it
+    beat LoRA on the packaged MiniLM), about 150 optimiser steps whatever the label count (3 to 20 epochs).
+    ``setfit``: SetFit with 10 pairs per text, as measured against it (README)."""
+    if method == "setfit":
+        return RunConfig(task="classification", train_file=str(train_file), base_model=base_model, method="setfit",
+                         epochs=1.0, batch_size=16, max_length=128, save_steps=10_000)
     batch = 16
     epochs = float(min(20, max(3, math.ceil(150 * batch / max(n_labels, 1)))))
     return RunConfig(task="classification", train_file=str(train_file), base_model=base_model, method="full",
                      epochs=epochs, batch_size=batch, learning_rate=5e-5, max_length=128, save_steps=10_000)
+
+
+def _has_setfit() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("setfit") is None:
+        log.info("the setfit package is not installed (pip install 'labelloop[setfit]'): the ladder fully "
+                 "fine-tunes instead")
+        return False
+    return True
 
 
 class Ladder:
@@ -56,7 +72,7 @@ class Ladder:
                  schema: Callable[[int], TaskSchema], settings: LabelLoopSettings, *,
                  runs: RunRegistry | None = None,
                  run_config: Callable[..., RunConfig] = finetune_config) -> None:
-        """``run_config(n_labels, train_file, base_model=...)`` describes each fine-tune (default:
+        """``run_config(n_labels, train_file, base_model=..., method=...)`` describes each fine-tune (default:
         :func:`finetune_config`)."""
         self.store = store
         self.registry = registry
@@ -174,16 +190,17 @@ class Ladder:
                 self.store.update_finetune(project_id, finetune.run_id, done=True)
                 self.store.add_decision(project_id, "superseded", None, finetune.run_id,
                                         {"reason": f"a fine-tune on {len(pairs)} labels replaces it"})
-        config = dataclasses.replace(self.run_config(len(pairs), folder / "train.jsonl", base_model=self.settings.model),
-                                     project=project_id)
+        method = "setfit" if len(pairs) < self.settings.setfit_below and _has_setfit() else "full"
+        config = dataclasses.replace(self.run_config(len(pairs), folder / "train.jsonl", base_model=self.settings.model,
+                                                     method=method), project=project_id)
         name = f"ladder-{self.settings.instance or 'p'}{project_id}-{len(pairs)}-{stamp}"
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         run = start_run(self.runs, config, name=name, niceness=10)
         self.store.add_finetune(project_id, run.run_id, len(pairs))
         self.store.add_decision(project_id, "finetune", self.registry.current(project_id).version, run.run_id,
                                 {"labels": len(pairs), "epochs": config.epochs, "method": config.method})
-        log.info("project %s: fine-tuning the encoder on %d labels in the background (run %s)", project_id,
-                 len(pairs), run.run_id)
+        log.info("project %s: fine-tuning the encoder (%s) on %d labels in the background (run %s)", project_id,
+                 config.method, len(pairs), run.run_id)
 
     def _settle(self, project_id: int, schema: TaskSchema, finetune: Finetune) -> str | None:
         status = self._status(finetune)

@@ -117,6 +117,34 @@ def test_classification_lora_run_is_registered_evaluated_and_servable(tiny, data
     assert json.loads((record.folder / "dataset.json").read_text())[data["cls"][0]]["lines"] == 12
 
 
+def test_setfit_run_serves_as_a_classifier_whose_head_keeps_learning_on_its_encoder(tiny, data, tmp_path):
+    pytest.importorskip("setfit")
+    import numpy as np
+
+    from labelloop.models import ChoicesModel, TransformerModel
+
+    registry = RunRegistry(tmp_path)
+    record = run(registry, task="classification", method="setfit", base_model=str(tiny / "bert"),
+                 train_file=data["cls"][0], test_file=data["cls"][1])
+    assert record.status == "succeeded", record.error
+    assert record.summary["method"] == "setfit" and (record.model_dir / "head.npz").exists()
+    assert not list(record.model_dir.rglob("*.pkl"))  # the head is plain arrays, never a pickle
+    report = json.loads((record.folder / "eval.json").read_text())
+    assert {"accuracy", "macro_f1"} <= set(report["rows"]["run"]) and report["rows"]["run"]["n"] == 4
+    model = TransformerModel(record.model_dir, ["pos", "neg"])  # the control's order, not the run's
+    texts = POS[:2] + NEG[:2]
+    probs = model.predict_proba(texts)
+    weight, bias = model.classifier()
+    z = model.features(texts) @ weight + bias
+    assert np.allclose(probs, np.exp(z) / np.exp(z).sum(axis=1, keepdims=True), atol=1e-5)
+    head = ChoicesModel.from_classifier(model)  # what a promoted run serves, retrained after each annotation
+    assert np.allclose(head.predict_proba(model.features(texts)), probs, atol=1e-5)
+    with pytest.raises(Exception, match="BALD"):
+        model.mc_proba(texts)
+    with pytest.raises(ConfigError, match="setfit trains single-label classifiers"):
+        RunConfig(task="ner", method="setfit")
+
+
 def test_ner_defaults_to_full_fine_tuning_on_small_encoders(tiny, data, tmp_path):
     record = run(RunRegistry(tmp_path), task="ner", base_model=str(tiny / "bert"), train_file=data["ner"][0],
                  test_file=data["ner"][1])

@@ -29,8 +29,12 @@ def text(label: str, i: int) -> str:
     return f"{words[i % 6]} {words[(i // 6) % 6]} {words[(i + 3) % 6]} {i}"
 
 
-def quick(n_labels, train_file, *, base_model=""):
-    """A fine-tune a tiny random model learns from in seconds."""
+def quick(n_labels, train_file, *, base_model="", method="full"):
+    """A fine-tune (full, or SetFit below LABELLOOP_SETFIT_BELOW labels) a tiny random model learns from in
+    seconds."""
+    if method == "setfit":
+        return RunConfig(task="classification", train_file=str(train_file), base_model=base_model, method="setfit",
+                         epochs=2, batch_size=8, max_length=32, save_steps=10_000)
     return RunConfig(task="classification", train_file=str(train_file), base_model=base_model, method="full",
                      epochs=30, batch_size=8, learning_rate=2e-3, max_length=32, save_steps=10_000)
 
@@ -84,10 +88,13 @@ def test_audit_tasks_are_never_trained_on_and_the_split_survives_a_restart(make_
     assert {r.task_id for r in restarted.annotations.audit_records(1)} == audit
 
 
-def test_the_ladder_fine_tunes_in_the_background_promotes_through_the_gate_and_keeps_learning(make_service):
+@pytest.mark.parametrize("method", ["full", "setfit"])
+def test_the_ladder_fine_tunes_in_the_background_promotes_through_the_gate_and_keeps_learning(make_service, method):
     # retrain_every=0 keeps the head from training: the challenger meets the zero-shot champion, which a
     # random encoder leaves near chance, so the gate's verdict is sure.
-    service = make_service(retrain_every=0)
+    if method == "setfit":
+        pytest.importorskip("setfit")
+    service = make_service(retrain_every=0, setfit_below=400 if method == "setfit" else 0)
     for task_id in range(1, 61):
         annotate(service, task_id, "sport" if task_id % 2 else "cooking")
     assert service.ladder.status(1)["rung"] == "zero-shot"
@@ -95,6 +102,7 @@ def test_the_ladder_fine_tunes_in_the_background_promotes_through_the_gate_and_k
     started = service.store.finetunes(1)
     assert len(started) == 1 and started[0].labels == len(service.annotations.training_records(1))
     assert [d.action for d in service.store.decisions(1)] == ["finetune"]
+    assert service.store.decisions(1)[0].evidence["method"] == method  # SetFit below 400 labels, as measured
     assert service.ladder.status(1)["finetune_running"] == [started[0].run_id]
     assert service.ladder.step(1) is None and len(service.store.finetunes(1)) == 1  # one at a time
 
