@@ -58,6 +58,8 @@ class SimulationConfig(ConfigMixin):
     finetune_at: int = field(default=100, metadata={"help": "training labels at which the auto learner first "
                                                              "fine-tunes (then as labels double)"})
     min_audit: int = field(default=30, metadata={"help": "audit items the auto learner's gate needs"})
+    setfit_below: int = field(default=400, metadata={"help": "training labels below which the auto learner tunes "
+                                                               "with SetFit, not a full fine-tune (0: never)"})
 
     def __post_init__(self) -> None:
         self.strategies = tuple(dict.fromkeys(self.strategies))
@@ -65,8 +67,9 @@ class SimulationConfig(ConfigMixin):
         unknown = [name for name in self.learners if name not in LEARNERS]
         if unknown or not self.learners:
             raise ConfigError(f"unknown learner {', '.join(unknown) or '(none)'}: use a comma list of {', '.join(LEARNERS)}")
-        if not 0.0 <= self.audit_share < 1.0 or self.finetune_at < 1 or self.min_audit < 0:
-            raise ConfigError("audit_share must be in [0, 1), finetune_at at least 1, min_audit at least 0")
+        if not 0.0 <= self.audit_share < 1.0 or self.finetune_at < 1 or min(self.min_audit, self.setfit_below) < 0:
+            raise ConfigError("audit_share must be in [0, 1), finetune_at at least 1, min_audit and setfit_below "
+                              "at least 0")
         for name in self.strategies:
             base, _, diversity = name.partition("+")
             if base == "bald" and set(self.learners) - {"finetune"}:
@@ -212,7 +215,8 @@ def simulate(pool: Pool, config: SimulationConfig, progress: Progress | None = N
             for strategy in config.all_strategies:
                 learner = make_learner(learner_name, pool, np.random.default_rng([config.seed + r, 1]),
                                        audit_share=config.audit_share, finetune_at=config.finetune_at,
-                                       min_audit=config.min_audit, seed=config.seed + r)
+                                       min_audit=config.min_audit, setfit_below=config.setfit_below,
+                                       seed=config.seed + r)
                 audit = getattr(learner, "audit", None)
                 strategy_rng = np.random.default_rng([config.seed + r, zlib.crc32(strategy.encode())])
                 labeled = np.zeros(len(ids), dtype=bool)

@@ -230,7 +230,7 @@ class LadderLearner:
 
 
 def make_learner(name: str, pool: Pool, rng: np.random.Generator, *, audit_share: float = 0.1,
-                 finetune_at: int = 100, min_audit: int = 30, seed: int = 0):
+                 finetune_at: int = 100, min_audit: int = 30, setfit_below: int = 400, seed: int = 0):
     """A fresh learner for one repeat of the simulation."""
     if name == "head":
         return HeadLearner(pool)
@@ -242,5 +242,5 @@ def make_learner(name: str, pool: Pool, rng: np.random.Generator, *, audit_share
         return FinetuneLearner(pool)
     if name == "auto":
         return LadderLearner(pool, rng.random(len(pool.texts)) < audit_share, finetune_at=finetune_at,
-                             min_audit=min_audit)
+                             setfit_below=setfit_below, min_audit=min_audit)
     raise ValueError(f"unknown learner {name!r}: use one of {', '.join(LEARNERS)}")

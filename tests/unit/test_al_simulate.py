@@ -146,6 +146,8 @@ def test_bald_picks_by_monte_carlo_dropout_of_the_fine_tuned_model(tmp_path, tin
 
     with pytest.raises(ConfigError, match="only the finetune learner has"):
         SimulationConfig(learners=("head",), strategies=("bald",))
+    with pytest.raises(ConfigError, match="setfit_below"):
+        SimulationConfig(setfit_below=-1)
     rows = [(f"A story about the {w} number {i}.", label) for label, words in TOPICS.items()
             for i in range(4) for w in words]
     names = tuple(sorted(TOPICS))
