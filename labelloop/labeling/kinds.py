@@ -117,6 +117,11 @@ class ControlKind:
         than accuracy on one label (None: the kind has no such score, or there is nothing to score)."""
         return None
 
+    def self_trains(self, spec: ControlSpec) -> bool:
+        """Whether the backend adds confident pseudo-labels of unannotated tasks when it trains this control
+        (where it measured better: single-choice classification)."""
+        return False
+
     def fit(self, spec: ControlSpec, texts: list[str], answers: list[Any], learner: Learner) -> Any:
         raise ConfigError(f"<{self.tag}> controls are not trained by the backend")
 
@@ -176,6 +181,9 @@ class ClassificationKind(ControlKind):
 
     def fit(self, spec: ControlSpec, texts: list[str], answers: list[Any], learner: Learner) -> Any:
         return learner.fit_classifier(spec, texts, self.targets(spec, answers))
+
+    def self_trains(self, spec: ControlSpec) -> bool:
+        return not spec.multiple
 
     def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
                 regions: list[list[dict]] | None = None) -> list[Prediction] | None:

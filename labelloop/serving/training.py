@@ -19,7 +19,7 @@ import numpy as np
 
 from labelloop.audit import describe_scores
 from labelloop.errors import LabelLoopError
-from labelloop.labeling.kinds import ClassificationKind, Learner, kind_of
+from labelloop.labeling.kinds import Learner, kind_of
 from labelloop.labeling.schema import TaskSchema
 from labelloop.models import Features, TunedHead
 from labelloop.serving.annotations import ProjectAnnotations
@@ -66,8 +66,7 @@ class Trainer:
             if pairs:
                 # Above the head rung, the head learns on the fine-tuned encoder's features, not the base one's.
                 learner: Learner = _OnTop(serving, self.features) if isinstance(serving, TunedHead) else self.features
-                if (self.self_training is not None and len(pairs) >= self.self_training
-                        and isinstance(kind, ClassificationKind) and not spec.multiple):
+                if self.self_training is not None and len(pairs) >= self.self_training and kind.self_trains(spec):
                     learner = _SelfTraining(learner, self.annotations.unlabeled_texts(project_id, spec))
                 models[spec.from_name] = kind.fit(spec, [t for t, _ in pairs], [a for _, a in pairs], learner)
             elif isinstance(serving, TunedHead):  # a promoted fine-tune stays until it is rolled back
@@ -94,7 +93,7 @@ class Trainer:
         out = {}
         for spec in schema.controls:
             model = models.get(spec.from_name)
-            if model is None or spec.kind not in ("tags", "relations"):
+            if model is None:
                 continue
             scored = kind_of(spec).audit_score(spec, model, self.annotations.pairs(spec, audit))
             if scored is not None:
