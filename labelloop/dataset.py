@@ -20,6 +20,7 @@ instead, for data that never went through the backend.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 from collections import Counter
@@ -130,14 +131,17 @@ def _record(text: str, value, control: ControlSpec) -> dict:
 
 def agreement_stats(tasks: list[dict], control: ControlSpec) -> dict:
     """Agreement among tasks with two or more annotations: full-agreement share, pairwise agreement and,
-    for single-choice labels, Fleiss' kappa (with varying raters per task)."""
-    multi = []
+    for single-choice labels, Fleiss' kappa (with varying raters per task). Word tags add the share of words
+    two annotators tag alike, relations the F1 of one annotator's links against another's: a sentence or a
+    text matched whole is rare there."""
+    multi, texts = [], []
     for task in tasks:
         values = [annotation_value(a.get("result") or [], control) for a in task.get("annotations") or []
                   if not a.get("was_cancelled")]
         values = [v for v in values if v is not None]
         if len(values) >= 2:
             multi.append(values)
+            texts.append(str((task.get("data") or {}).get(control.value_key, "")))
     out: dict[str, Any] = {"tasks_with_several_annotations": len(multi)}
     if not multi:
         return out
@@ -149,6 +153,22 @@ def agreement_stats(tasks: list[dict], control: ControlSpec) -> dict:
         p_j = np.array(list(totals.values()), dtype=float) / sum(totals.values())
         p_e = float((p_j**2).sum())
         out["fleiss_kappa"] = float((np.mean(pair) - p_e) / (1 - p_e)) if p_e < 1 else 1.0
+    if control.kind == "tags":
+        same = both = 0
+        for text, values in zip(texts, multi):
+            words = words_of(text)
+            tagged = [tags_of_words(words, [Span(*s) for s in v]) for v in values]
+            for first, second in itertools.combinations(tagged, 2):
+                pairs = [(x, y) for x, y in zip(first, second) if x is not None and y is not None]
+                same, both = same + sum(x == y for x, y in pairs), both + len(pairs)
+        out["word_agreement"] = same / both if both else None
+    if control.kind == "relations":
+        scores = []
+        for values in multi:
+            links = [{(v[0][i][:2], v[0][j][:2], label) for i, j, label in v[1]} for v in values]
+            for a, b in itertools.combinations(links, 2):
+                scores.append(2 * len(a & b) / (len(a) + len(b)) if a or b else 1.0)
+        out["link_f1"] = float(np.mean(scores))
     return out
 
 

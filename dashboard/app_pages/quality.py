@@ -22,6 +22,10 @@ if agreement["tasks_with_several_annotations"]:
     cols[2].metric("Pairwise agreement", f"{agreement['pairwise_agreement']:.0%}")
     if "fleiss_kappa" in agreement:
         cols[3].metric("Fleiss' kappa", f"{agreement['fleiss_kappa']:.2f}")
+    if agreement.get("word_agreement") is not None:
+        cols[3].metric("Words tagged alike", f"{agreement['word_agreement']:.0%}")
+    if "link_f1" in agreement:
+        cols[3].metric("Link F1 between annotators", f"{agreement['link_f1']:.2f}")
     pairs = insights.pairwise_kappa(tasks, control, annotators=state.annotators())
     if pairs:
         st.markdown("**Cohen's kappa per pair of annotators** (least agreeing first)")

@@ -195,3 +195,13 @@ def test_the_audit_split_scores_links_on_gold_mentions(make_client, caplog):
     assert scored["tasks"] == len(service.annotations.audit_records(3)) > 0
     assert scored["gold_links"] == 3 * scored["tasks"] and 0 <= scored["muc"]["f1"] <= 1
     assert "link F1" in caplog.text and "MUC F1" in caplog.text
+
+
+def test_annotators_agree_link_by_link():
+    from labelloop.dataset import agreement_stats
+
+    text, spans, links = story(0)
+    one, other = result(text, spans, links), result(text, spans, links[:2])
+    stats = agreement_stats([{"id": 1, "data": {"text": text}, "annotations": [{"result": one}, {"result": other}]}],
+                            parse_label_config(COREF).controls[1])
+    assert stats["full_agreement"] == 0.0 and stats["link_f1"] == pytest.approx(2 * 2 / (3 + 2))

@@ -147,3 +147,14 @@ def test_the_audit_split_scores_the_tagger_by_token_accuracy(make_client, caplog
 def test_word_tagged_records_are_refused_by_augmentation():
     with pytest.raises(ConfigError, match="can't be augmented"):
         augment_records([{"text": "A dog", "tokens": ["A", "dog"], "tags": ["DET", "NOUN"]}], [], progress=False)
+
+
+def test_annotators_agree_word_by_word():
+    from labelloop.dataset import agreement_stats
+
+    text = "The dog runs ."
+    a = regions([(0, 3, "DET"), (4, 7, "NOUN"), (8, 12, "VERB"), (13, 14, "PUNCT")])
+    b = regions([(0, 3, "DET"), (4, 7, "NOUN"), (8, 12, "NOUN")])  # one word differs, one left untagged
+    stats = agreement_stats([{"id": 1, "data": {"text": text}, "annotations": [{"result": a}, {"result": b}]}],
+                            parse_label_config(POS).controls[0])
+    assert stats["full_agreement"] == 0.0 and stats["word_agreement"] == 2 / 3
