@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from labelloop.audit import describe_scores
-from labelloop.errors import LabelLoopError
+from labelloop.errors import LabelLoopError, ModelError
 from labelloop.labeling.kinds import Learner, kind_of
 from labelloop.labeling.schema import TaskSchema
 from labelloop.models import Features, TunedHead
@@ -68,7 +68,12 @@ class Trainer:
                 learner: Learner = _OnTop(serving, self.features) if isinstance(serving, TunedHead) else self.features
                 if self.self_training is not None and len(pairs) >= self.self_training and kind.self_trains(spec):
                     learner = _SelfTraining(learner, self.annotations.unlabeled_texts(project_id, spec))
-                models[spec.from_name] = kind.fit(spec, [t for t, _ in pairs], [a for _, a in pairs], learner)
+                try:
+                    models[spec.from_name] = kind.fit(spec, [t for t, _ in pairs], [a for _, a in pairs], learner)
+                except ModelError as e:  # nothing this control can learn from yet: the others still train
+                    log.warning("project %s: %s not trained: %s", project_id, spec.from_name, e)
+                    if serving is not None:
+                        models[spec.from_name] = serving
             elif isinstance(serving, TunedHead):  # a promoted fine-tune stays until it is rolled back
                 models[spec.from_name] = serving
         if all(getattr(m, "promoted", False) for m in models.values()):

@@ -38,7 +38,7 @@ def test_flags_come_from_type_hints_and_only_given_flags_override():
     with pytest.raises(SystemExit):
         parser.parse_args(["--task", "poetry"])  # Literal choices become argparse choices
     help_text = parser.format_help()
-    assert "--method {lora,full,auto}" in help_text and "(default: auto)" in help_text
+    assert "--method {lora,full,auto,setfit}" in help_text and "(default: auto)" in help_text
 
 
 def test_literal_choices_are_checked_however_the_config_is_built():
@@ -51,7 +51,7 @@ def test_literal_choices_are_checked_however_the_config_is_built():
 def test_form_fields_have_readable_labels_and_kinds():
     options = {o.name: o for o in RunConfig.options()}
     assert options["lora_alpha"].label.startswith("LoRA scaling")
-    assert options["method"].choices == ("lora", "full", "auto")
+    assert options["method"].choices == ("lora", "full", "auto", "setfit")
     assert options["learning_rate"].kind == "float" and options["learning_rate"].optional
     assert options["target_modules"].kind == "list" and options["qlora"].kind == "bool"
 

@@ -205,3 +205,16 @@ def test_annotators_agree_link_by_link():
     stats = agreement_stats([{"id": 1, "data": {"text": text}, "annotations": [{"result": one}, {"result": other}]}],
                             parse_label_config(COREF).controls[1])
     assert stats["full_agreement"] == 0.0 and stats["link_f1"] == pytest.approx(2 * 2 / (3 + 2))
+
+
+def test_a_task_with_one_mention_trains_the_tagger_and_leaves_the_links_for_later(client, caplog):
+    client.post("/setup", json={"project": "2.1", "schema": COREF})
+    text = "Anna Berg slept."
+    webhook(client, 801, 801, text, result(text, [(0, 9, "PER")], []), project=2)
+    with caplog.at_level("WARNING", logger="labelloop.serving.training"):
+        client.app.state.worker.run_pending()
+    service = client.app.state.service
+    labels, relations = parse_label_config(COREF).controls
+    bundle = service.registry.current(2)
+    assert bundle.version == "labelloop-v1" and bundle.model(labels) is not None and bundle.model(relations) is None
+    assert "@relations not trained: no pair of mentions" in caplog.text
