@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 OURS = re.compile(r"labelloop-v(\d+)(\+.*)?$")
 RETRY_WAITS = (5.0, 15.0, 60.0, 300.0)
+# A publish under way is owed for this long: if its process dies, another retries it then, never meanwhile.
+PUBLISH_LEASE = 600.0
 
 
 class Publisher:
@@ -46,6 +49,8 @@ class Publisher:
         self.metrics = metrics or Metrics()
         self.current = current  # what serves now: a publish that another one overtook does not set it back
         self._failures: dict[int, int] = {}
+        self._publishing: set[int] = set()  # projects with a publish under way in this process
+        self._lock = threading.Lock()
 
     def publish(self, project_id: int, version: str, *, chunk: int = 256, timeout: float | None = None) -> int:
         """Push ``version`` now; returns how many predictions were stored (0: no Label Studio known).
@@ -62,7 +67,9 @@ class Publisher:
                         "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY so scores and queue order follow it",
                         project_id, version)
             return 0
-        self.store.set_publish_pending(project_id, version)
+        with self._lock:
+            self._publishing.add(project_id)
+        self.store.set_publish_pending(project_id, version, after=time.time() + PUBLISH_LEASE)
         try:
             stored = self._push(client, project_id, version, chunk)
         except LabelLoopError as e:
@@ -73,6 +80,9 @@ class Publisher:
             self.metrics.add(publish_failures=1)
             log.warning("project %s: publishing %s failed (%s); retrying in %.0fs", project_id, version, e, wait)
             raise
+        finally:
+            with self._lock:
+                self._publishing.discard(project_id)
         self._failures.pop(project_id, None)
         self.store.set_publish_pending(project_id, None)
         self.metrics.add(publishes=1)
@@ -81,6 +91,9 @@ class Publisher:
     def retry_due(self) -> None:
         """Publish what is owed and due: the version serving now (the owed one when ``current`` is unknown)."""
         for project_id, owed in self.store.publishes_due(time.time()):
+            with self._lock:
+                if project_id in self._publishing:  # under way in this process: not owed twice
+                    continue
             try:
                 self.publish(project_id, self.current(project_id) if self.current else owed)
             except LabelLoopError:

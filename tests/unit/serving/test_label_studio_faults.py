@@ -179,3 +179,34 @@ def test_a_publish_overtaken_by_a_promotion_does_not_set_the_project_back(make_c
     monkeypatch.setattr(service.publisher, "current", lambda pid: "labelloop-v2")
     service.publisher.publish(7, "labelloop-v1")
     assert fake.stored[-1]["model_version"] == "labelloop-v1" and fake.version == "labelloop-v2"
+
+
+def test_a_publish_under_way_is_never_pushed_twice_by_the_retry_timer(make_client, monkeypatch):
+    import threading
+
+    c = make_client(push_predictions=True)
+    service = c.app.state.service
+    fake = FlakyLabelStudio()
+    fake.down = False
+    monkeypatch.setattr(service.clients, "client_for", lambda pid, timeout=None: fake)
+    monkeypatch.setattr("labelloop.lsclient.prediction_versions", lambda client, pid: {})
+    c.post("/setup", json={"project": "7.1", "schema": SENTIMENT})
+    webhook(c, 1, 1, "A fine film.", choice("Positive"))
+    c.app.state.worker.run_pending()
+    fake.stored.clear()
+    pushing, release = threading.Event(), threading.Event()
+    store_them = fake.import_predictions
+
+    def slow_import(id, request):  # Label Studio takes its time storing them
+        pushing.set()
+        release.wait(10)
+        store_them(id, request)
+
+    fake.import_predictions = slow_import
+    publishing = threading.Thread(target=service.publisher.publish, args=(7, "labelloop-v1"))
+    publishing.start()
+    assert pushing.wait(10)
+    service.publisher.retry_due()  # the worker's timer, meanwhile: the version is owed but under way
+    release.set()
+    publishing.join(10)
+    assert len(fake.stored) == 1 and service.store.publish_pending(7) == (None, None)
