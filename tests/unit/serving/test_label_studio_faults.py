@@ -143,15 +143,22 @@ class FlakyLabelStudio:
         self.version = model_version
 
 
-def test_a_failed_publish_is_retried_when_label_studio_answers_again(make_client, monkeypatch):
+def trained_once(make_client, monkeypatch, *, down: bool):
+    """A backend that trained project 7 once and publishes to a fake Label Studio (down or up)."""
     c = make_client(push_predictions=True)
     service = c.app.state.service
     fake = FlakyLabelStudio()
+    fake.down = down
     monkeypatch.setattr(service.clients, "client_for", lambda pid, timeout=None: fake)
     monkeypatch.setattr("labelloop.lsclient.prediction_versions", lambda client, pid: {})
     c.post("/setup", json={"project": "7.1", "schema": SENTIMENT})
     webhook(c, 1, 1, "A fine film.", choice("Positive"))
     c.app.state.worker.run_pending()
+    return service, fake
+
+
+def test_a_failed_publish_is_retried_when_label_studio_answers_again(make_client, monkeypatch):
+    service, fake = trained_once(make_client, monkeypatch, down=True)
     assert service.store.publish_pending(7)[0] == "labelloop-v1" and fake.version is None
     fake.down = False
     service.store.set_publish_pending(7, "labelloop-v1", after=0)  # its back-off has passed
@@ -184,15 +191,7 @@ def test_a_publish_overtaken_by_a_promotion_does_not_set_the_project_back(make_c
 def test_a_publish_under_way_is_never_pushed_twice_by_the_retry_timer(make_client, monkeypatch):
     import threading
 
-    c = make_client(push_predictions=True)
-    service = c.app.state.service
-    fake = FlakyLabelStudio()
-    fake.down = False
-    monkeypatch.setattr(service.clients, "client_for", lambda pid, timeout=None: fake)
-    monkeypatch.setattr("labelloop.lsclient.prediction_versions", lambda client, pid: {})
-    c.post("/setup", json={"project": "7.1", "schema": SENTIMENT})
-    webhook(c, 1, 1, "A fine film.", choice("Positive"))
-    c.app.state.worker.run_pending()
+    service, fake = trained_once(make_client, monkeypatch, down=False)
     fake.stored.clear()
     pushing, release = threading.Event(), threading.Event()
     store_them = fake.import_predictions
