@@ -82,8 +82,12 @@ class ProjectAnnotations:
         rest: list[AnnotationRecord] = []
         for record in self.store.latest_annotations(project_id):
             (audit if in_audit(project_id, record.task_id, self.audit_share) else rest).append(record)
-        held = load_frozen_test(self.store.home, project_id) | {k for r in audit for k in _text_keys(r)}
+        held = self._held(project_id, audit)
         return [r for r in rest if not any(k in held for k in _text_keys(r))], audit
+
+    def _held(self, project_id: int, audit: list[AnnotationRecord]) -> set[str]:
+        """Content keys of the texts that only ever measure models: the frozen test split and the audit items."""
+        return load_frozen_test(self.store.home, project_id) | {k for r in audit for k in _text_keys(r)}
 
     def unlabeled_texts(self, project_id: int, spec: ControlSpec, *, limit: int = MAX_UNLABELED) -> list[str]:
         """Texts of ``spec`` in tasks that had no annotation at the last pull, less the audit split, tasks
@@ -95,7 +99,7 @@ class ProjectAnnotations:
             return []
         train, audit = self.split(project_id)
         annotated = {r.task_id for r in train + audit}
-        held = load_frozen_test(self.store.home, project_id) | {k for r in audit for k in _text_keys(r)}
+        held = self._held(project_id, audit)
         out: dict[str, None] = {}
         for task_id, data in sorted(tasks, key=lambda t: audit_rank(project_id, t[0])):
             text = data.get(spec.value_key)
