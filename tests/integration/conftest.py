@@ -151,3 +151,14 @@ def open_in_label_studio(studio, project_id: int, task_id: int, shot: str):
         driver.quit()
         raise
     return driver
+
+
+def exported_rows(cli, project_id: int, folder: Path) -> list[dict]:
+    """``labelloop export`` of a project (a content split) into ``folder``: the train and test rows together."""
+    import json
+
+    out = cli("export", "--project", str(project_id), "--out", str(folder), "--test-fraction", "0.2",
+              "--split", "content")
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for name in ("train.jsonl", "test.jsonl")
+            for line in (folder / name).read_text().splitlines()]

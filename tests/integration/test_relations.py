@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 
-from tests.integration.conftest import labelloop_cli, open_in_label_studio, published_version, wait_for
+from tests.integration.conftest import exported_rows, labelloop_cli, open_in_label_studio, published_version, wait_for
 from tests.integration.test_backend_label_studio import check_stored_predictions, current_predictions, tasks_of
 from tests.unit.serving.test_relations import result, story
 
@@ -59,11 +58,7 @@ def test_coreference_project_from_the_template_learns_links_and_exports_them(ls,
     finally:
         driver.quit()
 
-    out = cli("export", "--project", str(project_id), "--out", str(tmp_path / "data"), "--test-fraction", "0.2",
-              "--split", "content")
-    assert out.returncode == 0, out.stderr
-    rows = [json.loads(line) for name in ("train.jsonl", "test.jsonl")
-            for line in (tmp_path / "data" / name).read_text().splitlines()]
+    rows = exported_rows(cli, project_id, tmp_path / "data")
     assert len(rows) == 18
     gold = {t: (spans, links) for t, spans, links in stories[:18]}
     for row in rows:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
-from tests.integration.conftest import labelloop_cli, open_in_label_studio, published_version, wait_for
+from tests.integration.conftest import exported_rows, labelloop_cli, open_in_label_studio, published_version, wait_for
 from tests.integration.test_backend_label_studio import check_stored_predictions, current_predictions, tasks_of
 from tests.unit.serving.test_word_tags import regions, sentence
 
@@ -58,11 +57,7 @@ def test_pos_project_from_the_template_learns_word_tags_and_exports_them(ls, lab
     finally:
         driver.quit()
 
-    out = cli("export", "--project", str(project_id), "--out", str(tmp_path / "data"), "--test-fraction", "0.2",
-              "--split", "content")
-    assert out.returncode == 0, out.stderr
-    rows = [json.loads(line) for name in ("train.jsonl", "test.jsonl")
-            for line in (tmp_path / "data" / name).read_text().splitlines()]
+    rows = exported_rows(cli, project_id, tmp_path / "data")
     assert len(rows) == 20
     gold = {t: [tag for _, _, tag in s] for t, s in data[:20]}
     for row in rows:
