@@ -395,17 +395,23 @@ def vote_label(answer: str, labels: Sequence[str]) -> int | None:
     return None if best is None else best[1]
 
 
-def parse_entities(answer: str) -> list[dict] | None:
-    """The ``[{"text", "label"}]`` list from a JSON answer (the first JSON object or list in it); None if none."""
+def _json_list(answer: str, key: str, alias: str) -> list | None:
+    """The list under ``key`` (or ``alias``) of the first JSON object in an answer, or the first JSON list."""
     for start in [m.start() for m in re.finditer(r"[\[{]", answer)]:
         try:
             value, _ = json.JSONDecoder().raw_decode(answer[start:])
         except ValueError:
             continue
-        items = value.get("entities", value.get("mentions")) if isinstance(value, dict) else value
+        items = value.get(key, value.get(alias)) if isinstance(value, dict) else value
         if isinstance(items, list):
-            return [i for i in items if isinstance(i, dict)]
+            return items
     return None
+
+
+def parse_entities(answer: str) -> list[dict] | None:
+    """The ``[{"text", "label"}]`` list from a JSON answer (the first JSON object or list in it); None if none."""
+    items = _json_list(answer, "entities", "mentions")
+    return None if items is None else [i for i in items if isinstance(i, dict)]
 
 
 def parse_links(answer: str, n_mentions: int, labels: Sequence[str]) -> tuple[list[tuple[int, int, str]], int]:
@@ -413,26 +419,17 @@ def parse_links(answer: str, n_mentions: int, labels: Sequence[str]) -> tuple[li
     returns ``(links, dropped)``: a link to a mention that isn't there, or with an unknown label, is dropped."""
     by_name = {label.lower(): label for label in labels}
     links, dropped = [], 0
-    for start in [m.start() for m in re.finditer(r"[\[{]", answer)]:
-        try:
-            value, _ = json.JSONDecoder().raw_decode(answer[start:])
-        except ValueError:
+    for item in _json_list(answer, "links", "relations") or []:
+        if not isinstance(item, dict):
+            dropped += 1
             continue
-        items = value.get("links", value.get("relations")) if isinstance(value, dict) else value
-        if not isinstance(items, list):
+        source, target = item.get("from"), item.get("to")
+        label = by_name.get(str(item.get("label") or (labels[0] if len(labels) == 1 else "")).strip().lower())
+        if (type(source) is not int or type(target) is not int or not 1 <= source <= n_mentions
+                or not 1 <= target <= n_mentions or source == target or label is None):
+            dropped += 1
             continue
-        for item in items:
-            if not isinstance(item, dict):
-                dropped += 1
-                continue
-            source, target = item.get("from"), item.get("to")
-            label = by_name.get(str(item.get("label") or (labels[0] if len(labels) == 1 else "")).strip().lower())
-            if (type(source) is not int or type(target) is not int or not 1 <= source <= n_mentions
-                    or not 1 <= target <= n_mentions or source == target or label is None):
-                dropped += 1
-                continue
-            links.append((source - 1, target - 1, label))
-        break
+        links.append((source - 1, target - 1, label))
     return list(dict.fromkeys(links)), dropped
 
 
