@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import DEFAULT_OUT, bbc_news, movie_reviews  # noqa: E402
 
-from labelloop.audit import mcnemar_exact, wilson_interval  # noqa: E402
+from labelloop.audit import wilson_interval  # noqa: E402
 from labelloop.encoder import load_encoder  # noqa: E402
 from labelloop.finetune.registry import RunRegistry  # noqa: E402
 from labelloop.jsonl import write_jsonl  # noqa: E402
@@ -36,6 +36,14 @@ from labelloop.models import ChoicesModel, TransformerModel  # noqa: E402
 from labelloop.serving.ladder import finetune_config  # noqa: E402
 
 DATA = {"movie_reviews": movie_reviews, "bbc_news": bbc_news}
+
+
+def mcnemar_exact(first_only: int, second_only: int) -> float:
+    """One-sided exact McNemar p-value that the second model is better (a fair coin on discordant items)."""
+    import math
+
+    n = first_only + second_only
+    return float(sum(math.comb(n, k) for k in range(second_only, n + 1)) / 2.0**n) if n else 1.0
 
 
 def read(path: Path) -> tuple[list[str], list[str]]:

@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from labelloop import lsclient
-from labelloop.audit import Evidence, wilson_interval
+from labelloop.audit import wilson_interval
 from labelloop.dataset import ExportConfig, annotation_value, build_dataset, export_dataset, load_frozen_test
 from labelloop.errors import ConfigError, GateRefusedError
 from labelloop.finetune.registry import RunRegistry
+from labelloop.gate import GateEvidence
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Promotion:
     model_version: str
     run_id: str | None
     stored_predictions: int
-    evidence: Evidence | None = None
+    evidence: GateEvidence | None = None
     forced: bool = False
 
     def message(self) -> str:
@@ -46,29 +47,28 @@ def promote_run(service, registry: RunRegistry, run_id: str, project_id: int, *,
                 force: bool = False) -> Promotion:
     """Serve a succeeded run's model for the project under a new model_version, then publish it.
 
-    A classification run first meets the gate: its accuracy and the serving model's on the same audit items.
-    It is refused (:class:`~labelloop.errors.GateRefusedError`, recorded) when it is not better, or judged on
-    fewer than the minimum audit items, unless ``force``; a forced promotion is recorded as such.
+    A classification run meets the gate (:meth:`~labelloop.serving.ladder.Ladder.judge_run`): its audit tasks
+    where it and the serving model disagree go to the front of the queue, and it is promoted when the evidence
+    says it is better. Until then it is not promoted (:class:`~labelloop.errors.GateRefusedError`, recorded),
+    unless ``force``; the gate keeps judging it as those tasks are labelled and promotes it by itself. A forced
+    promotion is recorded as such.
     """
     run = registry.get(run_id)
     if run.status != "succeeded" or not run.model_dir.exists():
         raise ConfigError(f"run {run_id} is {run.status}; only a succeeded run with a saved model can be promoted")
-    evidence = service.ladder.judge_run(project_id, run.model_dir, run.task)
-    refused = evidence is not None and (evidence.verdict == "refuse" or evidence.challenger.n < evidence.min_audit)
-    champion = service.model_version(project_id)
+    ladder = service.ladder
+    evidence = ladder.judge_run(project_id, run)
+    refused = evidence is not None and evidence.verdict != "promote"
     if refused and not force:
-        service.store.add_decision(project_id, "refuse", champion, run_id, {**evidence.to_dict(), "run": run_id,
-                                                                          "by": "lead"})
-        raise GateRefusedError(f"run {run_id} was not promoted: {evidence.reason}. Promote it anyway with --force "
-                               "(the override is recorded).", evidence)
+        service.store.add_decision(project_id, "refuse" if evidence.verdict != "hold" else "hold",
+                                   evidence.champion_version, run_id, {**evidence.to_dict(), "run": run_id, "by": "lead"})
+        later = (" The gate keeps judging it: its disagreement tasks are served first, and it is promoted when the "
+                 "evidence is there." if evidence.verdict == "hold" else "")
+        raise GateRefusedError(f"run {run_id} was not promoted: {evidence.reason}.{later} Promote it anyway with "
+                               "--force (the override is recorded).", evidence)
     if evidence is not None:
         evidence.forced = refused
-    version = service.promote(project_id, run.model_dir, task=run.task)
-    registry.record_promotion(project_id, run_id, version)
-    service.store.update_finetune(project_id, run_id, done=True)  # a ladder run a lead promoted is settled
-    record = {**evidence.to_dict()} if evidence is not None else {"reason": "not judged by the gate"}
-    service.store.add_decision(project_id, "forced" if refused else "promote", champion, version,
-                               {**record, "run": run_id, "by": "lead"})
+    version = ladder.promote(project_id, run, evidence=evidence, forced=refused, by="lead")
     stored = service.publish(project_id, version) if publish else 0
     return Promotion(project_id, version, run_id, stored, evidence, refused)
 

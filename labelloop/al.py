@@ -27,7 +27,7 @@ import numpy as np
 from labelloop.config import ConfigMixin
 from labelloop.errors import ConfigError
 from labelloop.jsonl import iter_jsonl
-from labelloop.learners import DENSE, LEARNERS, Pool, make_learner
+from labelloop.learners import DENSE, LEARNERS, GateSettings, Pool, make_learner
 from labelloop.selection import argselect, cluster_then_pick
 from labelloop.spans import Span
 from labelloop.uncertainty import STRATEGIES, bald, confidence
@@ -57,7 +57,11 @@ class SimulationConfig(ConfigMixin):
                                                                "tasks (never trained on)"})
     finetune_at: int = field(default=100, metadata={"help": "training labels at which the auto learner first "
                                                              "fine-tunes (then as labels double)"})
-    min_audit: int = field(default=30, metadata={"help": "audit items the auto learner's gate needs"})
+    gate_budget: int = field(default=40, metadata={"help": "disagreement labels the auto learner's gate may spend "
+                                                            "on one challenger (as LABELLOOP_GATE_BUDGET)"})
+    gate_alpha: float = field(default=0.05, metadata={"help": "the gate's error rate (as LABELLOOP_GATE_ALPHA)"})
+    gate_min_gain: float = field(default=0.01, metadata={"help": "smallest accuracy gain worth a promotion (as "
+                                                                 "LABELLOOP_GATE_MIN_GAIN)"})
     setfit_below: int = field(default=400, metadata={"help": "training labels below which the auto learner tunes "
                                                                "with SetFit, not a full fine-tune (0: never)"})
 
@@ -67,9 +71,11 @@ class SimulationConfig(ConfigMixin):
         unknown = [name for name in self.learners if name not in LEARNERS]
         if unknown or not self.learners:
             raise ConfigError(f"unknown learner {', '.join(unknown) or '(none)'}: use a comma list of {', '.join(LEARNERS)}")
-        if not 0.0 <= self.audit_share < 1.0 or self.finetune_at < 1 or min(self.min_audit, self.setfit_below) < 0:
-            raise ConfigError("audit_share must be in [0, 1), finetune_at at least 1, min_audit and setfit_below "
+        if not 0.0 <= self.audit_share < 1.0 or self.finetune_at < 1 or self.setfit_below < 0 or self.gate_budget < 1:
+            raise ConfigError("audit_share must be in [0, 1), finetune_at and gate_budget at least 1, setfit_below "
                               "at least 0")
+        if not 0.0 < self.gate_alpha < 1.0 or not 0.0 <= self.gate_min_gain < 1.0:
+            raise ConfigError("gate_alpha must be in (0, 1) and gate_min_gain in [0, 1)")
         for name in self.strategies:
             base, _, diversity = name.partition("+")
             if base == "bald" and set(self.learners) - {"finetune"}:
@@ -147,18 +153,27 @@ def _pick(strategy: str, probs: np.ndarray, x: np.ndarray, n: int, rng: np.rando
 
 
 def _next_batch(strategy: str, predict, pool: Pool, ids: np.ndarray, labeled: np.ndarray, n: int,
-                audit: np.ndarray | None, share: float, rng: np.random.Generator, mc=None) -> np.ndarray:
-    """Positions (into ``ids``) of the next ``n`` items to label. With an audit mask, the audit tasks the
-    backend's queue spreads among the others come first, at random, up to ``share`` of all labels."""
+                audit: np.ndarray | None, share: float, rng: np.random.Generator, mc=None, front=None) -> np.ndarray:
+    """Positions (into ``ids``) of the next ``n`` items to label. ``front(pool_ids)`` names the ones the
+    backend's queue serves before all others (the gate's disagreements), in order. With an audit mask, the audit
+    tasks the backend's queue spreads among the others come next, at random, up to ``share`` of all labels."""
     unlabeled = np.flatnonzero(~labeled)
-    picked = np.zeros(0, dtype=int)
+    picked: np.ndarray = np.zeros(0, dtype=int)
+    total = n
+    if front is not None and n:
+        position = {pool_id: i for i, pool_id in enumerate(ids)}
+        picked = np.array([position[p] for p in front(ids[unlabeled])[:n]], dtype=int)
+        unlabeled = np.setdiff1d(unlabeled, picked)
+        n -= len(picked)
+        labeled = labeled.copy()
+        labeled[picked] = True  # the audit quota below counts them
     if audit is not None:
         is_audit = audit[ids[unlabeled]]
         want = int(round((labeled.sum() + n) * share)) - int(audit[ids[labeled]].sum())
         want = max(0, min(want, n, int(is_audit.sum())))
-        picked = rng.choice(unlabeled[is_audit], size=want, replace=False)
+        picked = np.concatenate([picked, rng.choice(unlabeled[is_audit], size=want, replace=False)])
         unlabeled = unlabeled[~is_audit]
-    rest = n - len(picked)
+    rest = total - len(picked)
     if rest and len(unlabeled):
         if strategy.partition("+")[0] == "bald":
             samples = mc(ids[unlabeled]) if mc is not None else None
@@ -215,7 +230,8 @@ def simulate(pool: Pool, config: SimulationConfig, progress: Progress | None = N
             for strategy in config.all_strategies:
                 learner = make_learner(learner_name, pool, np.random.default_rng([config.seed + r, 1]),
                                        audit_share=config.audit_share, finetune_at=config.finetune_at,
-                                       min_audit=config.min_audit, setfit_below=config.setfit_below,
+                                       gate=GateSettings(config.gate_alpha, config.gate_min_gain, config.gate_budget),
+                                       setfit_below=config.setfit_below,
                                        seed=config.seed + r)
                 audit = getattr(learner, "audit", None)
                 strategy_rng = np.random.default_rng([config.seed + r, zlib.crc32(strategy.encode())])
@@ -234,7 +250,8 @@ def simulate(pool: Pool, config: SimulationConfig, progress: Progress | None = N
                     if step + 1 == len(plan) or labeled.all():
                         break
                     picked = _next_batch(strategy, predict, pool, ids, labeled, plan[step + 1] - int(labeled.sum()),
-                                         audit, config.audit_share, strategy_rng, getattr(learner, "mc_predict", None))
+                                         audit, config.audit_share, strategy_rng, getattr(learner, "mc_predict", None),
+                                         getattr(learner, "serve_first", None))
                     labeled[picked] = True
                 curves[learner_name, strategy].append(curve)
                 sizes_of[learner_name] = sizes

@@ -385,12 +385,14 @@ def cmd_ladder(args: argparse.Namespace) -> None:
     status = service.ladder.status(args.project)
     since = time.strftime("%Y-%m-%d %H:%M", time.localtime(status["since"])) if status["since"] else "the start"
     print(f"project {args.project} serves {status['model_version']} ({status['rung']}) since {since}")
-    print(f"audit tasks annotated: {status['audit']} (the gate needs {service.settings.min_audit})")
+    print(f"audit tasks annotated: {status['audit']}"
+          + (f"; {status['serve_first']} disagreement tasks are served first for the gate" if status["serve_first"]
+             else ""))
     print(f"next fine-tune: {status['next_finetune']}")
     for run in status["finetune_running"]:
         print(f"fine-tuning now: run {run}")
-    for run in status["held"]:
-        print(f"held until the audit split grows: run {run}")
+    for gate in status["gates"]:
+        print(gate["line"])
     for d in service.store.decisions(args.project)[-args.last:]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.decided_at))
         print(f"  {when}  {d.action:<10} {d.champion or '-'} -> {d.challenger or '-'}: "

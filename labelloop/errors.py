@@ -5,7 +5,7 @@ Hierarchy::
     LabelLoopError
     ├── ConfigError                 a setting or argument is wrong
     │   ├── UnsupportedConfigError  a Label Studio labeling config the backend cannot serve
-    │   └── GateRefusedError        the promotion gate refused a run (worse, or too few audit items)
+    │   └── GateRefusedError        the promotion gate did not promote a run (not better yet, or not at all)
     ├── TaskDataError               a task lacks its text or the text cannot be used
     │   └── AnnotationError         an annotation's result has the wrong shape
     ├── StorageFullError            the disk under $LABELLOOP_HOME is full
@@ -35,7 +35,7 @@ class UnsupportedConfigError(ConfigError):
 
 
 class GateRefusedError(ConfigError):
-    """The promotion gate refused a run; ``evidence`` holds what it saw (:class:`labelloop.audit.Evidence`)."""
+    """The promotion gate refused a run; ``evidence`` holds what it saw (:class:`labelloop.gate.GateEvidence`)."""
 
     def __init__(self, message: str, evidence: object = None) -> None:
         super().__init__(message)

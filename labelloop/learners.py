@@ -6,12 +6,13 @@
 - ``setfit``: :class:`labelloop.models.SetFitClassifier` (contrastive fine-tuning of the encoder plus a head).
 - ``finetune``: a full fine-tune of the encoder, run exactly as the backend runs it
   (:func:`labelloop.serving.ladder.finetune_config` in a ``labelloop.finetune.launch`` process).
-- ``auto``: the ladder as the backend runs it. A share of the queue is audit tasks (random, never trained
-  on); the head serves and retrains after every batch; a fine-tune starts at ``finetune_at`` training labels
-  (every label with :data:`~labelloop.serving.ladder.MIN_PER_LABEL` examples) and again as labels double; the
-  fine-tuned classifier is judged against the serving model on the labeled audit items
-  (:func:`labelloop.audit.judge`) and, once promoted, serves as a head on its features retrained every batch.
-  One difference: the backend fine-tunes in the background while annotation goes on; here the labels wait.
+- ``auto``: the ladder as the backend runs it, through the same policy (:mod:`labelloop.policy`) and gate
+  (:mod:`labelloop.gate`). A share of the queue is audit tasks (random, never trained on); the head serves and
+  retrains after every batch; a fine-tune starts when :func:`~labelloop.policy.finetune_due` says so; the
+  champion and the challenger then predict every audit item, their disagreements are labelled first (in a
+  random order), and the betting test promotes, stops or refuses the challenger; once promoted it serves as a
+  head on its features retrained every batch, watched by the rollback test. One difference: the backend
+  fine-tunes in the background while annotation goes on; here the labels wait.
 
 ``setfit`` and ``finetune`` train for minutes on CPU, so they train on a sparse schedule (the seed size,
 then doubling: 25, 50, 100, 200, 400 labels); between two trainings, strategies pick with the last model.
@@ -33,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from labelloop.audit import judge
 from labelloop.errors import ModelError
+from labelloop.gate import decide
 from labelloop.models import ChoicesModel, SetFitClassifier, TransformerModel
+from labelloop.policy import finetune_due, finetune_method, pseudo_labels
 
 LEARNERS = ("head", "self", "setfit", "finetune", "auto")
 DENSE = ("head", "self", "auto")  # cheap enough to retrain after every batch; the others train on a sparse schedule
@@ -88,12 +90,11 @@ class SelfTrainingLearner:
         pool = self.pool
         model = pool.prior.fit(pool.x[labeled], pool.y[labeled])
         if unlabeled is not None and len(unlabeled):
-            probs = model.predict_proba(pool.x[unlabeled])
-            sure = probs.max(axis=1) >= self.threshold
-            if sure.any():
-                x = np.concatenate([pool.x[labeled], pool.x[unlabeled[sure]]])
-                y = np.concatenate([pool.y[labeled], probs[sure].argmax(axis=1)])
-                model = pool.prior.fit(x, y)
+            sure, pseudo = pseudo_labels(model.predict_proba(pool.x[unlabeled]), pool.y[labeled],
+                                         threshold=self.threshold)
+            if len(sure):
+                model = pool.prior.fit(np.concatenate([pool.x[labeled], pool.x[unlabeled[sure]]]),
+                                       np.concatenate([pool.y[labeled], pseudo]))
         return _head_predict(model, pool.x)
 
 
@@ -168,69 +169,130 @@ class LadderEvent:
     """Something the simulated ladder did: a fine-tune started, or the gate's verdict on one."""
 
     labels: int
-    what: str  # finetune | promote | refuse | hold
+    what: str  # finetune | promote | futility | refuse | hold | rollback | keep
     detail: str = ""
+    evidence: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"labels": self.labels, "what": self.what, "detail": self.detail}
+        return {"labels": self.labels, "what": self.what, "detail": self.detail,
+                **({"evidence": self.evidence} if self.evidence else {})}
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The gate's settings, as the backend's ``LABELLOOP_GATE_*``."""
+
+    alpha: float = 0.05
+    min_gain: float = 0.01
+    budget: int = 40
+
+
+@dataclass
+class _SimulatedGate:
+    """A challenger before the simulated gate: both models' classes on every audit item, frozen when it opened."""
+
+    model: TransformerModel
+    size: int
+    audit_ids: np.ndarray
+    champion: np.ndarray
+    challenger: np.ndarray
+    opened_at: int  # labels when it opened
+    state: str = "open"
+    counted: set[int] = field(default_factory=set)  # audit items whose labels the promotion used
+    seen: int = -1
 
 
 @dataclass
 class LadderLearner:
-    """The ladder as the backend runs it (see the module's docstring)."""
+    """The ladder as the backend runs it (see the module's docstring): the policy of :mod:`labelloop.policy` and
+    the gate of :mod:`labelloop.gate`, with the gate's disagreements served first (:meth:`serve_first`)."""
 
     pool: Pool
     audit: np.ndarray  # bool per pool item: an audit task
     finetune_at: int = 100
     setfit_below: int = 400
-    min_audit: int = 30
-    alpha: float = 0.05
-    min_per_label: int = 2
+    gate: GateSettings = field(default_factory=GateSettings)
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     events: list[LadderEvent] = field(default_factory=list)
     name = "auto"
 
     def __post_init__(self) -> None:
         self._tuned: tuple[TransformerModel, np.ndarray] | None = None  # serving fine-tune and its features
-        self._challenger: tuple[TransformerModel, int] | None = None  # held, with its training size
-        self._last = 0  # training labels of the last fine-tune
+        self._gate: _SimulatedGate | None = None
+        self._started: list[int] = []  # training labels each fine-tune started at
+        self._rank = self.rng.random(len(self.pool.texts))  # the audit tasks' fixed random order
+
+    def serve_first(self, candidates: np.ndarray) -> np.ndarray:
+        """Of the unlabeled pool items ``candidates``, the gate's disagreements, in their random order."""
+        gate = self._gate
+        if gate is None or gate.state == "closed":
+            return np.zeros(0, dtype=int)
+        wanted = gate.audit_ids[gate.champion != gate.challenger]
+        front = np.intersect1d(candidates, wanted)
+        return front[np.argsort(self._rank[front], kind="stable")]
 
     def fit(self, labeled: np.ndarray, unlabeled: np.ndarray | None = None) -> Predict:
         pool = self.pool
         train, audit = labeled[~self.audit[labeled]], labeled[self.audit[labeled]]
-        if self._tuned is None:
-            champion = _head_predict(pool.prior.fit(pool.x[train], pool.y[train]), pool.x)
-        else:
-            model, features = self._tuned
-            head = ChoicesModel.from_classifier(model).fit(features[train], pool.y[train])
-            champion = _head_predict(head, features)
-        due = max(self.finetune_at, 2 * self._last) if self._last else self.finetune_at
-        if len(train) >= due and _has_every_label(pool, train, self.min_per_label):
-            self._last = len(train)
-            method = "setfit" if len(train) < self.setfit_below else "full"
-            self._challenger = (finetune(pool, train, f"ladder-{len(train)}", method), len(train))
+        champion = self._champion(train)
+        if self._gate is not None:
+            champion = self._judge(labeled, train, audit) or champion
+        counts = {label: int(n) for label, n in zip(pool.labels, np.bincount(pool.y[train], minlength=len(pool.labels)))}
+        if finetune_due(len(train), self._started, counts, finetune_at=self.finetune_at) is None:
+            self._started.append(len(train))
+            method = finetune_method(len(train), setfit_below=self.setfit_below)
+            model = finetune(pool, train, f"ladder-{len(train)}", method)
             self.events.append(LadderEvent(len(labeled), "finetune", f"{method} on {len(train)} training labels"))
-        if self._challenger is None:
-            return champion
-        model, size = self._challenger
-        gold = pool.y[audit]
-        evidence = judge("serving", f"fine-tune@{size}", champion(audit).argmax(axis=1) == gold,
-                         model.predict_proba(pool.texts_at(audit)).argmax(axis=1) == gold,
-                         min_audit=self.min_audit, alpha=self.alpha)
-        if evidence.verdict != "hold" or not self.events or self.events[-1].what != "hold":
-            self.events.append(LadderEvent(len(labeled), evidence.verdict, evidence.reason))
-        if evidence.verdict == "refuse":
-            self._challenger = None
-        elif evidence.verdict == "promote":
-            self._challenger = None
-            features = model.features(pool.texts)
-            self._tuned = (model, features)
-            head = ChoicesModel.from_classifier(model).fit(features[train], pool.y[train])
-            return _head_predict(head, features)
+            audit_ids = np.flatnonzero(self.audit)
+            self._gate = _SimulatedGate(model, len(train), audit_ids, champion(audit_ids).argmax(axis=1),
+                                        model.predict_proba(pool.texts_at(audit_ids)).argmax(axis=1), len(labeled))
+            champion = self._judge(labeled, train, audit) or champion
         return champion
+
+    def _champion(self, train: np.ndarray) -> Predict:
+        pool = self.pool
+        if self._tuned is None:
+            return _head_predict(pool.prior.fit(pool.x[train], pool.y[train]), pool.x)
+        model, features = self._tuned
+        return _head_predict(ChoicesModel.from_classifier(model).fit(features[train], pool.y[train]), features)
+
+    def _judge(self, labeled: np.ndarray, train: np.ndarray, audit: np.ndarray) -> Predict | None:
+        """The gate's verdict on the open challenger (or the rollback watch); a new champion when it changes."""
+        gate = self._gate
+        assert gate is not None
+        watch = gate.state == "watch"
+        done = set(audit.tolist())
+        known = np.array([i in done and not (watch and i in gate.counted) for i in gate.audit_ids], dtype=bool)
+        gold = self.pool.y[gate.audit_ids]
+        disagree = gate.champion != gate.challenger
+        evidence = decide(gate.champion[known] == gold[known], gate.challenger[known] == gold[known], disagree[known],
+                          p_disagree=float(disagree.mean()) if len(disagree) else 0.0, frame=len(gate.audit_ids),
+                          disagreements=int(disagree.sum()),
+                          remaining=int((disagree & ~np.isin(gate.audit_ids, audit)).sum()),
+                          champion_version="serving", challenger_version=f"fine-tune@{gate.size}",
+                          alpha=self.gate.alpha, min_gain=self.gate.min_gain, budget=self.gate.budget,
+                          direction="rollback" if watch else "promote")
+        if evidence.verdict == "hold":
+            if evidence.labels != gate.seen and gate.seen < 0:
+                self.events.append(LadderEvent(len(labeled), "hold", evidence.reason, evidence.to_dict()))
+            gate.seen = evidence.labels
+            return None
+        self.events.append(LadderEvent(len(labeled), evidence.verdict, evidence.reason,
+                                       {**evidence.to_dict(), "labels_since_ready": len(labeled) - gate.opened_at}))
+        if evidence.verdict == "promote":
+            gate.state, gate.counted = "watch", set(audit.tolist())
+            features = gate.model.features(self.pool.texts)
+            self._tuned = (gate.model, features)
+            return self._champion(train)
+        self._gate = None
+        if evidence.verdict == "rollback":
+            self._tuned = None
+            return self._champion(train)
+        return None
 
 
 def make_learner(name: str, pool: Pool, rng: np.random.Generator, *, audit_share: float = 0.1,
-                 finetune_at: int = 100, min_audit: int = 30, setfit_below: int = 400, seed: int = 0):
+                 finetune_at: int = 100, gate: GateSettings | None = None, setfit_below: int = 400, seed: int = 0):
     """A fresh learner for one repeat of the simulation."""
     if name == "head":
         return HeadLearner(pool)
@@ -242,5 +304,5 @@ def make_learner(name: str, pool: Pool, rng: np.random.Generator, *, audit_share
         return FinetuneLearner(pool)
     if name == "auto":
         return LadderLearner(pool, rng.random(len(pool.texts)) < audit_share, finetune_at=finetune_at,
-                             setfit_below=setfit_below, min_audit=min_audit)
+                             setfit_below=setfit_below, gate=gate or GateSettings(), rng=rng)
     raise ValueError(f"unknown learner {name!r}: use one of {', '.join(LEARNERS)}")

@@ -7,10 +7,11 @@ names ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY``). Nothing here is read at 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from labelloop.uncertainty import STRATEGIES
 
@@ -42,6 +43,9 @@ class LabelLoopSettings(BaseSettings):
         validation_alias=AliasChoices("LABEL_STUDIO_API_KEY", "LABELLOOP_LABEL_STUDIO_API_KEY"),
         description="Legacy token or personal access token. Default: the token /setup sends.",
     )
+    label_studio_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Without LABEL_STUDIO_URL: the Label Studio addresses a /setup may bind a "
+        "project to, comma-separated (empty: the first one that sets a project up keeps it).")
     basic_auth_user: str | None = Field(default=None, description="Require HTTP basic auth with this user.")
     basic_auth_pass: SecretStr | None = Field(default=None, description="Password for basic auth.")
     strategy: str = Field(default="margin", description="Uncertainty strategy the prediction score comes from.")
@@ -104,8 +108,13 @@ class LabelLoopSettings(BaseSettings):
         "the queue like any other, never trained on, the project's test set and the promotion gate's (0: none).")
     min_audit: int = Field(default=30, ge=1, description="Annotated audit tasks below which no accuracy, curve or "
                            "promotion verdict is given.")
-    gate_alpha: float = Field(default=0.05, gt=0.0, lt=1.0, description="A challenger is promoted when an exact "
-                              "McNemar test on the audit split says it is better with p below this.")
+    gate_alpha: float = Field(default=0.05, gt=0.0, lt=1.0, description="The gate's error rate: a challenger is "
+                              "promoted (and a promotion rolled back) when the evidence of the betting test on the "
+                              "audit tasks where the two models disagree reaches 1/alpha.")
+    gate_budget: int = Field(default=40, ge=1, description="Disagreement labels a challenger may spend at the gate; "
+                             "not better beyond the noise by then, it is refused.")
+    gate_min_gain: float = Field(default=0.01, ge=0.0, lt=1.0, description="Smallest accuracy gain worth a "
+                                 "promotion: a challenger that can't reach it stops early (futility).")
     finetune: str = Field(default="auto", description="'auto': fine-tune the encoder in the background once "
                           "finetune_at labels are in, then each time labels double, and promote it through the "
                           "gate; 'off': the head on the frozen encoder is the top of the ladder.")
@@ -131,6 +140,11 @@ class LabelLoopSettings(BaseSettings):
     dashboard_password: SecretStr | None = Field(default=None, description="Or its password in plain text.")
     label_studio_bin: str | None = Field(default=None, description="The label-studio executable the demo and the "
                                          "tests start (default: .venv-ls/bin/label-studio, then PATH).")
+
+    @field_validator("label_studio_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return [h.strip() for h in value.split(",") if h.strip()] if isinstance(value, str) else value
 
     @field_validator("strategy")
     @classmethod

@@ -29,11 +29,17 @@ c2.metric("Model version", ladder["model_version"],
           f"since {time.strftime('%Y-%m-%d %H:%M', time.localtime(ladder['since']))}" if ladder["since"] else None,
           delta_color="off")
 c3.metric("Serving model learned from", f"{serving.n_annotations} labels" if serving else "-")
-c4.metric("Audit tasks annotated", ladder["audit"], f"gate needs {settings.min_audit}", delta_color="off")
+c4.metric("Audit tasks annotated", ladder["audit"],
+          f"{ladder['serve_first']} served first for the gate" if ladder["serve_first"] else None, delta_color="off")
 st.caption(f"Label Studio shows predictions of {project['model_version'] or 'none yet'}. Next fine-tune: "
            f"{ladder['next_finetune']}."
            + (f" Fine-tuning now: {', '.join(ladder['finetune_running'])}." if ladder["finetune_running"] else "")
-           + (f" Held for more audit labels: {', '.join(ladder['held'])}." if ladder["held"] else ""))
+           + (f" Judged at the gate: {', '.join(ladder['held'])}." if ladder["held"] else ""))
+for gate in ladder["gates"]:
+    st.markdown(f"**The gate**: {gate['line']}")
+    st.progress(min(1.0, gate["labels"] / gate["budget"]),
+                text=f"{gate['labels']} of {gate['budget']} disagreement labels; evidence W = {gate['wealth']:.1f} of "
+                     f"{1 / gate['alpha']:.0f}")
 for name, scored in (serving.audit if serving else {}).items():
     n = scored.get("sentences", scored.get("tasks", 0))
     st.caption(f"**{name}** on the audit split: " + (audit.describe_scores(scored) if n >= settings.min_audit else
@@ -43,8 +49,9 @@ if decisions:
     with st.expander(f"Ladder decisions ({len(decisions)})"):
         st.dataframe(pd.DataFrame([{
             "when": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.decided_at)), "action": d.action,
-            "champion": d.champion, "challenger": d.challenger, "n audit": d.evidence.get("champion", {}).get("n"),
-            "p": d.evidence.get("p_value"), "why": d.evidence.get("reason", "")} for d in reversed(decisions)]),
+            "champion": d.champion, "challenger": d.challenger, "labels": d.evidence.get("labels"),
+            "evidence W": d.evidence.get("wealth"), "accuracy gain": (d.evidence.get("delta") or {}).get("value"),
+            "why": d.evidence.get("reason", "")} for d in reversed(decisions)]),
             hide_index=True, width="stretch")
 if not versions:
     st.info("The backend has not trained for this project yet. Connect it (`labelloop connect`) and label a few "

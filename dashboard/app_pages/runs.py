@@ -61,18 +61,24 @@ with c1:
     run_id = st.selectbox("Run to promote", succeeded) if succeeded else None
     if run_id:
         try:
-            evidence = state.service().ladder.judge_run(int(project_id), registry.get(run_id).model_dir,
-                                                        registry.get(run_id).task)
+            evidence = state.service().ladder.gate_evidence(int(project_id), run_id)
         except LabelLoopError as e:
             evidence = None
             st.warning(f"The gate can't judge this run: {e}")
         if evidence is not None:
-            st.markdown("**The gate: both models on the same audit items**")
+            st.markdown(f"**The gate** ({evidence.disagreements} of {evidence.frame} audit tasks where the two "
+                        f"models disagree, {evidence.p_disagree:.1%}): {evidence.summary()}")
             st.dataframe(pd.DataFrame([
-                {"": who, "model": s.model_version, "accuracy": s.accuracy, "95% low": s.low, "95% high": s.high,
-                 "n": s.n} for who, s in (("serving", evidence.champion), ("this run", evidence.challenger))]),
+                {"": who, "model": name, "accuracy (audit, stratified)": s.value, "95% low": s.low,
+                 "95% high": s.high, "labels": s.n}
+                for who, name, s in (("serving", evidence.champion_version, evidence.champion),
+                                     ("this run", evidence.challenger_version, evidence.challenger))]),
                 hide_index=True, width="stretch")
-            (st.success if evidence.verdict == "promote" else st.warning)(evidence.reason)
+            (st.success if evidence.verdict in ("promote", "keep") else
+             st.info if evidence.verdict == "hold" else st.warning)(evidence.reason)
+        else:
+            st.caption("Promote sends this run to the gate: the audit tasks where it and the serving model "
+                       "disagree go to the front of the queue, and it serves once their labels show it is better.")
         force = st.checkbox("Promote even if the gate refuses (the override is recorded)")
     if run_id and st.button("Promote", type="primary"):
         try:

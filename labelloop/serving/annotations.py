@@ -58,8 +58,12 @@ class ProjectAnnotations:
             log.warning("project %s: using the annotations received so far: %s", project_id, e)
             return
         self.store.replace_annotations(project_id, rows)
+        self.keep_unlabeled(project_id, unlabeled)
+
+    def keep_unlabeled(self, project_id: int, tasks: list[tuple[int, dict]]) -> None:
+        """Hold ``(task_id, data)`` of the project's unannotated tasks, as a pull found them."""
         with self._lock:
-            self._unlabeled[project_id] = unlabeled
+            self._unlabeled[project_id] = list(tasks)
 
     def refresh(self, project_id: int) -> None:
         """:meth:`pull`, at most every five minutes (for processes that get no webhooks)."""
@@ -110,6 +114,31 @@ class ProjectAnnotations:
             if len(out) >= limit:
                 break
         return list(out)
+
+    def audit_tasks(self, project_id: int, spec: ControlSpec) -> list[tuple[int, str]]:
+        """``(task_id, text)`` of every audit task known: the annotated ones, and the unannotated ones of the last
+        pull (the frame a challenger and the champion both predict)."""
+        with self._lock:
+            open_tasks = list(self._unlabeled.get(project_id, ()))
+        out: dict[int, str] = {}
+        for record in self.audit_records(project_id):
+            text = record.data.get(spec.value_key) if isinstance(record.data, dict) else None
+            if isinstance(text, str) and text.strip():
+                out[record.task_id] = text
+        for task_id, data in open_tasks:
+            text = data.get(spec.value_key) if isinstance(data, dict) else None
+            if task_id not in out and in_audit(project_id, task_id, self.audit_share) and isinstance(text, str) \
+                    and text.strip():
+                out[task_id] = text
+        return sorted(out.items())
+
+    def audit_answers(self, project_id: int, spec: ControlSpec) -> dict[int, Any]:
+        """``{task_id: answer}`` of the annotated audit tasks that answer ``spec``."""
+        out = {}
+        for record in self.audit_records(project_id):
+            for _, answer in self.pairs(spec, [record]):
+                out[record.task_id] = answer
+        return out
 
     @staticmethod
     def pairs(spec: ControlSpec, records: list[AnnotationRecord]) -> list[tuple[str, Any]]:

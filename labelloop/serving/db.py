@@ -14,7 +14,7 @@ from pathlib import Path
 
 from labelloop.errors import StorageFullError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
     instance TEXT NOT NULL,
@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS projects (
     publish_version TEXT,
     publish_error TEXT,
     publish_after REAL,
+    bound_host TEXT,
     PRIMARY KEY (instance, project_id)
 );
 CREATE TABLE IF NOT EXISTS annotations (
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     requested_at REAL NOT NULL,
     started_at REAL,
     holder TEXT,
+    heartbeat_at REAL,
     PRIMARY KEY (instance, project_id)
 );
 CREATE TABLE IF NOT EXISTS versions (
@@ -81,6 +83,30 @@ CREATE TABLE IF NOT EXISTS finetunes (
     judged_on INTEGER NOT NULL DEFAULT 0,
     done INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (instance, project_id, run_id)
+);
+CREATE TABLE IF NOT EXISTS gates (
+    instance TEXT NOT NULL,
+    project_id INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    champion TEXT NOT NULL,
+    challenger TEXT NOT NULL,
+    frame INTEGER NOT NULL,
+    opened_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'open',
+    promoted TEXT,
+    promoted_at REAL,
+    labels_seen INTEGER NOT NULL DEFAULT -1,
+    PRIMARY KEY (instance, project_id, run_id)
+);
+CREATE TABLE IF NOT EXISTS gate_items (
+    instance TEXT NOT NULL,
+    project_id INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    champion INTEGER NOT NULL,
+    challenger INTEGER NOT NULL,
+    before_promotion INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (instance, project_id, run_id, task_id)
 );
 CREATE TABLE IF NOT EXISTS embeddings (
     key TEXT PRIMARY KEY,
@@ -139,6 +165,10 @@ class Database:
                            "FROM old_versions")
                 for table in ("projects", "annotations", "jobs", "versions"):
                     db.execute(f"DROP TABLE old_{table}")
+            if version >= 2:  # 0.2 state: no lease heartbeats, no Label Studio binding
+                for table, column in (("jobs", "heartbeat_at REAL"), ("projects", "bound_host TEXT")):
+                    if column.split()[0] not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager

@@ -1,16 +1,20 @@
 """The learning ladder: zero-shot (or the LLM), then a head retrained after each annotation, then a fine-tuned
 encoder with a head that keeps retraining on it; each rung above the head promoted only through the gate.
 Below ``LABELLOOP_SETFIT_BELOW`` training labels the encoder is tuned with SetFit, from there fully fine-tuned
-(where each measured better; README).
+(where each measured better; README). When and how is decided by :mod:`labelloop.policy`, which the
+simulation calls too.
 
 :class:`Ladder` runs in the training worker, after each training and on its timer. With
-``LABELLOOP_FINETUNE=auto`` it starts a full fine-tune of the encoder in a background process (low CPU
-priority; the GPU when there is one) once ``LABELLOOP_FINETUNE_AT`` training labels are in and every label
-has examples, then again each time the labels double. A finished fine-tune is the challenger: it is judged
-against the serving champion on the same audit items (:func:`labelloop.audit.judge`) and promoted only when
-it is better beyond the noise. A challenger that is ahead but not yet significant, or judged on too small an
-audit split, is held and judged again as audit annotations arrive, until the next fine-tune supersedes it.
-Every fine-tune, promotion, refusal and hold is recorded with its evidence (:meth:`Store.decisions`).
+``LABELLOOP_FINETUNE=auto`` it starts a fine-tune of the encoder in a background process (low CPU priority;
+the GPU when there is one) once ``LABELLOOP_FINETUNE_AT`` training labels are in and every label has
+examples, then again each time the labels double. A finished fine-tune is the challenger. The gate
+(:mod:`labelloop.gate`) freezes the serving champion, lets both predict every audit task, and the audit tasks
+where they disagree go to the front of the queue in a random order (:meth:`Ladder.serve_first`); each of their
+labels updates the evidence, until the challenger is promoted, stopped for futility, or refused when its label
+budget is spent. After a promotion the same test watches the other way on new disagreement labels and rolls
+back to the champion it replaced when that one proves better. Every fine-tune, verdict, promotion and rollback
+is recorded once, with its evidence (:meth:`Store.decisions`), and every promotion goes through
+:meth:`Ladder.promote`.
 """
 
 from __future__ import annotations
@@ -24,22 +28,24 @@ from pathlib import Path
 
 import numpy as np
 
-from labelloop.audit import Evidence, judge
+from labelloop.audit import audit_rank
 from labelloop.errors import LabelLoopError
 from labelloop.finetune.config import RunConfig
-from labelloop.finetune.registry import RunRegistry
+from labelloop.finetune.registry import RunRecord, RunRegistry
+from labelloop.gate import GateEvidence, decide
 from labelloop.labeling.kinds import export_value
 from labelloop.labeling.schema import ControlSpec, TaskSchema
 from labelloop.models import Features, TransformerModel, TunedHead
+from labelloop.policy import FINAL_VERDICTS, MIN_PER_LABEL, finetune_due, finetune_method
 from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.predictors import ModelPredictor
-from labelloop.serving.store import Finetune, Store
-from labelloop.serving.versions import VersionRegistry
+from labelloop.serving.store import Finetune, Gate, Store
+from labelloop.serving.versions import UNTRAINED_VERSION, VersionRegistry
 from labelloop.settings import LabelLoopSettings
 
 log = logging.getLogger(__name__)
 
-MIN_PER_LABEL = 2  # a fine-tune needs every label: a model that never saw one can't serve the control
+__all__ = ["MIN_PER_LABEL", "Ladder", "finetune_config"]
 
 
 def finetune_config(n_labels: int, train_file: Path, *, base_model: str = "", method: str = "full") -> RunConfig:
@@ -66,7 +72,7 @@ def _has_setfit() -> bool:
 
 
 class Ladder:
-    """Starts background fine-tunes of a project's encoder and promotes them through the gate."""
+    """Starts background fine-tunes of a project's encoder, judges them at the gate, promotes and rolls back."""
 
     def __init__(self, store: Store, registry: VersionRegistry, annotations: ProjectAnnotations, features: Features,
                  schema: Callable[[int], TaskSchema], settings: LabelLoopSettings, *,
@@ -91,58 +97,126 @@ class Ladder:
 
     # -- the gate ---------------------------------------------------------------------------------
 
-    def audit_items(self, project_id: int, spec: ControlSpec) -> tuple[list[str], np.ndarray]:
-        """Texts of the annotated audit tasks and their gold class indices into ``spec.labels``."""
-        pairs = self.annotations.pairs(spec, self.annotations.audit_records(project_id))
-        labels = list(spec.labels)
-        kept = [(t, export_value(spec, a)) for t, a in pairs]
-        kept = [(t, v) for t, v in kept if v in labels]
-        return [t for t, _ in kept], np.array([labels.index(v) for _, v in kept], dtype=int)
-
-    def judge(self, project_id: int, challenger, challenger_name: str) -> Evidence:
-        """Evidence of ``challenger`` (a model with ``predict_proba(texts)``) against what serves now."""
-        schema = self.schema(project_id)
-        spec = schema.single_choice()
-        if spec is None:
-            raise LabelLoopError(f"project {project_id} has no single-choice classification control to judge on")
-        texts, gold = self.audit_items(project_id, spec)
+    def open_gate(self, project_id: int, spec: ControlSpec, challenger, name: str, run_id: str) -> Gate:
+        """Freeze the serving champion and let it and ``challenger`` (``predict_proba(texts)``) predict every
+        audit task: the frame the gate judges ``run_id`` on."""
+        tasks = self.annotations.audit_tasks(project_id, spec)
         champion = self.registry.current(project_id)
-        source = ModelPredictor(champion, self.features, self.settings.strategy)
+        texts = [t for _, t in tasks]
         if texts:
-            champion_right = source.class_probs(spec, texts).argmax(axis=1) == gold
-            challenger_right = challenger.predict_proba(texts).argmax(axis=1) == gold
+            ours = ModelPredictor(champion, self.features, self.settings.strategy).class_probs(spec, texts).argmax(1)
+            theirs = np.asarray(challenger.predict_proba(texts)).argmax(axis=1)
         else:
-            champion_right = challenger_right = np.zeros(0, dtype=bool)
-        return judge(champion.version, challenger_name, champion_right, challenger_right,
-                     min_audit=self.settings.min_audit, alpha=self.settings.gate_alpha)
+            ours = theirs = np.zeros(0, dtype=int)
+        self.store.open_gate(project_id, run_id, champion.version, name,
+                             [(task_id, int(a), int(b)) for (task_id, _), a, b in zip(tasks, ours, theirs, strict=True)])
+        gate = self.store.gate(project_id, run_id)
+        assert gate is not None
+        disagree = int((ours != theirs).sum())
+        log.info("project %s: the gate judges %s against %s: they disagree on %d of %d audit tasks, which go to the "
+                 "front of the queue", project_id, name, champion.version, disagree, len(tasks))
+        return gate
 
-    def judge_run(self, project_id: int, model_dir: Path, task: str) -> Evidence | None:
-        """Evidence of a run's model against what serves now; None when the gate can't judge it (not a
-        single-choice classifier of this project's gated control)."""
+    def evidence(self, project_id: int, spec: ControlSpec, gate: Gate) -> GateEvidence:
+        """The gate's verdict on ``gate`` from the audit labels so far (the rollback test for a promoted one)."""
+        items = self.store.gate_items(project_id, gate.run_id)
+        answers = self.annotations.audit_answers(project_id, spec)
+        labels = list(spec.labels)
+        gold = {t: labels.index(v) for t, a in answers.items() if (v := export_value(spec, a)) in labels}
+        watch = gate.state == "watch"
+        counted = [i for i in items if i.task_id in gold and not (watch and i.before_promotion)]
+        disagreements = sum(i.disagree for i in items)
+        remaining = sum(i.disagree and i.task_id not in gold for i in items)
+        return decide(np.array([gold[i.task_id] == i.champion for i in counted], dtype=bool),
+                      np.array([gold[i.task_id] == i.challenger for i in counted], dtype=bool),
+                      np.array([i.disagree for i in counted], dtype=bool),
+                      p_disagree=disagreements / len(items) if items else 0.0, frame=len(items),
+                      disagreements=disagreements, remaining=remaining, champion_version=gate.champion,
+                      challenger_version=gate.promoted or gate.challenger, alpha=self.settings.gate_alpha,
+                      min_gain=self.settings.gate_min_gain, budget=self.settings.gate_budget,
+                      direction="rollback" if watch else "promote")
+
+    def serve_first(self, project_id: int) -> list[int]:
+        """Unlabelled audit tasks where an open gate's (or a rollback watch's) two models disagree, in a uniformly
+        random order: the queue serves them before anything else."""
+        answered = {r.task_id for r in self.annotations.audit_records(project_id)}
+        out: dict[int, None] = {}
+        for gate in self.store.gates(project_id, states=("open", "watch")):
+            for item in self.store.gate_items(project_id, gate.run_id):
+                if item.disagree and item.task_id not in answered:
+                    out[item.task_id] = None
+        return sorted(out, key=lambda t: audit_rank(project_id, t))
+
+    def gate_evidence(self, project_id: int, run_id: str) -> GateEvidence | None:
+        """Where the gate stands on a run, without opening a gate for it (None: it has none)."""
         spec = self.schema(project_id).single_choice()
-        if spec is None or task != "classification":
+        gate = self.store.gate(project_id, run_id)
+        return self.evidence(project_id, spec, gate) if spec is not None and gate is not None else None
+
+    def judge_run(self, project_id: int, run: RunRecord) -> GateEvidence | None:
+        """Where the gate stands on a run (opening its gate, and entering it as a challenger, if it has none);
+        None when the gate can't judge it (not a classifier of the project's single-choice control)."""
+        spec = self.schema(project_id).single_choice()
+        if spec is None or run.task != "classification":
             return None
-        return self.judge(project_id, TransformerModel(model_dir, spec.labels), Path(model_dir).parent.name)
+        gate = self.store.gate(project_id, run.run_id)
+        if gate is None or gate.state == "closed":
+            if not any(f.run_id == run.run_id for f in self.store.finetunes(project_id)):
+                self.store.add_finetune(project_id, run.run_id, int(run.summary.get("train_examples", 0) or 0))
+            self.store.update_finetune(project_id, run.run_id, done=False)
+            gate = self.open_gate(project_id, spec, TransformerModel(run.model_dir, spec.labels), run.run_id,
+                                  run.run_id)
+        return self.evidence(project_id, spec, gate)
+
+    def promote(self, project_id: int, run: RunRecord, *, evidence: GateEvidence | None, forced: bool = False,
+                by: str = "gate", n_annotations: int = 0) -> str:
+        """The one promotion: serve the run's model under a new version, record it with its evidence, and (for a
+        run the gate judged) keep watching it against the champion it replaced. Returns the new version."""
+        schema = self.schema(project_id)
+        champion = self.registry.current(project_id).version
+        version = self.registry.promote(project_id, schema, run.model_dir, task=run.task,
+                                        encoder=self.features.encoder.name, n_annotations=n_annotations)
+        self.runs.record_promotion(project_id, run.run_id, version)
+        for watched in self.store.gates(project_id, states=("watch",)):  # a newer promotion ends older watches
+            self.store.update_gate(project_id, watched.run_id, state="closed")
+        if any(f.run_id == run.run_id for f in self.store.finetunes(project_id)):
+            self.store.update_finetune(project_id, run.run_id, done=True)
+        gate = self.store.gate(project_id, run.run_id)
+        if gate is not None and gate.state != "closed":
+            spec = schema.single_choice()
+            counted = list(self.annotations.audit_answers(project_id, spec)) if spec is not None else []
+            # A rollback needs a stored champion to return to; a zero-shot one has nothing to watch against.
+            watch = gate.champion != UNTRAINED_VERSION
+            self.store.update_gate(project_id, run.run_id, promoted=version, counted=counted,
+                                   state="watch" if watch else "closed")
+        record = evidence.to_dict() if evidence is not None else {"reason": "not judged by the gate"}
+        self.store.add_decision(project_id, "forced" if forced else "promote", champion, version,
+                                {**record, "run": run.run_id, "by": by})
+        log.info("project %s: %s promoted as %s (%s)", project_id, run.run_id, version,
+                 "forced past the gate" if forced else evidence.reason if evidence is not None else "not judged")
+        return version
 
     # -- the schedule -----------------------------------------------------------------------------
 
     def step(self, project_id: int) -> str | None:
-        """Judge finished fine-tunes and start the next one when due; returns a newly promoted version."""
-        if self.settings.finetune == "off":
-            return None
+        """Judge challengers and rollback watches, start the next fine-tune when due; returns a version that
+        now serves because of it (a promotion or a rollback)."""
         schema = self.schema(project_id)
         spec = schema.single_choice()
         if spec is None:
             return None
-        promoted = None
+        changed = None
         for finetune in self.store.finetunes(project_id):
             if not finetune.done:
-                promoted = self._settle(project_id, schema, finetune) or promoted
+                changed = self._settle(project_id, spec, finetune) or changed
+        changed = self._watch(project_id, spec) or changed
+        if self.settings.finetune == "off":
+            return changed
         pairs = self.annotations.pairs(spec, self.annotations.training_records(project_id))
         if self.next_due(project_id, pairs) is None and not any(
                 not f.done and self._status(f) in ("queued", "running") for f in self.store.finetunes(project_id)):
             self._start(project_id, spec, pairs)
-        return promoted
+        return changed
 
     def next_due(self, project_id: int, pairs: list | None = None) -> str | None:
         """Why no fine-tune is due now (None: one is due)."""
@@ -153,19 +227,13 @@ class Ladder:
             return "the project has no single-choice classification control"
         if pairs is None:
             pairs = self.annotations.pairs(spec, self.annotations.training_records(project_id))
-        started = [f.labels for f in self.store.finetunes(project_id)]
-        at = max(self.settings.finetune_at, 2 * max(started)) if started else self.settings.finetune_at
-        if len(pairs) < at:
-            return f"at {at} training labels ({len(pairs)} now)"
-        counts = {label: 0 for label in spec.labels}
+        counts = dict.fromkeys(spec.labels, 0)
         for _, answer in pairs:
             value = export_value(spec, answer)
             if value in counts:
                 counts[value] += 1
-        missing = [label for label, n in counts.items() if n < MIN_PER_LABEL]
-        if missing:
-            return f"when every label has {MIN_PER_LABEL} training examples (missing: {', '.join(missing[:5])})"
-        return None
+        return finetune_due(len(pairs), [f.labels for f in self.store.finetunes(project_id)], counts,
+                            finetune_at=self.settings.finetune_at)
 
     def run_ended(self, finetune: Finetune) -> bool:
         """Whether a fine-tune's run is over (succeeded, failed, cancelled, or gone) and waits to be settled."""
@@ -188,9 +256,12 @@ class Ladder:
         for finetune in self.store.finetunes(project_id):
             if not finetune.done:  # a held challenger gives way to one trained on twice the labels
                 self.store.update_finetune(project_id, finetune.run_id, done=True)
+                if self.store.gate(project_id, finetune.run_id) is not None:
+                    self.store.update_gate(project_id, finetune.run_id, state="closed")
                 self.store.add_decision(project_id, "superseded", None, finetune.run_id,
                                         {"reason": f"a fine-tune on {len(pairs)} labels replaces it"})
-        method = "setfit" if len(pairs) < self.settings.setfit_below and _has_setfit() else "full"
+        method = finetune_method(len(pairs), setfit_below=self.settings.setfit_below,
+                                 has_setfit=self.settings.setfit_below > len(pairs) and _has_setfit())
         config = dataclasses.replace(self.run_config(len(pairs), folder / "train.jsonl", base_model=self.settings.model,
                                                      method=method), project=project_id)
         name = f"ladder-{self.settings.instance or 'p'}{project_id}-{len(pairs)}-{stamp}"
@@ -202,7 +273,7 @@ class Ladder:
         log.info("project %s: fine-tuning the encoder (%s) on %d labels in the background (run %s)", project_id,
                  config.method, len(pairs), run.run_id)
 
-    def _settle(self, project_id: int, schema: TaskSchema, finetune: Finetune) -> str | None:
+    def _settle(self, project_id: int, spec: ControlSpec, finetune: Finetune) -> str | None:
         status = self._status(finetune)
         if status in ("queued", "running"):
             return None
@@ -213,35 +284,64 @@ class Ladder:
             self.store.add_decision(project_id, "failed", champion, finetune.run_id, {"reason": f"{status}: {error}"})
             log.warning("project %s: fine-tune %s %s: %s", project_id, finetune.run_id, status, error)
             return None
-        n_audit = len(self.annotations.audit_records(project_id))
-        if finetune.judged_on == n_audit + 1:
-            return None  # held, and no new audit annotation to judge it on
         run = self.runs.get(finetune.run_id)
         try:
-            evidence = self.judge_run(project_id, run.model_dir, run.task)
-            if evidence is None:
+            if run.task != "classification":
                 raise LabelLoopError(f"run {run.run_id} does not classify the project's single-choice control")
+            gate = self.store.gate(project_id, finetune.run_id)
+            if gate is None:
+                gate = self.open_gate(project_id, spec, TransformerModel(run.model_dir, spec.labels),
+                                      finetune.run_id, finetune.run_id)
+            evidence = self.evidence(project_id, spec, gate)
         except LabelLoopError as e:
             self.store.update_finetune(project_id, finetune.run_id, done=True)
             self.store.add_decision(project_id, "failed", champion, finetune.run_id, {"reason": str(e)})
             return None
-        self.store.update_finetune(project_id, finetune.run_id, judged_on=n_audit + 1,
-                                   done=evidence.verdict != "hold")
-        version = None
+        if evidence.verdict == "hold" and evidence.labels == gate.labels_seen:
+            return None  # no new disagreement label since the last verdict
+        self.store.update_gate(project_id, finetune.run_id, labels_seen=evidence.labels)
         if evidence.verdict == "promote":
-            version = self.registry.promote(project_id, schema, run.model_dir, task="classification",
-                                            encoder=self.features.encoder.name, n_annotations=finetune.labels)
-            self.runs.record_promotion(project_id, finetune.run_id, version)
-        self.store.add_decision(project_id, evidence.verdict, champion, version or finetune.run_id,
+            return self.promote(project_id, run, evidence=evidence, n_annotations=finetune.labels)
+        if evidence.verdict in FINAL_VERDICTS:
+            self.store.update_finetune(project_id, finetune.run_id, done=True)
+            self.store.update_gate(project_id, finetune.run_id, state="closed")
+        self.store.add_decision(project_id, evidence.verdict, gate.champion, finetune.run_id,
                                 {**evidence.to_dict(), "run": finetune.run_id})
         log.info("project %s: fine-tune %s %s: %s", project_id, finetune.run_id,
-                 {"promote": "promoted", "refuse": "refused", "hold": "held"}[evidence.verdict], evidence.reason)
-        return version
+                 {"futility": "stopped for futility", "refuse": "refused", "hold": "held"}[evidence.verdict],
+                 evidence.reason)
+        return None
+
+    def _watch(self, project_id: int, spec: ControlSpec) -> str | None:
+        """The rollback test on each promoted challenger still watched; returns the champion it rolled back to."""
+        rolled = None
+        for gate in self.store.gates(project_id, states=("watch",)):
+            evidence = self.evidence(project_id, spec, gate)
+            if evidence.labels == gate.labels_seen and evidence.verdict == "hold":
+                continue
+            self.store.update_gate(project_id, gate.run_id, labels_seen=evidence.labels)
+            if evidence.verdict == "hold":
+                continue  # recorded only when it settles: a watch is quiet while the promotion holds
+            self.store.update_gate(project_id, gate.run_id, state="closed")
+            if evidence.verdict == "rollback":
+                try:
+                    self.registry.serve(project_id, gate.champion)
+                except LabelLoopError as e:
+                    evidence.reason += f"; but {gate.champion} can't serve again ({e})"
+                    evidence.verdict = "keep"
+                else:
+                    rolled = gate.champion
+            self.store.add_decision(project_id, evidence.verdict, gate.champion, gate.promoted,
+                                    {**evidence.to_dict(), "run": gate.run_id})
+            log.info("project %s: %s", project_id, evidence.reason if evidence.verdict == "rollback" else
+                     f"the rollback watch on {gate.promoted} ends: {evidence.reason}")
+        return rolled
 
     # -- what the dashboard shows -----------------------------------------------------------------
 
     def status(self, project_id: int) -> dict:
-        """``{"rung", "model_version", "since", "next_finetune", "finetune_running", "audit": n}``."""
+        """``{"rung", "model_version", "since", "next_finetune", "finetune_running", "held", "audit", "gates"}``;
+        ``gates`` has one line per challenger being judged (or promotion being watched) with its evidence."""
         bundle = self.registry.current(project_id)
         record = self.registry.record(project_id, bundle.version)
         spec = self.schema(project_id).single_choice()
@@ -252,6 +352,19 @@ class Ladder:
                    and self._status(f) in ("queued", "running")]
         held = [f.run_id for f in self.store.finetunes(project_id) if not f.done and f.run_id not in running]
         why = self.next_due(project_id)
+        gates = []
+        if spec is not None:
+            started = {f.run_id: f.labels for f in self.store.finetunes(project_id)}
+            methods = {d.challenger: d.evidence.get("method") for d in self.store.decisions(project_id)
+                       if d.action == "finetune"}
+            for gate in self.store.gates(project_id, states=("open", "watch")):
+                evidence = self.evidence(project_id, spec, gate)
+                what = gate.promoted or gate.challenger
+                how = ", ".join(x for x in (methods.get(gate.run_id), f"{started.get(gate.run_id, 0)} labels") if x)
+                line = (f"{'watching ' + what + ' against ' + gate.champion if gate.state == 'watch' else 'challenger ' + what} "
+                        f"({how}): {evidence.summary()}")
+                gates.append({"run": gate.run_id, "state": gate.state, "line": line, **evidence.to_dict()})
         return {"rung": rung, "model_version": bundle.version, "since": record.created_at if record else None,
                 "next_finetune": "now" if why is None else why, "finetune_running": running, "held": held,
-                "audit": len(self.annotations.audit_records(project_id))}
+                "audit": len(self.annotations.audit_records(project_id)), "gates": gates,
+                "serve_first": len(self.serve_first(project_id))}

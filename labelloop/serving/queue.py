@@ -29,23 +29,38 @@ def queue_order(texts: list[str], labeled: np.ndarray, scores: np.ndarray, embed
     return out
 
 
-def place_audit(scores: np.ndarray, labeled: np.ndarray, audit: np.ndarray, rank: np.ndarray, share: float
-                ) -> np.ndarray:
+def place_audit(scores: np.ndarray, labeled: np.ndarray, audit: np.ndarray, rank: np.ndarray, share: float,
+                first: np.ndarray | None = None) -> np.ndarray:
     """Scores, shape (n_tasks,), with the unlabeled audit tasks spread evenly through the ascending queue.
 
     ``audit`` marks audit tasks and ``rank`` gives each a fixed random position in [0, 1): they come one in
     every ~``1 / share`` tasks, in that random order, whatever the model thinks of them, each with a score
     between its neighbours' so nothing in the queue or the Data Manager tells them apart. Labeled tasks and
     the other tasks keep their scores and their order.
+
+    ``first`` (bool per task) marks audit tasks the gate needs labelled now (where a challenger and the champion
+    disagree): unlabeled ones go to the very front, in their random ``rank`` order, each scored just below the
+    lowest other score.
     """
     out = np.asarray(scores, dtype=np.float64).copy()
     open_ = ~np.asarray(labeled, dtype=bool)
     audit = np.asarray(audit, dtype=bool)
-    mine = np.flatnonzero(open_ & audit)
-    if len(mine) == 0 or share <= 0:
-        return out
+    front = open_ & (np.zeros(len(out), dtype=bool) if first is None else np.asarray(first, dtype=bool))
+    mine = np.flatnonzero(open_ & audit & ~front)
+    if len(mine) and share > 0:
+        _spread(out, mine, np.flatnonzero(open_ & ~audit & ~front), rank, share)
+    lead = np.flatnonzero(front)
+    if len(lead):
+        lead = lead[np.argsort(rank[lead], kind="stable")]
+        rest = out[open_ & ~front]
+        floor = float(rest.min()) if len(rest) else 0.0
+        out[lead] = floor - 1e-6 * (len(lead) - np.arange(len(lead)))
+    return out
+
+
+def _spread(out: np.ndarray, mine: np.ndarray, others: np.ndarray, rank: np.ndarray, share: float) -> None:
+    """Give the audit tasks ``mine`` scores one in every ~``1 / share`` of the ``others``, in ``rank`` order."""
     mine = mine[np.argsort(rank[mine], kind="stable")]
-    others = np.flatnonzero(open_ & ~audit)
     ordered = np.sort(out[others])
     step = (1.0 - share) / share  # other tasks between two audit tasks
     for j, i in enumerate(mine):
@@ -59,4 +74,3 @@ def place_audit(scores: np.ndarray, labeled: np.ndarray, audit: np.ndarray, rank
         else:
             value = (ordered[pos - 1] + ordered[pos]) / 2 + 1e-9 * j
         out[i] = value
-    return out

@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -55,7 +54,7 @@ class ModelService:
         self.settings = settings
         self.store = store or Store(settings.home, instance=settings.instance)
         self.metrics = Metrics()
-        self.clients = clients or Clients(settings)
+        self.clients = clients or Clients(settings, bindings=self.store)
         for name, given in (("registry", registry), ("publisher", publisher), ("trainer", trainer)):
             if given is not None:
                 self.__dict__[name] = given  # takes the place of the cached property
@@ -258,15 +257,12 @@ class ModelService:
 
     # -- what a lead does -------------------------------------------------------------------------
 
-    def promote(self, project_id: int, model_dir: Path, *, task: str) -> str:
-        """Serve a fine-tuned run's model for the project's matching control; returns the new model_version."""
-        return self.registry.promote(project_id, self.schema(project_id), model_dir, task=task,
-                                     encoder=self.features.encoder.name)
-
     def rollback(self, project_id: int) -> str:
         """Serve the version that served before the current one; returns it (recorded with the ladder's decisions)."""
         before = self.registry.current(project_id).version
         version = self.registry.rollback(project_id)
+        for watched in self.store.gates(project_id, states=("watch",)):  # the lead decided: the watch is over
+            self.store.update_gate(project_id, watched.run_id, state="closed")
         self.store.add_decision(project_id, "rollback", before, version, {"reason": "rolled back by a lead"})
         return version
 
@@ -293,14 +289,16 @@ class ModelService:
     def queue_order(self, project_id: int, ids: list[int], data: list[dict], labeled: np.ndarray,
                     scores: np.ndarray) -> np.ndarray:
         """Scores for Label Studio's ascending queue (see :func:`labelloop.serving.queue.queue_order`), with the
-        audit split's tasks spread through it (:func:`labelloop.serving.queue.place_audit`)."""
+        audit split's tasks spread through it and those an open gate needs in front
+        (:func:`labelloop.serving.queue.place_audit`)."""
         key = self.schema(project_id).controls[0].value_key
         ordered = queue_order([str(d.get(key, "")) for d in data], labeled, scores, self.features.embed,
                               batch=self.settings.queue_batch, diversity=self.settings.diversity)
         share = self.settings.audit_share
         audit = np.array([in_audit(project_id, i, share) for i in ids], dtype=bool)
         rank = np.array([audit_rank(project_id, i) for i in ids])
-        return place_audit(ordered, labeled, audit, rank, share)
+        front = set(self.ladder.serve_first(project_id))
+        return place_audit(ordered, labeled, audit, rank, share, first=np.array([i in front for i in ids], dtype=bool))
 
     def llm_usage(self) -> dict[str, int] | None:
         """Tokens and requests the LLM has spent in this process; None if it was never used."""

@@ -56,6 +56,39 @@ class Finetune:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """A challenger before the gate: the frozen champion version it meets, the audit frame both predicted
+    (``frame`` tasks), its state (``open`` while judged, ``watch`` after a promotion while the rollback test runs,
+    ``closed``), the version it was promoted as, and how many disagreement labels the last verdict counted."""
+
+    project_id: int
+    run_id: str
+    champion: str
+    challenger: str
+    frame: int
+    opened_at: float
+    state: str
+    promoted: str | None
+    promoted_at: float | None
+    labels_seen: int
+
+
+@dataclass(frozen=True)
+class GateItem:
+    """One audit task of a gate's frame: the class each model predicts (indices into the control's labels) and
+    whether its label was already counted when the challenger was promoted."""
+
+    task_id: int
+    champion: int
+    challenger: int
+    before_promotion: bool
+
+    @property
+    def disagree(self) -> bool:
+        return self.champion != self.challenger
+
+
+@dataclass(frozen=True)
 class VersionRecord:
     project_id: int
     number: int
@@ -71,7 +104,7 @@ class VersionRecord:
         word taggers and relation models, by control)."""
         try:
             meta = json.loads((self.path / "meta.json").read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
         scores = meta.get("audit") if isinstance(meta, dict) else None
         return scores if isinstance(scores, dict) else {}
@@ -112,6 +145,13 @@ class Store(JobQueue):
             db.execute(f"INSERT INTO projects(instance, project_id, {columns}) VALUES (?, ?, {marks}) "
                        f"ON CONFLICT(instance, project_id) DO UPDATE SET {updates}",
                        (self.instance, project_id, *values.values()))
+
+    def bound_host(self, project_id: int) -> str | None:
+        """The Label Studio address the project was first set up from (None: not bound yet)."""
+        return self._project_field(project_id, "bound_host")
+
+    def bind_host(self, project_id: int, host: str) -> None:
+        self._set_project(project_id, bound_host=host)
 
     def set_error(self, project_id: int, error: str | None) -> None:
         self._set_project(project_id, last_error=error)
@@ -280,6 +320,59 @@ class Store(JobQueue):
             args += (project_id,)
         rows = self._query(sql + " ORDER BY started_at, rowid", args)
         return [Finetune(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+
+    # -- the gate: frozen frames of audit predictions ----------------------------------------------
+
+    def open_gate(self, project_id: int, run_id: str, champion: str, challenger: str,
+                  items: list[tuple[int, int, int]]) -> None:
+        """Record a challenger's audit frame: ``(task_id, champion class, challenger class)`` per audit task."""
+        with self._tx() as db:
+            db.execute("DELETE FROM gate_items WHERE instance=? AND project_id=? AND run_id=?",
+                       (self.instance, project_id, run_id))
+            db.execute("INSERT OR REPLACE INTO gates(instance, project_id, run_id, champion, challenger, frame, "
+                       "opened_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (self.instance, project_id, run_id, champion, challenger, len(items), time.time()))
+            db.executemany("INSERT INTO gate_items(instance, project_id, run_id, task_id, champion, challenger) "
+                           "VALUES (?, ?, ?, ?, ?, ?)",
+                           [(self.instance, project_id, run_id, t, a, b) for t, a, b in items])
+
+    def gates(self, project_id: int, *, states: tuple[str, ...] = ("open", "watch", "closed")) -> list[Gate]:
+        """The project's gates in the given states, oldest first."""
+        marks = ",".join("?" * len(states))
+        rows = self._query(f"SELECT project_id, run_id, champion, challenger, frame, opened_at, state, promoted, "
+                           f"promoted_at, labels_seen FROM gates WHERE instance=? AND project_id=? AND state IN "
+                           f"({marks}) ORDER BY opened_at, rowid", (self.instance, project_id, *states))
+        return [Gate(*r) for r in rows]
+
+    def gate(self, project_id: int, run_id: str) -> Gate | None:
+        return next((g for g in self.gates(project_id) if g.run_id == run_id), None)
+
+    def gate_items(self, project_id: int, run_id: str) -> list[GateItem]:
+        rows = self._query("SELECT task_id, champion, challenger, before_promotion FROM gate_items WHERE instance=? "
+                           "AND project_id=? AND run_id=? ORDER BY task_id", (self.instance, project_id, run_id))
+        return [GateItem(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+    def update_gate(self, project_id: int, run_id: str, *, state: str | None = None, labels_seen: int | None = None,
+                    promoted: str | None = None, counted: list[int] | None = None) -> None:
+        """Change a gate's state or the label count it last judged; ``promoted`` records the promotion (and marks
+        the ``counted`` tasks, whose labels the promotion used, so the rollback test judges on new ones)."""
+        with self._tx() as db:
+            key = (self.instance, project_id, run_id)
+            if state is not None:
+                db.execute("UPDATE gates SET state=? WHERE instance=? AND project_id=? AND run_id=?", (state, *key))
+            if labels_seen is not None:
+                db.execute("UPDATE gates SET labels_seen=? WHERE instance=? AND project_id=? AND run_id=?",
+                           (labels_seen, *key))
+            if promoted is not None:
+                db.execute("UPDATE gates SET promoted=?, promoted_at=? WHERE instance=? AND project_id=? AND "
+                           "run_id=?", (promoted, time.time(), *key))
+                db.executemany("UPDATE gate_items SET before_promotion=1 WHERE instance=? AND project_id=? AND "
+                               "run_id=? AND task_id=?", [(*key, t) for t in counted or ()])
+
+    def pinned_versions(self, project_id: int) -> set[str]:
+        """Versions an open gate or rollback watch may need again: the champions they judge against."""
+        return {r[0] for r in self._query("SELECT champion FROM gates WHERE instance=? AND project_id=? AND state IN "
+                                          "('open', 'watch')", (self.instance, project_id))}
 
     # -- embedding cache --------------------------------------------------------------------------
 

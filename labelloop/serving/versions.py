@@ -116,7 +116,7 @@ class VersionRegistry:
             meta = json.loads((record.path / "meta.json").read_text())
             models = {c["from_name"]: self._features().load(record.path, c) for c in meta["controls"]}
             signatures = meta.get("signatures") or {c["from_name"]: c["signature"] for c in meta["controls"]}
-        except (OSError, KeyError, TypeError, ValueError, LabelLoopError) as e:
+        except (OSError, KeyError, TypeError, ValueError, RecursionError, LabelLoopError) as e:
             reason = f"{type(e).__name__}: {e}"[:500]
             log.error("project %s: model %s at %s can't be loaded (%s); serving the last good version instead. "
                       "The next training replaces it.", record.project_id, record.model_version, record.path, reason)
@@ -193,6 +193,11 @@ class VersionRegistry:
         raise ConfigError(f"No control of project {project_id} matches this {task} model"
                           + (f" ({'; '.join(errors)})" if errors else "") + ".")
 
+    def serve(self, project_id: int, version: str) -> None:
+        """Make a stored, loadable ``version`` serve the project again (a rollback to a named version)."""
+        self.stored(project_id, version)  # raises when it is unknown or can't be loaded
+        self.store.set_current(project_id, version)
+
     def rollback(self, project_id: int) -> str:
         """Serve the good version before the one serving now; returns it."""
         records = [v for v in self.store.versions(project_id) if not v.broken]
@@ -206,13 +211,14 @@ class VersionRegistry:
         return previous
 
     def _prune(self, project_id: int) -> list[str]:
-        """Remove model folders beyond the newest ``keep``, except the one serving and its rollback target."""
+        """Remove model folders beyond the newest ``keep``, except the one serving, its rollback target and the
+        champions that an open gate or a rollback watch may serve again."""
         if self.keep <= 0:
             return []
         records = self.store.versions(project_id)
         names = [r.model_version for r in records]
         current = self.store.current_name(project_id)
-        keep = set(names[-self.keep:])
+        keep = set(names[-self.keep:]) | self.store.pinned_versions(project_id)
         if current in names:
             keep.add(current)
             good = [r.model_version for r in records if not r.broken]

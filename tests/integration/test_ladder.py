@@ -1,11 +1,13 @@
 """The learning ladder against a real Label Studio: annotations cross the fine-tune threshold, the encoder is
-fine-tuned in a background process while webhooks stay fast, the gate judges it on the audit split with its
-evidence recorded, a lead promotes through the gate (or past it, recorded), and the head keeps retraining on
-the fine-tuned encoder with every new version reaching Label Studio."""
+fine-tuned in a background process while webhooks stay fast, the gate opens on the audit split and Label
+Studio's queue serves the audit tasks where the two models disagree first, their labels settle the verdict
+with its evidence recorded, a lead promotes through the gate (or past it, recorded), and the head keeps
+retraining on the fine-tuned encoder with every new version reaching Label Studio."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -50,10 +52,12 @@ def test_annotations_cross_the_threshold_and_the_ladder_fine_tunes_judges_and_ke
     tasks = {t.data["text"]: t.id for t in ls.tasks.list(project=project.id)}
     store = Store(home)
 
-    # Annotators label every task; the audit ones are never trained on.
-    for text, label in rows:
-        ls.annotations.create(id=tasks[text], result=choice(label), project=project.id)
+    # Annotators label the training tasks first; the audit tasks wait in the queue.
     audit = {tasks[t] for t, _ in rows if in_audit(project.id, tasks[t], 0.3)}
+    gold = {tasks[t]: label for t, label in rows}
+    for text, label in rows:
+        if tasks[text] not in audit:
+            ls.annotations.create(id=tasks[text], result=choice(label), project=project.id)
     wait_for(lambda: store.finetunes(project.id), timeout=180, what="a background fine-tune to start")
     finetune = store.finetunes(project.id)[0]
     assert finetune.labels >= 40 and finetune.labels <= len(rows) - len(audit)
@@ -62,17 +66,39 @@ def test_annotations_cross_the_threshold_and_the_ladder_fine_tunes_judges_and_ke
     registry = RunRegistry(home)
     assert registry.get(finetune.run_id).status in ("queued", "running", "succeeded")
     started = time.perf_counter()
-    ls.annotations.create(id=tasks[rows[0][0]], result=choice(rows[0][1]), project=project.id)
+    first = next(t for t in rows if tasks[t[0]] not in audit)
+    ls.annotations.create(id=tasks[first[0]], result=choice(first[1]), project=project.id)
     assert time.perf_counter() - started < 5.0
 
-    # The gate judges the finished fine-tune against the serving head on the same audit items.
-    wait_for(lambda: any(d.action in ("promote", "refuse", "hold") for d in store.decisions(project.id)),
-             timeout=600, what="the gate's verdict on the fine-tune", interval=2)
-    verdict = next(d for d in store.decisions(project.id) if d.action in ("promote", "refuse", "hold"))
+    # The gate opens on the finished fine-tune: it and the serving head predict every audit task.
+    wait_for(lambda: store.gates(project.id), timeout=600, what="the gate to open on the fine-tune", interval=2)
+    gate = store.gates(project.id)[0]
+    assert gate.run_id == finetune.run_id and gate.champion.startswith("labelloop-v")
+    items = store.gate_items(project.id, gate.run_id)
+    assert {i.task_id for i in items} == audit
+    disagree = {i.task_id for i in items if i.disagree}
+
+    def queue_front(n: int) -> list[int]:
+        ordered = ls.tasks.list(project=project.id, fields="all",
+                                query=json.dumps({"ordering": ["tasks:predictions_score"]}))
+        return [t.id for t in ordered if not t.is_labeled][:n]
+
+    if disagree:  # Label Studio's uncertainty queue serves exactly those audit tasks first
+        wait_for(lambda: set(queue_front(len(disagree))) == disagree, timeout=180,
+                 what="Label Studio's queue to serve the gate's disagreements first")
+    for task_id in queue_front(len(disagree)):
+        ls.annotations.create(id=task_id, result=choice(gold[task_id]), project=project.id)
+    settled = ("promote", "futility", "refuse")
+    verdict = wait_for(lambda: next((d for d in store.decisions(project.id) if d.action in settled), None),
+                       timeout=300, what="the gate's verdict once its disagreements are labelled", interval=2)
     assert verdict.challenger is not None and verdict.evidence["run"] == finetune.run_id
-    assert verdict.evidence["champion"]["n"] == verdict.evidence["challenger"]["n"] >= 8
-    assert verdict.evidence["champion"]["model_version"].startswith("labelloop-v")
-    assert 0.0 <= verdict.evidence["p_value"] <= 1.0
+    assert verdict.evidence["frame"] == len(audit) and verdict.evidence["disagreements"] == len(disagree)
+    assert verdict.evidence["labels"] <= len(disagree) and verdict.evidence["champion_version"] == gate.champion
+    if verdict.action == "promote":
+        assert verdict.evidence["wealth"] >= 20
+    # Audit tasks are never trained on, the gate's included.
+    service = ModelService(LabelLoopSettings(home=home, audit_share=0.3, finetune="off"))
+    assert not {r.task_id for r in service.annotations.training_records(project.id)} & audit
 
     env = {**os.environ, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
            "LABELLOOP_HOME": str(home), **settings}
@@ -89,8 +115,7 @@ def test_annotations_cross_the_threshold_and_the_ladder_fine_tunes_judges_and_ke
     if verdict.action != "promote":
         # A lead's promotion meets the same gate; an override goes through and is recorded.
         refused = cli("promote", finetune.run_id, "--project", str(project.id))
-        if verdict.action == "refuse":
-            assert refused.returncode != 0 and "was not promoted" in refused.stderr + refused.stdout
+        assert refused.returncode != 0 and "was not promoted" in refused.stderr + refused.stdout
         forced = cli("promote", finetune.run_id, "--project", str(project.id), "--force")
         assert forced.returncode == 0, forced.stderr
         assert f"now serves run {finetune.run_id}" in forced.stdout
@@ -100,7 +125,6 @@ def test_annotations_cross_the_threshold_and_the_ladder_fine_tunes_judges_and_ke
              what="Label Studio to show the promoted version")
 
     # After promotion the loop keeps learning: the head retrains on the fine-tuned encoder's features.
-    service = ModelService(LabelLoopSettings(home=home, audit_share=0.3, finetune="off"))
     spec = service.schema(project.id).controls[0]
     assert isinstance(service.registry.current(project.id).model(spec), TunedHead)
     extra = ls.tasks.create(project=project.id, data={"text": "The soundtrack was radiant, honestly."})

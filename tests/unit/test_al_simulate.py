@@ -48,7 +48,7 @@ def test_every_learner_reports_curves_at_the_label_counts_and_the_ladder_follows
     pool = Pool(texts, encoder.embed(texts), np.array([names.index(y) for y in labels]), names,
                 ChoicesModel.zero_shot(encoder, names), tiny_bert_path, tmp_path)
     config = SimulationConfig(learners=("head", "self", "setfit", "finetune", "auto"), seed_size=4, batch=4, rounds=4,
-                              repeats=1, audit_share=0.25, finetune_at=8, min_audit=2)
+                              repeats=1, audit_share=0.25, finetune_at=8, gate_budget=10)
     steps = []
     result = simulate(pool, config, steps.append)
     assert set(result["learners"]) == {"head", "self", "setfit", "finetune", "auto"}
@@ -64,7 +64,8 @@ def test_every_learner_reports_curves_at_the_label_counts_and_the_ladder_follows
     events = result["learners"]["auto"]["events"]
     finetunes = [e for e in events if e["what"] == "finetune"]
     assert finetunes and all(e["labels"] >= 8 for e in finetunes)
-    assert any(e["what"] in ("promote", "refuse", "hold") for e in events)
+    verdicts = [e for e in events if e["what"] in ("promote", "futility", "refuse", "hold")]
+    assert verdicts and all(e["evidence"]["budget"] == 10 and e["evidence"]["labels"] <= 10 for e in verdicts)
 
 
 def test_self_training_adds_only_confident_pseudo_labels_from_the_unlabeled_pool():

@@ -218,7 +218,7 @@ def test_promote_swaps_the_served_model_and_rollback_restores_it(tiny, data, tmp
         assert before["model_version"] == "labelloop-v0"
 
         other_process = ModelService(settings)  # what `labelloop promote` does, in its own process
-        version = other_process.promote(3, record.model_dir, task="classification")
+        version = other_process.ladder.promote(3, record, evidence=None, forced=True, by="lead")
         after = client.post("/predict", json={"tasks": [{"data": {"text": "great fun"}}], "project": "3.1"}).json()
         assert after["model_version"] == version == "labelloop-v1"
         assert after["results"][0]["result"][0]["value"]["choices"][0] in ("pos", "neg")
@@ -229,7 +229,7 @@ def test_promote_swaps_the_served_model_and_rollback_restores_it(tiny, data, tmp
                  '<Choice value="yes"/><Choice value="no"/></Choices></View>')
         other_process.store.save_label_config(5, wrong)
         with pytest.raises(ConfigError, match="No control"):
-            other_process.promote(5, record.model_dir, task="classification")
+            other_process.ladder.promote(5, record, evidence=None, forced=True, by="lead")
         # A background retrain keeps the promoted encoder and retrains the head on its features.
         client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 3},
                                       "task": {"id": 1, "data": {"text": "great fun"}},

@@ -1,0 +1,53 @@
+"""The learning ladder's policy, as pure functions: when the next fine-tune is due, which method tunes the
+encoder, which pseudo-labels self-training adds, and what a gate verdict means for what serves.
+
+The backend's :class:`~labelloop.serving.ladder.Ladder` and the simulation's ``auto`` learner
+(:class:`~labelloop.learners.LadderLearner`) both call these, so ``labelloop al simulate --learner auto``
+measures the policy the backend runs. The gate's statistics live in :mod:`labelloop.gate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+MIN_PER_LABEL = 2  # a fine-tune needs every label: a model that never saw one can't serve the control
+SELF_TRAINING_THRESHOLD = 0.9
+
+# Verdicts that settle a challenger; "hold" keeps judging it as disagreement labels come in.
+FINAL_VERDICTS = frozenset({"promote", "futility", "refuse", "forced"})
+
+
+def finetune_due(n_train: int, started: Sequence[int], label_counts: dict[str, int], *, finetune_at: int,
+                 min_per_label: int = MIN_PER_LABEL) -> str | None:
+    """Why no fine-tune is due at ``n_train`` training labels (None: one is due now).
+
+    The first starts at ``finetune_at`` labels, the next each time the labels double (``started``: the label
+    counts earlier fine-tunes started at), and only when every label has ``min_per_label`` examples
+    (``label_counts``: training examples per label).
+    """
+    at = max(finetune_at, 2 * max(started)) if started else finetune_at
+    if n_train < at:
+        return f"at {at} training labels ({n_train} now)"
+    missing = [label for label, n in label_counts.items() if n < min_per_label]
+    if missing:
+        return f"when every label has {min_per_label} training examples (missing: {', '.join(missing[:5])})"
+    return None
+
+
+def finetune_method(n_train: int, *, setfit_below: int, has_setfit: bool = True) -> Literal["setfit", "full"]:
+    """SetFit below ``setfit_below`` training labels (where it measured better), a full fine-tune from there."""
+    return "setfit" if n_train < setfit_below and has_setfit else "full"
+
+
+def pseudo_labels(probs: np.ndarray, targets: np.ndarray, *, threshold: float = SELF_TRAINING_THRESHOLD
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Self-training's additions: rows of ``probs`` (shape (n_unlabeled, n_classes)) the head labels with
+    probability ``>= threshold``, and their classes. None when the annotated ``targets`` show fewer than two
+    labels: a head that saw one label is sure of everything."""
+    if len(probs) == 0 or len(np.unique(np.asarray(targets))) < 2:
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+    sure = np.flatnonzero(probs.max(axis=1) >= threshold)
+    return sure, probs[sure].argmax(axis=1)
