@@ -1,8 +1,15 @@
-"""The training queue: one row per project, leased to one process (its host and PID) while it trains, so
-no two processes or threads ever train one project at once; a dead holder's job is queued again."""
+"""The training queue: one row per project, leased to one process while it trains, so no two processes or
+threads ever train one project at once; a dead holder's job is queued again.
+
+A lease names its holder by host, PID, boot and process start time (so a restarted container whose process is
+PID 1 again, on the same host name, is not mistaken for the holder that died), and the holder renews it with a
+heartbeat. A lease whose heartbeat is older than :data:`LEASE_SECONDS` has expired: any process takes the job
+over, whatever host the holder was on.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -20,23 +27,50 @@ class Job:
     started_at: float
 
 
+LEASE_SECONDS = 120.0  # a training lease without a heartbeat for this long has expired
+HEARTBEAT_SECONDS = 20.0
+
+
+@functools.lru_cache(maxsize=1)
+def _boot_id() -> str:
+    try:
+        return open("/proc/sys/kernel/random/boot_id").read().strip()[:36]
+    except OSError:
+        return ""
+
+
+def _started(pid: int) -> str:
+    """The process's start time in clock ticks since boot ("" when unknown): with the boot id, unique for life."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
 def this_holder() -> str:
-    """Who holds a lease: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who holds a lease: ``host:pid:boot:start``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_boot_id()}:{_started(os.getpid())}"
 
 
 def holder_alive(holder: str) -> bool:
-    """False only when the holder is a process of this host that no longer exists."""
-    host, _, pid = holder.rpartition(":")
+    """False when the holder is known dead: a process of this host and boot that no longer exists (or whose PID
+    now belongs to another process), or one of this host before its last boot. Other hosts' holders count as
+    alive here; their leases expire without a heartbeat instead."""
+    parts = holder.split(":")
+    host, pid = parts[0], parts[1] if len(parts) > 1 else ""
+    boot, start = (parts[2], parts[3]) if len(parts) >= 4 else ("", "")
     if host != socket.gethostname() or not pid.isdigit():
         return True
+    if boot and boot != _boot_id():
+        return False
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, someone else's
-        return True
-    return True
+        pass
+    return not start or start == _started(int(pid))
 
 
 class JobQueue(Database):
@@ -58,23 +92,35 @@ class JobQueue(Database):
         """Lease the oldest queued job that nobody holds to this process, or ``None``.
 
         A job being trained is held by its process until :meth:`finish_job`, so no two processes (or
-        threads) ever train one project at once; a request that comes in meanwhile waits for it.
+        threads) ever train one project at once; a request that comes in meanwhile waits for it. A job whose
+        lease expired (no heartbeat for :data:`LEASE_SECONDS`: its holder died, on any host) is taken over.
         """
+        now = time.time()
         with self._tx() as db:
             row = db.execute(
-                "SELECT project_id, reason FROM jobs WHERE instance=? AND holder IS NULL AND "
-                "(started_at IS NULL OR started_at < requested_at) ORDER BY requested_at LIMIT 1", (self.instance,)
-            ).fetchone()
+                "SELECT project_id, reason FROM jobs WHERE instance=? AND ((holder IS NULL AND "
+                "(started_at IS NULL OR started_at < requested_at)) OR (holder IS NOT NULL AND "
+                "COALESCE(heartbeat_at, started_at, 0) < ?)) ORDER BY requested_at LIMIT 1",
+                (self.instance, now - LEASE_SECONDS)).fetchone()
             if row is None:
                 return None
-            started = time.time()
-            db.execute("UPDATE jobs SET started_at=?, holder=? WHERE instance=? AND project_id=?",
-                       (started, this_holder(), self.instance, row[0]))
-            return Job(row[0], row[1], started)
+            db.execute("UPDATE jobs SET started_at=?, heartbeat_at=?, holder=? WHERE instance=? AND project_id=?",
+                       (now, now, this_holder(), self.instance, row[0]))
+            return Job(row[0], row[1], now)
+
+    def heartbeat(self) -> int:
+        """Renew the leases this process holds; returns how many."""
+        with self._tx() as db:
+            return db.execute("UPDATE jobs SET heartbeat_at=? WHERE holder=?", (time.time(), this_holder())).rowcount
 
     def finish_job(self, job: Job) -> None:
-        """Release the job; drop it unless a new request came in after it started (then it runs again)."""
+        """Release the job; drop it unless a new request came in after it started (then it runs again). A job
+        another process took over after this one's lease expired is left to it."""
         with self._tx() as db:
+            held = db.execute("SELECT holder FROM jobs WHERE instance=? AND project_id=?",
+                              (self.instance, job.project_id)).fetchone()
+            if held is not None and held[0] not in (None, this_holder()):
+                return
             db.execute("DELETE FROM jobs WHERE instance=? AND project_id=? AND requested_at <= ?",
                        (self.instance, job.project_id, job.started_at))
             db.execute("UPDATE jobs SET holder=NULL WHERE instance=? AND project_id=?",
@@ -89,9 +135,10 @@ class JobQueue(Database):
             return len(dead)
 
     def running_jobs(self) -> list[tuple[int, str]]:
-        """``(project_id, holder)`` of every job some process is training now."""
-        return [(r[0], r[1]) for r in self._query("SELECT project_id, holder FROM jobs WHERE instance=? AND holder "
-                                                  "IS NOT NULL", (self.instance,))]
+        """``(project_id, holder)`` of every job some process is training now (its lease not expired)."""
+        return [(r[0], r[1]) for r in self._query(
+            "SELECT project_id, holder FROM jobs WHERE instance=? AND holder IS NOT NULL AND "
+            "COALESCE(heartbeat_at, started_at, 0) >= ?", (self.instance, time.time() - LEASE_SECONDS))]
 
     def projects_with_new_annotations(self) -> list[int]:
         return [r[0] for r in self._query("SELECT project_id FROM projects WHERE instance=? AND new_annotations > 0",

@@ -22,8 +22,9 @@ from labelloop.errors import LabelLoopError, ModelError
 from labelloop.labeling.kinds import Learner, kind_of
 from labelloop.labeling.schema import TaskSchema
 from labelloop.models import Features, TunedHead
+from labelloop.policy import SELF_TRAINING_THRESHOLD, pseudo_labels
 from labelloop.serving.annotations import ProjectAnnotations
-from labelloop.serving.jobs import Job
+from labelloop.serving.jobs import HEARTBEAT_SECONDS, Job
 from labelloop.serving.metrics import Metrics
 from labelloop.serving.publish import Publisher
 from labelloop.serving.store import Store
@@ -128,23 +129,22 @@ class _SelfTraining:
     reviews, +0.6 on BBC News, and 95% of the full-pool accuracy with fewer labels on both.
     """
 
-    def __init__(self, inner: Learner, unlabeled: list[str], threshold: float = 0.9) -> None:
+    def __init__(self, inner: Learner, unlabeled: list[str], threshold: float = SELF_TRAINING_THRESHOLD) -> None:
         self.inner = inner
         self.unlabeled = unlabeled
         self.threshold = threshold
 
     def fit_classifier(self, spec, texts: list[str], targets):
         model = self.inner.fit_classifier(spec, texts, targets)
-        if not self.unlabeled or len(np.unique(targets)) < 2:  # one label seen: its head is sure of everything
+        if not self.unlabeled:
             return model
-        probs = model.predict_proba(self.unlabeled)
-        sure = np.flatnonzero(probs.max(axis=1) >= self.threshold)
+        sure, pseudo = pseudo_labels(model.predict_proba(self.unlabeled), targets, threshold=self.threshold)
         if not len(sure):
             return model
         log.info("self-training: %d of %d unlabeled texts labeled with p >= %.2f join %d annotated ones",
                  len(sure), len(self.unlabeled), self.threshold, len(texts))
-        pseudo = probs[sure].argmax(axis=1).astype(np.asarray(targets).dtype)
-        return model.fit(texts + [self.unlabeled[i] for i in sure], np.concatenate([targets, pseudo]))
+        return model.fit(texts + [self.unlabeled[i] for i in sure],
+                         np.concatenate([targets, pseudo.astype(np.asarray(targets).dtype)]))
 
     def __getattr__(self, name: str):  # taggers and linkers: as the inner learner fits them
         return getattr(self.inner, name)
@@ -204,6 +204,14 @@ class TrainingWorker:
         while (job := self.store.claim_job()) is not None:
             self.run_job(job)
 
+    def _heartbeat(self, done: threading.Event) -> None:
+        """Renew this process's training leases while a job runs, so no other process takes it over."""
+        while not done.wait(HEARTBEAT_SECONDS):
+            try:
+                self.store.heartbeat()
+            except LabelLoopError as e:  # a full disk: the lease may lapse, and another process retrains
+                log.warning("could not renew the training lease: %s", e)
+
     def _loop(self, timekeeper: bool) -> None:
         _lower_priority()
         last_timer = last_tick = time.monotonic()
@@ -236,6 +244,9 @@ class TrainingWorker:
         with self._lock:
             self._active += 1
             self.busy.set()
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(done,), name="labelloop-lease", daemon=True)
+        beat.start()
         try:
             log.info("project %s: training (%s)", job.project_id, job.reason)
             # With no annotations yet there is nothing to fit: publish the zero-shot model's cold-start queue.
@@ -255,6 +266,8 @@ class TrainingWorker:
             log.exception("project %s: training crashed", job.project_id)
             self.store.set_error(job.project_id, f"{type(e).__name__}: {e}")
         finally:
+            done.set()
+            beat.join(5.0)
             self.store.finish_job(job)
             with self._lock:
                 self._active -= 1

@@ -175,3 +175,62 @@ def test_old_model_folders_are_pruned_but_the_rollback_target_stays(make_client)
     _train(c, EXAMPLES, start_id=100)  # v6 serves; v4 (its rollback target... is v5) and the newest stay
     assert sorted(p.name for p in folder.iterdir()) == ["labelloop-v5", "labelloop-v6"]
     assert c.get("/versions").json()["versions"] == ["labelloop-v0", "labelloop-v5", "labelloop-v6"]
+
+
+def test_a_restarted_container_with_the_same_host_and_pid_does_not_keep_a_dead_holders_lease(tmp_path):
+    """After a kill -9 the container restarts: same host name, and the new process is PID 1 again (here: our own
+    PID), but it is a different process (another start time) or another boot: the old lease is dead."""
+    from labelloop.serving import jobs
+
+    store = Store(tmp_path)
+    store.request_training(1, "START_TRAINING")
+    store.request_training(2, "START_TRAINING")
+    host, pid = os.uname().nodename, os.getpid()
+    here = jobs.this_holder()
+    assert jobs.holder_alive(here)
+    earlier_process = f"{host}:{pid}:{jobs._boot_id()}:1"  # our PID, but a process that started at tick 1
+    earlier_boot = f"{host}:{pid}:00000000-0000-0000-0000-000000000000:{jobs._started(pid)}"
+    assert not jobs.holder_alive(earlier_process) and not jobs.holder_alive(earlier_boot)
+    store._db.execute("UPDATE jobs SET holder=?, started_at=? WHERE project_id=1", (earlier_process, time.time()))
+    store._db.execute("UPDATE jobs SET holder=?, started_at=? WHERE project_id=2", (earlier_boot, time.time()))
+    assert Store(tmp_path).reclaim_dead_jobs() == 2
+    assert {store.claim_job().project_id, store.claim_job().project_id} == {1, 2}
+
+
+def test_a_lease_without_a_heartbeat_expires_and_any_process_takes_the_job_over(tmp_path, monkeypatch):
+    from labelloop.serving import jobs
+
+    store = Store(tmp_path)
+    store.request_training(5, "START_TRAINING")
+    # Another host's process took the job, then died: nothing here can ask whether it lives.
+    gone = time.time() - jobs.LEASE_SECONDS - 1
+    store._db.execute("UPDATE jobs SET holder='other-host:1:x:1', started_at=?, heartbeat_at=? WHERE project_id=5",
+                      (gone, gone))
+    assert store.running_jobs() == []  # /metrics no longer counts it as running
+    job = store.claim_job()
+    assert job is not None and job.project_id == 5
+    # A live holder that keeps beating is never taken over.
+    assert store.claim_job() is None
+    monkeypatch.setattr(jobs, "LEASE_SECONDS", 0.5)
+    time.sleep(0.3)
+    assert store.heartbeat() == 1
+    time.sleep(0.3)
+    assert store.claim_job() is None and [p for p, _ in store.running_jobs()] == [5]
+    # A holder whose lease lapsed does not release the job another process took over.
+    store._db.execute("UPDATE jobs SET holder='other-host:2:x:1', heartbeat_at=? WHERE project_id=5", (time.time(),))
+    store.finish_job(job)
+    assert [p for p, _ in store.running_jobs()] == [5]
+
+
+def test_a_deeply_nested_meta_json_marks_the_version_broken_instead_of_failing_requests(tmp_path):
+    from labelloop.serving.versions import UNTRAINED_VERSION, VersionRegistry
+
+    store = Store(tmp_path)
+    folder = store.models_dir / "1" / "labelloop-v1"
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text("[" * 200_000 + "]" * 200_000)
+    store.add_version(1, 1, "labelloop-v1", folder, 3)
+    assert store.versions(1)[0].audit == {}
+    registry = VersionRegistry(store, lambda: None)
+    assert registry.current(1).version == UNTRAINED_VERSION
+    assert "RecursionError" in registry.problems(1)["labelloop-v1"]
