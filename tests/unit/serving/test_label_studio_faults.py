@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from labelloop.errors import LabelStudioError
+from labelloop.errors import ConfigError, LabelStudioError
 from labelloop.serving.clients import Clients
 from labelloop.settings import LabelLoopSettings
 
@@ -91,6 +91,52 @@ def test_clients_follow_the_rules():
                     factory=lambda url, key, timeout: (url, key))
     fixed.remember(1, "http://evil.test", "setup-token")
     assert fixed.client_for(1) == ("http://mine:8080", ENV_KEY)
+
+
+class MemoryBindings(dict):
+    def bound_host(self, project_id):
+        return self.get(project_id)
+
+    def bind_host(self, project_id, host):
+        self[project_id] = host
+
+
+def test_a_project_stays_bound_to_the_label_studio_that_set_it_up():
+    accepted = {"good-token"}
+    clients = Clients(LabelLoopSettings(), factory=lambda url, key, timeout: (url, key),
+                      bindings=(bindings := MemoryBindings()), verify=lambda client, pid: client[1] in accepted)
+    clients.remember(1, "http://ls.test", "first-token")
+    assert bindings == {1: "http://ls.test"}
+    # A stranger's /setup can neither move the project nor swap in a token its Label Studio does not accept.
+    with pytest.raises(ConfigError, match="served for the Label Studio at http://ls.test"):
+        clients.remember(1, "http://evil.test", "attacker-token")
+    clients.remember(1, "http://ls.test", "guessed-token")
+    assert clients.client_for(1) == ("http://ls.test", "first-token")
+    clients.remember(1, "http://ls.test", "good-token")  # a rotated token the bound host accepts
+    assert clients.client_for(1) == ("http://ls.test", "good-token")
+    with pytest.raises(ConfigError, match="blank"):
+        clients.remember(2, "http://ls.test", "   ")
+    # The operator's list moves a project, and only to listed hosts.
+    listed = Clients(LabelLoopSettings(label_studio_hosts="http://ls.test, http://new-ls.test:8080"),
+                     factory=lambda url, key, timeout: (url, key), bindings=bindings)
+    listed.remember(1, "http://new-ls.test:8080/", "token")
+    assert bindings[1] == "http://new-ls.test:8080"
+    with pytest.raises(ConfigError, match="LABELLOOP_LABEL_STUDIO_HOSTS"):
+        listed.remember(3, "http://evil.test", "token")
+
+
+def test_a_hijacking_setup_is_refused_and_the_binding_survives_a_restart(make_client, recorder):
+    url, seen = recorder
+    c = make_client(push_predictions=True, label_studio_timeout=2)
+    assert c.post("/setup", json={"project": "7.1", "schema": SENTIMENT, "hostname": url,
+                                  "access_token": "owner-token"}).status_code == 200
+    webhook(c, 1, 1, "A fine film.", choice("Positive"))
+    hijack = {"project": "7.1", "schema": SENTIMENT, "hostname": "http://127.0.0.2:9", "access_token": "attacker"}
+    r = c.post("/setup", json=hijack)
+    assert r.status_code == 422 and url in r.json()["error"] and "LABELLOOP_LABEL_STUDIO_HOSTS" in r.json()["error"]
+    assert len(c.app.state.service.store.latest_annotations(7)) == 1  # nothing replaced, nothing wiped
+    restarted = make_client(push_predictions=True, label_studio_timeout=2)
+    assert restarted.post("/setup", json=hijack).status_code == 422
 
 
 def test_a_hung_label_studio_delays_only_its_own_project(make_client, silent, silent_port):
