@@ -33,7 +33,8 @@ async def read_json(request: Request, *, limit: int) -> dict:
     if kind != "application/json":
         raise RequestError(415, f"Send the body as JSON with Content-Type: application/json (got {kind or 'none'!r}).")
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    if declared is not None and (not (declared.isascii() and declared.isdecimal()) or len(declared) > 20
+                                 or int(declared) > limit):
         raise RequestError(413, f"Request body is {declared} bytes; the limit is {limit:,} (LABELLOOP_MAX_BODY_BYTES).")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -52,6 +53,8 @@ async def read_json(request: Request, *, limit: int) -> dict:
         raise RequestError(400, f"Request body is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}).") from e
     except RecursionError as e:
         raise RequestError(400, "Request body is nested too deeply to be a Label Studio request.") from e
+    except ValueError as e:  # a number longer than Python converts (4,300 digits)
+        raise RequestError(400, f"Request body holds a number too long to read ({str(e)[:80]}).") from e
     if not isinstance(payload, dict):
         raise RequestError(400, f"Request body must be a JSON object, not {type(payload).__name__}.")
     return payload
@@ -65,6 +68,11 @@ def _text(payload: dict, key: str, *, required: bool = False) -> str | None:
         return None
     if not isinstance(value, str):
         raise RequestError(422, f"{key!r} must be a string, not {type(value).__name__}.")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise RequestError(422, f"{key!r} holds an unpaired surrogate: send valid Unicode text.") from e
     return value
 
 

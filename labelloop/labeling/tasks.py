@@ -38,7 +38,8 @@ def parse_project_id(project: object) -> int | None:
     if isinstance(project, int):
         return project if 0 < project < 2**63 else None
     head = str(project).split(".", 1)[0]
-    return int(head) if head.isdigit() and len(head) < 19 else None
+    # isdecimal, not isdigit: "²" is a digit that int() refuses
+    return int(head) if head.isascii() and head.isdecimal() and len(head) < 19 else None
 
 
 def task_text(task: object, key: str, max_chars: int) -> str:
@@ -54,6 +55,12 @@ def task_text(task: object, key: str, max_chars: int) -> str:
         raise TaskDataError(f"the task's {key!r} is {type(value).__name__}, not text")
     if not value.strip():
         raise TaskDataError(f"the task's {key!r} is empty")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise TaskDataError(f"the task's {key!r} holds an unpaired surrogate at position {e.start}: send "
+                                "valid Unicode text") from e
     if len(value) > max_chars:
         raise TaskDataError(f"the task's {key!r} has {len(value):,} characters; the backend predicts up to "
                             f"{max_chars:,} (LABELLOOP_MAX_TEXT_CHARS)")

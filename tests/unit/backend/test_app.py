@@ -244,6 +244,33 @@ def test_webhook_errors_are_4xx(client):
     assert r.status_code == 422 and "project" in r.json()["error"]
 
 
+def test_odd_digits_long_numbers_and_lone_surrogates_get_4xx_not_500(client):
+    for route in ("/setup", "/webhook", "/train", "/predict"):
+        for project in ("\u00b2.1700000000", "\u00b9", "\u0663"):  # superscripts and an Arabic-Indic digit
+            body = ('{"project": "%s", "schema": "<View/>", "action": "START_TRAINING", "tasks": [{"data": '
+                    '{"text": "hi"}}]}' % project)
+            r = client.post(route, content=body.encode(), headers={"content-type": "application/json"})
+            assert 400 <= r.status_code < 500, (route, project, r.status_code)
+    r = client.post("/predict", content=b'{"tasks": [' + b"9" * 5000 + b"]}",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "too long" in r.json()["error"]
+    r = client.post("/webhook", content=b'{"action": "\\ud800", "project": {"id": 1}}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "surrogate" in r.json()["error"]
+    r = client.post("/setup", json={"project": "7.1", "schema": SENTIMENT, "hostname": "http://localhost:8080",
+                                    "access_token": "   "})
+    assert r.status_code == 422 and "blank" in r.json()["error"]
+    r = client.post("/predict", content=b'{"label_config": %s, "tasks": [{"data": {"text": "ok \\udc00 there"}}, '
+                    b'{"data": {"text": "A fine film."}}]}' % json.dumps(SENTIMENT).encode(),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 200
+    first, second = r.json()["results"]
+    assert "surrogate" in first["error"] and second["result"]
+    r = client.post("/predict", json={"tasks": [task(1, "x")], "label_config": SENTIMENT},
+                    headers={"content-length": "\u00b2".encode("latin-1")})
+    assert 400 <= r.status_code < 500
+
+
 def test_start_training_and_legacy_train_route_enqueue(client):
     setup_project(client, SENTIMENT)
     assert client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 7}}).json()["training_queued"]
