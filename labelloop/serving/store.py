@@ -44,14 +44,13 @@ class Decision:
 
 @dataclass(frozen=True)
 class Finetune:
-    """A fine-tune the ladder started: its run, the training labels it started at, one more than the audit size
-    it was last judged on (0: never judged) and whether it is settled (promoted, refused, failed or superseded)."""
+    """A challenger: a fine-tune the ladder started (or a run a lead sent to the gate), the training labels it
+    started at, and whether it is settled (promoted, refused, stopped, failed or superseded)."""
 
     project_id: int
     run_id: str
     labels: int
     started_at: float
-    judged_on: int
     done: bool
 
 
@@ -301,25 +300,21 @@ class Store(JobQueue):
             db.execute("INSERT INTO finetunes(instance, project_id, run_id, labels, started_at) VALUES (?, ?, ?, ?, ?)",
                        (self.instance, project_id, run_id, labels, time.time()))
 
-    def update_finetune(self, project_id: int, run_id: str, *, judged_on: int | None = None,
-                        done: bool | None = None) -> None:
+    def update_finetune(self, project_id: int, run_id: str, *, done: bool | None = None) -> None:
         with self._tx() as db:
-            if judged_on is not None:
-                db.execute("UPDATE finetunes SET judged_on=? WHERE instance=? AND project_id=? AND run_id=?",
-                           (judged_on, self.instance, project_id, run_id))
             if done is not None:
                 db.execute("UPDATE finetunes SET done=? WHERE instance=? AND project_id=? AND run_id=?",
                            (int(done), self.instance, project_id, run_id))
 
     def finetunes(self, project_id: int | None = None) -> list[Finetune]:
         """Fine-tunes the ladder started (of one project, or all of this instance), oldest first."""
-        sql = "SELECT project_id, run_id, labels, started_at, judged_on, done FROM finetunes WHERE instance=?"
+        sql = "SELECT project_id, run_id, labels, started_at, done FROM finetunes WHERE instance=?"
         args: tuple = (self.instance,)
         if project_id is not None:
             sql += " AND project_id=?"
             args += (project_id,)
         rows = self._query(sql + " ORDER BY started_at, rowid", args)
-        return [Finetune(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+        return [Finetune(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
 
     # -- the gate: frozen frames of audit predictions ----------------------------------------------
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from labelloop import lsclient
-from labelloop.demo import DEMO_TEXTS, DEMO_TITLE
+from labelloop.demo import DEMO_TEXTS, DEMO_TITLE, POOL_SIZE
 from labelloop.localstudio import LocalLabelStudio, free_port, wait_healthy
 from labelloop.lsclient import make_client
 
@@ -38,7 +38,10 @@ def test_demo_comes_up_predicting_and_is_rerunnable(tmp_path):
     assert creds_path.stat().st_mode & 0o777 == 0o600
     creds = json.loads(creds_path.read_text())
     backend_log = (tmp_path / "demo/backend.log").read_text()
-    assert f"pushed {len(DEMO_TEXTS)} predictions of labelloop-v0" in backend_log
+    # The pool: the written reviews, then movie-review sentences fetched from a package (enough for the ladder).
+    pool = json.loads((tmp_path / "demo/pool.json").read_text())
+    assert pool[: len(DEMO_TEXTS)] == DEMO_TEXTS and len(pool) == POOL_SIZE == len(set(pool))
+    assert f"pushed {len(pool)} predictions of labelloop-v0" in backend_log
     assert creds["password"] not in backend_log and creds["token"] not in backend_log
     assert creds["password"] in result.stdout  # printed for the person who started the demo
     dashboard_log = (tmp_path / "demo/dashboard.log").read_text()
@@ -64,6 +67,8 @@ def test_demo_comes_up_predicting_and_is_rerunnable(tmp_path):
             assert creds["password"] not in cmdline and creds["token"] not in cmdline, cmdline
             if str(tmp_path / "demo/label-studio") in cmdline:
                 studio_pids.append(proc)
+            if "labelloop.cli backend" in cmdline:  # the demo's ladder climbs within ~60 labels
+                assert b"LABELLOOP_FINETUNE_AT=40" in (proc / "environ").read_bytes().split(b"\0")
         assert studio_pids
         environ = (studio_pids[0] / "environ").read_bytes().split(b"\0")
         assert b"SENTRY_DSN=" in environ and b"FRONTEND_SENTRY_DSN=" in environ
@@ -105,7 +110,7 @@ def test_demo_comes_up_predicting_and_is_rerunnable(tmp_path):
         project = ls.projects.get(id=projects[0].id)
         assert project.model_version == "labelloop-v0" and project.sampling == "Uncertainty sampling"
         tasks = list(ls.tasks.list(project=project.id, fields="all"))
-        assert len(tasks) == len(DEMO_TEXTS)
+        assert len(tasks) == len(pool)
         assert all(t.predictions_score is not None for t in tasks)
     finally:
         studio.stop()

@@ -174,8 +174,13 @@ def gated_service(make_service, challenger, *, first_train=30):
     return service, spec, gate
 
 
-def test_the_gate_serves_disagreements_first_and_promotes_on_a_handful_of_their_labels(make_service):
+def test_the_gate_serves_disagreements_first_and_promotes_on_a_handful_of_their_labels(make_service, monkeypatch):
     service, spec, gate = gated_service(make_service, Oracle(), first_train=0)
+    # A challenger at the gate is not queued again by the timer: its disagreement labels queue trainings.
+    service.store.add_finetune(1, "run-1", 12)
+    monkeypatch.setattr(service.ladder, "run_ended", lambda finetune: True)
+    service.finetunes_finished()
+    assert service.store.claim_job() is None
     champion = service.model_version(1)
     assert gate.champion == champion and gate.frame == len(service.annotations.audit_tasks(1, spec)) > 40
     items = service.store.gate_items(1, "run-1")
