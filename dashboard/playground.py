@@ -15,7 +15,7 @@ from labelloop.auth import LoginThrottle, Users, throttle_keys
 from labelloop.errors import LabelLoopError
 from labelloop.serving.service import ModelService
 from labelloop.serving.versions import UNTRAINED_VERSION
-from labelloop.settings import LabelLoopSettings
+from labelloop.settings import LabelLoopSettings, forwarded
 
 NONE = "(none)"
 
@@ -150,10 +150,10 @@ def launch(settings: LabelLoopSettings, users: Users, *, host: str = "127.0.0.1"
         return response
 
     def check(username: str, password: str) -> bool:
-        return throttle.attempt(lambda: users.check(username, password), *throttle_keys(username, None))
+        return users.check(username, password)  # the middleware above throttles the guessing address
 
     app = build(settings)
     app.queue(default_concurrency_limit=2)
     server = gr.mount_gradio_app(server, app, path="", auth=None if users.open else check,
                                  auth_message="Log in with your LabelLoop dashboard account.", show_error=True)
-    uvicorn.run(server, host=host, port=port, log_level="warning")
+    uvicorn.run(server, host=host, port=port, log_level="warning", **forwarded(settings))

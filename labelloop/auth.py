@@ -6,9 +6,10 @@ from ``LABELLOOP_DASHBOARD_USER`` with ``LABELLOOP_DASHBOARD_PASSWORD_HASH`` (ma
 (``LABELLOOP_DASHBOARD_SECRETS``, JSON ``{"users": {"name": "scrypt$..."}}``). A password given in plain
 text is hashed as soon as it is read and never kept.
 
-:class:`LoginThrottle` slows guessing down per user name and per client address, whatever the number of
-parallel sessions; :class:`SessionTokens` signs the dashboard's session cookie, so a page reload keeps the
-login until it expires.
+:class:`LoginThrottle` slows guessing down per client address, whatever the number of parallel sessions:
+it throttles the guesser, not the account, so nobody can lock a user out by failing logins in their name.
+:class:`SessionTokens` signs the dashboard's session cookie, so a page reload keeps the login until it
+expires.
 """
 
 from __future__ import annotations
@@ -167,8 +168,13 @@ class LoginThrottle:
 
 
 def throttle_keys(username: str | None, client: str | None) -> tuple[str, ...]:
-    return tuple(k for k in (f"user:{username.strip().lower()}" if username else None,
-                             f"client:{client}" if client else None) if k)
+    """The throttle's keys for a login: the client's address; the user name only where no address is known.
+
+    Keying on the user name as well would let anyone lock a user out by failing in their name (10 failures
+    from another address used to lock the real user out for minutes)."""
+    if client:
+        return (f"client:{client}",)
+    return (f"user:{username.strip().lower()}",) if username else ()
 
 
 class SessionTokens:

@@ -8,7 +8,7 @@ import os
 import sys
 
 from labelloop.errors import LabelLoopError
-from labelloop.settings import PREDICTORS
+from labelloop.settings import PREDICTORS, forwarded
 
 
 def _settings():
@@ -34,7 +34,7 @@ def cmd_backend(args: argparse.Namespace) -> None:
         logging.getLogger("labelloop").warning(
             "binding %s without basic auth: anyone who can reach this port can read predictions. Set "
             "LABELLOOP_BASIC_AUTH_USER and LABELLOOP_BASIC_AUTH_PASS.", args.host)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, **forwarded(settings))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

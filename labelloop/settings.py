@@ -46,6 +46,9 @@ class LabelLoopSettings(BaseSettings):
     label_studio_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Without LABEL_STUDIO_URL: the Label Studio addresses a /setup may bind a "
         "project to, comma-separated (empty: the first one that sets a project up keeps it).")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Addresses of reverse proxies whose X-Forwarded-For the servers believe, "
+        "comma-separated (empty: none; the client address is the TCP peer's, so nobody picks their throttle key).")
     basic_auth_user: str | None = Field(default=None, description="Require HTTP basic auth with this user.")
     basic_auth_pass: SecretStr | None = Field(default=None, description="Password for basic auth.")
     strategy: str = Field(default="margin", description="Uncertainty strategy the prediction score comes from.")
@@ -141,7 +144,7 @@ class LabelLoopSettings(BaseSettings):
     label_studio_bin: str | None = Field(default=None, description="The label-studio executable the demo and the "
                                          "tests start (default: .venv-ls/bin/label-studio, then PATH).")
 
-    @field_validator("label_studio_hosts", mode="before")
+    @field_validator("label_studio_hosts", "trusted_proxies", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return [h.strip() for h in value.split(",") if h.strip()] if isinstance(value, str) else value
@@ -184,3 +187,10 @@ class LabelLoopSettings(BaseSettings):
         if self.basic_auth_user and self.basic_auth_pass:
             return self.basic_auth_user, self.basic_auth_pass.get_secret_value()
         return None
+
+
+def forwarded(settings: LabelLoopSettings) -> dict:
+    """uvicorn's options for forwarded headers: believed only from ``LABELLOOP_TRUSTED_PROXIES`` (by default
+    uvicorn believes 127.0.0.1, so a local client could pick any address, and so its throttle key)."""
+    proxies = settings.trusted_proxies
+    return {"proxy_headers": True, "forwarded_allow_ips": ",".join(proxies)} if proxies else {"proxy_headers": False}

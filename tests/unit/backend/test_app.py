@@ -316,6 +316,39 @@ def test_label_change_falls_back_to_zero_shot_instead_of_wrong_labels(client):
     assert setup_project(client, changed) == "labelloop-v0"
 
 
+def test_a_spoofed_forwarded_for_picks_no_throttle_key(tmp_path):
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 by default: a local guesser rotating it escaped the
+    throttle and could lock out any address. The servers believe it only from LABELLOOP_TRUSTED_PROXIES."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from labelloop.localstudio import free_port
+    from labelloop.settings import forwarded
+
+    settings = LabelLoopSettings(home=tmp_path, basic_auth_user="ls", basic_auth_pass="pa55word")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, train_in_background=False), host="127.0.0.1",
+                                           port=port, log_level="warning", **forwarded(settings)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        bad = "Basic " + base64.b64encode(b"ls:wrong").decode()
+        codes = [httpx.get(f"http://127.0.0.1:{port}/versions", timeout=10,
+                           headers={"Authorization": bad, "X-Forwarded-For": f"203.0.113.{i}"}).status_code
+                 for i in range(12)]
+        assert codes[:5] == [401] * 5 and 429 in codes[5:]  # the guesser is slowed whatever address it claims
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert forwarded(LabelLoopSettings(trusted_proxies="10.0.0.5")) == {"proxy_headers": True,
+                                                                        "forwarded_allow_ips": "10.0.0.5"}
+
+
 def test_basic_auth_guards_everything_but_health(tmp_path):
     settings = LabelLoopSettings(home=tmp_path, basic_auth_user="ls", basic_auth_pass="pa55word")
     with TestClient(create_app(settings, train_in_background=False)) as c:
