@@ -811,6 +811,10 @@ def main(argv: list[str] | None = None) -> None:
             argv[i : i + 2] = ["eval-human"]
             break
     args = build_parser().parse_args(argv)
+    # Everything a command writes (state, runs, exports, logs, the demo's Label Studio database with its admin
+    # token, the blind A/B mapping) holds annotations or secrets: readable by its owner only, whichever command
+    # comes first, and the servers it starts inherit the same mask.
+    os.umask(0o077)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Tokens travel in request headers: keep HTTP client logs quiet.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -38,6 +38,7 @@ from labelloop.spans import Gazetteer, Span, n_tags, spans_to_tags, tags_to_span
 ZERO_SHOT_SCALE = 20.0
 # For multiple-choice zero-shot, a label applies when its cosine clears this level.
 ZERO_SHOT_THRESHOLD = 0.25
+ZERO_SHOT_CACHE = 64  # zero-shot heads kept per process (one per distinct control): configs come from the network
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -541,11 +542,13 @@ class Features:
     def zero_shot(self, spec) -> HeadClassifier:
         """The untrained head for a classification control: cosine to each label's name."""
         key = (spec.signature, spec.multiple)
-        model = self._zero_shot.get(key)
+        model = self._zero_shot.pop(key, None)
         if model is None:
             model = HeadClassifier(ChoicesModel.zero_shot(self.encoder, spec.labels, multiple=spec.multiple),
                                    self.embed)
-            self._zero_shot[key] = model
+        self._zero_shot[key] = model  # most recently used last; the oldest go beyond ZERO_SHOT_CACHE
+        while len(self._zero_shot) > ZERO_SHOT_CACHE:
+            self._zero_shot.pop(next(iter(self._zero_shot)))
         return model
 
     def fit_classifier(self, spec, texts: list[str], targets: np.ndarray) -> HeadClassifier:

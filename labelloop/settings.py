@@ -132,7 +132,8 @@ class LabelLoopSettings(BaseSettings):
                                 "(larger ones get HTTP 413).")
     max_tasks_per_request: int = Field(
         default=10_000, ge=1, description="Most tasks one /predict may carry; for more, use `labelloop preannotate`.")
-    max_labels: int = Field(default=2_000, ge=2, description="Most labels one control of a labeling config may have.")
+    max_labels: int = Field(default=2_000, ge=2, description="Most labels a labeling config may have, in one "
+                            "control or in all of them together.")
     dashboard_no_auth: bool = Field(default=False, description="Dashboard and playground without a login (only "
                                     "for a machine nobody else reaches).")
     dashboard_secrets: Path | None = Field(default=None, description='JSON file {"users": {name: scrypt hash}} of '

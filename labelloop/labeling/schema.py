@@ -31,6 +31,7 @@ TAGS = {"Choices": "choices", "Labels": "labels", "TextArea": "textarea", "Taxon
 # Shown between the levels of a taxonomy path ("Sports / Tennis"): the class name a model learns.
 PATH_SEPARATOR = " / "
 MAX_LABELS = 2_000
+MAX_CONFIG_CHARS = 1_000_000  # a labeling config is stored per project, and it arrives from the network
 # The from_name of a <Relations> control (Label Studio gives it no name; "@" can't begin an XML name).
 RELATIONS = "@relations"
 
@@ -187,9 +188,17 @@ def parse_label_config(label_config: str, *, max_labels: int = MAX_LABELS) -> Ta
     ------
     UnsupportedConfigError
         The XML is invalid, a control is not one of :data:`TAGS` over ``<Text>``, or it has more than
-        ``max_labels`` labels.
+        ``max_labels`` labels (in one control, or in all of them), or the config is over
+        :data:`MAX_CONFIG_CHARS` characters.
     """
+    if len(label_config) > MAX_CONFIG_CHARS:
+        raise UnsupportedConfigError(f"The labeling config is {len(label_config):,} characters; the backend serves "
+                                     f"configs up to {MAX_CONFIG_CHARS:,}.\n" + SUPPORTED)
     controls, problems = _controls(label_config, max_labels)
+    total = sum(len(c.labels) for c in controls)
+    if total > max_labels:  # every label costs work on every prediction: bound the config, not just a control
+        problems.append(f"its controls have {total:,} labels in all; the backend serves up to {max_labels:,} "
+                        "(LABELLOOP_MAX_LABELS)")
     if problems:
         raise UnsupportedConfigError("This labeling config can't be served: " + "; ".join(problems) + ".\n" + SUPPORTED)
     if not controls:

@@ -234,7 +234,7 @@ class Store(JobQueue):
             db.execute(
                 "INSERT INTO versions(instance, project_id, number, model_version, path, n_annotations, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (self.instance, project_id, number, model_version, str(path), n_annotations, time.time()),
+                (self.instance, project_id, number, model_version, self._relative(path), n_annotations, time.time()),
             )
             db.execute(
                 "INSERT INTO projects(instance, project_id, model_version) VALUES (?, ?, ?) "
@@ -274,7 +274,25 @@ class Store(JobQueue):
             args += (project_id,)
         sql += " AND pruned=0"
         rows = self._query(sql + " ORDER BY project_id, number", args)
-        return [VersionRecord(r[0], r[1], r[2], Path(r[3]), r[4], r[5], r[6]) for r in rows]
+        return [VersionRecord(r[0], r[1], r[2], self._resolve(r[3], r[0], r[2]), r[4], r[5], r[6]) for r in rows]
+
+    def _relative(self, path: Path) -> str:
+        """A model folder as stored: relative to the home, so a copied or restored home reads (and prunes) its
+        own folders, never the original's."""
+        try:
+            return str(Path(path).resolve().relative_to(self.home.resolve()))
+        except ValueError:  # a folder outside the home (a promoted run elsewhere) stays where it is
+            return str(path)
+
+    def _resolve(self, stored: str, project_id: int, model_version: str) -> Path:
+        path = Path(stored)
+        if not path.is_absolute():
+            return self.home / path
+        # Written absolute by an earlier version: inside this home when the folder is there (a copied home).
+        here = self.models_dir / str(project_id) / model_version
+        if path.parts[-3:] == here.parts[-3:] and here.exists() and path.resolve() != here.resolve():
+            return here
+        return path
 
     def max_version_number(self, project_id: int) -> int:
         return self._query("SELECT COALESCE(MAX(number), 0) FROM versions WHERE instance=? AND project_id=?",

@@ -34,3 +34,20 @@ def test_every_option_with_a_default_names_it_in_its_help():
                 help_text = " ".join((action.help or "").split())
                 assert "default" in help_text, f"labelloop {name} {action.option_strings[0]}: no default in its help"
     assert "(default: 7860)" in commands["playground"].format_help()
+
+
+def test_whichever_command_comes_first_leaves_nothing_other_users_can_read(tmp_path):
+    """`runs`, `train`, `eval human`, `dashboard` or `demo` used to create the home 0755 and its files 0644."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    done = subprocess.run([sys.executable, "-m", "labelloop.cli", "runs"], env={**os.environ, "LABELLOOP_HOME": str(home)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    made = [home, *home.rglob("*")]
+    assert len(made) > 1
+    for path in made:
+        assert not stat.S_IMODE(path.stat().st_mode) & 0o077, (path, oct(path.stat().st_mode))

@@ -86,6 +86,30 @@ def test_too_many_labels_is_refused_with_the_limit():
     many = "".join(f'<Choice value="L{i}"/>' for i in range(30))
     with pytest.raises(UnsupportedConfigError, match="up to 20"):
         parse_label_config(f'<View>{TEXT}<Choices name="c" toName="text">{many}</Choices></View>', max_labels=20)
+    # Ten controls of 15 labels each pass one by one, and are refused together: the work grows with the total.
+    few = "".join(f'<Choice value="L{i}"/>' for i in range(15))
+    ten = "".join(f'<Choices name="c{k}" toName="text">{few}</Choices>' for k in range(10))
+    with pytest.raises(UnsupportedConfigError, match="150 labels in all"):
+        parse_label_config(f"<View>{TEXT}{ten}</View>", max_labels=20)
+    with pytest.raises(UnsupportedConfigError, match="characters"):
+        parse_label_config(f'<View>{TEXT}<Choices name="c" toName="text">{few}</Choices>{" " * 1_000_001}</View>')
+
+
+def test_the_zero_shot_cache_is_bounded():
+    from labelloop.labeling.schema import ControlSpec
+    from labelloop.models import ZERO_SHOT_CACHE, Features
+
+    class Encoder:
+        name = "stub"
+
+        def embed(self, texts):
+            return np.ones((len(texts), 4), np.float32)
+
+    features = Features(lambda: Encoder())
+    for k in range(ZERO_SHOT_CACHE + 20):
+        features.zero_shot(ControlSpec(kind="choices", from_name=f"c{k}", to_name="text", value_key="text",
+                                       labels=("a", "b")))
+    assert len(features._zero_shot) == ZERO_SHOT_CACHE
 
 
 WORDS = st.text(alphabet=st.sampled_from("abcXYZ"), min_size=1, max_size=5)

@@ -234,3 +234,31 @@ def test_a_deeply_nested_meta_json_marks_the_version_broken_instead_of_failing_r
     registry = VersionRegistry(store, lambda: None)
     assert registry.current(1).version == UNTRAINED_VERSION
     assert "RecursionError" in registry.problems(1)["labelloop-v1"]
+
+
+def test_a_copied_home_reads_and_prunes_its_own_model_folders(tmp_path):
+    import shutil
+
+    from labelloop.serving.versions import VersionRegistry
+
+    original = tmp_path / "original"
+    store = Store(original)
+    for number in (1, 2):
+        folder = store.models_dir / "1" / f"labelloop-v{number}"
+        folder.mkdir(parents=True)
+        (folder / "meta.json").write_text("{}")
+        store.add_version(1, number, f"labelloop-v{number}", folder, number)
+    # A home from before relative paths: the first row still absolute.
+    store._db.execute("UPDATE versions SET path=? WHERE number=1", (str(store.models_dir / "1" / "labelloop-v1"),))
+    store.close()
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    restored = Store(copy)
+    assert [v.path for v in restored.versions(1)] == [copy / "models/1/labelloop-v1", copy / "models/1/labelloop-v2"]
+    for number in (3, 4, 5):
+        folder = restored.models_dir / "1" / f"labelloop-v{number}"
+        folder.mkdir(parents=True)
+        restored.add_version(1, number, f"labelloop-v{number}", folder, number)
+    VersionRegistry(restored, lambda: None, keep=2)._prune(1)
+    assert not (copy / "models/1/labelloop-v1").exists()
+    assert (original / "models/1/labelloop-v1").exists() and (original / "models/1/labelloop-v2").exists()
