@@ -151,12 +151,14 @@ def tally(state: dict, judgments: list[tuple[str, str, str]]) -> dict:
     run = state["run"]
     wins = losses = ties = 0
     by_item: dict[str, dict[str, str]] = defaultdict(dict)
+    per_judge: Counter = Counter()
     for item, judge, choice in judgments:
         sides = state["items"].get(item)
-        if sides is None or choice not in CHOICES:
+        if sides is None or choice not in CHOICES or judge in by_item[item]:  # one vote per judge per item
             continue
         winner = "tie" if choice == "Tie" else sides["a" if choice == "A is better" else "b"]
         by_item[item][judge] = winner
+        per_judge[judge] += 1
         if winner == "tie":
             ties += 1
         elif winner == run:
@@ -182,14 +184,17 @@ def tally(state: dict, judgments: list[tuple[str, str, str]]) -> dict:
             "losses": losses, "ties": ties, "n": wins + losses + ties, "items": len(by_item),
             "tie_share": ties / (decided + ties) if decided + ties else 0.0,
             "judge_agreement": sum(agree) / len(agree) if agree else None, "items_with_several_judges": len(shared),
+            "votes_per_judge": dict(sorted(per_judge.items())),
             "cohen_kappa": kappas, "forgetting_perplexity": state.get("forgetting", {})}
 
 
 def preferences(state: dict, judgments: list[tuple[str, str, str]]) -> list[dict]:
     """TRL's preference pairs from the decided majority of each item's judgments (ties and splits left out)."""
     votes: dict[str, Counter] = defaultdict(Counter)
-    for item, _judge, choice in judgments:
-        if item in state["items"] and choice in CHOICES:
+    seen: set[tuple[str, str]] = set()
+    for item, judge, choice in judgments:
+        if item in state["items"] and choice in CHOICES and (item, judge) not in seen:
+            seen.add((item, judge))
             votes[item][choice] += 1
     out = []
     for item, counts in votes.items():
@@ -205,17 +210,26 @@ def preferences(state: dict, judgments: list[tuple[str, str, str]]) -> list[dict
 
 
 def judgments_of(client, project_id: int) -> list[tuple[str, str, str]]:
-    """``(item, judge, choice)`` for every live annotation of the evaluation project."""
+    """``(item, judge, choice)``: one vote per judge per task of the evaluation project.
+
+    Label Studio lets one user submit several annotations of a task; only that judge's latest live one counts
+    (by its update time, then its id), and of its choices only the first, so no judge can vote twice.
+    """
     out = []
     for task in lsclient.iter_tasks(client, project_id, fields="all"):
+        latest: dict[str, tuple[tuple, str]] = {}
         for ann in task.annotations or []:
             if ann.get("was_cancelled"):
                 continue
+            choice = next((str(c) for region in ann.get("result") or [] if region.get("from_name") == "preference"
+                           for c in (region.get("value") or {}).get("choices") or []), None)
+            if choice is None:
+                continue
             judge = str(ann.get("completed_by"))
-            for region in ann.get("result") or []:
-                if region.get("from_name") == "preference":
-                    for choice in (region.get("value") or {}).get("choices") or []:
-                        out.append((str(task.data.get("item")), judge, str(choice)))
+            when = (str(ann.get("updated_at") or ann.get("created_at") or ""), int(ann.get("id") or 0))
+            if judge not in latest or when > latest[judge][0]:
+                latest[judge] = (when, choice)
+        out += [(str(task.data.get("item")), judge, choice) for judge, (_, choice) in sorted(latest.items())]
     return out
 
 
