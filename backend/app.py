@@ -16,10 +16,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from labelloop import __version__
 from labelloop.auth import LoginThrottle, throttle_keys
-from labelloop.backend.protocol import RequestError, predict_request, read_json, setup_request, webhook_event
+from labelloop.backend.protocol import (
+    BodyBudget,
+    RequestError,
+    predict_request,
+    read_json,
+    setup_request,
+    webhook_event,
+)
 from labelloop.errors import ConfigError, LabelLoopError, ModelError, StorageFullError, TaskDataError
 from labelloop.labeling.tasks import Event, parse_project_id
 from labelloop.lsclient import basic_auth_header
@@ -29,7 +37,47 @@ from labelloop.settings import LabelLoopSettings
 log = logging.getLogger("labelloop.backend")
 
 OPEN_PATHS = {"/health", "/"}
-PREDICT_CHUNK = 1024  # tasks predicted between two checks that the caller is still there
+PREDICT_CHUNK = 128  # tasks predicted between two checks that the caller is still there (about a second of work)
+
+
+class BasicAuth:
+    """HTTP basic auth for every path but the open ones, throttled per client address (Label Studio's own calls
+    keep working during an attack from elsewhere).
+
+    A plain ASGI middleware: it hands the request's ``receive`` on untouched, so a route still learns when its
+    caller hangs up (Starlette's ``BaseHTTPMiddleware`` hid that, and a /predict whose caller had left ran on).
+    """
+
+    def __init__(self, app: ASGIApp, *, expected: str) -> None:
+        self.app = app
+        self.expected = expected.encode()
+        self.throttle = LoginThrottle()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        client = scope.get("client")
+        keys = throttle_keys(None, client[0] if client else "unknown")
+        wait = self.throttle.wait(*keys) if given else 0.0
+        if wait > 0:  # refused unchecked: guessing from this address has to wait
+            response = JSONResponse({"error": f"Too many failed logins from this address: try again in {wait:.0f} s."},
+                                    status_code=429, headers={"Retry-After": str(max(1, round(wait)))})
+            await response(scope, receive, send)
+            return
+        ok = hmac.compare_digest(given, self.expected)
+        if given:
+            self.throttle.record(ok, *keys)
+        if ok:
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == "/webhook":
+            log.warning("refused a webhook without valid basic auth: connect with `labelloop connect`, or add an "
+                        "Authorization header to the webhook in the project's Settings > Webhooks")
+        response = JSONResponse({"error": "Basic authentication required: set the user and password in the ML "
+                                 "backend connection."}, status_code=401, headers={"WWW-Authenticate": 'Basic realm="labelloop"'})
+        await response(scope, receive, send)
 
 
 def create_app(settings: LabelLoopSettings | None = None, *, service: ModelService | None = None,
@@ -51,29 +99,10 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
     app.state.worker = worker
     expected_auth = basic_auth_header(*settings.basic_auth) if settings.basic_auth else None
     limit = settings.max_body_bytes
+    bodies = BodyBudget(settings.max_inflight_body_bytes)
 
-    throttle = LoginThrottle()  # per client address: Label Studio's own calls keep working during an attack
-
-    @app.middleware("http")
-    async def basic_auth(request: Request, call_next):
-        if expected_auth and request.url.path not in OPEN_PATHS:
-            given = request.headers.get("authorization", "")
-            keys = throttle_keys(None, request.client.host if request.client else "unknown")
-            wait = throttle.wait(*keys) if given else 0.0
-            if wait > 0:  # refused unchecked: guessing from this address has to wait
-                return JSONResponse({"error": f"Too many failed logins from this address: try again in {wait:.0f} s."},
-                                    status_code=429, headers={"Retry-After": str(max(1, round(wait)))})
-            ok = hmac.compare_digest(given.encode(), expected_auth.encode())
-            if given:
-                throttle.record(ok, *keys)
-            if not ok:
-                if request.url.path == "/webhook":
-                    log.warning("refused a webhook without valid basic auth: connect with `labelloop connect`, or add "
-                                "an Authorization header to the webhook in the project's Settings > Webhooks")
-                return JSONResponse({"error": "Basic authentication required: set the user and password in the "
-                                     "ML backend connection."}, status_code=401,
-                                    headers={"WWW-Authenticate": 'Basic realm="labelloop"'})
-        return await call_next(request)
+    if expected_auth:
+        app.add_middleware(BasicAuth, expected=expected_auth)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
@@ -100,14 +129,14 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
 
     @app.post("/setup")
     async def setup(request: Request):
-        req = setup_request(await read_json(request, limit=limit))
+        req = setup_request(await read_json(request, limit=limit, budget=bodies))
         version = await run_in_threadpool(service.setup, req.project, req.label_config, hostname=req.hostname,
                                           access_token=req.access_token)
         return {"model_version": version}
 
     @app.post("/predict")
     async def predict(request: Request):
-        req = predict_request(await read_json(request, limit=limit), max_tasks=settings.max_tasks_per_request)
+        req = predict_request(await read_json(request, limit=limit, budget=bodies), max_tasks=settings.max_tasks_per_request)
         results: list[dict] = []
         for start in range(0, len(req.tasks), PREDICT_CHUNK):
             if start and await request.is_disconnected():
@@ -119,13 +148,13 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
 
     @app.post("/webhook")
     async def webhook(request: Request):
-        event = webhook_event(await read_json(request, limit=limit))
+        event = webhook_event(await read_json(request, limit=limit, budget=bodies))
         return await run_in_threadpool(service.handle_event, event)
 
     @app.post("/train")
     async def train(request: Request):
         """The pre-webhook training call; queued exactly like START_TRAINING."""
-        payload = await read_json(request, limit=limit)
+        payload = await read_json(request, limit=limit, budget=bodies)
         pid = parse_project_id(payload.get("project")) if isinstance(payload.get("project"), (int, str, dict)) else None
         if pid is None:
             raise RequestError(422, "Request body lacks 'project' (Label Studio's project id).")

@@ -9,7 +9,10 @@ message that says what to send instead.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -27,8 +30,35 @@ class RequestError(Exception):
         self.status = status
 
 
-async def read_json(request: Request, *, limit: int) -> dict:
-    """The request body as a JSON object, read no further than ``limit`` bytes."""
+class BodyBudget:
+    """Bytes of request bodies a process holds at once, across all requests: past ``limit`` a new chunk is refused
+    (503), so slow or unfinished uploads can't pile up memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if self.held + n > self.limit:
+                return False
+            self.held += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.held -= n
+
+
+BODY_IDLE_SECONDS = 15.0  # a body that sends nothing for this long is dropped (408)
+BODY_TOTAL_SECONDS = 120.0  # nor may one take longer than this to arrive
+
+
+async def read_json(request: Request, *, limit: int, budget: BodyBudget | None = None, idle: float | None = None,
+                    total: float | None = None) -> dict:
+    """The request body as a JSON object, read no further than ``limit`` bytes, within ``total`` seconds and no
+    ``idle`` seconds without data, holding its bytes against the process's ``budget``."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
         raise RequestError(415, f"Send the body as JSON with Content-Type: application/json (got {kind or 'none'!r}).")
@@ -36,13 +66,34 @@ async def read_json(request: Request, *, limit: int) -> dict:
     if declared is not None and (not (declared.isascii() and declared.isdecimal()) or len(declared) > 20
                                  or int(declared) > limit):
         raise RequestError(413, f"Request body is {declared} bytes; the limit is {limit:,} (LABELLOOP_MAX_BODY_BYTES).")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"Request body is over the limit of {limit:,} bytes (LABELLOOP_MAX_BODY_BYTES).")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    idle = BODY_IDLE_SECONDS if idle is None else idle
+    total = BODY_TOTAL_SECONDS if total is None else total
+    chunks: list[bytes] = []
+    size = 0
+    deadline = time.monotonic() + total
+    stream = request.stream().__aiter__()
+    try:
+        while True:
+            wait = min(idle, deadline - time.monotonic())
+            if wait <= 0:
+                raise RequestError(408, f"Request body took over {total:.0f} s to arrive: send it in one go.")
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), timeout=wait)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise RequestError(408, f"Request body stalled (nothing for {idle:.0f} s): send it in one go.") from None
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"Request body is over the limit of {limit:,} bytes (LABELLOOP_MAX_BODY_BYTES).")
+            if budget is not None and not budget.take(len(chunk)):
+                raise RequestError(503, "The backend holds too many request bodies at once: try again shortly.")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    finally:
+        if budget is not None:
+            budget.give(sum(len(c) for c in chunks))
+        chunks = []
     if not body.strip():
         raise RequestError(400, "Empty request body: send a JSON object.")
     try:

@@ -34,7 +34,8 @@ def cmd_backend(args: argparse.Namespace) -> None:
         logging.getLogger("labelloop").warning(
             "binding %s without basic auth: anyone who can reach this port can read predictions. Set "
             "LABELLOOP_BASIC_AUTH_USER and LABELLOOP_BASIC_AUTH_PASS.", args.host)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, **forwarded(settings))
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+                limit_concurrency=settings.max_connections, **forwarded(settings))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

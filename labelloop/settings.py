@@ -130,6 +130,11 @@ class LabelLoopSettings(BaseSettings):
                                     "starts (it was measured from 25).")
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Largest request body accepted "
                                 "(larger ones get HTTP 413).")
+    max_inflight_body_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024, description="Request body bytes one backend process holds at once, "
+        "across all requests (past it, new bodies get HTTP 503 until others finish).")
+    max_connections: int = Field(default=200, ge=1, description="Connections and requests a server process serves "
+                                 "at once (more get HTTP 503).")
     max_tasks_per_request: int = Field(
         default=10_000, ge=1, description="Most tasks one /predict may carry; for more, use `labelloop preannotate`.")
     max_labels: int = Field(default=2_000, ge=2, description="Most labels a labeling config may have, in one "

@@ -316,37 +316,99 @@ def test_label_change_falls_back_to_zero_shot_instead_of_wrong_labels(client):
     assert setup_project(client, changed) == "labelloop-v0"
 
 
-def test_a_spoofed_forwarded_for_picks_no_throttle_key(tmp_path):
-    """uvicorn believes X-Forwarded-For from 127.0.0.1 by default: a local guesser rotating it escaped the
-    throttle and could lock out any address. The servers believe it only from LABELLOOP_TRUSTED_PROXIES."""
+@pytest.fixture
+def live_server():
+    """``serve(settings) -> port``: the app under a real uvicorn on loopback, as `labelloop backend` runs it."""
     import threading
 
-    import httpx
     import uvicorn
 
     from labelloop.localstudio import free_port
     from labelloop.settings import forwarded
 
-    settings = LabelLoopSettings(home=tmp_path, basic_auth_user="ls", basic_auth_pass="pa55word")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, train_in_background=False), host="127.0.0.1",
-                                           port=port, log_level="warning", **forwarded(settings)))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
+    servers = []
+
+    def serve(settings):
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(settings, train_in_background=False), host="127.0.0.1",
+                                               port=port, log_level="warning", **forwarded(settings)))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
-        bad = "Basic " + base64.b64encode(b"ls:wrong").decode()
-        codes = [httpx.get(f"http://127.0.0.1:{port}/versions", timeout=10,
-                           headers={"Authorization": bad, "X-Forwarded-For": f"203.0.113.{i}"}).status_code
-                 for i in range(12)]
-        assert codes[:5] == [401] * 5 and 429 in codes[5:]  # the guesser is slowed whatever address it claims
-    finally:
+        return port
+
+    yield serve
+    for server, thread in servers:
         server.should_exit = True
         thread.join(10)
+
+
+def raw_request(port, path, headers, body=b""):
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode() + body)
+    return sock
+
+
+def test_a_spoofed_forwarded_for_picks_no_throttle_key(tmp_path, live_server):
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 by default: a local guesser rotating it escaped the
+    throttle and could lock out any address. The servers believe it only from LABELLOOP_TRUSTED_PROXIES."""
+    import httpx
+
+    from labelloop.settings import forwarded
+
+    port = live_server(LabelLoopSettings(home=tmp_path, basic_auth_user="ls", basic_auth_pass="pa55word"))
+    bad = "Basic " + base64.b64encode(b"ls:wrong").decode()
+    codes = [httpx.get(f"http://127.0.0.1:{port}/versions", timeout=10,
+                       headers={"Authorization": bad, "X-Forwarded-For": f"203.0.113.{i}"}).status_code
+             for i in range(12)]
+    assert codes[:5] == [401] * 5 and 429 in codes[5:]  # the guesser is slowed whatever address it claims
     assert forwarded(LabelLoopSettings(trusted_proxies="10.0.0.5")) == {"proxy_headers": True,
                                                                         "forwarded_allow_ips": "10.0.0.5"}
+
+
+def test_stalled_and_piled_up_bodies_are_dropped_not_held(tmp_path, live_server, monkeypatch):
+    from labelloop.backend import protocol
+
+    monkeypatch.setattr(protocol, "BODY_IDLE_SECONDS", 1.0)
+    port = live_server(LabelLoopSettings(home=tmp_path, push_predictions=False, max_inflight_body_bytes=2048))
+    json_head = {"Content-Type": "application/json", "Content-Length": "5000"}
+    # Two unfinished uploads hold 2,000 bytes between them; a third may not pile more on.
+    held = [raw_request(port, "/webhook", json_head, b" " * 1000) for _ in range(2)]
+    time.sleep(0.3)
+    third = raw_request(port, "/webhook", json_head, b" " * 1000)
+    assert b" 503 " in third.recv(4096).split(b"\r\n")[0]
+    # A body that stalls is dropped after the idle time, and its bytes are given back.
+    for sock in held:
+        assert b" 408 " in sock.recv(4096).split(b"\r\n")[0]
+        sock.close()
+    third.close()
+    fine = raw_request(port, "/webhook", {"Content-Type": "application/json", "Content-Length": "2"}, b"{}")
+    assert b" 422 " in fine.recv(4096).split(b"\r\n")[0]  # served again (422: the body lacks an action)
+    fine.close()
+
+
+def test_a_caller_that_hangs_up_stops_a_long_predict_within_a_chunk(tmp_path, live_server, caplog):
+    port = live_server(LabelLoopSettings(home=tmp_path, push_predictions=False))
+    body = json.dumps({"label_config": SENTIMENT, "tasks": [task(i, f"Review number {i}: a fine and moving film, "
+                                                                     f"though long ({i}).") for i in range(3000)]})
+    with caplog.at_level("INFO", logger="labelloop.backend"):
+        sock = raw_request(port, "/predict", {"Content-Type": "application/json", "Content-Length": str(len(body))},
+                           body.encode())
+        time.sleep(2.0)
+        sock.close()
+        started = time.monotonic()
+        deadline = started + 60
+        while time.monotonic() < deadline and not any("the caller left" in r.message for r in caplog.records):
+            time.sleep(0.2)
+    left = [r.message for r in caplog.records if "the caller left" in r.message]
+    assert left and "of 3000 tasks" in left[0]
+    assert int(left[0].split("after ")[1].split(" of")[0]) < 3000
 
 
 def test_basic_auth_guards_everything_but_health(tmp_path):
