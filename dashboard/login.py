@@ -1,7 +1,8 @@
 """The login form in front of every page (see :mod:`labelloop.auth` for where users come from).
 
 A login sets a signed session cookie (12 hours), so reloading a page keeps the user logged in; logging
-out clears it. Failed logins are throttled per user name and per client address, across all sessions.
+out clears it and revokes its token for good (every process, after a restart too). Failed logins are
+throttled per client address, across all sessions.
 """
 
 from __future__ import annotations
@@ -32,14 +33,9 @@ def tokens() -> SessionTokens:
     return SessionTokens.for_home(LabelLoopSettings().home)
 
 
-@st.cache_resource
-def revoked() -> set[str]:
-    return set()  # session cookies logged out of, until they expire or the server restarts
-
-
 def _from_cookie(known: Users) -> str | None:
     token = st.context.cookies.get(COOKIE)
-    if not token or token in revoked() or st.session_state.get("logged_out"):
+    if not token or st.session_state.get("logged_out"):
         return None
     return tokens().verify(token, known)
 
@@ -63,13 +59,15 @@ def require_login() -> str:
     if user:
         st.session_state["user"] = user
         if st.session_state.pop("issue_cookie", False):
-            _set_cookie(tokens().issue(user, known), int(tokens().seconds))
+            # Kept here too: the page's request carried no cookie yet, and a logout must revoke this one.
+            st.session_state["token"] = tokens().issue(user, known)
+            _set_cookie(st.session_state["token"], int(tokens().seconds))
         st.sidebar.caption(f"Logged in as {user}")
         if st.sidebar.button("Log out"):
             del st.session_state["user"]
             st.session_state["logged_out"] = True
-            if st.context.cookies.get(COOKIE):
-                revoked().add(st.context.cookies[COOKIE])
+            for token in {st.session_state.pop("token", None), st.context.cookies.get(COOKIE)} - {None}:
+                tokens().revoke(token)
             st.rerun()
         return user
     if st.session_state.get("logged_out"):

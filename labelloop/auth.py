@@ -35,6 +35,10 @@ NO_USERS = ("No dashboard login is configured. Set LABELLOOP_DASHBOARD_USER and 
             "--no-auth for a local demo only you can reach.")
 
 
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
@@ -186,10 +190,15 @@ class SessionTokens:
     (mode 0600), so sessions survive a restart of the dashboard.
     """
 
-    def __init__(self, secret: bytes, *, hours: float = 12.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, secret: bytes, *, hours: float = 12.0, clock: Callable[[], float] = time.time,
+                 revoked_file: Path | None = None) -> None:
         if len(secret) < 16:
             raise ConfigError("the dashboard session secret must be at least 16 bytes")
         self.secret, self.seconds, self.clock = secret, hours * 3600, clock
+        self.revoked_file = revoked_file  # logged-out tokens (their digests), so a restart still refuses them
+        self._revoked: dict[str, int] = {}
+        self._revoked_seen: float | None = None
+        self._revoke_lock = threading.Lock()
 
     @classmethod
     def for_home(cls, home: Path, *, hours: float = 12.0) -> SessionTokens:
@@ -208,7 +217,42 @@ class SessionTokens:
                     f.write(secret)
             except FileExistsError:  # another process made it first
                 secret = path.read_bytes()
-        return cls(secret, hours=hours)
+        return cls(secret, hours=hours, revoked_file=Path(home) / "dashboard-revoked.json")
+
+    def revoke(self, token: str | None) -> None:
+        """End a session (log out): its token is refused from now on, by every process and after a restart."""
+        try:
+            expiry = int((token or "").split(".")[1])
+        except (IndexError, ValueError):
+            return
+        with self._revoke_lock:
+            self._load_revoked()
+            now = self.clock()
+            self._revoked = {d: e for d, e in self._revoked.items() if e >= now}  # expired ones are refused anyway
+            self._revoked[_digest(token or "")] = expiry
+            if self.revoked_file is not None:
+                tmp = self.revoked_file.with_suffix(".tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    json.dump(self._revoked, f)
+                os.replace(tmp, self.revoked_file)
+                self._revoked_seen = self.revoked_file.stat().st_mtime
+
+    def _load_revoked(self) -> None:
+        if self.revoked_file is None:
+            return
+        try:
+            seen = self.revoked_file.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if seen == self._revoked_seen:
+            return
+        try:
+            data = json.loads(self.revoked_file.read_text())
+            self._revoked = {str(k): int(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        except (OSError, ValueError, TypeError):
+            self._revoked = {}
+        self._revoked_seen = seen
 
     def _sign(self, user: str, expiry: int, users: Users) -> str:
         message = f"{user}\x00{expiry}\x00{users.hashes.get(user, '')}".encode()
@@ -227,4 +271,8 @@ class SessionTokens:
             return None
         if expiry < self.clock() or user not in users.hashes:
             return None
+        with self._revoke_lock:
+            self._load_revoked()
+            if _digest(token or "") in self._revoked:
+                return None
         return user if hmac.compare_digest(signature, self._sign(user, expiry, users)) else None

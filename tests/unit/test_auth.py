@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 
@@ -126,3 +127,23 @@ def test_session_tokens_are_signed_expire_and_end_with_a_password_change(tmp_pat
     assert tokens.verify(token, Users({"other": hash_password("a")})) is None  # user removed
     now[0] += 3601
     assert tokens.verify(token, users) is None  # expired
+
+
+def test_a_logged_out_token_stays_refused_across_processes_and_restarts(tmp_path, monkeypatch):
+    from labelloop.auth import SessionTokens
+
+    monkeypatch.delenv("LABELLOOP_DASHBOARD_SESSION_SECRET", raising=False)
+    users = Users({"lead": hash_password("a")})
+    first, other = SessionTokens.for_home(tmp_path), SessionTokens.for_home(tmp_path)  # two dashboard processes
+    token = first.issue("lead", users)
+    first.clock = lambda: time.time() + 5
+    kept = first.issue("lead", users)  # another browser's session, issued later
+    assert other.verify(token, users) == "lead" and kept != token
+    first.revoke(token)
+    assert first.verify(token, users) is None and other.verify(token, users) is None
+    restarted = SessionTokens.for_home(tmp_path)
+    assert restarted.verify(token, users) is None
+    assert restarted.verify(kept, users) == "lead"  # other sessions go on
+    assert (tmp_path / "dashboard-revoked.json").stat().st_mode & 0o777 == 0o600
+    assert token not in (tmp_path / "dashboard-revoked.json").read_text()  # digests only, never the token
+    first.revoke("not a token")  # ignored
