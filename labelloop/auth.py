@@ -221,15 +221,17 @@ class SessionTokens:
 
     def revoke(self, token: str | None) -> None:
         """End a session (log out): its token is refused from now on, by every process and after a restart."""
+        if not isinstance(token, str):
+            return
         try:
-            expiry = int((token or "").split(".")[1])
+            expiry = int(token.split(".")[1])
         except (IndexError, ValueError):
             return
         with self._revoke_lock:
             self._load_revoked()
             now = self.clock()
             self._revoked = {d: e for d, e in self._revoked.items() if e >= now}  # expired ones are refused anyway
-            self._revoked[_digest(token or "")] = expiry
+            self._revoked[_digest(token)] = expiry
             if self.revoked_file is not None:
                 tmp = self.revoked_file.with_suffix(".tmp")
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -42,3 +42,21 @@ def test_every_page_explains_a_missing_or_dead_label_studio(monkeypatch, tmp_pat
         assert not dead.exception, (page, dead.exception)
         text = " ".join(e.value for e in dead.error)
         assert "did not answer" in text and "LABEL_STUDIO_URL" in text and "x" * 40 not in text, page
+
+
+def test_logging_out_revokes_the_session_issued_in_the_same_browser_session(monkeypatch, tmp_path):
+    from labelloop.auth import SessionTokens, Users, hash_password
+
+    monkeypatch.delenv("LABELLOOP_DASHBOARD_SESSION_SECRET", raising=False)
+
+    at = app(monkeypatch, tmp_path, LABELLOOP_DASHBOARD_USER="lead",
+             LABELLOOP_DASHBOARD_PASSWORD_HASH=hash_password("s3cret pass")).run()
+    at.text_input[0].input("lead")
+    at.text_input[1].input("s3cret pass")
+    at.button[0].click().run()
+    token = at.session_state["token"]
+    assert at.session_state["user"] == "lead"
+    assert SessionTokens.for_home(tmp_path).verify(token, Users.from_env()) == "lead"
+    at.sidebar.button[0].click().run()
+    assert "user" not in at.session_state
+    assert SessionTokens.for_home(tmp_path).verify(token, Users.from_env()) is None  # a restart still refuses it
