@@ -40,6 +40,29 @@ OPEN_PATHS = {"/health", "/"}
 PREDICT_CHUNK = 128  # tasks predicted between two checks that the caller is still there (about a second of work)
 
 
+# What Label Studio sends, as OpenAPI schemas: documentation, and what a fuzzer of the served schema varies
+# (the routes parse bodies themselves, in labelloop.backend.protocol, so FastAPI can't derive these).
+_PROJECT = {"oneOf": [{"type": "string", "example": "3.1700000000"}, {"type": "integer"},
+                      {"type": "object", "properties": {"id": {"type": "integer"}}}]}
+SETUP_BODY = {"type": "object", "required": ["schema"], "properties": {
+    "project": _PROJECT, "schema": {"type": "string"}, "hostname": {"type": "string"},
+    "access_token": {"type": "string"}, "extra_params": {"type": "object"}}}
+PREDICT_BODY = {"type": "object", "required": ["tasks"], "properties": {
+    "tasks": {"type": "array", "items": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "data": {"type": "object", "properties": {"text": {"type": "string"}}}}}},
+    "project": _PROJECT, "label_config": {"type": "string"}, "params": {"type": "object"}}}
+WEBHOOK_BODY = {"type": "object", "required": ["action", "project"], "properties": {
+    "action": {"type": "string", "enum": ["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED",
+                                         "START_TRAINING", "PROJECT_UPDATED"]},
+    "project": _PROJECT, "task": {"type": "object"}, "annotation": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "result": {"type": "array", "items": {"type": "object"}}}}}}
+TRAIN_BODY = {"type": "object", "required": ["project"], "properties": {"project": _PROJECT}}
+
+
+def _body(schema: dict) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 class BasicAuth:
     """HTTP basic auth for every path but the open ones, throttled per client address (Label Studio's own calls
     keep working during an attack from elsewhere).
@@ -127,14 +150,14 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
     async def health():
         return {"status": "UP", "model_class": "LabelLoop", "version": __version__}
 
-    @app.post("/setup")
+    @app.post("/setup", openapi_extra=_body(SETUP_BODY))
     async def setup(request: Request):
         req = setup_request(await read_json(request, limit=limit, budget=bodies))
         version = await run_in_threadpool(service.setup, req.project, req.label_config, hostname=req.hostname,
                                           access_token=req.access_token)
         return {"model_version": version}
 
-    @app.post("/predict")
+    @app.post("/predict", openapi_extra=_body(PREDICT_BODY))
     async def predict(request: Request):
         req = predict_request(await read_json(request, limit=limit, budget=bodies), max_tasks=settings.max_tasks_per_request)
         results: list[dict] = []
@@ -146,12 +169,12 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
                                                project=req.project, label_config=req.label_config)
         return {"results": results, "model_version": results[0]["model_version"]}
 
-    @app.post("/webhook")
+    @app.post("/webhook", openapi_extra=_body(WEBHOOK_BODY))
     async def webhook(request: Request):
         event = webhook_event(await read_json(request, limit=limit, budget=bodies))
         return await run_in_threadpool(service.handle_event, event)
 
-    @app.post("/train")
+    @app.post("/train", openapi_extra=_body(TRAIN_BODY))
     async def train(request: Request):
         """The pre-webhook training call; queued exactly like START_TRAINING."""
         payload = await read_json(request, limit=limit, budget=bodies)
