@@ -116,6 +116,7 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
             worker.start()
         yield
         worker.stop()
+        service.close()
 
     app = FastAPI(title="LabelLoop ML backend", version=__version__, lifespan=lifespan)
     app.state.service = service

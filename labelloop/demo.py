@@ -266,8 +266,13 @@ def run_demo(settings: LabelLoopSettings, *, ls_port: int = 8080, backend_port: 
     except KeyboardInterrupt:
         return {}
     finally:
-        for child in (dashboard, backend):
+        for child in (dashboard, backend):  # each is stopped even when another would not stop
             if child is not None and child.poll() is None:
                 child.terminate()
-                child.wait(timeout=20)
+                try:
+                    child.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    log.warning("PID %d did not stop in 20 s; killing it", child.pid)
+                    os.killpg(child.pid, signal.SIGKILL)  # started in its own session: its group is its own
+                    child.wait(timeout=10)
         studio.stop()

@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +63,19 @@ def finetune_config(n_labels: int, train_file: Path, *, base_model: str = "", me
                      epochs=epochs, batch_size=batch, learning_rate=5e-5, max_length=128, save_steps=10_000)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a child of ours that ended but was not reaped yet is a zombie: not running
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 def _has_setfit() -> bool:
     import importlib.util
 
@@ -88,6 +103,7 @@ class Ladder:
         self.settings = settings
         self._runs = runs
         self.run_config = run_config
+        self._children: dict[str, int] = {}  # run_id -> PID of the fine-tunes this process started
 
     @property
     def runs(self) -> RunRegistry:
@@ -232,8 +248,9 @@ class Ladder:
             value = export_value(spec, answer)
             if value in counts:
                 counts[value] += 1
-        return finetune_due(len(pairs), [f.labels for f in self.store.finetunes(project_id)], counts,
-                            finetune_at=self.settings.finetune_at)
+        # A fine-tune cancelled (the backend stopped under it) does not count: it starts again at its label count.
+        started = [f.labels for f in self.store.finetunes(project_id) if self._status(f) != "cancelled"]
+        return finetune_due(len(pairs), started, counts, finetune_at=self.settings.finetune_at)
 
     def run_ended(self, finetune: Finetune) -> bool:
         """Whether a fine-tune's run is over (succeeded, failed, cancelled, or gone) and waits to be settled."""
@@ -267,6 +284,7 @@ class Ladder:
         name = f"ladder-{self.settings.instance or 'p'}{project_id}-{len(pairs)}-{stamp}"
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         run = start_run(self.runs, config, name=name, niceness=10)
+        self._children[run.run_id] = int((run.folder / "pid").read_text())
         self.store.add_finetune(project_id, run.run_id, len(pairs))
         self.store.add_decision(project_id, "finetune", self.registry.current(project_id).version, run.run_id,
                                 {"labels": len(pairs), "epochs": config.epochs, "method": config.method})
@@ -336,6 +354,42 @@ class Ladder:
             log.info("project %s: %s", project_id, evidence.reason if evidence.verdict == "rollback" else
                      f"the rollback watch on {gate.promoted} ends: {evidence.reason}")
         return rolled
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the fine-tunes this process started and that still run (the backend is shutting down): each is
+        asked to cancel (it saves a checkpoint), then terminated, then killed, by the PID it was started with.
+        A fine-tune cancelled so starts again, at the same label count, when the backend is back."""
+        from labelloop.finetune.launch import cancel_run
+
+        live = {}
+        for run_id, pid in self._children.items():
+            if _alive(pid):
+                try:
+                    cancel_run(self.runs, run_id)
+                except LabelLoopError:
+                    pass  # ended meanwhile, or never registered: it still gets the signals below
+                live[run_id] = pid
+        stopped = list(live)
+        deadline = time.monotonic() + timeout
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            while live and time.monotonic() < deadline:
+                live = {r: p for r, p in live.items() if _alive(p)}
+                time.sleep(0.2)
+            for run_id, pid in live.items():
+                log.info("stopping fine-tune %s (PID %d) with %s", run_id, pid, sig.name)
+                try:
+                    os.killpg(pid, sig)  # its own session: the group is the run and its workers
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 5.0
+        for run_id in stopped:
+            try:
+                if self.runs.get(run_id).status != "succeeded":
+                    self.runs.set_status(run_id, "cancelled", error="the backend stopped while it trained; the "
+                                                                    "ladder starts it again when the backend is back")
+            except LabelLoopError:
+                pass
+        self._children.clear()
 
     # -- what the dashboard shows -----------------------------------------------------------------
 

@@ -101,6 +101,11 @@ class ModelService:
     def ladder(self) -> Ladder:
         return Ladder(self.store, self.registry, self.annotations, self.features, self.schema, self.settings)
 
+    def close(self) -> None:
+        """Stop what this process started in the background: the ladder's fine-tunes still running."""
+        if "ladder" in self.__dict__:
+            self.ladder.stop()
+
     def worker(self) -> TrainingWorker:
         s = self.settings
         return TrainingWorker(self.store, self.fit, self.publisher if s.push_predictions else None,

@@ -143,6 +143,28 @@ def test_the_ladder_fine_tunes_in_the_background_promotes_through_the_gate_and_k
     assert service.store.decisions(1)[-1].action == "rollback"
 
 
+def test_a_stopped_backend_stops_its_fine_tune_and_starts_it_again_when_back(make_service):
+    import os
+
+    service = make_service(retrain_every=0)
+    for task_id in range(1, 61):
+        annotate(service, task_id, label_of(task_id))
+    service.ladder.step(1)
+    (finetune,) = service.store.finetunes(1)
+    pid = int((service.ladder.runs.get(finetune.run_id).folder / "pid").read_text())
+    service.close()  # what the backend does on shutdown
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):  # reaped by its waiter thread a moment after it ends
+            os.kill(pid, 0)
+            time.sleep(0.1)
+    assert service.ladder.runs.get(finetune.run_id).status == "cancelled"
+    restarted = make_service(retrain_every=0)
+    assert restarted.ladder.next_due(1) is None  # due again at the same label count, not at twice as many
+    restarted.ladder.step(1)
+    assert len(restarted.store.finetunes(1)) == 2
+    restarted.close()
+
+
 class Oracle:
     """A challenger that reads the topic off the words (always right here)."""
 
