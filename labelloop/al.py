@@ -28,7 +28,7 @@ from labelloop.config import ConfigMixin
 from labelloop.errors import ConfigError
 from labelloop.jsonl import iter_jsonl
 from labelloop.learners import DENSE, LEARNERS, GateSettings, Pool, make_learner
-from labelloop.selection import argselect, cluster_then_pick
+from labelloop.selection import argselect, cluster_then_pick, sample_select
 from labelloop.spans import Span
 from labelloop.uncertainty import STRATEGIES, bald, confidence
 
@@ -46,7 +46,8 @@ class SimulationConfig(ConfigMixin):
                 "finetune (minutes each on CPU), auto (the ladder as the backend runs it)", "flag": "learner"})
     strategies: tuple[str, ...] = field(default=("margin",), metadata={
         "help": "strategies to compare with random: margin, entropy, least_confidence, random, bald (Monte Carlo "
-                "dropout, finetune learner only); add +cluster for diversity", "flag": "strategy"})
+                "dropout, finetune learner only); add +cluster for diversity, +sample to draw with known "
+                "probabilities (propensities)", "flag": "strategy"})
     seed_size: int = field(default=25, metadata={"help": "random labels to start from"})
     batch: int = field(default=25, metadata={"help": "labels added per round"})
     rounds: int = field(default=20, metadata={"help": "rounds of selection"})
@@ -81,9 +82,9 @@ class SimulationConfig(ConfigMixin):
             if base == "bald" and set(self.learners) - {"finetune"}:
                 raise ConfigError("bald needs Monte Carlo dropout samples, which only the finetune learner has: "
                                   "use --learner finetune with --strategy bald")
-            if (base not in STRATEGIES and base != "bald") or diversity not in ("", "cluster"):
+            if (base not in STRATEGIES and base != "bald") or diversity not in ("", "cluster", "sample"):
                 raise ConfigError(f"unknown strategy {name!r}: use one of {sorted(STRATEGIES)}, optionally with "
-                                  "'+cluster' (e.g. margin+cluster)")
+                                  "'+cluster' (e.g. margin+cluster) or '+sample' (drawn with known probabilities)")
         if min(self.seed_size, self.batch, self.repeats) < 1 or self.rounds < 0:
             raise ConfigError("seed_size, batch and repeats must be at least 1, rounds at least 0")
         if not 0.0 < self.test_fraction < 1.0:
@@ -149,6 +150,8 @@ def _pick(strategy: str, probs: np.ndarray, x: np.ndarray, n: int, rng: np.rando
         return rng.choice(len(probs), size=n, replace=False)
     scores = confidence(probs, base)
     seed = int(rng.integers(2**31))
+    if diversity == "sample":
+        return sample_select(scores, n, seed=seed)[0]
     return cluster_then_pick(scores, x, n, seed=seed) if diversity else argselect(scores, n, seed=seed)
 
 

@@ -18,6 +18,34 @@ def argselect(scores: np.ndarray, n: int, *, seed: int | None = 0) -> np.ndarray
     return np.lexsort((tiebreak, scores))[:n]
 
 
+def sample_select(scores: np.ndarray, n: int, *, power: float = 2.0, floor: float = 0.1, seed: int | None = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` tasks drawn at random with known probabilities, favouring low scores: ``(indices, propensities)``.
+
+    Each draw (without replacement) takes task ``i`` with probability ``(1 - floor) * u_i / sum(u) + floor / m``
+    over the ``m`` tasks left, where ``u_i = (1 - scores_i) ** power``: mostly the least confident, yet every
+    task has a chance of at least ``floor / m``. ``propensities[k]`` is the probability with which the ``k``-th
+    pick was drawn, so labels acquired this way can still estimate accuracy without bias (importance weights
+    ``1 / (m * propensity)``, Farquhar et al. 2021). Indices come in draw order.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if not 0.0 < floor <= 1.0 or power < 0:
+        raise ValueError("floor must be in (0, 1] and power at least 0")
+    rng = np.random.default_rng(seed)
+    weight = np.clip(1.0 - scores, 0.0, None) ** power
+    left = np.ones(len(scores), dtype=bool)
+    picked, propensity = [], []
+    for _ in range(min(n, len(scores))):
+        w = np.where(left, weight, 0.0)
+        m = int(left.sum())
+        p = np.where(left, (1.0 - floor) * (w / w.sum() if w.sum() > 0 else 1.0 / m) + floor / m, 0.0)
+        i = int(rng.choice(len(scores), p=p / p.sum()))
+        picked.append(i)
+        propensity.append(float(p[i] / p.sum()))
+        left[i] = False
+    return np.asarray(picked, dtype=np.int64), np.asarray(propensity)
+
+
 def kcenter_greedy(embeddings: np.ndarray, n: int, *, labeled: np.ndarray | None = None, seed: int | None = 0) -> np.ndarray:
     """Core-set selection: repeatedly take the task farthest from everything chosen or labeled.
 

@@ -123,3 +123,28 @@ def test_mc_dropout_on_a_tiny_transformer_gives_varied_samples():
     assert mc.std(axis=0).max() > 0
     assert not model.training
     assert np.all(bald(mc) < 1.0)
+
+
+def test_sampled_selection_favours_low_scores_gives_everyone_a_chance_and_its_propensities_are_true():
+    from labelloop.selection import sample_select
+
+    scores = np.linspace(0.0, 1.0, 50)
+    firsts = np.zeros(50)
+    claimed = np.zeros(50)
+    for seed in range(4000):
+        picked, propensity = sample_select(scores, 5, seed=seed)
+        assert len(set(picked.tolist())) == 5 and np.all((propensity > 0) & (propensity <= 1))
+        firsts[picked[0]] += 1
+        claimed[picked[0]] = propensity[0]
+    np.testing.assert_allclose(firsts / 4000, claimed, atol=0.012)  # the first draw's stated probability holds
+    assert claimed[0] > 10 * claimed[-1] and claimed[-1] >= 0.1 / 50 - 1e-12  # the floor
+    # Importance weights make a sampled label set an unbiased estimate of the pool's accuracy.
+    rng = np.random.default_rng(0)
+    right = rng.random(50) < np.linspace(0.2, 0.95, 50)  # the model is wrong more where it is unsure
+    estimates = []
+    for seed in range(3000):
+        picked, propensity = sample_select(scores, 1, seed=seed)
+        estimates.append(right[picked[0]] / (50 * propensity[0]))
+    assert abs(np.mean(estimates) - right.mean()) < 0.03
+    with pytest.raises(ValueError):
+        sample_select(scores, 3, floor=0.0)
