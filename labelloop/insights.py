@@ -245,9 +245,10 @@ def label_issue_candidates(tasks: list[dict], label_config: str, encoder, *, fol
 # -- duplicates and leakage ------------------------------------------------------------------------
 
 
-def duplicate_report(tasks: list[dict], label_config: str, *, threshold: float = 0.7,
-                     frozen_test: set[str] | frozenset[str] = frozenset()) -> dict:
-    """Groups of exact or near-duplicate tasks, and the leakage check of the approved train/test split.
+def duplicate_report(tasks: list[dict], label_config: str, *, project_id: int | None, audit_share: float | None,
+                     threshold: float = 0.7, frozen_test: set[str] | frozenset[str] = frozenset()) -> dict:
+    """Groups of exact or near-duplicate tasks, and the leakage check of the approved train/test split: the
+    split export and the gate use (the project's audit split at ``audit_share``).
 
     ``{"groups": [{"task_ids", "text", "size"}], "split": {"train", "test"}, "test_texts_in_train",
     "duplicates": {...}}``; largest groups first.
@@ -264,8 +265,9 @@ def duplicate_report(tasks: list[dict], label_config: str, *, threshold: float =
         groups[int(g)].append(i)
     rows = [{"task_ids": [ids[i] for i in members], "text": texts[members[0]], "size": len(members)}
             for members in groups.values() if len(members) > 1]
-    _, _, report, _ = build_dataset(tasks, label_config, ExportConfig(near_duplicate_threshold=threshold),
-                                    set(frozen_test))
+    _, _, report, _ = build_dataset(tasks, label_config, ExportConfig(near_duplicate_threshold=threshold,
+                                                                      audit_share=audit_share),
+                                    set(frozen_test), project_id=project_id)
     return {"groups": sorted(rows, key=lambda r: -r["size"]), "split": report["exported"],
             "test_texts_in_train": report["leakage"]["test_texts_in_train"], "duplicates": report["duplicates"]}
 

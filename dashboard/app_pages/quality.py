@@ -59,7 +59,8 @@ else:
     st.caption("Label-error search covers single-choice classification.")
 
 st.subheader("Duplicates and leakage")
-report = insights.duplicate_report(tasks, project["label_config"],
+report = insights.duplicate_report(tasks, project["label_config"], project_id=project["id"],
+                                   audit_share=state.settings().audit_share,
                                    frozen_test=load_frozen_test(state.settings().home, project["id"]))
 cols = st.columns(4)
 cols[0].metric("Duplicate groups", len(report["groups"]))

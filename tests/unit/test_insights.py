@@ -97,10 +97,23 @@ def test_duplicate_report_groups_and_checks_leakage():
     tasks = [{"id": i, "data": {"text": t}, "annotations": [ann("Positive")]}
              for i, t in enumerate(["Is the charger in the box?", "is the charger in the box ?", "Another text",
                                     "Something else entirely"])]
-    report = insights.duplicate_report(tasks, CONFIG)
+    report = insights.duplicate_report(tasks, CONFIG, project_id=None, audit_share=None)
     assert [g["task_ids"] for g in report["groups"]] == [[0, 1]]
     assert report["test_texts_in_train"] == 0
     assert report["split"]["train"] + report["split"]["test"] == 4
+
+
+def test_the_quality_pages_split_is_the_audit_split_export_and_the_gate_use():
+    from labelloop.audit import in_audit
+    from labelloop.dataset import ExportConfig, build_dataset
+
+    tasks = [{"id": i, "data": {"text": f"text number {i} about topic {i * 7}"}, "annotations": [ann("Positive")]}
+             for i in range(1, 61)]
+    report = insights.duplicate_report(tasks, CONFIG, project_id=5, audit_share=0.3)
+    audit = sum(in_audit(5, i, 0.3) for i in range(1, 61))
+    assert report["split"] == {"train": 60 - audit, "test": audit}
+    _, _, exported, _ = build_dataset(tasks, CONFIG, ExportConfig(audit_share=0.3), project_id=5)
+    assert exported["exported"] == report["split"]
 
 
 def test_progress_buckets_by_hour_for_a_timeline_within_one_day():
