@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS projects (
     publish_error TEXT,
     publish_after REAL,
     bound_host TEXT,
+    published_version TEXT,
     PRIMARY KEY (instance, project_id)
 );
 CREATE TABLE IF NOT EXISTS annotations (
@@ -166,7 +167,8 @@ class Database:
                 for table in ("projects", "annotations", "jobs", "versions"):
                     db.execute(f"DROP TABLE old_{table}")
             if version >= 2:  # 0.2 state: no lease heartbeats, no Label Studio binding
-                for table, column in (("jobs", "heartbeat_at REAL"), ("projects", "bound_host TEXT")):
+                for table, column in (("jobs", "heartbeat_at REAL"), ("projects", "bound_host TEXT"),
+                                      ("projects", "published_version TEXT")):
                     if column.split()[0] not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -104,6 +104,7 @@ class Ladder:
         self._runs = runs
         self.run_config = run_config
         self._children: dict[str, int] = {}  # run_id -> PID of the fine-tunes this process started
+        self._reordered: set[int] = set()  # projects whose queue front changed (a gate opened) since asked
 
     @property
     def runs(self) -> RunRegistry:
@@ -129,6 +130,8 @@ class Ladder:
         gate = self.store.gate(project_id, run_id)
         assert gate is not None
         disagree = int((ours != theirs).sum())
+        if disagree:
+            self._reordered.add(project_id)
         log.info("project %s: the gate judges %s against %s: they disagree on %d of %d audit tasks, which go to the "
                  "front of the queue", project_id, name, champion.version, disagree, len(tasks))
         return gate
@@ -168,6 +171,13 @@ class Ladder:
         spec = self.schema(project_id).single_choice()
         gate = self.store.gate(project_id, run_id)
         return self.evidence(project_id, spec, gate) if spec is not None and gate is not None else None
+
+    def reordered(self, project_id: int) -> bool:
+        """Whether a gate opened for the project since the last call (its queue has a new front)."""
+        if project_id in self._reordered:
+            self._reordered.discard(project_id)
+            return True
+        return False
 
     def judge_run(self, project_id: int, run: RunRecord) -> GateEvidence | None:
         """Where the gate stands on a run (opening its gate, and entering it as a challenger, if it has none);

@@ -85,6 +85,7 @@ class Publisher:
                 self._publishing.discard(project_id)
         self._failures.pop(project_id, None)
         self.store.set_publish_pending(project_id, None)
+        self.store.set_published(project_id, version)
         self.metrics.add(publishes=1)
         return stored
 
@@ -102,6 +103,9 @@ class Publisher:
     def _push(self, client, project_id: int, version: str, chunk: int) -> int:
         tasks = list(lsclient.iter_tasks(client, project_id, page_size=1000, include="id,data,is_labeled",
                                          retry=lsclient.BEST_EFFORT))
+        # A task that holds this version's prediction already (a rollback to a version still stored, a publish
+        # retried after it failed half-way) is not given a second one.
+        held = lsclient.task_ids_with_version(client, project_id, version) if tasks else set()
         preds: list[dict] = []
         for i in range(0, len(tasks), chunk):
             preds += self.predict(project_id, [{"id": t.id, "data": t.data} for t in tasks[i : i + chunk]])
@@ -113,7 +117,7 @@ class Publisher:
             np.array([preds[i]["score"] if preds[i]["score"] is not None else 0.0 for i in ok]),
         )
         rows = [{"task": tasks[i].id, "result": preds[i]["result"], "score": float(score), "model_version": version}
-                for i, score in zip(ok, scores)]
+                for i, score in zip(ok, scores) if tasks[i].id not in held]
         stored = lsclient.push_predictions(client, project_id, rows)
         if self.current is not None and self.current(project_id) != version:
             # A promotion or rollback (here or in another process) changed what serves while we pushed: its

@@ -218,10 +218,15 @@ class ModelService:
         the next one when due); returns the new model_version, or None."""
         version = self.trainer.fit(project_id)
         try:
-            return self.ladder.step(project_id) or version
+            changed = self.ladder.step(project_id)
         except LabelLoopError as e:  # the head trained; a fine-tune problem must not undo that
             log.warning("project %s: the learning ladder could not step: %s", project_id, e)
             return version
+        if changed is None and version is None and self.ladder.reordered(project_id):
+            # A gate opened: its disagreements must reach the front of Label Studio's queue, and Label Studio
+            # takes new scores only with a new model_version.
+            version = self.trainer.fit(project_id, force=True)
+        return changed or version
 
     def finetunes_finished(self) -> None:
         """Queue a training for each project whose background fine-tune has ended, so the gate opens on it."""

@@ -98,14 +98,19 @@ class VersionRecord:
     broken: str | None = None
 
     @property
-    def audit(self) -> dict:
-        """What the version's models scored on the audit split when it was trained (from its ``meta.json``:
-        word taggers and relation models, by control)."""
+    def meta(self) -> dict:
+        """The version's ``meta.json`` (empty when it can't be read)."""
         try:
             meta = json.loads((self.path / "meta.json").read_text())
         except (OSError, ValueError, RecursionError):
             return {}
-        scores = meta.get("audit") if isinstance(meta, dict) else None
+        return meta if isinstance(meta, dict) else {}
+
+    @property
+    def audit(self) -> dict:
+        """What the version's models scored on the audit split when it was trained (from its ``meta.json``:
+        word taggers and relation models, by control)."""
+        scores = self.meta.get("audit")
         return scores if isinstance(scores, dict) else {}
 
 
@@ -170,6 +175,13 @@ class Store(JobQueue):
         rows = self._query("SELECT publish_version, publish_error FROM projects WHERE instance=? AND project_id=?",
                            (self.instance, project_id))
         return (rows[0][0], rows[0][1]) if rows else (None, None)
+
+    def set_published(self, project_id: int, version: str) -> None:
+        """Record that Label Studio holds ``version``'s predictions and serves it as the project's model_version."""
+        self._set_project(project_id, published_version=version)
+
+    def published_version(self, project_id: int) -> str | None:
+        return self._project_field(project_id, "published_version")
 
     def publishes_due(self, now: float) -> list[tuple[int, str]]:
         return [(r[0], r[1]) for r in self._query(

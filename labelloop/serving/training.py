@@ -9,6 +9,8 @@ when another starts.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -46,13 +48,21 @@ class Trainer:
         self.metrics = metrics or Metrics()
         self.self_training = self_training  # annotations from which single-choice heads self-train (None: never)
 
-    def fit(self, project_id: int) -> str | None:
-        """Train on the project's latest annotations; returns the new model_version, or None."""
+    def fit(self, project_id: int, *, force: bool = False) -> str | None:
+        """Train on the project's latest annotations; returns the new model_version, or None (nothing to train
+        on, or the same data the serving version learned from, unless ``force``)."""
         started = time.perf_counter()
         schema = self.schema(project_id)
         self.annotations.pull(project_id)
         records = self.annotations.training_records(project_id)
         current = self.registry.current(project_id)
+        digest = training_digest(schema, records)
+        record = self.registry.record(project_id, current.version)
+        if not force and record is not None and record.meta.get("trained_on") == digest:
+            # An audit annotation, a cancelled one, a webhook repeated: the same data would train the same model.
+            log.info("project %s: the training data did not change since %s; nothing to train", project_id,
+                     current.version)
+            return None
         models = {}
         for spec in schema.controls:
             kind = kind_of(spec)
@@ -83,7 +93,7 @@ class Trainer:
             return None
         audit = self._audit_scores(project_id, schema, models)
         version = self.registry.save(project_id, schema, models, len(records), encoder=self.features.encoder.name,
-                                     audit=audit)
+                                     audit=audit, trained_on=digest)
         for name, scored in audit.items():
             log.info("project %s: %s on the audit split: %s", project_id, name, describe_scores(scored))
         seconds = time.perf_counter() - started
@@ -105,6 +115,14 @@ class Trainer:
             if scored is not None:
                 out[spec.from_name] = scored
         return out
+
+
+def training_digest(schema: TaskSchema, records: list) -> str:
+    """A digest of what a training learns from: the config's controls and every training annotation."""
+    payload = json.dumps([[c.signature for c in schema.controls],
+                          sorted([r.task_id, r.annotation_id, r.result, r.data] for r in records)],
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 class _OnTop:
@@ -249,9 +267,11 @@ class TrainingWorker:
         beat.start()
         try:
             log.info("project %s: training (%s)", job.project_id, job.reason)
-            # With no annotations yet there is nothing to fit: publish the zero-shot model's cold-start queue.
-            self.fit(job.project_id)
-            if self.publisher is not None:
+            version = self.fit(job.project_id)
+            # A new version goes to Label Studio; so does one it doesn't hold yet (the zero-shot model's cold-start
+            # queue before any annotation, a rollback), and nothing else: an unchanged model is not pushed again.
+            if self.publisher is not None and (version is not None or
+                                               self.store.published_version(job.project_id) != self.current(job.project_id)):
                 try:
                     self.publisher.publish(job.project_id, self.current(job.project_id))
                 except LabelLoopError:

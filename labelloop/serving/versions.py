@@ -130,9 +130,10 @@ class VersionRegistry:
     # -- writing ----------------------------------------------------------------------------------
 
     def save(self, project_id: int, schema: TaskSchema, models: dict, n_annotations: int, *, encoder: str,
-             audit: dict | None = None) -> str:
+             audit: dict | None = None, trained_on: str | None = None) -> str:
         """Write ``models`` (by ``from_name``) as the project's next version, make it serve; returns its name.
-        ``audit`` (by ``from_name``) is what the models scored on the audit split, kept in ``meta.json``."""
+        ``audit`` (by ``from_name``) is what the models scored on the audit split, and ``trained_on`` a digest of
+        the training data, both kept in ``meta.json``."""
         folder = self.store.models_dir / str(project_id)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self.store.project_lock(project_id):
@@ -151,7 +152,7 @@ class VersionRegistry:
                         controls.append({**meta, "from_name": control.from_name, "signature": control.signature})
                 (tmp / "meta.json").write_text(json.dumps({
                     "model_version": version, "encoder": encoder, "n_annotations": n_annotations,
-                    "created_at": time.time(), "controls": controls, "audit": audit or {},
+                    "created_at": time.time(), "controls": controls, "audit": audit or {}, "trained_on": trained_on,
                     "signatures": {c.from_name: c.signature for c in schema.controls}}, indent=2, ensure_ascii=False))
                 tmp.rename(folder / version)  # a half-written model is never visible under its version name
             except BaseException:

@@ -165,6 +165,22 @@ def test_a_stopped_backend_stops_its_fine_tune_and_starts_it_again_when_back(mak
     restarted.close()
 
 
+def test_the_same_training_data_trains_no_new_version(make_service):
+    """An audit annotation, a repeated webhook: nothing a training learns from changed, so no new version is
+    made (and so none is published)."""
+    service = make_service(finetune="off")
+    for task_id in range(1, 21):
+        annotate(service, task_id, label_of(task_id))
+    first = service.fit(1)
+    assert first is not None
+    audit_task = next(t for t in range(100, 400) if in_audit(1, t, 0.4))
+    annotate(service, audit_task, label_of(audit_task))
+    assert service.fit(1) is None and service.model_version(1) == first
+    training_task = next(t for t in range(100, 400) if not in_audit(1, t, 0.4))
+    annotate(service, training_task, label_of(training_task))
+    assert service.fit(1) not in (None, first)
+
+
 class Oracle:
     """A challenger that reads the topic off the words (always right here)."""
 
@@ -256,15 +272,18 @@ def test_a_promotion_the_labels_then_disprove_is_rolled_back_to_the_champion_it_
     service, spec, gate = gated_service(make_service, Contrarian())
     champion = gate.champion
     # A lead forced the contrarian in (as if promoted): a new version serves, and the gate watches it.
-    annotate(service, 2, label_of(2))
+    fresh = (t for t in range(1000, 2000) if not in_audit(1, t, 0.4))
+    new_task = next(fresh)
+    annotate(service, new_task, label_of(new_task))
     service.store.set_current(1, service.trainer.fit(1))
     promoted = service.model_version(1)
     assert promoted != champion
     service.store.update_gate(1, "run-1", promoted=promoted, state="watch",
                               counted=list(service.annotations.audit_answers(1, spec)))
     for _ in range(4):  # more trainings would prune the champion's folder, but the watch pins it
-        annotate(service, 4 + 2 * _, label_of(4 + 2 * _))
-        service.trainer.fit(1)
+        new_task = next(fresh)
+        annotate(service, new_task, label_of(new_task))
+        assert service.trainer.fit(1) is not None
     assert champion in service.store.pinned_versions(1)
     assert service.registry.record(1, champion) is not None
     for task_id in service.ladder.serve_first(1):
