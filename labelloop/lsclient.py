@@ -109,9 +109,18 @@ def _call_once(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise ConfigError(f"{what}: {e}. LABEL_STUDIO_URL (or --url) must start with http:// or https://") from e
     except (httpx.TransportError, OSError) as e:
         raise LabelStudioUnavailableError(
-            f"{what}: Label Studio did not answer ({type(e).__name__}). Check that it is running and that "
+            f"{what}: Label Studio did not answer{_at(e)} ({type(e).__name__}). Check that it is running and that "
             "LABEL_STUDIO_URL points at it."
         ) from e
+
+
+def _at(error: Exception) -> str:
+    """" at http://host:port", the address a failed request went to (never its path, query or credentials)."""
+    try:
+        url = error.request.url  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # an OSError, or an httpx error raised before a request existed
+        return ""
+    return f" at {url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
 
 
 def describe_error(status: int, body: Any) -> str:

@@ -69,6 +69,7 @@ def connect_backend(client, project_id: int, backend_url: str, *, title: str = "
 
     With ``basic_auth`` the connection and the webhook Label Studio creates for it both carry the credentials.
     """
+    check_backend_serves(client, project_id, backend_url, basic_auth=basic_auth)
     kwargs: dict[str, Any] = {"project": project_id, "url": backend_url.rstrip("/"), "title": title,
                               "is_interactive": interactive}
     if basic_auth:
@@ -82,6 +83,28 @@ def connect_backend(client, project_id: int, backend_url: str, *, title: str = "
     if basic_auth:
         lsclient.ensure_webhook_auth(client, project_id, lsclient.basic_auth_header(*basic_auth))
     return backend
+
+
+def check_backend_serves(client, project_id: int, backend_url: str, *,
+                         basic_auth: tuple[str, str] | None = None) -> None:
+    """Ask the backend whether it can serve the project's labeling config before Label Studio does: Label Studio
+    shows only a generic "doesn't look like a valid ML backend", while the backend says what to change. A
+    backend this machine can't reach (an address only Label Studio's network knows) is left to Label Studio."""
+    project = lsclient.call(f"reading project {project_id}", client.projects.get, id=project_id)
+    config = getattr(project, "label_config", None)
+    if not isinstance(config, str) or not config.strip():
+        return
+    try:
+        response = httpx.post(backend_url.rstrip("/") + "/setup", json={"project": str(project_id), "schema": config},
+                              auth=basic_auth, timeout=60)
+    except httpx.HTTPError:
+        return
+    try:
+        error = response.json().get("error") if response.status_code >= 400 else None
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, str):
+        raise ConfigError(f"the backend at {backend_url} can't serve project {project_id}: {error}")
 
 
 class Predictor(Protocol):

@@ -36,3 +36,35 @@ def tiny_bert_path(tmp_path_factory):
                          intermediate_size=64, max_position_embeddings=128)).save_pretrained(root)
     tokenizer.save_pretrained(root)
     return str(root)
+
+
+@pytest.fixture
+def live_server():
+    """``serve(settings) -> port``: the app under a real uvicorn on loopback, as `labelloop backend` runs it."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from labelloop.backend.app import create_app
+    from labelloop.localstudio import free_port
+    from labelloop.settings import forwarded
+
+    servers = []
+
+    def serve(settings):
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(settings, train_in_background=False), host="127.0.0.1",
+                                               port=port, log_level="warning", **forwarded(settings)))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return port
+
+    yield serve
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)

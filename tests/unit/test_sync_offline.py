@@ -119,7 +119,8 @@ def test_connect_explains_label_studio_refusing_loopback_backends():
     def refuse(**kwargs):
         raise _api_error_body(403, {"detail": "URL resolves to a reserved network address (block: 127.0.0.0/8)"})
 
-    client = SimpleNamespace(ml=SimpleNamespace(create=refuse))
+    client = SimpleNamespace(ml=SimpleNamespace(create=refuse),
+                             projects=SimpleNamespace(get=lambda id: SimpleNamespace(label_config=None)))
     with pytest.raises(LabelStudioError) as e:
         connect_backend(client, 1, "http://127.0.0.1:9090")
     assert "USE_DEFAULT_BANNED_SUBNETS=false" in str(e.value)
@@ -190,10 +191,12 @@ def test_a_refused_connection_fails_within_seconds_and_says_what_to_check(tmp_pa
     import time
 
     started = time.monotonic()
-    message = _cli(["export", "--url", f"http://127.0.0.1:{_free_port()}", "--project", "1", "--out",
+    port = _free_port()
+    message = _cli(["export", "--url", f"http://127.0.0.1:{port}", "--project", "1", "--out",
                     str(tmp_path / "out")], monkeypatch)
     assert time.monotonic() - started < 10
-    assert message.startswith("error: reading the project: Label Studio did not answer (ConnectError)")
+    assert message.startswith(f"error: reading the project: Label Studio did not answer at http://127.0.0.1:{port} "
+                              "(ConnectError)")
     assert "LABEL_STUDIO_URL" in message
 
 
@@ -241,3 +244,36 @@ def test_label_studio_errors_read_as_sentences_not_json():
     assert "5f0c" not in lsclient.describe_error(404, {**body, "status_code": 404, "detail": "Not found."})
     assert lsclient.describe_error(404, {**body, "detail": "Not found."}).endswith("(check the project or task id)")
     assert "not Label Studio's API" in lsclient.describe_error(404, {"detail": "Not Found"})  # FastAPI's answer
+
+
+def test_connect_says_why_the_backend_refuses_a_config_before_label_studio_hides_it(tmp_path, live_server):
+    from types import SimpleNamespace
+
+    from labelloop.errors import ConfigError
+    from labelloop.settings import LabelLoopSettings
+    from labelloop.sync import connect_backend
+
+    port = live_server(LabelLoopSettings(home=tmp_path, push_predictions=False))
+    config = '<View><Text name="text" value="$text"/><TextArea name="answer" toName="text"/></View>'
+    created = []
+    client = SimpleNamespace(projects=SimpleNamespace(get=lambda id: SimpleNamespace(label_config=config)),
+                             ml=SimpleNamespace(create=lambda **kw: created.append(kw)))
+    with pytest.raises(ConfigError, match="LABELLOOP_PREDICTOR=llm"):
+        connect_backend(client, 3, f"http://127.0.0.1:{port}")
+    assert created == []  # Label Studio was never asked
+    client.projects.get = lambda id: SimpleNamespace(label_config=config.replace(
+        '<TextArea name="answer" toName="text"/>', '<Choices name="c" toName="text"><Choice value="a"/>'
+        '<Choice value="b"/></Choices>'))
+    connect_backend(client, 3, f"http://127.0.0.1:{port}")
+    assert len(created) == 1
+
+
+def test_a_refused_connection_names_the_address_it_tried():
+    from labelloop.errors import LabelStudioUnavailableError
+    from labelloop.localstudio import free_port
+    from labelloop.lsclient import call, make_client
+
+    port = free_port()
+    client = make_client(f"http://127.0.0.1:{port}", "token", timeout=5)
+    with pytest.raises(LabelStudioUnavailableError, match=f"did not answer at http://127.0.0.1:{port}"):
+        call("listing projects", client.projects.list, retry=None)

@@ -316,36 +316,6 @@ def test_label_change_falls_back_to_zero_shot_instead_of_wrong_labels(client):
     assert setup_project(client, changed) == "labelloop-v0"
 
 
-@pytest.fixture
-def live_server():
-    """``serve(settings) -> port``: the app under a real uvicorn on loopback, as `labelloop backend` runs it."""
-    import threading
-
-    import uvicorn
-
-    from labelloop.localstudio import free_port
-    from labelloop.settings import forwarded
-
-    servers = []
-
-    def serve(settings):
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(settings, train_in_background=False), host="127.0.0.1",
-                                               port=port, log_level="warning", **forwarded(settings)))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return port
-
-    yield serve
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(10)
-
-
 def raw_request(port, path, headers, body=b""):
     import socket
 
