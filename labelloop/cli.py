@@ -470,6 +470,9 @@ def cmd_augment(args: argparse.Namespace) -> None:
     from labelloop.jsonl import read_jsonl, write_jsonl
 
     records = read_jsonl(args.input)
+    dry_run = not (args.output or args.project)
+    if dry_run:
+        print("neither --output nor --project: a dry run that shows a preview and writes nothing", flush=True)
     test = read_jsonl(args.exclude) if args.exclude else []
     augmenters = build_augmenters(args.methods.split(","), records, fill_mask_model=args.fill_mask_model,
                                   mt_forward=args.mt_forward, mt_backward=args.mt_backward, aug_p=args.aug_p)
@@ -494,8 +497,11 @@ def cmd_augment(args: argparse.Namespace) -> None:
     variants, report = augment_records(records, augmenters, n=args.n, seed=args.seed, test_records=test,
                                        label_filter=label_filter, similarity=similarity)
     print(report.summary())
-    if args.preview or not (args.output or args.project):
+    if args.preview or dry_run:
         print(preview(records, variants, per_method=args.preview or 3))
+    if dry_run:
+        print(f"nothing written: {len(variants)} variants were made; add --output FILE.jsonl to keep them, or "
+              "--project ID to import them into Label Studio for review")
     if args.output:
         write_jsonl(Path(args.output), variants)
         print(f"wrote {len(variants)} variants to {args.output} (the input is unchanged)")

@@ -14,6 +14,7 @@ import os
 import random
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -111,15 +112,24 @@ def demo_pool(root: Path, *, size: int = POOL_SIZE) -> list[str]:
 
 @dataclass
 class DemoCredentials:
+    """The demo's one login. The password's hash is made once and kept: the dashboard's session cookies are
+    signed over it, so a new hash on every start would log everyone out of the dashboard."""
+
     username: str
     password: str
     token: str
+    password_hash: str = ""
 
     @classmethod
     def load_or_create(cls, path: Path) -> DemoCredentials:
         if path.exists():
-            return cls(**json.loads(path.read_text()))
-        creds = cls("admin@example.com", secrets.token_urlsafe(12), secrets.token_hex(20))
+            creds = cls(**json.loads(path.read_text()))
+            if creds.password_hash:
+                return creds
+            creds.password_hash = hash_password(creds.password)  # kept from a demo made before hashes were
+        else:
+            password = secrets.token_urlsafe(12)
+            creds = cls("admin@example.com", password, secrets.token_hex(20), hash_password(password))
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -150,7 +160,7 @@ def start_dashboard(settings: LabelLoopSettings, port: int, *, ls_url: str, cred
                     log_path: Path) -> subprocess.Popen:
     """Run ``labelloop dashboard`` with a login for the demo user (only the password's hash is passed on)."""
     env = {"LABELLOOP_HOME": str(settings.home), "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": creds.token,
-           "LABELLOOP_DASHBOARD_USER": creds.username, "LABELLOOP_DASHBOARD_PASSWORD_HASH": hash_password(creds.password)}
+           "LABELLOOP_DASHBOARD_USER": creds.username, "LABELLOOP_DASHBOARD_PASSWORD_HASH": creds.password_hash}
     return start_service("dashboard", port, env, log_path=log_path, health="/_stcore/health")
 
 
@@ -203,7 +213,7 @@ def demo_env(settings: LabelLoopSettings) -> str:
         addresses = {"label_studio": "http://127.0.0.1:8080"}
     values = {"LABELLOOP_HOME": str(settings.home), "LABEL_STUDIO_URL": addresses["label_studio"],
               "LABEL_STUDIO_API_KEY": creds.token, "LABELLOOP_DASHBOARD_USER": creds.username,
-              "LABELLOOP_DASHBOARD_PASSWORD_HASH": hash_password(creds.password)}
+              "LABELLOOP_DASHBOARD_PASSWORD_HASH": creds.password_hash}
     return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in values.items())
 
 
@@ -243,15 +253,17 @@ def run_demo(settings: LabelLoopSettings, *, ls_port: int = 8080, backend_port: 
                 "password": creds.password, "project_id": project_id}
         (root / "addresses.json").write_text(json.dumps({k: info[k] for k in ("label_studio", "backend",
                                                                              "dashboard", "project_id")}))
+        cli = Path(sys.executable).parent / "labelloop"  # the venv's own, whether or not it is activated
+        cli_name = str(cli) if cli.exists() and shutil.which("labelloop") != str(cli) else "labelloop"
         print(
             "\nLabelLoop demo is up.\n"
             f"  Label Studio  {info['project']}\n"
             f"  Dashboard     {dashboard_url}\n"
             f"  log in to both as  {creds.username} / {creds.password}   (kept in {root / 'credentials.json'})\n"
             f"  ML backend    {backend_url}   (logs under {root})\n"
-            f"  CLI and SDK   eval \"$(labelloop demo --env)\"   sets LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY and the "
+            f"  CLI and SDK   eval \"$({cli_name} demo --env)\"   sets LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY and the "
             "login, e.g. for:\n"
-            f"  Playground    eval \"$(labelloop demo --env)\" && labelloop playground   (same login)\n"
+            f"  Playground    eval \"$({cli_name} demo --env)\" && {cli_name} playground   (same login)\n"
             "Label a few reviews: the backend retrains after each one and re-scores the queue. From 40 labels it\n"
             "fine-tunes the encoder in the background; the reviews where the new model and the serving one disagree\n"
             "then come first, and the dashboard's Active learning page shows the gate deciding on them.\n"
