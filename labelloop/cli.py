@@ -332,6 +332,9 @@ def cmd_eval_human(args: argparse.Namespace) -> None:
               f"{args.against}, sides drawn at random per task (the mapping stays in $LABELLOOP_HOME/human_eval)")
         for who, ppl in out["forgetting"].items():
             print(f"  perplexity on general text: {who} {ppl:.2f}")
+        if out["identical"]:
+            print(f"warning: both models gave the same answer to {out['identical']} of {out['tasks']} prompts; judges "
+                  "can only call those a tie (is the run's adapter loaded, and did it train long enough?)")
         return
     if args.project is None:
         raise LabelLoopError("say which evaluation project to collect: --project N")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import secrets
 import tarfile
@@ -103,7 +104,8 @@ def perplexity(tokenizer, model, texts: list[str]) -> float:
 
 def create(client, registry: RunRegistry, run: str, prompts: list[str], *, against: str = "base", title: str = "",
            seed: int | None = None, max_new_tokens: int = 128, general: list[str] | None = None) -> dict:
-    """Make the blind side-by-side project; returns ``{"project_id", "tasks", "forgetting"}``."""
+    """Make the blind side-by-side project; returns ``{"project_id", "tasks", "forgetting", "identical"}``
+    (``identical``: prompts both models answered the same way, which judges can only call a tie)."""
     prompts = [p for p in dict.fromkeys(p.strip() for p in prompts) if p]
     if not prompts:
         raise ConfigError("no prompts to evaluate on: give a JSONL of {\"prompt\": ...} rows, or a run whose test "
@@ -135,9 +137,12 @@ def create(client, registry: RunRegistry, run: str, prompts: list[str], *, again
                       request=tasks[i : i + 500], retry=None)
     state = {"project_id": project.id, "run": run, "against": against, "items": mapping, "forgetting": forgetting}
     path = state_path(registry.root.parent, project.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(state, indent=2, ensure_ascii=False))
-    return {"project_id": project.id, "tasks": len(tasks), "forgetting": forgetting}
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the blind mapping: its owner's eyes only
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(state, indent=2, ensure_ascii=False))
+    identical = sum(sides[run][k].strip() == sides[against][k].strip() for k in range(len(prompts)))
+    return {"project_id": project.id, "tasks": len(tasks), "forgetting": forgetting, "identical": identical}
 
 
 def state_path(home: Path, project_id: int) -> Path:

@@ -52,12 +52,18 @@ def test_blind_side_by_side_project_then_win_rate_and_preference_pairs(ls, label
     for task in tasks:  # the side mapping is never in the task data
         assert set(task.data) == {"prompt", "answer_a", "answer_b", "item"}
         assert "tiny-sft" not in json.dumps(task.data) and "base" not in json.dumps(task.data)
-    state = json.loads((tmp_path / "home" / "human_eval" / f"{project_id}.json").read_text())
+    state_file = tmp_path / "home" / "human_eval" / f"{project_id}.json"
+    assert state_file.stat().st_mode & 0o777 == 0o600  # the blind mapping: its owner's eyes only
+    state = json.loads(state_file.read_text())
     assert {v["a"] for v in state["items"].values()} == {"tiny-sft", "base"}  # sides drawn per task
     for task in tasks:  # a judge who always prefers the fine-tuned run, whichever side it is on
         side = "A is better" if state["items"][task.data["item"]]["a"] == "tiny-sft" else "B is better"
         ls.annotations.create(id=task.id, project=project_id, result=[
             {"from_name": "preference", "to_name": "prompt", "type": "choices", "value": {"choices": [side]}}])
+    for _ in range(3):  # Label Studio takes more annotations of a task from the same judge: they don't vote again
+        ls.annotations.create(id=tasks[0].id, project=project_id, result=[
+            {"from_name": "preference", "to_name": "prompt", "type": "choices", "value": {"choices": [
+                "A is better" if state["items"][tasks[0].data["item"]]["a"] == "tiny-sft" else "B is better"]}}])
     out = cli("eval", "human", "collect", "--project", str(project_id), "--preferences",
               str(tmp_path / "prefs.jsonl"))
     assert "win rate 1.000" in out and "over 6 decided judgments" in out
