@@ -97,10 +97,10 @@ def cached_models(name: str, champion_labels: int, sizes: list[int], seed: int) 
     """Heads trained on ``sizes`` labels of one data set (and on ``champion_labels``): their predictions on the
     pool (the audit frames' source) and on a held-out test set, with the gold labels."""
     from labelloop.encoder import load_encoder
-    from labelloop.jsonl import iter_jsonl
+    from labelloop.jsonl import read_jsonl
     from labelloop.models import ChoicesModel
 
-    rows = list(iter_jsonl(DATA[name](DEFAULT_OUT)))
+    rows = read_jsonl(DATA[name](DEFAULT_OUT))
     texts = [" ".join(r["text"].split()[:80]) for r in rows]
     labels = tuple(sorted({r["label"] for r in rows}))
     y = np.array([labels.index(r["label"]) for r in rows])

@@ -240,6 +240,7 @@ class WeakLabels:
     covered: int
     n_tasks: int
     pushed: int
+    reason: str = ""
 
 
 def weak_label_project(service, client, project_id: int, rules, *, push: bool = True,
@@ -303,4 +304,4 @@ def weak_label_project(service, client, project_id: int, rules, *, push: bool = 
         pushed = lsclient.push_predictions(client, project_id, rows)
         lsclient.set_model_version(client, project_id, version)
     return WeakLabels(version, lf_summary(votes, [lf.name for lf in lfs], gold), accuracy, combined.majority_accuracy,
-                      combined.combiner, int(judged.sum()), int(covered.sum()), len(tasks), pushed)
+                      combined.combiner, int(judged.sum()), int(covered.sum()), len(tasks), pushed, combined.reason)

@@ -572,7 +572,7 @@ def cmd_weak(args: argparse.Namespace) -> None:
     acc = "-" if result.label_model_accuracy is None else f"{result.label_model_accuracy:.3f}"
     majority = "-" if result.majority_accuracy is None else f"{result.majority_accuracy:.3f}"
     print(f"label model: {result.covered}/{result.n_tasks} tasks covered; accuracy {acc} on {result.n_gold} "
-          f"annotated tasks (majority vote: {majority}); labels from the {result.combiner}")
+          f"annotated tasks (majority vote: {majority}); labels from the {result.combiner}: {result.reason}")
     if not args.dry_run:
         print(f"pushed {result.pushed} predictions of {result.model_version}; model_version set")
 

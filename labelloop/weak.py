@@ -164,12 +164,25 @@ class LabelModel:
         self.prior = np.full(n_labels, 1.0 / n_labels)
         self.confusion: np.ndarray | None = None  # (n_lfs, k true, k votes + 1 abstain)
 
-    def fit(self, votes: np.ndarray) -> LabelModel:
-        """Learn from the vote matrix (n_texts, n_lfs), starting from majority vote."""
+    def fit(self, votes: np.ndarray, gold: np.ndarray | None = None) -> LabelModel:
+        """Learn from the vote matrix (n_texts, n_lfs), starting from majority vote.
+
+        ``gold`` (n_texts,) holds the annotated label index of a text, :data:`ABSTAIN` elsewhere: annotated
+        texts keep their true class through EM (semi-supervised), which anchors each function's reliabilities
+        where its votes alone can't (one function per label, no overlap: the unsupervised model is not
+        identifiable there).
+        """
+        labelled = np.full(len(votes), ABSTAIN) if gold is None else np.asarray(gold)
+        known = labelled != ABSTAIN
+        truth = np.eye(self.k)[np.where(known, labelled, 0)] if known.any() else None
         q = self._majority(votes)
+        if truth is not None:
+            q[known] = truth[known]
         for _ in range(self.iterations):
             self._m_step(votes, q)
             new = self.predict_proba(votes)
+            if truth is not None:
+                new[known] = truth[known]
             done = np.abs(new - q).max() < self.tol
             q = new
             if done:
@@ -230,34 +243,67 @@ def majority_vote(votes: np.ndarray, n_labels: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Combined:
-    """Probabilistic labels from votes: ``probs`` (n_texts, n_labels), which combiner made them, and both
-    combiners' accuracy on the gold-labelled texts the functions cover (None without enough gold)."""
+    """Probabilistic labels from votes: ``probs`` (n_texts, n_labels), which combiner made them and why, and both
+    combiners' accuracy on the gold-labelled texts the functions cover, each scored by a label model that never
+    saw that text's label (None without enough gold)."""
 
     probs: np.ndarray
     combiner: str
     label_model_accuracy: float | None
     majority_accuracy: float | None
     n_gold: int
+    reason: str = ""
+
+
+def overlap(votes: np.ndarray) -> float:
+    """Share of the covered texts that two or more functions vote on: what an unsupervised label model learns
+    the functions' reliabilities from (0 when no text is covered)."""
+    voting = (votes != ABSTAIN).sum(axis=1)
+    covered = int((voting > 0).sum())
+    return float((voting > 1).sum() / covered) if covered else 0.0
+
+
+MIN_OVERLAP = 0.1  # below this share of covered texts with 2+ votes, the votes alone can't identify the model
 
 
 def combine_votes(votes: np.ndarray, n_labels: int, gold: np.ndarray | None = None, *,
-                  min_gold: int = 20) -> Combined:
-    """The label model's probabilities, or majority vote's where annotated texts show it is the better one.
+                  min_gold: int = 20, folds: int = 5, seed: int = 0) -> Combined:
+    """Probabilistic labels from the vote matrix (n_texts, n_lfs): the label model's, or majority vote's.
 
-    ``gold`` holds a label index per text, :data:`ABSTAIN` where there is none. With at least ``min_gold``
-    covered gold texts, the combiner that is right more often on them is used, so the result is never worse
-    than majority vote of the same functions on what annotators labelled.
+    ``gold`` holds the annotated label index per text, :data:`ABSTAIN` where there is none; the label model is
+    fit with it (semi-supervised). With ``min_gold`` covered annotated texts, each combiner is scored on them by
+    ``folds``-fold cross-fitting (the label model never sees the label of the text it is scored on) and the one
+    right more often is used (majority vote on a tie), so the result is never worse than majority vote on what annotators labelled.
+    With fewer, majority vote is used: a label model that agreement between the functions can't pin down (one
+    list per label, lists that barely overlap: under :data:`MIN_OVERLAP` of the covered texts get two votes)
+    collapses onto one label, and one that could be pinned down has nothing yet to show it is better. The
+    ``reason`` says which.
     """
-    model = LabelModel(n_labels).fit(votes)
-    lm, mv = model.predict_proba(votes), majority_vote(votes, n_labels)
-    judged = (votes != ABSTAIN).any(axis=1) & (gold != ABSTAIN) if gold is not None else np.zeros(len(votes), bool)
-    n = int(judged.sum())
-    if n < min_gold or gold is None:
-        return Combined(lm, "label model", None, None, n)
-    lm_acc = float((lm[judged].argmax(axis=1) == gold[judged]).mean())
-    mv_acc = float((mv[judged].argmax(axis=1) == gold[judged]).mean())
-    return Combined(lm if lm_acc >= mv_acc else mv, "label model" if lm_acc >= mv_acc else "majority vote",
-                    lm_acc, mv_acc, n)
+    gold_ = np.full(len(votes), ABSTAIN) if gold is None else np.asarray(gold)
+    mv = majority_vote(votes, n_labels)
+    judged = np.flatnonzero((votes != ABSTAIN).any(axis=1) & (gold_ != ABSTAIN))
+    n = len(judged)
+    if n < min_gold:
+        shared = overlap(votes)
+        why = (f"the functions overlap on {shared:.0%} of the texts they cover, too little for a label model to learn "
+               "their reliabilities from their agreements" if shared < MIN_OVERLAP else
+               f"the functions overlap on {shared:.0%} of the texts they cover")
+        return Combined(mv, "majority vote", None, None, n,
+                        f"{why}; {n} of those texts are annotated, and {min_gold} would let the annotations show "
+                        "whether the label model does better")
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    held_out = np.empty(n, dtype=int)
+    for f in range(folds):
+        test = judged[fold == f]
+        train_gold = gold_.copy()
+        train_gold[test] = ABSTAIN
+        held_out[fold == f] = LabelModel(n_labels).fit(votes, train_gold).predict_proba(votes[test]).argmax(axis=1)
+    lm = LabelModel(n_labels).fit(votes, gold_).predict_proba(votes)
+    lm_acc = float((held_out == gold_[judged]).mean())
+    mv_acc = float((mv[judged].argmax(axis=1) == gold_[judged]).mean())
+    better = lm_acc > mv_acc  # a tie goes to the baseline
+    return Combined(lm if better else mv, "label model" if better else "majority vote", lm_acc, mv_acc, n,
+                    f"on {n} annotated texts: label model {lm_acc:.3f}, majority vote {mv_acc:.3f}")
 
 
 def span_lf_summary(sources: dict[str, Sequence[Sequence[Span]]],

@@ -93,6 +93,44 @@ def test_one_label_keyword_rules_never_do_worse_than_majority_vote():
         assert got >= combined.majority_accuracy == (majority_vote(votes, 5).argmax(axis=1) == gold)[judged].mean()
 
 
+def test_one_list_per_label_with_few_annotations_falls_back_to_majority_vote_and_says_why():
+    """Three lists, one per label, 100 of 1,000 texts annotated (about 18 of them covered): the unsupervised
+    label model had labelled every covered text with one label (0.333 against majority vote's 0.443)."""
+    from labelloop.weak import combine_votes, majority_vote, overlap
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 1000)
+    votes = np.full((1000, 3), ABSTAIN)
+    for i, label in enumerate(y):
+        if rng.random() < 0.12:  # a text one list matches: its own label 60% of the time
+            lf = label if rng.random() < 0.6 else rng.integers(0, 3)
+            votes[i, lf] = lf
+    gold = np.where(np.arange(1000) < 100, y, ABSTAIN)
+    gold[np.flatnonzero((votes != ABSTAIN).any(axis=1) & (gold != ABSTAIN))[18:]] = ABSTAIN  # 18 covered ones
+    assert overlap(votes) == 0.0
+    combined = combine_votes(votes, 3, gold)
+    assert combined.combiner == "majority vote" and combined.n_gold < 20
+    assert "too little for a label model" in combined.reason and "annotated" in combined.reason
+    np.testing.assert_allclose(combined.probs, majority_vote(votes, 3))
+
+
+def test_the_label_model_learns_from_the_annotations_and_is_chosen_only_when_cross_fitting_says_so():
+    from labelloop.weak import combine_votes
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 600)
+    # Three functions; the first is right 90% of the time, the other two only 55%, and they often outvote it.
+    votes = np.stack([np.where(rng.random(600) < p, y, 1 - y) for p in (0.9, 0.55, 0.55)], axis=1)
+    unsupervised = LabelModel(2).fit(votes)
+    semi = LabelModel(2).fit(votes, np.where(np.arange(600) < 120, y, ABSTAIN))
+    assert semi.accuracies()[0] > 0.85 and abs(semi.accuracies()[1] - 0.55) < 0.1
+    combined = combine_votes(votes, 2, np.where(np.arange(600) < 120, y, ABSTAIN))
+    assert combined.combiner == "label model" and combined.label_model_accuracy > combined.majority_accuracy
+    rest = np.arange(600) >= 120
+    assert (combined.probs.argmax(axis=1) == y)[rest].mean() > 0.85
+    assert unsupervised.accuracies().shape == (3,)
+
+
 def test_gazetteer_finds_annotated_mentions_longest_first_with_their_usual_label():
     from labelloop.spans import Gazetteer, Span
     from labelloop.weak import span_lf_summary
