@@ -59,7 +59,7 @@ def make_service(tmp_path, tiny_bert_path):
     return make
 
 
-def wait_for_finetune(service, timeout=240.0):
+def wait_for_finetune(service, timeout=600.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         open_ = [f for f in service.store.finetunes(1) if not f.done]
