@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -28,16 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import DEFAULT_OUT, bbc_news, movie_reviews  # noqa: E402
+from ladder import mcnemar_exact  # noqa: E402
 
 from labelloop.gate import decide  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = {"movie_reviews": movie_reviews, "bbc_news": bbc_news}
-
-
-def mcnemar_p(champion_only: int, challenger_only: int) -> float:
-    n = champion_only + challenger_only
-    return float(sum(math.comb(n, k) for k in range(challenger_only, n + 1)) / 2.0**n) if n else 1.0
 
 
 def baseline_gate(champ: np.ndarray, chall: np.ndarray, budget: int, *, alpha: float = 0.05, min_audit: int = 30
@@ -47,7 +42,7 @@ def baseline_gate(champ: np.ndarray, chall: np.ndarray, budget: int, *, alpha: f
         a, b = champ[:n], chall[:n]
         if b.sum() < a.sum():
             return "refuse", n
-        if b.sum() > a.sum() and mcnemar_p(int((a & ~b).sum()), int((b & ~a).sum())) < alpha:
+        if b.sum() > a.sum() and mcnemar_exact(int((a & ~b).sum()), int((b & ~a).sum())) < alpha:
             return "promote", n
     return "hold", min(budget, len(champ))
 
