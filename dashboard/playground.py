@@ -127,6 +127,21 @@ def build(settings: LabelLoopSettings, service: ModelService | None = None) -> g
     return app
 
 
+def login_check(users: Users):
+    """Gradio's ``auth``: a coroutine that checks a password (scrypt, tens of milliseconds of CPU) in a worker
+    thread, one at a time, so a login spray never stalls the event loop that serves everyone else's pages."""
+    import anyio
+
+    limiter: list[anyio.CapacityLimiter] = []
+
+    async def check(username: str, password: str) -> bool:
+        if not limiter:
+            limiter.append(anyio.CapacityLimiter(1))
+        return await anyio.to_thread.run_sync(users.check, username, password, limiter=limiter[0])
+
+    return check
+
+
 def launch(settings: LabelLoopSettings, users: Users, *, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Serve the playground; logins are throttled per user name and per client address."""
     import uvicorn
@@ -149,8 +164,7 @@ def launch(settings: LabelLoopSettings, users: Users, *, host: str = "127.0.0.1"
         throttle.record(response.status_code < 400, *keys)
         return response
 
-    def check(username: str, password: str) -> bool:
-        return users.check(username, password)  # the middleware above throttles the guessing address
+    check = login_check(users)  # the middleware above throttles the guessing address
 
     app = build(settings)
     app.queue(default_concurrency_limit=2)
