@@ -41,13 +41,24 @@ class ProjectAnnotations:
         self.clients = clients
         self.audit_share = audit_share
         self._pulled: dict[int, float] = {}
+        self._failed: dict[int, tuple[float, int]] = {}  # project -> (when its last pull failed, failures in a row)
         self._unlabeled: dict[int, list[tuple[int, dict]]] = {}
         self._lock = threading.Lock()
 
     def pull(self, project_id: int) -> None:
-        """Replace the stored annotations with Label Studio's, when it can be reached (best effort)."""
+        """Replace the stored annotations with Label Studio's, when it can be reached (best effort).
+
+        After a failed pull the project's next pulls are skipped for a while (15 s, doubling to 5 minutes): a
+        hung Label Studio would otherwise hold a training thread for its whole timeout on every training, and
+        with enough hung projects, every thread."""
+        now = time.monotonic()
         with self._lock:
-            self._pulled[project_id] = time.monotonic()
+            self._pulled[project_id] = now
+            failed_at, failures = self._failed.get(project_id, (0.0, 0))
+        if failures and now - failed_at < min(300.0, 15.0 * 2 ** (failures - 1)):
+            log.info("project %s: Label Studio failed %d time(s) in a row; training on the annotations received so "
+                     "far", project_id, failures)
+            return
         client = self.clients.client_for(project_id)
         if client is None:
             return
@@ -55,8 +66,12 @@ class ProjectAnnotations:
         try:
             rows = lsclient.fetch_annotations(client, project_id, retry=lsclient.BEST_EFFORT, unlabeled=unlabeled)
         except LabelLoopError as e:
+            with self._lock:
+                self._failed[project_id] = (time.monotonic(), failures + 1)
             log.warning("project %s: using the annotations received so far: %s", project_id, e)
             return
+        with self._lock:
+            self._failed.pop(project_id, None)
         self.store.replace_annotations(project_id, rows)
         self.keep_unlabeled(project_id, unlabeled)
 

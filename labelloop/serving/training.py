@@ -210,6 +210,10 @@ class TrainingWorker:
                                       args=(i == 0,))
             thread.start()
             self._running.append(thread)
+        if self.publisher is not None:  # its own thread: owed publishes never wait behind a training
+            thread = threading.Thread(target=self._publish_loop, name="labelloop-publish", daemon=True)
+            thread.start()
+            self._running.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -221,6 +225,15 @@ class TrainingWorker:
         """Run every queued job in the caller's thread (for tests and one-shot commands)."""
         while (job := self.store.claim_job()) is not None:
             self.run_job(job)
+
+    def _publish_loop(self) -> None:
+        """Retry owed publishes as soon as they are due (a recovered Label Studio gets its update within seconds)."""
+        assert self.publisher is not None
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.publisher.retry_due()
+            except LabelLoopError as e:  # the state database unavailable (a full disk): try again later
+                log.warning("retrying owed publishes failed: %s", e)
 
     def _heartbeat(self, done: threading.Event) -> None:
         """Renew this process's training leases while a job runs, so no other process takes it over."""
@@ -245,8 +258,6 @@ class TrainingWorker:
                     last_timer = time.monotonic()
                     for project_id in self.store.projects_with_new_annotations():
                         self.store.request_training(project_id, "timer")
-                if self.publisher is not None:
-                    self.publisher.retry_due()
             try:
                 job = self.store.claim_job()
             except LabelLoopError as e:  # a full disk: keep serving, try again later

@@ -268,3 +268,41 @@ def test_a_publish_under_way_is_never_pushed_twice_by_the_retry_timer(make_clien
     release.set()
     publishing.join(10)
     assert len(fake.stored) == 1 and service.store.publish_pending(7) == (None, None)
+
+
+def test_a_hung_label_studio_costs_a_project_its_timeout_once_then_trainings_use_what_was_received(
+        make_client, silent_port):
+    c = make_client(push_predictions=False, label_studio_timeout=1)
+    c.post("/setup", json={"project": "7.1", "schema": SENTIMENT, "hostname": silent_port, "access_token": "t"})
+    webhook(c, 1, 1, "A fine film.", choice("Positive"))
+    started = time.monotonic()
+    c.app.state.worker.run_pending()
+    first = time.monotonic() - started
+    webhook(c, 2, 2, "A dull film.", choice("Negative"))
+    started = time.monotonic()
+    c.app.state.worker.run_pending()
+    second = time.monotonic() - started
+    assert first >= 1.0 and second < first / 2, (first, second)
+    assert c.app.state.service.store.current_name(7) == "labelloop-v2"  # trained on what the webhooks stored
+
+
+def test_owed_publishes_go_out_while_every_training_thread_is_busy(make_client, monkeypatch):
+    import threading
+
+    service, fake = trained_once(make_client, monkeypatch, down=True)
+    fake.down = False
+    service.store.set_publish_pending(7, "labelloop-v1", after=0)
+    release = threading.Event()
+    monkeypatch.setattr(service, "fit", lambda pid: release.wait(30))  # a training that hangs on Label Studio
+    service.store.request_training(8, "START_TRAINING")
+    worker = service.worker()
+    worker.threads = 1
+    worker.start()
+    try:
+        deadline = time.monotonic() + 15
+        while fake.version is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert fake.version == "labelloop-v1"  # published by its own thread, not after the training
+    finally:
+        release.set()
+        worker.stop(timeout=10)
