@@ -137,6 +137,8 @@ class LabelLoopSettings(BaseSettings):
                                  "at once (more get HTTP 503).")
     max_tasks_per_request: int = Field(
         default=10_000, ge=1, description="Most tasks one /predict may carry; for more, use `labelloop preannotate`.")
+    max_projects: int = Field(default=1_000, ge=1, description="Projects one backend serves (each keeps its "
+                              "labeling config in the state database; /setup for one more is refused).")
     max_labels: int = Field(default=2_000, ge=2, description="Most labels a labeling config may have, in one "
                             "control or in all of them together.")
     dashboard_no_auth: bool = Field(default=False, description="Dashboard and playground without a login (only "

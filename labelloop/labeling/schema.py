@@ -31,7 +31,7 @@ TAGS = {"Choices": "choices", "Labels": "labels", "TextArea": "textarea", "Taxon
 # Shown between the levels of a taxonomy path ("Sports / Tennis"): the class name a model learns.
 PATH_SEPARATOR = " / "
 MAX_LABELS = 2_000
-MAX_CONFIG_CHARS = 1_000_000  # a labeling config is stored per project, and it arrives from the network
+MAX_CONFIG_CHARS = 256_000  # a labeling config is stored per project, and it arrives from the network
 # The from_name of a <Relations> control (Label Studio gives it no name; "@" can't begin an XML name).
 RELATIONS = "@relations"
 

@@ -121,8 +121,13 @@ class ModelService:
         pid = parse_project_id(project)
         if pid is None:
             return UNTRAINED_VERSION
+        stored = self.store.label_config(pid)
+        if stored is None and len(self.store.projects()) >= self.settings.max_projects:
+            # Each project keeps its config on disk: a stream of made-up project ids must not fill it.
+            raise ConfigError(f"the backend serves {self.settings.max_projects} projects already "
+                              "(LABELLOOP_MAX_PROJECTS): raise it to connect another one")
         self.clients.remember(pid, hostname, access_token)
-        if self.store.label_config(pid) != label_config:  # Label Studio calls /setup before every predict
+        if stored != label_config:  # Label Studio calls /setup before every predict
             self.store.save_label_config(pid, label_config)
         return self._predictor(pid, schema, None).version
 

@@ -271,6 +271,20 @@ def test_odd_digits_long_numbers_and_lone_surrogates_get_4xx_not_500(client):
     assert 400 <= r.status_code < 500
 
 
+def test_setup_stores_configs_for_a_bounded_number_of_projects(tmp_path):
+    """Unauthenticated /setup calls for made-up project ids grew the state database by 30 MB each."""
+    settings = LabelLoopSettings(home=tmp_path / "home", push_predictions=False, max_projects=3)
+    with TestClient(create_app(settings, train_in_background=False)) as c:
+        for project in (1, 2, 3):
+            assert c.post("/setup", json={"project": f"{project}.1", "schema": SENTIMENT}).status_code == 200
+        refused = c.post("/setup", json={"project": "4.1", "schema": SENTIMENT})
+        assert refused.status_code == 422 and "LABELLOOP_MAX_PROJECTS" in refused.json()["error"]
+        assert c.post("/setup", json={"project": "2.1", "schema": SENTIMENT}).status_code == 200  # known ones go on
+        big = SENTIMENT.replace("</View>", " " * 300_000 + "</View>")
+        assert c.post("/setup", json={"project": "2.1", "schema": big}).status_code == 422
+        assert c.app.state.service.store.projects() == [1, 2, 3]
+
+
 def test_start_training_and_legacy_train_route_enqueue(client):
     setup_project(client, SENTIMENT)
     assert client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 7}}).json()["training_queued"]

@@ -92,7 +92,7 @@ def test_too_many_labels_is_refused_with_the_limit():
     with pytest.raises(UnsupportedConfigError, match="150 labels in all"):
         parse_label_config(f"<View>{TEXT}{ten}</View>", max_labels=20)
     with pytest.raises(UnsupportedConfigError, match="characters"):
-        parse_label_config(f'<View>{TEXT}<Choices name="c" toName="text">{few}</Choices>{" " * 1_000_001}</View>')
+        parse_label_config(f'<View>{TEXT}<Choices name="c" toName="text">{few}</Choices>{" " * 256_001}</View>')
 
 
 def test_the_zero_shot_cache_is_bounded():
