@@ -218,10 +218,11 @@ class ModelService:
         self.metrics.add(webhook_events=1)
         return {"status": "ok", "action": event.action, "training_queued": queued}
 
-    def fit(self, project_id: int) -> str | None:
+    def fit(self, project_id: int, *, force: bool = False) -> str | None:
         """Train on the project's latest annotations, then climb the ladder (judge finished fine-tunes, start
-        the next one when due); returns the new model_version, or None."""
-        version = self.trainer.fit(project_id)
+        the next one when due); returns the new model_version, or None. Unchanged training data trains nothing
+        unless ``force`` (a lead pressed *Train*)."""
+        version = self.trainer.fit(project_id, force=force)
         try:
             changed = self.ladder.step(project_id)
         except LabelLoopError as e:  # the head trained; a fine-tune problem must not undo that

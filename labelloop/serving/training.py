@@ -180,7 +180,7 @@ def _lower_priority(niceness: int = 10) -> None:
 class TrainingWorker:
     """``threads`` worker threads that run queued trainings, then publish; and retry owed publishes."""
 
-    def __init__(self, store: Store, fit: Callable[[int], str | None], publisher: Publisher | None,
+    def __init__(self, store: Store, fit: Callable[..., str | None], publisher: Publisher | None,
                  current: Callable[[int], str], *, wake: threading.Event, threads: int = 2,
                  poll_seconds: float = 2.0, retrain_interval: float = 0.0, metrics: Metrics | None = None,
                  tick: Callable[[], None] | None = None, tick_seconds: float = 10.0) -> None:
@@ -278,7 +278,8 @@ class TrainingWorker:
         beat.start()
         try:
             log.info("project %s: training (%s)", job.project_id, job.reason)
-            version = self.fit(job.project_id)
+            # The Train button asks for a training outright; annotations and timers only when the data changed.
+            version = self.fit(job.project_id, force=job.reason == "START_TRAINING")
             # A new version goes to Label Studio; so does one it doesn't hold yet (the zero-shot model's cold-start
             # queue before any annotation, a rollback), and nothing else: an unchanged model is not pushed again.
             if self.publisher is not None and (version is not None or

@@ -9,6 +9,7 @@ import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
 from labelloop import lsclient
+from labelloop.errors import ConfigError
 from labelloop.sync import connect_backend
 from tests.integration.conftest import wait_for
 
@@ -167,9 +168,10 @@ def test_unreachable_backend_and_bad_config_are_explained(ls, start_backend):
     backend = start_backend()
     project = ls.projects.create(title="images", label_config='<View><Image name="img" value="$image"/>'
                                  '<RectangleLabels name="box" toName="img"><Label value="Car"/></RectangleLabels></View>')
-    with pytest.raises(Exception) as error:
+    with pytest.raises(ConfigError) as error:  # the backend's own reason, not Label Studio's generic 422
         connect_backend(ls, project.id, backend.url)
-    assert "400" in str(error.value) or "422" in str(error.value)
+    assert f"can't serve project {project.id}" in str(error.value) and "RectangleLabels" in str(error.value)
+    assert not list(ls.ml.list(project=project.id))  # Label Studio was never asked to connect it
     log = backend.log.read_text()
     assert "RectangleLabels" in log and "not supported" in log
     with pytest.raises(lsclient.LabelStudioError):

@@ -222,7 +222,7 @@ def test_a_failed_publish_is_retried_when_label_studio_answers_again(make_client
 def test_an_unchanged_model_is_not_pushed_again_and_a_version_never_twice(make_client, monkeypatch):
     service, fake = trained_once(make_client, monkeypatch, down=False)
     assert [p["model_version"] for p in fake.stored] == ["labelloop-v1"]
-    service.store.request_training(7, "START_TRAINING")  # nothing new to learn from: no version, no push
+    service.store.request_training(7, "ANNOTATION_UPDATED")  # nothing new to learn from: no version, no push
     service.worker().run_pending()
     assert [p["model_version"] for p in fake.stored] == ["labelloop-v1"]
     service.publish(7, "labelloop-v1")  # a rollback to a version Label Studio still holds
@@ -293,7 +293,7 @@ def test_owed_publishes_go_out_while_every_training_thread_is_busy(make_client, 
     fake.down = False
     service.store.set_publish_pending(7, "labelloop-v1", after=0)
     release = threading.Event()
-    monkeypatch.setattr(service, "fit", lambda pid: release.wait(30))  # a training that hangs on Label Studio
+    monkeypatch.setattr(service, "fit", lambda pid, **_: release.wait(30))  # a training that hangs on Label Studio
     service.store.request_training(8, "START_TRAINING")
     worker = service.worker()
     worker.threads = 1
