@@ -229,13 +229,17 @@ def test_train_and_runs_pages_launch_compare_and_promote(dashboard_env, ls):
     comparison = at.dataframe[1].value
     assert {"base", "run"} <= set(comparison.index) and "accuracy" in comparison.columns
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")  # the confusion matrix
-    # The gate shows the serving model beside the run on the same audit items, and refuses a run judged on
-    # fewer than the minimum (this project's few labels make a tiny audit split) unless the lead overrides it.
-    gate = at.dataframe[-1].value
-    assert list(gate[""]) == ["serving", "this run"] and {"accuracy", "95% low", "95% high", "n"} <= set(gate.columns)
+    # Promote sends the run to the gate, which has no disagreement labels yet: not promoted, unless the lead
+    # overrides it; from then on the page shows the gate's evidence, the serving model beside the run.
+    assert "Promote sends this run to the gate" in _texts(at)
     next(b for b in at.button if b.label == "Promote").click().run()
     assert not at.exception, at.exception
     assert any("was not promoted" in e.value and "--force" in e.value for e in at.error), _texts(at)
+    at.run()
+    gate = at.dataframe[-1].value
+    assert list(gate[""]) == ["serving", "this run"]
+    assert {"accuracy (audit, stratified)", "95% low", "95% high", "labels"} <= set(gate.columns)
+    assert "disagreement labels of a budget of" in _texts(at)
     next(c for c in at.checkbox if c.label.startswith("Promote even if")).check().run()
     next(b for b in at.button if b.label == "Promote").click().run()
     assert not at.exception, at.exception
@@ -380,7 +384,7 @@ def test_browser_walkthrough_login_train_promote(seeded, label_studio, tmp_path)
         go("Runs")
         see("Serve a run")
         shot("05-runs")
-        see("The gate: both models on the same audit items")
+        see("Promote sends this run to the gate")
         checkbox = wait.until(ec.element_to_be_clickable(
             (By.XPATH, "//label[.//p[starts-with(normalize-space(), 'Promote even if')]]")))
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", checkbox)

@@ -84,7 +84,7 @@ def test_annotations_cross_the_threshold_and_the_ladder_fine_tunes_judges_and_ke
         return [t.id for t in ordered if not t.is_labeled][:n]
 
     if disagree:  # Label Studio's uncertainty queue serves exactly those audit tasks first
-        wait_for(lambda: set(queue_front(len(disagree))) == disagree, timeout=180,
+        wait_for(lambda: set(queue_front(len(disagree))) == disagree, timeout=300,
                  what="Label Studio's queue to serve the gate's disagreements first")
     for task_id in queue_front(len(disagree)):
         ls.annotations.create(id=task_id, result=choice(gold[task_id]), project=project.id)
