@@ -40,7 +40,7 @@ def place_audit(scores: np.ndarray, labeled: np.ndarray, audit: np.ndarray, rank
 
     ``first`` (bool per task) marks audit tasks the gate needs labelled now (where a challenger and the champion
     disagree): unlabeled ones go to the very front, in their random ``rank`` order, each scored just below the
-    lowest other score.
+    lowest score of any other task.
     """
     out = np.asarray(scores, dtype=np.float64).copy()
     open_ = ~np.asarray(labeled, dtype=bool)
@@ -52,7 +52,7 @@ def place_audit(scores: np.ndarray, labeled: np.ndarray, audit: np.ndarray, rank
     lead = np.flatnonzero(front)
     if len(lead):
         lead = lead[np.argsort(rank[lead], kind="stable")]
-        rest = out[open_ & ~front]
+        rest = out[~front]  # every other task, labelled ones too: Label Studio sorts them all by this score
         floor = float(rest.min()) if len(rest) else 0.0
         out[lead] = floor - 1e-6 * (len(lead) - np.arange(len(lead)))
     return out
