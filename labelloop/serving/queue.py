@@ -54,8 +54,11 @@ def place_audit(scores: np.ndarray, labeled: np.ndarray, audit: np.ndarray, rank
         lead = lead[np.argsort(rank[lead], kind="stable")]
         rest = out[~front]  # every other task, labelled ones too: Label Studio sorts them all by this score
         floor = float(rest.min()) if len(rest) else 0.0
-        out[lead] = floor - 1e-6 * (len(lead) - np.arange(len(lead)))
-    return out
+        # Label Studio stores a negative score as none and sorts it last: make room above 0 instead.
+        shift = max(0.0, 1e-6 * (len(lead) + 1) - floor)
+        out[~front] += shift
+        out[lead] = floor + shift - 1e-6 * (len(lead) - np.arange(len(lead)))
+    return np.clip(out, 0.0, None)
 
 
 def _spread(out: np.ndarray, mine: np.ndarray, others: np.ndarray, rank: np.ndarray, share: float) -> None:

@@ -142,3 +142,14 @@ def test_the_queue_serves_the_gates_disagreements_first_in_their_random_order():
     # Without a gate the audit tasks stay spread through the queue.
     plain = place_audit(scores, labeled, audit, rank, 0.1)
     assert [i for i in np.argsort(plain, kind="stable") if not labeled[i]][:2] != [30, 10]
+
+
+def test_the_front_never_gets_a_negative_score_label_studio_would_drop():
+    """Label Studio 1.23 stores a negative prediction score as none and sorts that task last."""
+    scores = np.array([0.0, 0.0, 0.3, 0.5])
+    labeled = np.array([True, False, False, False])
+    first = np.array([False, False, False, True])
+    out = place_audit(scores, labeled, np.array([False, True, False, True]), np.array([0.1, 0.2, 0.3, 0.4]), 0.5,
+                      first=first)
+    assert (out >= 0).all() and out[3] < out[[0, 1, 2]].min()
+    assert np.argsort(out[1:3]).tolist() == [0, 1]  # the others keep their order
