@@ -61,6 +61,8 @@ def check_token(token: object) -> str:
     """An API token from a request: printable ASCII, as HTTP headers need, or :class:`ConfigError`."""
     if not isinstance(token, str) or not token or len(token) > 4096 or not token.isascii() or not token.isprintable():
         raise ConfigError("'access_token' must be a Label Studio API token: printable ASCII text")
+    if not token.strip():
+        raise ConfigError("'access_token' is blank: send the project owner's Label Studio API token")
     return token
 
 
@@ -84,8 +86,6 @@ class Clients:
         if not (hostname and token):
             return
         host, token = check_hostname(hostname), check_token(token)
-        if not token.strip():
-            raise ConfigError("'access_token' is blank: send the project owner's Label Studio API token")
         if not self.settings.label_studio_url:
             self._bind(project_id, host)
         with self._lock:
