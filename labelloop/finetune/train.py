@@ -121,6 +121,20 @@ def class_weights(task: str, items: list[dict], n: int) -> np.ndarray | None:
     return weights / weights[counts > 0].mean()
 
 
+def _stop_on_cancel(run_dir: Path, *, save: bool = False):
+    """A Trainer callback that ends training after the step during which ``CANCEL`` appeared in the run folder
+    (with ``save``, keeping a checkpoint to resume from)."""
+    transformers = require("transformers", "train")
+
+    class StopOnCancel(transformers.TrainerCallback):  # type: ignore[name-defined]
+        def on_step_end(self, args, state_, control, **kwargs):
+            if (run_dir / "CANCEL").exists():
+                control.should_training_stop = True
+                control.should_save = save
+
+    return StopOnCancel()
+
+
 def run_training(config: RunConfig, run_dir: Path) -> dict:
     """Train, save the model atomically, and return a summary; raises on failure (the caller records it)."""
     torch = require("torch", "train")
@@ -177,11 +191,6 @@ def run_training(config: RunConfig, run_dir: Path) -> dict:
                     f.write(json.dumps({"step": state_.global_step, "epoch": state_.epoch, "time": time.time(),
                                         **logs}) + "\n")
 
-        def on_step_end(self, args, state_, control, **kwargs):
-            if (run_dir / "CANCEL").exists():
-                control.should_training_stop = True
-                control.should_save = True  # a cancelled run keeps a checkpoint to resume from
-
     use_bf16 = config.bf16 == "true" or (config.bf16 == "auto" and torch.cuda.is_available()
                                          and torch.cuda.is_bf16_supported())
     args = transformers.TrainingArguments(
@@ -194,7 +203,7 @@ def run_training(config: RunConfig, run_dir: Path) -> dict:
         remove_unused_columns=False, ddp_find_unused_parameters=False if state.num_processes > 1 else None,
     )
     trainer = WeightedTrainer(model=model, args=args, train_dataset=train_items, data_collator=collator,
-                              callbacks=[Stream()])
+                              callbacks=[Stream(), _stop_on_cancel(run_dir, save=True)])
     checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     started = time.time()
     result = trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
@@ -245,8 +254,15 @@ def _train_setfit(config: RunConfig, run_dir: Path, rows: list[dict], labels: li
                              show_progress_bar=False, save_strategy="no", report_to="none")
     data = Dataset.from_dict({"text": [str(r["text"]) for r in rows], "label": targets})
     started = time.time()
-    Trainer(model=model, args=args, train_dataset=data).train()
+    Trainer(model=model, args=args, train_dataset=data, callbacks=[_stop_on_cancel(run_dir)]).train()
     seconds = time.time() - started
+    summary = {"method": "setfit", "learning_rate": None, "labels": labels, "train_examples": len(rows),
+               "train_loss": None, "seconds": seconds, "steps": iterations, "resumed_from": None, "processes": 1,
+               "base_model": config.model_name, "bf16": False, "cancelled": (run_dir / "CANCEL").exists(),
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "trainable_parameters": sum(p.numel() for p in model.model_body.parameters() if p.requires_grad)}
+    if summary["cancelled"]:  # SetFit keeps no checkpoint: a cancelled run starts afresh when run again
+        return summary
     head = model.model_head  # scikit-learn LogisticRegression: coef_ (1 or k, width), classes_
     weight = np.zeros((head.coef_.shape[1], len(labels)), dtype=np.float32)
     bias = np.zeros(len(labels), dtype=np.float32)
@@ -264,11 +280,7 @@ def _train_setfit(config: RunConfig, run_dir: Path, rows: list[dict], labels: li
     np.savez(tmp / "head.npz", weight=weight, bias=bias)
     (tmp / "labelloop.json").write_text(json.dumps({"task": "classification", "labels": labels, "method": "setfit"}))
     os.replace(tmp, run_dir / "model")
-    return {"method": "setfit", "learning_rate": None, "labels": labels, "train_examples": len(rows),
-            "train_loss": None, "seconds": seconds, "steps": iterations, "resumed_from": None, "cancelled": False,
-            "processes": 1, "base_model": config.model_name, "bf16": False,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "trainable_parameters": sum(p.numel() for p in model.model_body.parameters() if p.requires_grad)}
+    return summary
 
 
 def _train_dpo(config: RunConfig, run_dir: Path, state, tokenizer, model, method: str, lr: float,
@@ -290,15 +302,8 @@ def _train_dpo(config: RunConfig, run_dir: Path, state, tokenizer, model, method
         logging_steps=5, save_steps=config.save_steps, save_total_limit=2, seed=config.seed, bf16=use_bf16,
         report_to=[], disable_tqdm=not state.is_main_process, use_cpu=not torch.cuda.is_available())
     data = Dataset.from_list([{k: str(r[k]) for k in ("prompt", "chosen", "rejected")} for r in rows])
-    transformers = require("transformers", "train")
-
-    class StopOnCancel(transformers.TrainerCallback):  # type: ignore[name-defined]
-        def on_step_end(self, args, state_, control, **kwargs):
-            if (run_dir / "CANCEL").exists():
-                control.should_training_stop = True
-
     trainer = trl.DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data, processing_class=tokenizer,
-                             callbacks=[StopOnCancel()])
+                             callbacks=[_stop_on_cancel(run_dir)])
     started = time.time()
     result = trainer.train()
     cancelled = (run_dir / "CANCEL").exists()

@@ -176,6 +176,18 @@ def test_cancelled_run_resumes_from_its_checkpoint(tiny, data, tmp_path):
     assert done.status == "succeeded" and done.summary["resumed_from"].startswith("checkpoint-")
 
 
+def test_a_cancelled_setfit_run_stops_and_leaves_no_model(tiny, data, tmp_path):
+    pytest.importorskip("setfit")
+    registry = RunRegistry(tmp_path)
+    record = registry.create(RunConfig(task="classification", method="setfit", base_model=str(tiny / "bert"),
+                                       train_file=data["cls"][0], epochs=50, batch_size=4))
+    (record.folder / "CANCEL").touch()
+    launch([str(record.folder)])
+    cancelled = registry.get(record.run_id)
+    assert cancelled.status == "cancelled" and cancelled.summary["cancelled"]
+    assert not (record.folder / "model").exists() and not (record.folder / "model.partial").exists()
+
+
 def test_failed_run_is_marked_with_its_error(tmp_path):
     registry = RunRegistry(tmp_path)
     bad = tmp_path / "bad.jsonl"
