@@ -15,8 +15,8 @@ import pytest
 from labelloop import sync
 from labelloop.auth import hash_password
 from labelloop.localstudio import free_port, wait_healthy
-from labelloop.serving.versions import UNTRAINED_VERSION
 from labelloop.serving.store import Store
+from labelloop.serving.versions import UNTRAINED_VERSION
 from tests.integration.conftest import ARTIFACTS, BackendProcess, chromium, wait_for
 
 CONFIG = """<View>
