@@ -195,12 +195,16 @@ def find_label_issues(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     ``labels`` (n,) are given class indices, ``probs`` (n, k) out-of-fold probabilities. This is cleanlab's
     confident learning with its default rule (prune by noise rate), which recovered more planted errors
     than the plain off-diagonal rule in our side-by-side measurement (``benchmarks/label_issues.py``).
+
+    It runs in this process (``n_jobs=1``): cleanlab's default forks a worker pool, and a fork of a process with
+    threads (a Streamlit server, torch) can inherit a held lock and hang for good.
     """
     labels = np.asarray(labels)
     if len(labels) == 0:
         return np.zeros(0, dtype=np.int64)
     cleanlab_filter = require("cleanlab.filter", "quality")
-    found = cleanlab_filter.find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
+    found = cleanlab_filter.find_label_issues(labels, probs, return_indices_ranked_by="self_confidence",
+                                              n_jobs=1)
     return np.asarray(found, dtype=np.int64)
 
 

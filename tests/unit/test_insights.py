@@ -51,7 +51,13 @@ def test_pairwise_kappa_uses_each_annotators_latest_label():
                                                                   ["Positive", "Negative", "Negative", "Negative"]))
 
 
-def test_confident_learning_finds_planted_flips():
+def test_confident_learning_finds_planted_flips(monkeypatch):
+    import multiprocessing
+
+    def no_fork(*args, **kwargs):
+        raise AssertionError("a server process must never fork a worker pool (a held lock hangs the fork)")
+
+    monkeypatch.setattr(multiprocessing, "Pool", no_fork)
     rng = np.random.default_rng(0)
     y_true = rng.integers(0, 3, 300)
     probs = np.full((300, 3), 0.05)
