@@ -24,7 +24,7 @@ import functools
 import json
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from labelloop.encoder import Encoder, TokenEncoding
 from labelloop.errors import ModelError
 from labelloop.relations import Linker, LinksModel, fit_links, pair_width
 from labelloop.spans import Gazetteer, Span, n_tags, spans_to_tags, tags_to_spans, word_ranges
+from labelloop.wordtags import Words
 
 # Inverse temperature on cosine similarities: MiniLM cosines of related texts differ by ~0.1-0.3.
 ZERO_SHOT_SCALE = 20.0
@@ -160,7 +161,7 @@ class WordTagsModel:
     A linear softmax over two kinds of evidence for each word: its first token's vector from the frozen
     encoder (meaning in context), and hashed spelling features of the word and its neighbours (the word
     itself, its suffixes, its shape, the words around it: the cues a perceptron tagger learns from). Trained
-    with Adam on the whole batch; saved as plain arrays.
+    with Adam on the whole batch; saved as plain arrays. ``words`` splits new text as the annotators split theirs.
     """
 
     labels: tuple[str, ...]
@@ -168,6 +169,7 @@ class WordTagsModel:
     bias: np.ndarray  # (n_labels,)
     lexical: np.ndarray  # (LEXICAL_BUCKETS, n_labels): one row of logits per hashed spelling feature
     trained_on: int = 0
+    words: Words = field(default_factory=Words)
 
     def predict_proba(self, vectors: np.ndarray, words: Sequence[str]) -> np.ndarray:
         """(n_words, n_labels) from a sentence's (n_words, hidden) word vectors and its words."""
@@ -184,11 +186,12 @@ class WordTagsModel:
         k = len(meta["labels"])
         _check_shapes(arrays, {"weight": (None, k), "bias": (k,), "lexical": (LEXICAL_BUCKETS, k)})
         return cls(tuple(meta["labels"]), arrays["weight"], arrays["bias"], arrays["lexical"],
-                   int(meta.get("trained_on", 0)))
+                   int(meta.get("trained_on", 0)), Words.from_dict(meta.get("words")))
 
     @classmethod
     def fit(cls, vectors: Sequence[np.ndarray], words: Sequence[Sequence[str]], tags: Sequence[Sequence[str | None]],
-            labels: Sequence[str], *, epochs: int = 150, lr: float = 0.05) -> WordTagsModel:
+            labels: Sequence[str], *, epochs: int = 150, lr: float = 0.05, splitter: Words | None = None
+            ) -> WordTagsModel:
         """Train on sentences: ``vectors[i]`` (n_words, hidden), ``words[i]`` and ``tags[i]`` one label per
         word, where ``None`` marks a word nobody tagged (it is context, not a target)."""
         import torch
@@ -223,7 +226,7 @@ class WordTagsModel:
             loss.backward()
             optimizer.step()
         return cls(labels, layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy(),
-                   table.weight.detach().numpy().copy(), trained_on=len(tags))
+                   table.weight.detach().numpy().copy(), trained_on=len(tags), words=splitter or Words())
 
 
 LEXICAL_BUCKETS = 1 << 15
@@ -388,7 +391,7 @@ class WordTagger(_Tagger):
     def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], np.ndarray]]:
         """Per text: a span per word with its tag and probability, and the words' tag probabilities."""
         out = []
-        for ranges, words, vectors in word_vectors(self.encode, texts):
+        for ranges, words, vectors in word_vectors(self.encode, texts, [self.model.words.ranges(t) for t in texts]):
             probs = self.model.predict_proba(vectors, words) if words else np.zeros((0, len(self.labels)))
             best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
             out.append(([Span(a, b, self.labels[k], float(p[k])) for (a, b), k, p in zip(ranges, best, probs)], probs))
@@ -398,15 +401,14 @@ class WordTagger(_Tagger):
         return WordTagger(fit_word_tags(self.encode, texts, spans, self.labels), self.encode)
 
 
-def word_vectors(encode: Callable[[list[str]], list[TokenEncoding]], texts: list[str]
-                 ) -> list[tuple[list[tuple[int, int]], list[str], np.ndarray]]:
-    """Per text: its words' ranges (:func:`labelloop.wordtags.words_of`), the words, and each word's
-    first-token vector (zeros for a word the tokenizer dropped)."""
-    from labelloop.wordtags import first_tokens, words_of
+def word_vectors(encode: Callable[[list[str]], list[TokenEncoding]], texts: list[str],
+                 words: list[list[tuple[int, int]]]) -> list[tuple[list[tuple[int, int]], list[str], np.ndarray]]:
+    """Per text: its words' ranges (as given), the words, and each word's first-token vector (zeros for a word
+    the tokenizer dropped)."""
+    from labelloop.wordtags import first_tokens
 
     out = []
-    for text, enc in zip(texts, encode(texts)):
-        ranges = words_of(text)
+    for text, enc, ranges in zip(texts, encode(texts), words, strict=True):
         first = first_tokens(enc.offsets, enc.word_ids, ranges)
         vectors = np.zeros((len(ranges), enc.vectors.shape[1]), dtype=np.float32)
         vectors[first >= 0] = enc.vectors[first[first >= 0]]
@@ -416,13 +418,16 @@ def word_vectors(encode: Callable[[list[str]], list[TokenEncoding]], texts: list
 
 def fit_word_tags(encode: Callable[[list[str]], list[TokenEncoding]], texts: list[str], spans: list[list[Span]],
                   labels: Sequence[str]) -> WordTagsModel:
-    """A :class:`WordTagsModel` from texts and their annotated tag regions (words no region covers are
-    context only)."""
-    from labelloop.wordtags import tags_of_words
+    """A :class:`WordTagsModel` from texts and their annotated tag regions: it learns the annotators' word
+    boundaries (:class:`~labelloop.wordtags.Words`) and trains on their regions as words (words no region
+    covers are context only)."""
+    from labelloop.wordtags import annotated_words
 
-    encoded = word_vectors(encode, texts)
-    return WordTagsModel.fit([v for _, _, v in encoded], [w for _, w, _ in encoded],
-                             [tags_of_words(r, s) for (r, _, _), s in zip(encoded, spans)], labels)
+    splitter = Words.learn(texts, spans)
+    annotated = [annotated_words(t, s, splitter) for t, s in zip(texts, spans, strict=True)]
+    encoded = word_vectors(encode, texts, [r for r, _ in annotated])
+    return WordTagsModel.fit([v for _, _, v in encoded], [w for _, w, _ in encoded], [t for _, t in annotated],
+                             labels, splitter=splitter)
 
 
 class TunedHead:
@@ -586,7 +591,7 @@ class Features:
         elif isinstance(inner, ChoicesModel):
             meta.update(type="choices", multiple=inner.multiple)
         elif isinstance(inner, WordTagsModel):
-            meta.update(type="word_tags")
+            meta.update(type="word_tags", words=inner.words.to_dict())
         elif isinstance(inner, LinksModel):
             meta.update(type="links", span_labels=list(inner.span_labels))
         else:

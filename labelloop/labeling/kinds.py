@@ -264,7 +264,8 @@ class TaxonomyKind(ClassificationKind):
 
 
 class LabelsKind(ControlKind):
-    """``<Labels>`` over text: entity spans with exact character offsets."""
+    """``<Labels>`` over text: entity spans with exact character offsets, or, where the annotations tag nearly
+    every word (part of speech as Label Studio's editor makes it), a tag for every word (:meth:`dense`)."""
 
     name = "labels"
     tag = "Labels"
@@ -285,8 +286,32 @@ class LabelsKind(ControlKind):
     def export(self, spec: ControlSpec, answer: list[Span]) -> tuple:
         return tuple(sorted((s.start, s.end, s.label) for s in answer))
 
+    def dense(self, spec: ControlSpec, texts: list[str], answers: list[Any]) -> bool:
+        """Whether the annotators tag every word rather than a few mentions (:func:`labelloop.wordtags.is_dense`)."""
+        from labelloop.wordtags import is_dense
+
+        return is_dense(texts, answers)
+
     def fit(self, spec: ControlSpec, texts: list[str], answers: list[Any], learner: Learner) -> Any:
-        return learner.fit_tagger(spec, texts, [[s for s in a if s.end <= len(t)] for t, a in zip(texts, answers)])
+        spans = [[s for s in a if s.end <= len(t)] for t, a in zip(texts, answers, strict=True)]
+        if self.dense(spec, texts, spans):
+            return learner.fit_word_tagger(spec, texts, spans)
+        return learner.fit_tagger(spec, texts, spans)
+
+    def audit_score(self, spec: ControlSpec, model: Any, pairs: list[tuple[str, Any]]) -> dict | None:
+        """For word tagging, token accuracy on the regions annotators drew (a word split or joined unlike theirs
+        counts as wrong), with its 95% interval; None for entity spans."""
+        from labelloop.audit import wilson_interval
+        from labelloop.wordtags import region_accuracy
+
+        if not pairs or not self.dense(spec, [t for t, _ in pairs], [a for _, a in pairs]):
+            return None
+        predicted = [spans for spans, _ in model.predict_spans([t for t, _ in pairs])]
+        correct, n = region_accuracy([a for _, a in pairs], predicted)
+        if not n:
+            return None
+        return {"token_accuracy": correct / n, "words": n, "sentences": len(pairs),
+                "interval": list(wilson_interval(correct, n))}
 
     def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
                 regions: list[list[dict]] | None = None) -> list[Prediction] | None:
@@ -305,30 +330,15 @@ class LabelsKind(ControlKind):
 class WordTagsKind(LabelsKind):
     """``<Labels dense="true">``: every word carries one tag (part of speech), as one-word ``labels`` regions.
 
-    Annotations read like ``<Labels>`` spans; the tagger learns each word's tag from the region over it
-    (:mod:`labelloop.wordtags`) and predicts a region for every word.
+    Annotations read like ``<Labels>`` spans; the tagger learns the annotators' words and each word's tag from
+    the regions (:mod:`labelloop.wordtags`) and predicts a region for every word, from the first annotation on.
     """
 
     name = "tags"
     finetune_tasks: ClassVar[tuple[str, ...]] = ()
 
-    def fit(self, spec: ControlSpec, texts: list[str], answers: list[Any], learner: Learner) -> Any:
-        return learner.fit_word_tagger(spec, texts, [[s for s in a if s.end <= len(t)] for t, a in zip(texts, answers)])
-
-    def audit_score(self, spec: ControlSpec, model: Any, pairs: list[tuple[str, Any]]) -> dict | None:
-        """Token accuracy on the words annotators tagged, with its 95% interval."""
-        from labelloop.audit import wilson_interval
-        from labelloop.wordtags import tags_of_words, token_accuracy, words_of
-
-        if not pairs:
-            return None
-        gold = [tags_of_words(words_of(text), spans) for text, spans in pairs]
-        predicted = [[s.label for s in spans] for spans, _ in model.predict_spans([t for t, _ in pairs])]
-        correct, n = token_accuracy(gold, predicted)
-        if not n:
-            return None
-        return {"token_accuracy": correct / n, "words": n, "sentences": len(pairs),
-                "interval": list(wilson_interval(correct, n))}
+    def dense(self, spec: ControlSpec, texts: list[str], answers: list[Any]) -> bool:
+        return True
 
     def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
                 regions: list[list[dict]] | None = None) -> list[Prediction] | None:

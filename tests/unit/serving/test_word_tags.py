@@ -158,3 +158,73 @@ def test_annotators_agree_word_by_word():
     stats = agreement_stats([{"id": 1, "data": {"text": text}, "annotations": [{"result": a}, {"result": b}]}],
                             parse_label_config(POS).controls[0])
     assert stats["full_agreement"] == 0.0 and stats["word_agreement"] == 2 / 3
+
+
+# Sentences as a Penn Treebank annotator splits them: "does|n't", "U.S." and "1.5" whole, "$" apart.
+TREEBANK = [
+    [("It", "PRON"), ("does", "VERB"), ("n't", "PART"), ("cost", "VERB"), ("$", "SYM"), ("1.5", "NUM"),
+     ("million", "NUM"), ("in", "ADP"), ("the", "DET"), ("U.S.", "PROPN"), ("today", "NOUN"), (".", "PUNCT")],
+    [("Mr.", "PROPN"), ("Smith", "PROPN"), ("ca", "VERB"), ("n't", "PART"), ("pay", "VERB"), ("2.5", "NUM"),
+     ("billion", "NUM"), (",", "PUNCT"), ("U.S.", "PROPN"), ("officials", "NOUN"), ("said", "VERB"), (".", "PUNCT")],
+    [("She", "PRON"), ("is", "VERB"), ("n't", "PART"), ("in", "ADP"), ("the", "DET"), ("U.K.", "PROPN"),
+     ("with", "ADP"), ("Mr.", "PROPN"), ("Jones", "PROPN"), (".", "PUNCT")],
+]
+
+
+def written(tokens):
+    """The text an annotator sees, and their regions over it."""
+    text = ""
+    for word, _ in tokens:
+        glue = not text or word in {".", ",", "n't"} or text.endswith("$")
+        text += word if glue else " " + word
+    spans, at = [], 0
+    for word, tag in tokens:
+        start = text.index(word, at)
+        spans.append(Span(start, start + len(word), tag))
+        at = start + len(word)
+    return text, spans
+
+
+def test_the_annotators_word_boundaries_are_learned_and_carry_over_to_new_text():
+    from labelloop.wordtags import Words
+
+    texts, spans = zip(*(written(t) for t in TREEBANK))
+    words = Words.learn(texts, spans)
+    new = "He won't pay 3.7 tons to Mr. Li of the U.K. today."
+    assert [new[a:b] for a, b in words.ranges(new)] == ["He", "wo", "n't", "pay", "3.7", "tons", "to", "Mr.", "Li",
+                                                        "of", "the", "U.K.", "today", "."]
+    assert Words.from_dict(json.loads(json.dumps(words.to_dict()))) == words  # what a saved model keeps
+    assert [new[a:b] for a, b in Words().ranges(new)][:3] == ["He", "won't", "pay"]  # nothing learned: our words
+
+
+def test_dense_tagging_is_recognised_from_the_annotations_and_entity_spans_are_not():
+    from labelloop.wordtags import is_dense
+
+    texts, spans = zip(*(written(t) for t in TREEBANK))
+    assert is_dense(texts, spans)
+    mentions = [[s for s in row if s.label == "PROPN"] for row in spans]  # a few names per sentence
+    assert not is_dense(texts, mentions)
+    assert not is_dense(texts[:1], [spans[0][:2]])  # too few words to tell
+
+
+def test_a_pos_project_made_in_the_label_studio_editor_is_tagged_word_by_word_on_its_annotators_words(client):
+    """``<Labels>`` with a tag set and no LabelLoop attribute, as Label Studio's editor writes it."""
+    config = ('<View><Labels name="pos" toName="text">' + "".join(
+        f'<Label value="{t}"/>' for t in ["PRON", "VERB", "PART", "SYM", "NUM", "ADP", "DET", "PROPN", "NOUN",
+                                          "PUNCT"]) + '</Labels><Text name="text" value="$text"/></View>')
+    assert client.post("/setup", json={"project": "8.1", "schema": config}).status_code == 200
+    (spec,) = parse_label_config(config).controls
+    assert spec.kind == "labels"  # nothing in the config says "dense": the annotations will
+    for i in range(12):
+        text, spans = written(TREEBANK[i % 3])
+        result = regions([(s.start, s.end, s.label) for s in spans])
+        assert webhook(client, 800 + i, 800 + i, text, result, project=8).status_code == 200
+    client.app.state.worker.run_pending()
+    new = "She isn't in the U.S. with Mr. Smith."
+    res = client.post("/predict", json={"project": "8.1", "tasks": [{"id": 1, "data": {"text": new}}]}).json()
+    got = [(r["value"]["text"], r["value"]["labels"][0]) for r in res["results"][0]["result"]]
+    assert [w for w, _ in got] == ["She", "is", "n't", "in", "the", "U.S.", "with", "Mr.", "Smith", "."]
+    assert dict(got)["n't"] == "PART" and dict(got)["U.S."] == "PROPN" and dict(got)["."] == "PUNCT"
+    service = client.app.state.service
+    meta = json.loads((service.store.models_dir / "8" / "labelloop-v1" / "meta.json").read_text())
+    assert meta["controls"][0]["type"] == "word_tags" and "n't" in meta["controls"][0]["words"]["suffixes"]
