@@ -31,6 +31,7 @@ import tarfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
@@ -133,7 +134,7 @@ def main() -> None:
                 train, test = [data[i] for i in picked[:args.train]], [data[i] for i in picked[args.train:]]
                 train_w, test_w = [written(s, coarse) for s in train], [written(s, coarse) for s in test]
                 labels = sorted({s.label for _, spans in train_w + test_w for s in spans})
-                config = ('<View><Labels name="pos" toName="text">' + "".join(f'<Label value="{x}"/>' for x in labels)
+                config = ('<View><Labels name="pos" toName="text">' + "".join(f"<Label value={quoteattr(x)}/>" for x in labels)
                           + '</Labels><Text name="text" value="$text"/></View>')
                 (spec,) = parse_label_config(config).controls
                 row = {"corpus": name, "held_out": name in HELD_OUT, "tags": tagset, "repeat": r,

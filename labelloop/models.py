@@ -593,7 +593,8 @@ class Features:
         elif isinstance(inner, WordTagsModel):
             meta.update(type="word_tags", words=inner.words.to_dict())
         elif isinstance(inner, LinksModel):
-            meta.update(type="links", span_labels=list(inner.span_labels))
+            meta.update(type="links", span_labels=list(inner.span_labels), chain_labels=list(inner.chain_labels),
+                        agreement=dict(inner.agreement or {}))
         else:
             meta.update(type="labels", gazetteer=inner.gazetteer.counts)
         return meta

@@ -431,7 +431,8 @@ class RelationsKind(ControlKind):
         out = []
         for task, p in zip(linked, found):
             made = [{"from_id": task[x.source]["id"], "to_id": task[x.target]["id"], "type": "relation",
-                     "direction": "right", "labels": [x.label], "score": float(x.score)} for x in p.links]
+                     "direction": "right", **({"labels": [x.label]} if x.label else {}), "score": float(x.score)}
+                    for x in p.links]
             out.append(Prediction(made, p.confidence))
         return out
 

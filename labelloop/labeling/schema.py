@@ -22,7 +22,8 @@ SUPPORTED = """The backend serves these controls, each over a <Text> object:
   <Taxonomy name="topic" toName="text"> <Choice value="Sports"><Choice value="Tennis"/></Choice> ... </Taxonomy>
   <Labels name="label" toName="text"> ... <Label value="PER"/> ... </Labels>
   <Labels name="pos" toName="text" dense="true"> ... <Label value="NOUN"/> ... </Labels>   (a tag on every word)
-  <Relations> <Relation value="coref"/> ... </Relations>   (links between the regions of a <Labels> control)
+  <Relations> <Relation value="coref"/> ... </Relations>   (links between the regions of a <Labels> control;
+                                                            <Relations/> alone: links with no label)
   <TextArea name="response" toName="prompt"/>   (drafted by the LLM predictor: LABELLOOP_PREDICTOR=llm)
 with <Text name="text" value="$text"/> reading the task's "text" field (any field name works)."""
 
@@ -32,6 +33,7 @@ TAGS = {"Choices": "choices", "Labels": "labels", "TextArea": "textarea", "Taxon
 PATH_SEPARATOR = " / "
 MAX_LABELS = 2_000
 MAX_CONFIG_CHARS = 256_000  # a labeling config is stored per project, and it arrives from the network
+PLAIN_RELATION = ""  # the label of a link drawn with no label, under a <Relations> with no <Relation> inside
 # The from_name of a <Relations> control (Label Studio gives it no name; "@" can't begin an XML name).
 RELATIONS = "@relations"
 
@@ -171,9 +173,9 @@ def _relations(label_config: str, controls: list[ControlSpec]) -> ControlSpec | 
     found = list(ElementTree.fromstring(label_config).iter("Relations"))
     if not found:
         return None
-    values = tuple(dict.fromkeys(str(r.get("value")) for r in found[0].iter("Relation") if r.get("value")))
-    if not values:
-        return '<Relations> needs at least one <Relation value="..."/> (e.g. "coref")'
+    # No <Relation> inside: plain links, with no label (Label Studio draws those in any project).
+    values = tuple(dict.fromkeys(str(r.get("value")) for r in found[0].iter("Relation") if r.get("value"))) or (
+        PLAIN_RELATION,)
     spans = next((c for c in controls if c.kind == "labels"), None)
     if spans is None:
         return "<Relations> links regions of a <Labels> control over <Text>, and this config has none"

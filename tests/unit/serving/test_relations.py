@@ -53,8 +53,8 @@ def test_the_coreference_template_links_the_regions_of_its_labels_control():
     assert relations.to_name == "mention" and relations.labels == ("coref",)
     assert find_control(COREF).kind == "relations"  # its export carries the spans too
     assert find_control(COREF, "mention").kind == "labels"
-    with pytest.raises(UnsupportedConfigError, match="Relation value"):
-        parse_label_config(COREF.replace('<Relation value="coref"/>', ""))
+    plain = parse_label_config(COREF.replace('<Relation value="coref"/>', "")).controls[1]
+    assert plain.kind == "relations" and plain.labels == ("",)  # links drawn with no label
     no_spans = '<View><Relations><Relation value="r"/></Relations><Choices name="c" toName="text">' \
                '<Choice value="A"/></Choices><Text name="text" value="$text"/></View>'
     with pytest.raises(UnsupportedConfigError, match="links regions of a <Labels> control"):
@@ -98,6 +98,56 @@ def test_decoding_keeps_the_surer_direction_and_pairs_stay_within_reach():
     assert (link.source, link.target, link.score) == (1, 0, 0.9)
     assert len(candidate_pairs(40)) < 40 * 39  # far mentions are never paired
     assert (0, 1) in candidate_pairs(2) and (1, 0) in candidate_pairs(2)
+
+
+def test_links_are_decoded_into_consistent_chains():
+    from labelloop.relations import decode_chains
+
+    text = "Anna Berg met Tom Hale. Berg said she was tired, and he left."
+    names = ["Anna Berg", "Tom Hale", "Berg", "she", "he"]
+    spans = [Span(text.index(n), text.index(n) + len(n), "PER") for n in names]
+    pairs = candidate_pairs(len(spans))
+    p = {(2, 0): 0.9, (2, 1): 0.6, (3, 1): 0.8, (3, 2): 0.7, (4, 3): 0.9, (4, 1): 0.2}
+    probs = np.array([[1 - p.get((max(i, j), min(i, j)), 0.0), p.get((max(i, j), min(i, j)), 0.0)]
+                      for i, j in pairs])
+    links = decode_chains(text, spans, pairs, probs, 1, "coref")
+    got = sorted(map(sorted, chains(len(spans), [(x.source, x.target, x.label) for x in links])))
+    # "Berg" is not "Tom Hale"; "she" joins one chain (Hale's, the likelier); "he" may share no chain with "she"
+    assert got == [[0, 2], [1, 3], [4]]
+    assert all(x.target < x.source for x in links) and len({x.source for x in links}) == len(links)
+    # learned from annotations: a mention with "Tom" takes "he"; so "she" joins Berg, and "he" the less likely Hale
+    informed = decode_chains(text, spans, pairs, probs, 1, "coref", agreement={"tom": "he"})
+    assert sorted(map(sorted, chains(len(spans), [(x.source, x.target, x.label) for x in informed]))) == [
+        [0, 2, 3], [1, 4]]
+
+
+def test_the_pronouns_a_name_takes_are_learned_from_annotated_chains():
+    from labelloop.relations import agreement_lexicon
+
+    stories = [story(k) for k in range(16)]
+    texts = [t for t, _, _ in stories]
+    answers = [Links(tuple(Span(*s) for s in spans), tuple((i, j, "coref") for i, j in links))
+               for _, spans, links in stories]
+    lexicon = agreement_lexicon(texts, answers, ["coref"])
+    assert lexicon["anna"] == lexicon["berg"] == "she" and lexicon["tom"] == "he"
+    assert "oslo" not in lexicon and agreement_lexicon(texts, answers, []) == {}
+
+
+def test_a_project_with_plain_links_learns_them_and_predicts_links_without_a_label(client):
+    plain = COREF.replace('<Relation value="coref"/>', "")
+    assert client.post("/setup", json={"project": "9.1", "schema": plain}).status_code == 200
+    stories = [story(k) for k in range(24)]
+    for k, (text, spans, links) in enumerate(stories[:18]):
+        drawn = [{key: v for key, v in r.items() if key != "labels" or r["type"] != "relation"}
+                 for r in result(text, spans, links)]  # relations drawn with no label
+        assert webhook(client, 600 + k, 600 + k, text, drawn, project=9).status_code == 200
+    client.app.state.worker.run_pending()
+    tasks = [{"id": 950 + k, "data": {"text": t}} for k, (t, _, _) in enumerate(stories[18:])]
+    results = client.post("/predict", json={"project": "9.1", "tasks": tasks}).json()["results"]
+    made = [r for res in results for r in res["result"] if r["type"] == "relation"]
+    assert len(made) >= len(tasks) and all("labels" not in r for r in made)
+    interface = LabelInterface(plain)
+    assert all(interface.validate_prediction({"result": res["result"]}) for res in results)
 
 
 def test_a_coreference_project_learns_links_and_predicts_them_between_its_predicted_spans(client):
