@@ -351,8 +351,13 @@ def cmd_eval_human(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from labelloop.finetune.evaluate import evaluate_run
     from labelloop.finetune.registry import RunRegistry
+    from labelloop.serving.store import Store
 
-    _print_eval(evaluate_run(RunRegistry(_settings().home), args.run, test_file=args.test))
+    home = _settings().home
+    registry = RunRegistry(home)
+    serving = Store(home).serving_everywhere() if (home / "state.sqlite3").exists() else set()
+    against = registry.promoted_run(serving, task=registry.config(args.run).task)  # the run serving now, if any
+    _print_eval(evaluate_run(registry, args.run, test_file=args.test, against=against))
 
 
 def cmd_runs(args: argparse.Namespace) -> None:

@@ -166,8 +166,10 @@ def _run_metrics(config, model_dir: Path, rows: list[dict], labels: list[str]) -
     return evaluate_model(config.task, model, tok, rows, labels, config.max_length)
 
 
-def evaluate_run(registry: RunRegistry, run_id: str, *, test_file: str | None = None) -> dict:
-    """Write ``eval.json`` for a run with the base, promoted and run rows; returns it."""
+def evaluate_run(registry: RunRegistry, run_id: str, *, test_file: str | None = None,
+                 against: str | None = None) -> dict:
+    """Write ``eval.json`` for a run with the base and run rows, and a row for the run ``against`` (the one
+    serving now, as the caller knows it) when it has the same labels; returns it."""
     import torch
 
     from labelloop.finetune.train import load_model, resolve_base_model
@@ -186,11 +188,10 @@ def evaluate_run(registry: RunRegistry, run_id: str, *, test_file: str | None = 
         tok, model = load_model(config.task, base_path, labels)
         kind = "base model" if config.task in ("sft", "dpo") else "untrained head"
         report["rows"]["base"] = {"kind": kind, **evaluate_model(config.task, model, tok, rows, labels, config.max_length)}
-    promoted = registry.promoted_run(task=config.task)
-    if promoted and promoted != run_id:
-        path = registry.get(promoted).model_dir
+    if against and against != run_id:
+        path = registry.get(against).model_dir
         if json.loads((path / "labelloop.json").read_text())["labels"] == labels:
-            report["rows"]["promoted"] = {"run": promoted, **_run_metrics(config, path, rows, labels)}
+            report["rows"]["promoted"] = {"run": against, **_run_metrics(config, path, rows, labels)}
     report["rows"]["run"] = {"run": run_id, **_run_metrics(config, record.model_dir, rows, labels)}
     report["run"] = {k: v for k, v in report["rows"]["run"].items() if not isinstance(v, (dict, list))}
     (record.folder / "eval.json").write_text(json.dumps(report, indent=2))

@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,16 +174,14 @@ class RunRegistry:
         with self._lock:
             self._db.execute("INSERT INTO promotions VALUES (?, ?, ?, ?)", (project_id, run_id, model_version, time.time()))
 
-    def promoted_run(self, project_id: int | None = None, task: str | None = None) -> str | None:
-        """The run the backend serves now (for a project, or for a task anywhere), or None.
+    def promoted_run(self, serving: Collection[tuple[int, str]], *, project_id: int | None = None,
+                     task: str | None = None) -> str | None:
+        """The run that serves now (for a project, or for a task anywhere), or None.
 
-        The backend's version registry says what serves: a promotion that was rolled back, or replaced by a
-        retrained head, no longer counts. This table only keeps the history of promotions.
+        ``serving`` is what the backend serves, ``(project_id, model_version)`` pairs, from its version registry
+        (the one owner of that): a promotion that was rolled back, or replaced by a retrained head, no longer
+        counts. This table only keeps the history of promotions.
         """
-        from labelloop.serving.store import Store
-
-        state = self.root.parent / "state.sqlite3"
-        serving = Store(self.root.parent).serving_everywhere() if state.exists() else set()
         if not serving:
             return None
         sql = "SELECT p.run_id, p.project_id, p.model_version FROM promotions p JOIN runs r ON r.run_id=p.run_id WHERE 1=1"

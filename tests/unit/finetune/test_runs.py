@@ -145,6 +145,22 @@ def test_setfit_run_serves_as_a_classifier_whose_head_keeps_learning_on_its_enco
         RunConfig(task="ner", method="setfit")
 
 
+def test_a_run_is_evaluated_against_the_run_serving_now_as_the_backend_says(tiny, data, tmp_path):
+    from labelloop.finetune.evaluate import evaluate_run
+
+    registry = RunRegistry(tmp_path)
+    first = run(registry, task="classification", base_model=str(tiny / "bert"), train_file=data["cls"][0],
+                test_file=data["cls"][1], learning_rate=5e-3)
+    second = run(registry, task="classification", base_model=str(tiny / "bert"), train_file=data["cls"][0],
+                 test_file=data["cls"][1], learning_rate=5e-3)
+    registry.record_promotion(3, first.run_id, "labelloop-v4")
+    assert registry.promoted_run({(3, "labelloop-v4")}, task="classification") == first.run_id
+    assert registry.promoted_run({(3, "labelloop-v5")}) is None  # rolled back or replaced since: not serving
+    assert registry.promoted_run(set()) is None
+    report = evaluate_run(registry, second.run_id, against=first.run_id)
+    assert report["rows"]["promoted"]["run"] == first.run_id and report["rows"]["run"]["run"] == second.run_id
+
+
 def test_ner_defaults_to_full_fine_tuning_on_small_encoders(tiny, data, tmp_path):
     record = run(RunRegistry(tmp_path), task="ner", base_model=str(tiny / "bert"), train_file=data["ner"][0],
                  test_file=data["ner"][1])
