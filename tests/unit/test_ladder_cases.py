@@ -1,0 +1,156 @@
+"""One table of ladder cases, run through the backend's ladder and through the simulation's ``auto`` learner:
+what ``labelloop al simulate --learner auto`` measures is what the backend decides.
+
+Each case is fed to both as each gets its data (annotations in the backend's store; a pool, labelled ids and a
+frozen gate in the simulation), and both must reach the case's answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labelloop import learners
+from labelloop.audit import in_audit
+from labelloop.learners import GateSettings, LadderLearner, Pool, _SimulatedGate
+from labelloop.models import ChoicesModel
+from labelloop.serving.service import ModelService
+from labelloop.settings import LabelLoopSettings
+
+CONFIG = """<View><Text name="text" value="$text"/><Choices name="topic" toName="text">
+<Choice value="sport"/><Choice value="cooking"/><Choice value="travel"/></Choices></View>"""
+LABELS = ("sport", "cooking", "travel")
+
+# When a fine-tune is due: training labels per label, the label counts earlier fine-tunes started at, the first
+# fine-tune's label count, and whether one is due now.
+DUE = [
+    pytest.param({"sport": 6, "cooking": 5, "travel": 5}, [], 16, True, id="first at finetune_at"),
+    pytest.param({"sport": 6, "cooking": 5, "travel": 4}, [], 16, False, id="below finetune_at"),
+    pytest.param({"sport": 15, "cooking": 4, "travel": 1}, [], 16, False, id="a label without two examples"),
+    pytest.param({"sport": 11, "cooking": 11, "travel": 10}, [16], 16, True, id="again when the labels double"),
+    pytest.param({"sport": 10, "cooking": 10, "travel": 10}, [16], 16, False, id="not before they double"),
+]
+
+# The gate on one frame of audit tasks: (champion's class, challenger's class, gold class, annotated?) per task,
+# repeated, and the verdict both must reach.
+def frame(right_for_challenger: int, right_for_champion: int, both_wrong: int, unlabelled: int, agree: int):
+    items = ([(1, 0, 0, True)] * right_for_challenger + [(0, 1, 0, True)] * right_for_champion
+             + [(1, 2, 0, True)] * both_wrong + [(1, 0, 0, False)] * unlabelled + [(0, 0, 0, True)] * agree)
+    return items
+
+
+GATE = [  # (items, watching a promotion?, verdict)
+    pytest.param(frame(14, 0, 0, 10, 20), False, "promote", id="the challenger right on every disagreement"),
+    pytest.param(frame(3, 1, 0, 20, 20), False, "hold", id="too few disagreement labels yet"),
+    pytest.param(frame(0, 16, 0, 10, 20), False, "futility", id="the champion right on every disagreement"),
+    pytest.param(frame(20, 20, 2, 0, 10), False, "refuse", id="the budget spent on a tie"),
+    pytest.param(frame(0, 16, 0, 10, 20), True, "rollback", id="the promoted model wrong on new disagreements"),
+    pytest.param(frame(14, 0, 0, 10, 20), True, "keep", id="the promoted model right on new disagreements"),
+]
+
+
+def backend(tmp_path, **overrides) -> ModelService:
+    settings = LabelLoopSettings(**{"home": tmp_path / "home", "model": "unused-no-encoder-is-loaded",
+                                    "push_predictions": False, "finetune": "auto", "gate_budget": 40,
+                                    "gate_alpha": 0.05, "gate_min_gain": 0.01, **overrides})
+    service = ModelService(settings)
+    service.store.save_label_config(1, CONFIG)
+    return service
+
+
+def annotate(service: ModelService, task_id: int, label: str) -> None:
+    service.store.upsert_annotation(1, task_id, task_id, {"text": f"text {task_id}"},
+                                    [{"from_name": "topic", "to_name": "text", "type": "choices",
+                                      "value": {"choices": [label]}}], cancelled=False)
+
+
+def pool(y: list[int]) -> Pool:
+    k = len(LABELS)
+    head = ChoicesModel(LABELS, False, np.zeros((4, k)), np.zeros(k), np.zeros((4, k)))
+    return Pool([f"text {i}" for i in range(len(y))], np.zeros((len(y), 4)), np.asarray(y), LABELS, head, "", None)
+
+
+class Started(Exception):
+    """The simulation started a fine-tune (the case's answer, without training one)."""
+
+
+@pytest.mark.parametrize(("counts", "started", "finetune_at", "due"), DUE)
+def test_the_backend_starts_a_fine_tune_when_the_table_says(tmp_path, counts, started, finetune_at, due):
+    service = backend(tmp_path, audit_share=0.0, finetune_at=finetune_at)
+    task = 0
+    for label, n in counts.items():
+        for _ in range(n):
+            task += 1
+            annotate(service, task, label)
+    for k, labels in enumerate(started):
+        service.store.add_finetune(1, f"earlier-{k}", labels)
+    assert (service.ladder.next_due(1) is None) == due, service.ladder.next_due(1)
+
+
+@pytest.mark.parametrize(("counts", "started", "finetune_at", "due"), DUE)
+def test_the_simulation_starts_a_fine_tune_when_the_table_says(monkeypatch, counts, started, finetune_at, due):
+    y = [LABELS.index(label) for label, n in counts.items() for _ in range(n)]
+    learner = LadderLearner(pool(y), np.zeros(len(y), dtype=bool), finetune_at=finetune_at)
+    learner._started = list(started)
+
+    def start(*args, **kwargs):
+        raise Started
+
+    monkeypatch.setattr(learners, "finetune", start)
+    try:
+        learner.fit(np.arange(len(y)))
+        began = False
+    except Started:
+        began = True
+    assert began == due
+
+
+def audit_task_ids(n: int, share: float) -> list[int]:
+    ids, task = [], 0
+    while len(ids) < n:
+        task += 1
+        if in_audit(1, task, share):
+            ids.append(task)
+    return ids
+
+
+@pytest.mark.parametrize(("items", "watch", "verdict"), GATE)
+def test_the_backend_gate_reaches_the_tables_verdict(tmp_path, items, watch, verdict):
+    service = backend(tmp_path, audit_share=0.5)
+    tasks = audit_task_ids(len(items), 0.5)
+    for task, (_, _, gold, annotated) in zip(tasks, items, strict=True):
+        if annotated:
+            annotate(service, task, LABELS[gold])
+    service.store.open_gate(1, "challenger", "labelloop-v1", "challenger",
+                            [(t, a, b) for t, (a, b, _, _) in zip(tasks, items, strict=True)])
+    if watch:  # promoted before any of these labels came in
+        service.store.update_gate(1, "challenger", state="watch", promoted="labelloop-v2", counted=[])
+    spec = service.schema(1).single_choice()
+    evidence = service.ladder.evidence(1, spec, service.store.gate(1, "challenger"))
+    assert evidence.verdict == verdict, evidence.reason
+
+
+class Promoted(Exception):
+    """The simulation promoted the challenger (it then loads its features, which this stand-in has not)."""
+
+
+class StandIn:
+    def features(self, texts):
+        raise Promoted
+
+
+@pytest.mark.parametrize(("items", "watch", "verdict"), GATE)
+def test_the_simulated_gate_reaches_the_tables_verdict(items, watch, verdict):
+    gold = [g for _, _, g, _ in items] + [0, 1, 2]  # and three training items, never in the frame
+    audit = np.arange(len(gold)) < len(items)
+    learner = LadderLearner(pool(gold), audit, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40))
+    audit_ids = np.flatnonzero(audit)
+    learner._gate = _SimulatedGate(StandIn(), 10, audit_ids, np.array([a for a, _, _, _ in items]),
+                                   np.array([b for _, b, _, _ in items]), opened_at=0,
+                                   state="watch" if watch else "open")
+    labelled = np.array([i for i, (_, _, _, annotated) in enumerate(items) if annotated])
+    try:
+        learner._judge(labelled, np.flatnonzero(~audit), labelled)
+    except Promoted:
+        pass
+    reached = learner.events[-1].what if learner.events else "hold"
+    assert reached == verdict, learner.events[-1].detail if learner.events else ""
