@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from labelloop import lsclient
 from labelloop.audit import wilson_interval
 from labelloop.dataset import ExportConfig, annotation_value, build_dataset, export_dataset, load_frozen_test
@@ -83,18 +85,26 @@ def rollback_project(service, project_id: int, *, publish: bool = True) -> Promo
 def learning_curve(service, project_id: int, test_records: list[dict]) -> list[dict]:
     """Accuracy of every stored version of the project on ``test_records`` (``{"text", "label"}``).
 
-    Rows ``{"model_version", "labels", "accuracy", "low", "high", "n_test", "created_at"}`` in training order
-    (``low``/``high``: the 95% Wilson interval of the accuracy); ``labels`` is
-    how many annotated tasks the version learned from (0 for a promoted fine-tuned run). Scores are cached
-    next to each version, keyed on the test set, so a page refresh costs nothing.
+    Rows ``{"model_version", "labels", "accuracy", "low", "high", "n_test", "created_at", "weighted"}`` in
+    training order (``low``/``high``: the 95% interval of the accuracy); ``labels`` is how many annotated tasks the
+    version learned from (0 for a promoted fine-tuned run). Where a gate put its disagreements first in the queue,
+    those tasks are over-represented among the annotated ones: the accuracy is then weighted by their share of
+    the audit frame (``weighted``: True), so the curve stays an estimate over the whole audit split. Scores are
+    cached next to each version, keyed on the test set and those weights, so a page refresh costs nothing.
     """
+    from labelloop.gate import stratified_accuracy
     from labelloop.serving.versions import UNTRAINED_VERSION
 
     schema = service.schema(project_id)
     control = schema.single_choice()
     if control is None or not test_records:
         return []
-    digest = hashlib.sha1(json.dumps([[r["text"], r["label"]] for r in test_records]).encode()).hexdigest()[:16]
+    front, share = service.ladder.served_first(project_id)
+    first = np.array([r.get("task_id") in front for r in test_records], dtype=bool)
+    weighted = bool(first.any()) and bool((~first).any()) and 0.0 < share < 1.0
+    digest = hashlib.sha1(json.dumps([[[r["text"], r["label"]] for r in test_records],
+                                      first.tolist() if weighted else None, share if weighted else None]
+                                     ).encode()).hexdigest()[:16]
     tasks = [{"data": {control.value_key: r["text"]}} for r in test_records]
     gold = [str(r["label"]) for r in test_records]
     rows = []
@@ -108,11 +118,16 @@ def learning_curve(service, project_id: int, test_records: list[dict]) -> list[d
         preds = service.predict(tasks, project=project_id, model_version=version)
         chosen = [next((_label(r["value"]) for r in p["result"] if r["from_name"] == control.from_name), None)
                   for p in preds]
-        correct = sum(c == g for c, g in zip(chosen, gold))
-        low, high = wilson_interval(correct, len(gold))
+        right = np.array([c == g for c, g in zip(chosen, gold, strict=True)], dtype=bool)
+        if weighted:
+            estimate = stratified_accuracy(right[first], right[~first], share)
+            accuracy, low, high = estimate.value, estimate.low, estimate.high
+        else:
+            accuracy = float(right.mean())
+            low, high = wilson_interval(int(right.sum()), len(gold))
         row = {"model_version": version, "labels": record.n_annotations if record else 0,
-               "accuracy": correct / len(gold), "low": low, "high": high, "n_test": len(gold),
-               "created_at": record.created_at if record else 0.0}
+               "accuracy": accuracy, "low": low, "high": high, "n_test": len(gold),
+               "created_at": record.created_at if record else 0.0, "weighted": weighted}
         if cache is not None and record.path.exists():
             cache.write_text(json.dumps(row))
         rows.append(row)

@@ -92,7 +92,12 @@ else:
                                      alt.Tooltip("low:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f"),
                                      "n_test"])
         st.altair_chart(band + line, width="stretch")
-        st.caption(f"Accuracy on n={len(test)} annotated audit tasks, one point per model version, with 95% "
-                   "Wilson intervals.")
+        if any(r.get("weighted") for r in curve):
+            st.caption(f"Accuracy on n={len(test)} annotated audit tasks, one point per model version, with 95% "
+                       "intervals. The gate served its disagreements first, so they are weighted by their share of "
+                       "the audit split, not by how many of them are labelled.")
+        else:
+            st.caption(f"Accuracy on n={len(test)} annotated audit tasks, one point per model version, with 95% "
+                       "Wilson intervals.")
     else:
         st.caption("No single-choice control to measure accuracy on.")

@@ -166,6 +166,19 @@ class Ladder:
                     out[item.task_id] = None
         return sorted(out, key=lambda t: audit_rank(project_id, t))
 
+    def served_first(self, project_id: int) -> tuple[set[int], float]:
+        """The audit tasks some gate put at the front of the queue (its disagreements), and their share of the audit
+        frames they were drawn from: annotators label these before the others, so an accuracy over the annotated
+        audit tasks weighs them by that share, not by how many got labelled (:func:`labelloop.gate.stratified_accuracy`)."""
+        front: set[int] = set()
+        frame: set[int] = set()
+        for gate in self.store.gates(project_id):
+            for item in self.store.gate_items(project_id, gate.run_id):
+                frame.add(item.task_id)
+                if item.disagree:
+                    front.add(item.task_id)
+        return front, len(front) / len(frame) if frame else 0.0
+
     def gate_evidence(self, project_id: int, run_id: str) -> GateEvidence | None:
         """Where the gate stands on a run, without opening a gate for it (None: it has none)."""
         spec = self.schema(project_id).single_choice()

@@ -71,3 +71,24 @@ def test_training_leaves_the_frozen_test_split_out(service):
     save_frozen_test(service.settings.home, 1, {content_key(SPORT[0]), content_key(COOKING[0])})
     service.fit(1)
     assert service.current_record(1).n_annotations == 6
+
+
+def test_the_learning_curve_weighs_the_gates_disagreements_by_their_share_of_the_audit_frame(service):
+    """A gate serves its disagreements first, so they crowd the annotated audit tasks: the curve counts them at
+    their share of the frame (here 4 of 40), not at their share of the labels (half)."""
+    annotate(service, 1, SPORT[0], "sport")
+    annotate(service, 2, COOKING[0], "cooking")
+    service.fit(1)
+    pushed = [{"task_id": 100 + k, "text": t, "label": "cooking" if t in SPORT else "sport"}  # surely wrong
+              for k, t in enumerate(SPORT[1:3] + COOKING[1:3])]
+    rest = [{"task_id": 200 + k, "text": t, "label": "sport" if t in SPORT else "cooking"}
+            for k, t in enumerate(SPORT[1:] + COOKING[1:])]
+    frame = [(r["task_id"], 0, 1) for r in pushed] + [(r["task_id"], 0, 0) for r in rest]
+    frame += [(300 + k, 0, 0) for k in range(40 - len(frame))]  # audit tasks nobody annotated yet
+    service.store.open_gate(1, "challenger", service.model_version(1), "challenger", frame)
+    plain = learning_curve(service, 1, rest)  # no gate disagreement among them: nothing to weigh
+    curve = learning_curve(service, 1, pushed + rest)
+    assert not any(r["weighted"] for r in plain) and all(r["weighted"] for r in curve)
+    for p, c in zip(plain, curve, strict=True):
+        assert c["accuracy"] == pytest.approx(0.1 * 0.0 + 0.9 * p["accuracy"])  # the pushed ones are all wrong
+        assert c["low"] <= c["accuracy"] <= c["high"]
