@@ -216,8 +216,7 @@ class Ladder:
         version = self.registry.promote(project_id, schema, run.model_dir, task=run.task,
                                         encoder=self.features.encoder.name, n_annotations=n_annotations)
         self.runs.record_promotion(project_id, run.run_id, version)
-        for watched in self.store.gates(project_id, states=("watch",)):  # a newer promotion ends older watches
-            self.store.update_gate(project_id, watched.run_id, state="closed")
+        self._end_watches(project_id)  # a newer promotion ends older watches
         if any(f.run_id == run.run_id for f in self.store.finetunes(project_id)):
             self.store.update_finetune(project_id, run.run_id, done=True)
         gate = self.store.gate(project_id, run.run_id)
@@ -352,6 +351,19 @@ class Ladder:
                  {"futility": "stopped for futility", "refuse": "refused", "hold": "held"}[evidence.verdict],
                  evidence.reason)
         return None
+
+    def rollback(self, project_id: int) -> str:
+        """A lead's rollback: serve the version that served before the current one, end any rollback watch (the
+        lead decided), and record it; returns the version serving now."""
+        before = self.registry.current(project_id).version
+        version = self.registry.rollback(project_id)
+        self._end_watches(project_id)
+        self.store.add_decision(project_id, "rollback", before, version, {"reason": "rolled back by a lead"})
+        return version
+
+    def _end_watches(self, project_id: int) -> None:
+        for watched in self.store.gates(project_id, states=("watch",)):
+            self.store.update_gate(project_id, watched.run_id, state="closed")
 
     def _watch(self, project_id: int, spec: ControlSpec) -> str | None:
         """The rollback test on each promoted challenger still watched; returns the champion it rolled back to."""

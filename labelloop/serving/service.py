@@ -275,13 +275,8 @@ class ModelService:
     # -- what a lead does -------------------------------------------------------------------------
 
     def rollback(self, project_id: int) -> str:
-        """Serve the version that served before the current one; returns it (recorded with the ladder's decisions)."""
-        before = self.registry.current(project_id).version
-        version = self.registry.rollback(project_id)
-        for watched in self.store.gates(project_id, states=("watch",)):  # the lead decided: the watch is over
-            self.store.update_gate(project_id, watched.run_id, state="closed")
-        self.store.add_decision(project_id, "rollback", before, version, {"reason": "rolled back by a lead"})
-        return version
+        """Serve the version that served before the current one; returns it (the ladder decides and records it)."""
+        return self.ladder.rollback(project_id)
 
     def schema(self, project_id: int) -> TaskSchema:
         """The project's parsed labeling config, as stored on connect."""
