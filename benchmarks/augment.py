@@ -6,9 +6,9 @@
      plain          the labeled sentences, N epochs
      plain-matched  the labeled sentences, as many optimizer steps as the augmented arm (more epochs): the
                     control for "augmentation helps only because it means more steps"
-     augmented      the labeled sentences plus swap, synonym and back-translation variants, N epochs Published results disagree (Wei & Zou 2019: EDA
-   helps CNN/RNN classifiers; Longpre et al. 2020: little gain for pretrained transformers); this reports
-   what we measure.
+     augmented      the labeled sentences plus swap, synonym and back-translation variants, N epochs
+   Published results disagree (Wei & Zou 2019: EDA helps CNN/RNN classifiers; Longpre et al. 2020: little gain
+   for pretrained transformers); this reports what we measure.
 
     python benchmarks/augment.py [--seeds 3] [--sizes 100,500] [--epochs 5]
 """

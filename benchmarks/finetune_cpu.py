@@ -33,7 +33,8 @@ def split(path: Path, n_train: int, n_test: int, out: Path) -> tuple[Path, Path]
 
 
 def train(home: Path, name: str, train_file: Path, test_file: Path, epochs: float, extra: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "labelloop.cli", "--log-level", "warning", "train", "--name", name, "--train-file", str(train_file), "--test-file", str(test_file), "--epochs", str(epochs),
+    cmd = [sys.executable, "-m", "labelloop.cli", "--log-level", "warning", "train", "--name", name,
+           "--train-file", str(train_file), "--test-file", str(test_file), "--epochs", str(epochs),
            "--batch-size", "32", *extra]
     subprocess.run(cmd, env={**os.environ, "LABELLOOP_HOME": str(home)}, check=True, stdout=subprocess.DEVNULL)
     folder = home / "runs" / name

@@ -144,7 +144,8 @@ def main() -> None:
               f"{r['training_running_at_start']}/{r['training_running_at_end']} (start/end)")
     print(f"  p99 while training / baseline: {result['p99_ratio']}; while fine-tuning / baseline: "
           f"{result['p99_ratio_finetune']}  (target: p99 under 250 ms)")
-    print(f"  trainings per event: {result['trainings_per_event']} over {args.events + args.seeded} events (coalescing; 1.0 would be one per event)")
+    print(f"  trainings per event: {result['trainings_per_event']} over {args.events + args.seeded} events "
+          "(coalescing; 1.0 would be one per event)")
 
 
 if __name__ == "__main__":

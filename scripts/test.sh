@@ -28,7 +28,7 @@ if ! llm_works; then
     llm_works || { echo "llama-cpp-python in .venv-llm can't run the packaged SmolLM2; see $LLAMA_WHEELS" >&2; exit 1; }
 fi
 # Lint and type-check the package first: a failure here fails the run before the slow tests.
-.venv/bin/ruff check labelloop backend augment dashboard
+.venv/bin/ruff check labelloop backend augment dashboard tests benchmarks
 .venv/bin/mypy
 export HF_HUB_OFFLINE=1 LABELLOOP_LABEL_STUDIO_BIN="$PWD/.venv-ls/bin/label-studio"
 export LABELLOOP_LLAMA_PYTHON="$PWD/.venv-llm/bin/python" LABELLOOP_REQUIRE_LLM_SERVER=1

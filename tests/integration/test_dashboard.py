@@ -270,7 +270,7 @@ def test_playground_compares_versions_behind_a_login(seeded, label_studio, tmp_p
             page = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10).text
             assert "Dashboard test" not in page and not any(v in page for v in versions), path
             assert f'"value": {project_id}' not in page and f'"value":{project_id}' not in page, path
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError, match="Could not login"):
             Client(f"http://127.0.0.1:{port}/", auth=("lead", "wrong"), verbose=False)
         client = Client(f"http://127.0.0.1:{port}/", auth=("lead", PASSWORD), verbose=False)
         a, _, b, _ = client.predict(project_id, "I love it, works wonderfully.", versions[-1], UNTRAINED_VERSION,

@@ -72,7 +72,8 @@ def test_endpoint_gives_label_probabilities_entities_and_drafts_and_caches_them(
     (draft,) = labeler.draft(["What is the capital of France?"], guideline="Answer in one short sentence.")
     assert draft.text and 0 < draft.confidence <= 1
     spent = engine.usage.as_dict()
-    assert spent["requests"] == 11 and spent["prompt_tokens"] > 0  # 6 texts, 3 content-free, 1 NER, 1 draft and spent["completion_tokens"] > 0
+    assert spent["requests"] == 11  # 6 texts, 3 content-free, 1 NER, 1 draft
+    assert spent["prompt_tokens"] > 0 and spent["completion_tokens"] > 0
 
     again = LLMLabeler(engine, cache=LLMCache(tmp_path / "cache.sqlite3"))
     assert np.allclose(again.classify(texts, ["positive", "negative"]), probs)

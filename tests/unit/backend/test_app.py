@@ -247,8 +247,8 @@ def test_webhook_errors_are_4xx(client):
 def test_odd_digits_long_numbers_and_lone_surrogates_get_4xx_not_500(client):
     for route in ("/setup", "/webhook", "/train", "/predict"):
         for project in ("\u00b2.1700000000", "\u00b9", "\u0663"):  # superscripts and an Arabic-Indic digit
-            body = ('{"project": "%s", "schema": "<View/>", "action": "START_TRAINING", "tasks": [{"data": '
-                    '{"text": "hi"}}]}' % project)
+            body = ('{"project": "' + project + '", "schema": "<View/>", "action": "START_TRAINING", "tasks": '
+                    '[{"data": {"text": "hi"}}]}')
             r = client.post(route, content=body.encode(), headers={"content-type": "application/json"})
             assert 400 <= r.status_code < 500, (route, project, r.status_code)
     r = client.post("/predict", content=b'{"tasks": [' + b"9" * 5000 + b"]}",
