@@ -23,6 +23,10 @@ from labelloop.errors import ConfigError, LabelStudioUnavailableError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+# Label Studio's memory-efficient prediction import (a feature flag read from the environment).
+PREDICTIONS_IMPORT_FLAG = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
+
+
 def find_label_studio() -> str:
     """Path of the ``label-studio`` executable, or a :class:`ConfigError` saying how to install it."""
     from labelloop.settings import LabelLoopSettings
@@ -89,6 +93,9 @@ class LocalLabelStudio:
             # No error reports to Label Studio's vendor (its default DSNs), from the server or the pages.
             "SENTRY_DSN": "",
             "FRONTEND_SENTRY_DSN": "",
+            # Label Studio 1.23 recounts every task of the project on each prediction import unless this flag is
+            # on: a retrain's publish then grows with the square of the project's size instead of linearly.
+            PREDICTIONS_IMPORT_FLAG: "true",
             # The admin's credentials travel in the environment (readable by this user only), never on the
             # command line, which every local user can read with `ps`.
             "LABEL_STUDIO_USERNAME": self.username,
