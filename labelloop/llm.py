@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
+from labelloop.arrays import softmax
 from labelloop.config import ConfigMixin
 from labelloop.errors import ConfigError, LLMEndpointError
 from labelloop.relations import Link
@@ -566,8 +567,7 @@ class LLMLabeler:
         messages = [{"role": "user", "content": self.template.render(text, labels, guideline=guideline,
                                                                      examples=examples)}]
         scores = self._cached("classify", messages, labels, lambda: self._label_scores(messages, labels))
-        p = np.exp(np.asarray(scores) - max(scores))
-        return p / p.sum()
+        return softmax(np.asarray(scores))
 
     def extract(self, texts: Sequence[str], labels: Sequence[str], *, guideline: str = "",
                 examples: Sequence[Sequence[tuple[str, list[Span]]]] | None = None,

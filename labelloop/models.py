@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from labelloop.arrays import check_shapes, sigmoid, softmax
 from labelloop.encoder import Encoder, TokenEncoding
 from labelloop.errors import ModelError
 from labelloop.relations import Linker, LinksModel, fit_links, pair_width
@@ -40,27 +41,6 @@ ZERO_SHOT_SCALE = 20.0
 # For multiple-choice zero-shot, a label applies when its cosine clears this level.
 ZERO_SHOT_THRESHOLD = 0.25
 ZERO_SHOT_CACHE = 64  # zero-shot heads kept per process (one per distinct control): configs come from the network
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _check_shapes(arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int | None, ...]]) -> None:
-    """Raise :class:`ModelError` unless every array is there, finite, with the shape asked (None: any size)."""
-    for name, shape in shapes.items():
-        a = arrays.get(name)
-        if a is None or a.ndim != len(shape) or any(w is not None and w != n for w, n in zip(shape, a.shape)):
-            got = "missing" if a is None else f"shape {a.shape}"
-            raise ModelError(f"model file: {name!r} is {got}, expected {shape}")
-        if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
-            raise ModelError(f"model file: {name!r} is not finite floating point")
 
 
 @dataclass
@@ -88,7 +68,7 @@ class ChoicesModel:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (n_texts, n_labels); independent per label when ``multiple``."""
         logits = x.astype(np.float64) @ self.weight + self.bias
-        return _sigmoid(logits) if self.multiple else _softmax(logits)
+        return sigmoid(logits) if self.multiple else softmax(logits)
 
     def fit(self, x: np.ndarray, y: np.ndarray, *, prior_strength: float = 0.1, max_iter: int = 200) -> ChoicesModel:
         """Train a copy on vectors ``x`` (n, hidden) and targets ``y``.
@@ -147,7 +127,7 @@ class ChoicesModel:
     @classmethod
     def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray], *, width: int | None = None) -> ChoicesModel:
         k = len(meta["labels"])
-        _check_shapes(arrays, {"weight": (width, k), "bias": (k,), "prior_weight": (width, k)})
+        check_shapes(arrays, {"weight": (width, k), "bias": (k,), "prior_weight": (width, k)})
         return cls(
             tuple(meta["labels"]), bool(meta["multiple"]), arrays["weight"], arrays["bias"],
             arrays["prior_weight"], int(meta.get("trained_on", 0)),
@@ -176,7 +156,7 @@ class WordTagsModel:
         logits = np.asarray(vectors, dtype=np.float64) @ self.weight + self.bias
         for k, ids in enumerate(lexical_features(words)):
             logits[k] += self.lexical[ids].sum(axis=0)
-        return _softmax(logits)
+        return softmax(logits)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"weight": self.weight, "bias": self.bias, "lexical": self.lexical}
@@ -184,7 +164,7 @@ class WordTagsModel:
     @classmethod
     def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> WordTagsModel:
         k = len(meta["labels"])
-        _check_shapes(arrays, {"weight": (None, k), "bias": (k,), "lexical": (LEXICAL_BUCKETS, k)})
+        check_shapes(arrays, {"weight": (None, k), "bias": (k,), "lexical": (LEXICAL_BUCKETS, k)})
         return cls(tuple(meta["labels"]), arrays["weight"], arrays["bias"], arrays["lexical"],
                    int(meta.get("trained_on", 0)), Words.from_dict(meta.get("words")))
 
@@ -274,7 +254,7 @@ class SpansModel:
         if len(first) == 0:
             return ranges, np.zeros((0, n_tags(len(self.labels))))
         logits = enc.vectors[first].astype(np.float64) @ self.weight + self.bias
-        return ranges, _softmax(logits)
+        return ranges, softmax(logits)
 
     def predict_spans(self, text: str, ranges: np.ndarray, probs: np.ndarray) -> list[Span]:
         """Tagger spans, plus gazetteer matches that no tagger span overlaps."""
@@ -330,7 +310,7 @@ class SpansModel:
     @classmethod
     def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> SpansModel:
         t = n_tags(len(meta["labels"]))
-        _check_shapes(arrays, {"weight": (None, t), "bias": (t,)})
+        check_shapes(arrays, {"weight": (None, t), "bias": (t,)})
         return cls(
             tuple(meta["labels"]), arrays["weight"], arrays["bias"], Gazetteer(meta.get("gazetteer", {})),
             int(meta.get("trained_on", 0)),
@@ -675,11 +655,11 @@ class TransformerModel:
         """(n_texts, n_labels) probabilities; independent per label for multi-label models."""
         if self.setfit:
             weight, bias = self.classifier()
-            return _softmax(self.features(texts).astype(np.float64) @ weight + bias)
+            return softmax(self.features(texts).astype(np.float64) @ weight + bias)
         out = []
         for output in self._forward(texts):
             logits = output.logits.float().numpy()[:, self._order]
-            out.append(_sigmoid(logits) if self.task == "multi-label" else _softmax(logits))
+            out.append(sigmoid(logits) if self.task == "multi-label" else softmax(logits))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
     def mc_proba(self, texts: list[str], *, samples: int = 10, batch: int = 32) -> np.ndarray:
@@ -769,7 +749,7 @@ class TransformerModel:
         with self._torch.inference_mode():
             logits = self.model(**enc).logits[0].float().numpy()[:, self._order]
         ranges, first = word_ranges(offsets, word_ids)
-        return ranges, _softmax(logits[first]) if len(first) else np.zeros((0, len(self._order)))
+        return ranges, softmax(logits[first]) if len(first) else np.zeros((0, len(self._order)))
 
 
 ControlModel = HeadClassifier | HeadTagger | TransformerModel | TunedHead

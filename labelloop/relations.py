@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from labelloop.arrays import check_shapes, softmax
 from labelloop.errors import ModelError
 from labelloop.spans import Span
 
@@ -131,20 +132,15 @@ class LinksModel:
     agreement: dict[str, str] | None = None  # word -> the pronouns its mentions take ("mr" -> "he"), learned
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        z = np.asarray(features, dtype=np.float64) @ self.weight + self.bias
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax(np.asarray(features, dtype=np.float64) @ self.weight + self.bias)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"weight": self.weight, "bias": self.bias}
 
     @classmethod
     def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> LinksModel:
-        from labelloop.models import _check_shapes
-
         k = 1 + len(meta["labels"])
-        _check_shapes(arrays, {"weight": (None, k), "bias": (k,)})
+        check_shapes(arrays, {"weight": (None, k), "bias": (k,)})
         return cls(tuple(meta["labels"]), tuple(meta["span_labels"]), arrays["weight"], arrays["bias"],
                    int(meta.get("trained_on", 0)), tuple(meta.get("chain_labels", ())),
                    {str(k): str(v) for k, v in dict(meta.get("agreement", {})).items()})

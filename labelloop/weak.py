@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from labelloop.arrays import softmax
 from labelloop.config import ConfigMixin
 from labelloop.errors import ConfigError
 from labelloop.spans import Span
@@ -198,9 +199,7 @@ class LabelModel:
         for j in range(votes.shape[1]):
             seen = outcomes[:, j] >= 0
             log_p[seen] += np.log(self.confusion[j][:, outcomes[seen, j]]).T
-        log_p -= log_p.max(axis=1, keepdims=True)
-        p = np.exp(log_p)
-        return p / p.sum(axis=1, keepdims=True)
+        return softmax(log_p)
 
     def accuracies(self) -> np.ndarray:
         """Each LF's learned accuracy when it votes: P(vote = true class | it votes)."""

@@ -23,3 +23,28 @@ def test_fine_tuning_never_reaches_into_the_backend():
     reaching = {f.name: sorted(m for m in imported(f) if m.startswith("labelloop.serving"))
                 for f in (ROOT / "finetune").glob("*.py")}
     assert not {k: v for k, v in reaching.items() if v}, reaching
+
+
+def test_no_module_imports_itself_round_a_circle():
+    """Imports inside functions count too: a circle there still ties two modules into one."""
+    graph = {}
+    for f in ROOT.rglob("*.py"):
+        name = ".".join(f.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__")
+        deps = imported(f)
+        for node in ast.walk(ast.parse(f.read_text())):  # "from labelloop import lsclient" names a module too
+            if isinstance(node, ast.ImportFrom) and node.module == "labelloop":
+                deps |= {f"labelloop.{a.name}" for a in node.names}
+        graph[name] = {d for d in deps if d.startswith("labelloop")}
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            raise AssertionError(" -> ".join(path[path.index(module):] + [module]))
+        if module in done or module not in graph:
+            return
+        for dep in sorted(graph[module]):
+            visit(dep, path + [module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
