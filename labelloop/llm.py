@@ -40,6 +40,7 @@ from labelloop.arrays import softmax
 from labelloop.config import ConfigMixin
 from labelloop.errors import ConfigError, LLMEndpointError
 from labelloop.relations import Link
+from labelloop.retry import Retry, retry_after
 from labelloop.spans import Span
 
 log = logging.getLogger(__name__)
@@ -333,9 +334,13 @@ class OpenAIEndpoint:
     def _post(self, path: str, body: dict) -> dict:
         url = self.base_url + path
         problem = ""
+        waits = Retry(attempts=self.retries + 1, base=1.0, cap=8.0).waits()
+        asked: float | None = None  # what the server asked us to wait (Retry-After)
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(min(2.0 ** (attempt - 1), 8.0))
+                wait = next(waits)
+                time.sleep(wait if asked is None else asked)
+                asked = None
             try:
                 r = self._http.post(url, json=body, headers=self._headers, timeout=self.timeout)
             except httpx.TimeoutException:
@@ -349,6 +354,7 @@ class OpenAIEndpoint:
                                        "LABELLOOP_LLM_API_KEY to a key this server accepts")
             if r.status_code == 429 or r.status_code >= 500:
                 problem = f"HTTP {r.status_code}"
+                asked = retry_after(r.headers)
                 continue
             if r.status_code >= 400:
                 if body.get("logprobs") and self.logprobs_supported is None:

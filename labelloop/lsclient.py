@@ -13,29 +13,16 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
 from labelloop.errors import ConfigError, LabelStudioAuthError, LabelStudioError, LabelStudioUnavailableError
+from labelloop.retry import Retry, retry_after
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Retry:
-    """Exponential backoff for calls that are safe to repeat: waits ``base * 2**k`` seconds, capped."""
-
-    attempts: int = 8
-    base: float = 0.5
-    cap: float = 20.0
-
-    def waits(self) -> Iterator[float]:
-        for k in range(self.attempts - 1):
-            yield min(self.cap, self.base * 2**k)
 
 
 DEFAULT_RETRY = Retry()
@@ -91,6 +78,8 @@ def call(what: str, fn: Callable[..., T], *args: Any, retry: Retry | None = DEFA
                 wait = next(waits, None) if transient else None
             if wait is None:
                 raise
+            asked = retry_after(getattr(e.__cause__, "headers", None) or {}) if status in (429, 503) else None
+            wait = wait if asked is None else asked
             log.warning("%s failed (%s); retrying in %.1fs", what, type(e.__cause__).__name__, wait)
             time.sleep(wait)
 
