@@ -22,15 +22,27 @@ DEFAULT_AUDIT_SHARE = 0.1
 MIN_AUDIT = 30  # below this, a 95% interval on accuracy is wider than +-0.15: too wide for a learning curve
 
 
-def in_audit(project_id: int, task_id: int | None, share: float) -> bool:
-    """Whether the task belongs to the project's audit split (a fixed random ``share`` of its tasks)."""
+POOL_ID = "pool_id"  # a task's text id in the project's pool (see labelloop.pool)
+
+
+def audit_key(task_id: int | None, data: object) -> int | str | None:
+    """What decides a task's membership of the audit split: the text's pool id when the task came from the
+    project's pool (so the split is drawn over the pool's texts, however many of them reach Label Studio), else
+    the task id."""
+    pool_id = data.get(POOL_ID) if isinstance(data, dict) else None
+    return str(pool_id) if isinstance(pool_id, (str, int)) and str(pool_id).strip() else task_id
+
+
+def in_audit(project_id: int, task_id: int | str | None, share: float) -> bool:
+    """Whether the task (or pool text, by its :func:`audit_key`) belongs to the project's audit split (a fixed
+    random ``share`` of its tasks)."""
     if task_id is None or share <= 0:
         return False
     digest = hashlib.sha256(f"{AUDIT_SALT}\x00{project_id}\x00{task_id}".encode()).digest()
     return int.from_bytes(digest[:6], "big") / float(1 << 48) < share
 
 
-def audit_rank(project_id: int, task_id: int) -> float:
+def audit_rank(project_id: int, task_id: int | str) -> float:
     """A random but fixed position in [0, 1) for an audit task, independent of its membership draw."""
     digest = hashlib.sha256(f"{AUDIT_SALT}-order\x00{project_id}\x00{task_id}".encode()).digest()
     return int.from_bytes(digest[:6], "big") / float(1 << 48)

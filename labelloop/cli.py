@@ -685,6 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")
     p.set_defaults(func=cmd_hash_password)
 
+    from labelloop.pool.cli import add_commands as add_pool_commands
+
+    add_pool_commands(sub)
+
     p = sub.add_parser("al", help="active learning: `al simulate` replays labeling on labeled data to compare "
                                   "learners (head, SetFit, fine-tune, the ladder) and strategies with random")
     al = p.add_subparsers(dest="al_command", required=True)

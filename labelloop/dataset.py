@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from labelloop import lsclient
-from labelloop.audit import DEFAULT_AUDIT_SHARE, MIN_AUDIT, in_audit
+from labelloop.audit import DEFAULT_AUDIT_SHARE, MIN_AUDIT, audit_key, in_audit
 from labelloop.config import ConfigMixin
 from labelloop.dedup import content_key, duplicate_groups
 from labelloop.errors import AnnotationError, ConfigError
@@ -196,12 +196,12 @@ def build_dataset(tasks: list[dict], label_config: str, config: ExportConfig,
             continue
         value, reason = resolve(task.get("annotations") or [], control, config)
         if reason is None:
-            records.append((task.get("id"), text, value))
+            records.append((audit_key(task.get("id"), task.get("data")), text, value, task.get("id")))
         elif reason.startswith("conflict"):
             conflicts[task.get("id")] = reason
         else:
             skipped[reason] += 1
-    texts = [t for _, t, _ in records]
+    texts = [t for _, t, _, _ in records]
     groups = duplicate_groups(texts, threshold=config.near_duplicate_threshold)
     keys = [content_key(t) for t in texts]
     members: dict[int, list[int]] = {}
@@ -219,7 +219,7 @@ def build_dataset(tasks: list[dict], label_config: str, config: ExportConfig,
             chosen = _in_test(min(group_keys), config.salt, config.test_fraction)
         is_test = bool(group_keys & frozen_test) or chosen
         for i in idx:
-            (test if is_test else train).append({**_record(texts[i], records[i][2], control), "task_id": records[i][0]})
+            (test if is_test else train).append({**_record(texts[i], records[i][2], control), "task_id": records[i][3]})
         if is_test:
             test_keys |= group_keys
     train_keys = {content_key(str(r.get("text", r.get("prompt")))) for r in train}

@@ -109,6 +109,8 @@ class LabelLoopSettings(BaseSettings):
     audit_share: float = Field(
         default=0.1, ge=0.0, lt=1.0, description="Share of tasks that form the audit split: random tasks placed in "
         "the queue like any other, never trained on, the project's test set and the promotion gate's (0: none).")
+    working_set: int = Field(default=200, ge=1, le=100_000, description="Unlabelled tasks from the project's pool "
+                             "that `labelloop pool refill` keeps in Label Studio (see labelloop.pool).")
     min_audit: int = Field(default=30, ge=1, description="Annotated audit tasks below which no accuracy, curve or "
                            "promotion verdict is given.")
     gate_alpha: float = Field(default=0.05, gt=0.0, lt=1.0, description="The gate's error rate: a challenger is "

@@ -11,6 +11,8 @@ from labelloop import actions, audit, insights
 from labelloop.actions import approved_records
 from labelloop.dashboard import state
 from labelloop.errors import LabelLoopError
+from labelloop.pool.corpus import Pool
+from labelloop.pool.scoring import status as pool_status
 
 st.title("Active learning")
 state.require_client()
@@ -56,6 +58,24 @@ if decisions:
 if not versions:
     st.info("The backend has not trained for this project yet. Connect it (`labelloop connect`) and label a few "
             "tasks; it retrains after each annotation.")
+
+pool = Pool(home, project["id"])
+if pool.exists():
+    st.subheader("Pool")
+    info = pool.info()
+    job = pool_status(pool)
+    st.caption(f"{info.texts:,} texts beside Label Studio, from {info.source} (`labelloop pool ...`).")
+    if job is None:
+        st.info(f"Not scored yet: `labelloop pool score --project {project['id']}` (add `--engine ray` for Ray Data).")
+    else:
+        eta = (f", about {job['eta_seconds'] / 60:.0f} min left" if job["state"] == "running" and job["eta_seconds"]
+               else "")
+        st.progress(min(1.0, job["scored"] / max(1, job["total"])),
+                    text=f"scores of {job['version']}: {job['state']}, {job['scored']:,} of {job['total']:,} texts, "
+                         f"{job['rate']:,.0f} texts/s on {job['engine']} with {job['workers']} workers{eta}")
+        if job["state"] == "running" and st.button("Cancel scoring"):
+            (pool.folder / "scores" / job["version"] / "CANCEL").touch()
+            st.toast("The scoring job stops after its current batch; what it finished is kept.")
 
 st.subheader("Next in the queue")
 st.caption("Unlabeled tasks in the order Label Studio's uncertainty sampling serves them: least confident first.")

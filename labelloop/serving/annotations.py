@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from labelloop import lsclient
-from labelloop.audit import audit_rank, in_audit
+from labelloop.audit import audit_key, audit_rank, in_audit
 from labelloop.dataset import load_frozen_test
 from labelloop.dedup import content_key
 from labelloop.errors import AnnotationError, LabelLoopError
@@ -100,7 +100,8 @@ class ProjectAnnotations:
         audit: list[AnnotationRecord] = []
         rest: list[AnnotationRecord] = []
         for record in self.store.latest_annotations(project_id):
-            (audit if in_audit(project_id, record.task_id, self.audit_share) else rest).append(record)
+            (audit if in_audit(project_id, audit_key(record.task_id, record.data), self.audit_share) else rest
+             ).append(record)
         held = self._held(project_id, audit)
         return [r for r in rest if not any(k in held for k in _text_keys(r))], audit
 
@@ -122,7 +123,8 @@ class ProjectAnnotations:
         out: dict[str, None] = {}
         for task_id, data in sorted(tasks, key=lambda t: audit_rank(project_id, t[0])):
             text = data.get(spec.value_key)
-            if (task_id in annotated or in_audit(project_id, task_id, self.audit_share) or not isinstance(text, str)
+            if (task_id in annotated or in_audit(project_id, audit_key(task_id, data), self.audit_share)
+                    or not isinstance(text, str)
                     or not text.strip() or content_key(text) in held):
                 continue
             out[text] = None
@@ -142,7 +144,8 @@ class ProjectAnnotations:
                 out[record.task_id] = text
         for task_id, data in open_tasks:
             text = data.get(spec.value_key) if isinstance(data, dict) else None
-            if task_id not in out and in_audit(project_id, task_id, self.audit_share) and isinstance(text, str) \
+            if task_id not in out and in_audit(project_id, audit_key(task_id, data), self.audit_share) \
+                    and isinstance(text, str) \
                     and text.strip():
                 out[task_id] = text
         return sorted(out.items())

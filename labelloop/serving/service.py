@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from labelloop.audit import audit_rank, in_audit
+from labelloop.audit import audit_key, audit_rank, in_audit
 from labelloop.encoder import PACKAGED_MODEL, Encoder, encoder_hidden_size, load_encoder
 from labelloop.errors import ConfigError, LabelLoopError, ModelError, TaskDataError, UnsupportedConfigError
 from labelloop.labeling.kinds import ClassificationKind, answer_of, kind_of
@@ -307,8 +307,9 @@ class ModelService:
         ordered = queue_order([str(d.get(key, "")) for d in data], labeled, scores, self.features.embed,
                               batch=self.settings.queue_batch, diversity=self.settings.diversity)
         share = self.settings.audit_share
-        audit = np.array([in_audit(project_id, i, share) for i in ids], dtype=bool)
-        rank = np.array([audit_rank(project_id, i) for i in ids])
+        keys = [audit_key(i, d) for i, d in zip(ids, data, strict=True)]
+        audit = np.array([in_audit(project_id, k, share) for k in keys], dtype=bool)
+        rank = np.array([audit_rank(project_id, k if k is not None else i) for k, i in zip(keys, ids, strict=True)])
         front = set(self.ladder.serve_first(project_id))
         return place_audit(ordered, labeled, audit, rank, share, first=np.array([i in front for i in ids], dtype=bool))
 

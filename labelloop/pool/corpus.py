@@ -1,0 +1,203 @@
+"""A project's pool of texts: registered from JSONL, CSV, Parquet or a Hugging Face dataset folder, kept as
+Parquet shards of ``(id, text)`` under ``$LABELLOOP_HOME/pools/<project>/``.
+
+Ids are stable: the source's own id column when named, else the text's content key (so the same text gets the
+same id whatever file it comes from, and exact duplicates, case and spacing aside, collapse into one). Near
+duplicates can be reported with :mod:`labelloop.dedup` (MinHash and LSH bands). The source is read in batches,
+so memory stays flat in the corpus size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from labelloop._optional import require
+from labelloop.dedup import content_key, normalize
+from labelloop.errors import ConfigError
+
+SHARD_ROWS = 50_000  # texts per shard: the unit a scoring job resumes from
+READ_BATCH = 10_000
+FORMATS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv", ".parquet": "parquet",
+           ".pq": "parquet"}
+
+
+@dataclass
+class PoolInfo:
+    project: int
+    source: str
+    text_field: str
+    id_field: str | None
+    texts: int
+    duplicates: int
+    empty: int
+    shards: list[str]
+    added_at: float
+
+
+class Pool:
+    """The pool of one project, in its folder."""
+
+    def __init__(self, home: Path, project_id: int) -> None:
+        self.project = int(project_id)
+        self.folder = Path(home) / "pools" / str(self.project)
+
+    @property
+    def info_path(self) -> Path:
+        return self.folder / "pool.json"
+
+    def exists(self) -> bool:
+        return self.info_path.exists()
+
+    def info(self) -> PoolInfo:
+        if not self.exists():
+            raise ConfigError(f"project {self.project} has no pool: add one with `labelloop pool add --project "
+                              f"{self.project} --data PATH`")
+        return PoolInfo(**json.loads(self.info_path.read_text()))
+
+    def shards(self) -> list[Path]:
+        return [self.folder / "texts" / name for name in self.info().shards]
+
+    def read(self, columns: tuple[str, ...] = ("id", "text")) -> Iterator[tuple[Path, Any]]:
+        """``(shard, pyarrow.Table)`` for every shard, in order."""
+        pq = require("pyarrow.parquet", "pool")
+        for shard in self.shards():
+            yield shard, pq.read_table(shard, columns=list(columns))
+
+    def texts(self, ids: list[str]) -> dict[str, str]:
+        """The texts of ``ids`` (those the pool holds)."""
+        wanted = set(ids)
+        out: dict[str, str] = {}
+        for _, table in self.read():
+            for i, t in zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True):
+                if i in wanted:
+                    out[i] = t
+        return out
+
+
+def source_batches(path: Path, text_field: str, id_field: str | None, batch: int = READ_BATCH
+                   ) -> Iterator[tuple[list, list]]:
+    """``(texts, ids)`` batches from a file or folder of JSONL, CSV or Parquet, or a dataset saved by Hugging
+    Face ``datasets`` (``save_to_disk``); ids are None where no id column is named."""
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: give a JSONL, CSV or Parquet file or folder, or a Hugging Face "
+                          "dataset folder")
+    columns = [text_field] + ([id_field] if id_field else [])
+    if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
+        datasets = require("datasets", "pool")
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            raise ConfigError(f"{path} holds several splits ({', '.join(loaded)}): give one split's folder")
+        _check_columns(loaded.column_names, columns, path)
+        for start in range(0, len(loaded), batch):
+            part = loaded[start:start + batch]
+            yield part[text_field], part[id_field] if id_field else [None] * len(part[text_field])
+        return
+    ds = require("pyarrow.dataset", "pool")
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in FORMATS) if path.is_dir() else [path]
+    kinds = {FORMATS.get(p.suffix.lower()) for p in files}
+    if not files or None in kinds or len(kinds) > 1:
+        raise ConfigError(f"{path}: expected .jsonl, .csv or .parquet files of one kind (found "
+                          f"{', '.join(sorted(str(k) for k in kinds)) or 'none'})")
+    dataset = ds.dataset([str(p) for p in files], format=kinds.pop())
+    _check_columns(dataset.schema.names, columns, path)
+    for record_batch in dataset.to_batches(columns=columns, batch_size=batch):
+        texts = record_batch.column(text_field).to_pylist()
+        yield texts, record_batch.column(id_field).to_pylist() if id_field else [None] * len(texts)
+
+
+def _check_columns(names: list[str], wanted: list[str], path: Path) -> None:
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise ConfigError(f"{path} has no column {missing[0]!r} (it has {', '.join(names[:12])}): name the text "
+                          "column with --text-field and the id column with --id-field")
+
+
+def add_corpus(home: Path, project_id: int, path: str | Path, *, text_field: str = "text", id_field: str | None = None,
+               shard_rows: int = SHARD_ROWS, progress: Callable[[int], None] | None = None) -> PoolInfo:
+    """Register ``path`` as the project's pool (replacing an earlier one): its texts, with stable ids, exact
+    duplicates and empty texts left out, written as Parquet shards. Written to a new folder and swapped in
+    whole, so an interrupted add leaves the previous pool as it was."""
+    pa = require("pyarrow", "pool")
+    pq = require("pyarrow.parquet", "pool")
+    pool = Pool(home, project_id)
+    staging = pool.folder.with_name(f"{pool.folder.name}.adding")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "texts").mkdir(parents=True)
+    os.chmod(staging, 0o700)
+    seen: set[int] = set()
+    ids_seen: set[str] = set()
+    shards: list[str] = []
+    rows_ids: list[str] = []
+    rows_texts: list[str] = []
+    kept = duplicates = empty = 0
+
+    def flush() -> None:
+        if rows_ids:
+            name = f"part-{len(shards):05d}.parquet"
+            pq.write_table(pa.table({"id": rows_ids, "text": rows_texts}), staging / "texts" / name)
+            shards.append(name)
+            rows_ids.clear()
+            rows_texts.clear()
+
+    for texts, ids in source_batches(Path(path), text_field, id_field):
+        for text, given in zip(texts, ids, strict=True):
+            if not isinstance(text, str) or not text.strip():
+                empty += 1
+                continue
+            key = int.from_bytes(hashlib.blake2b(normalize(text).encode(), digest_size=8).digest(), "big")
+            text_id = str(given) if given is not None and str(given).strip() else content_key(text)
+            if key in seen or text_id in ids_seen:
+                duplicates += 1
+                continue
+            seen.add(key)
+            ids_seen.add(text_id)
+            rows_ids.append(text_id)
+            rows_texts.append(text)
+            kept += 1
+            if len(rows_ids) >= shard_rows:
+                flush()
+        if progress:
+            progress(len(texts))
+    flush()
+    if not kept:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConfigError(f"{path}: no text to add (column {text_field!r} is empty or missing in every row)")
+    info = PoolInfo(pool.project, str(Path(path).resolve()), text_field, id_field, kept, duplicates, empty, shards,
+                    time.time())
+    (staging / "pool.json").write_text(json.dumps(asdict(info), indent=2))
+    old = pool.folder.with_name(f"{pool.folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if pool.folder.exists():
+        os.replace(pool.folder, old)
+    os.replace(staging, pool.folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return info
+
+
+def near_duplicates(pool: Pool, *, threshold: float = 0.8, limit: int = 1_000_000) -> list[tuple[str, str, float]]:
+    """``(id, earlier id, similarity)`` of texts at least ``threshold`` similar to an earlier text of the pool
+    (MinHash and LSH bands, each candidate checked exactly), over its first ``limit`` texts."""
+    from labelloop.dedup import NearDuplicateIndex
+
+    index = NearDuplicateIndex(threshold)
+    out: list[tuple[str, str, float]] = []
+    seen = 0
+    for _, table in pool.read():
+        for text_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True):
+            if seen >= limit:
+                return out
+            found = index.find(text)
+            if found:
+                other, similarity = found[0]
+                out.append((text_id, str(other), similarity))
+            index.add(text_id, text)
+            seen += 1
+    return out

@@ -1,0 +1,128 @@
+"""The pool beside Label Studio, in this process (no Ray, no server): registering corpora of every format with
+stable ids, scoring with resume and cancel, and choosing the working set (audit texts by pool id, then the least
+confident)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from labelloop.audit import audit_key, in_audit
+from labelloop.errors import ConfigError
+from labelloop.pool.corpus import Pool, add_corpus, near_duplicates
+from labelloop.pool.scoring import STUB, Job, ScorerSpec, read_scores, score_pool, status
+from labelloop.pool.working_set import choose
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+TEXTS = [f"review number {i}: {'great' if i % 3 else 'awful'} battery, {'fast' if i % 2 else 'slow'} screen"
+         for i in range(120)]
+
+
+def stub(home, project=1):
+    return ScorerSpec(str(home), project, kind=STUB, labels=("good", "bad"))
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_corpus_is_registered_from_each_format_with_the_same_stable_ids(tmp_path):
+    rows = [{"body": t, "ref": f"r{i}"} for i, t in enumerate(TEXTS)]
+    rows += [{"body": TEXTS[0].upper() + "  ", "ref": "dup"}, {"body": "   ", "ref": "blank"}]
+    jsonl = write_jsonl(tmp_path / "c.jsonl", rows)
+    csv = tmp_path / "c.csv"
+    import pyarrow.csv as pcsv
+
+    pcsv.write_csv(pa.Table.from_pylist(rows), csv)
+    parquet = tmp_path / "parts"
+    parquet.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows[:60]), parquet / "a.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[60:]), parquet / "b.parquet")
+    datasets = pytest.importorskip("datasets")
+    hf = tmp_path / "hf"
+    datasets.Dataset.from_list(rows).save_to_disk(str(hf))
+    seen = []
+    for k, source in enumerate([jsonl, csv, parquet, hf]):
+        info = add_corpus(tmp_path / f"home{k}", 1, source, text_field="body", shard_rows=50)
+        assert (info.texts, info.duplicates, info.empty) == (120, 1, 1)  # case and spacing aside, one text
+        assert len(info.shards) == 3
+        ids = [i for _, t in Pool(tmp_path / f"home{k}", 1).read(("id",)) for i in t.column("id").to_pylist()]
+        seen.append(ids)
+    assert seen[0] == seen[1] == seen[2] == seen[3] and len(set(seen[0])) == 120
+    given = add_corpus(tmp_path / "given", 1, jsonl, text_field="body", id_field="ref")
+    assert given.texts == 120 and Pool(tmp_path / "given", 1).texts(["r5"]) == {"r5": TEXTS[5]}
+    with pytest.raises(ConfigError, match="no column 'text'.*--text-field"):
+        add_corpus(tmp_path / "x", 1, jsonl)
+    with pytest.raises(ConfigError, match="does not exist"):
+        add_corpus(tmp_path / "x", 1, tmp_path / "missing.jsonl")
+
+
+def test_adding_again_replaces_the_pool_whole_and_near_duplicates_are_reported(tmp_path):
+    first = write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in TEXTS[:10]])
+    add_corpus(tmp_path, 2, first)
+    second = write_jsonl(tmp_path / "b.jsonl", [{"text": "the battery lasts two full days of heavy use"},
+                                                {"text": "the battery lasts two full days of heavy use!!"},
+                                                {"text": "an unrelated sentence about the weather in spring"}])
+    info = add_corpus(tmp_path, 2, second)
+    pool = Pool(tmp_path, 2)
+    assert info.texts == 3 and pool.info().texts == 3 and not list(pool.folder.parent.glob("*.adding"))
+    (found,) = near_duplicates(pool, threshold=0.8)
+    assert found[2] >= 0.8
+
+
+def test_scoring_in_process_resumes_after_a_cancel_and_gives_what_one_run_gives(tmp_path):
+    source = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in TEXTS])
+    for home in (tmp_path / "once", tmp_path / "twice"):
+        add_corpus(home, 1, source, shard_rows=40)
+    once = score_pool(tmp_path / "once", 1, spec=stub(tmp_path / "once"), batch_size=16)
+    assert (once.state, once.scored, once.shards_done) == ("done", 120, 3)
+
+    home = tmp_path / "twice"
+    job = Job(Pool(home, 1), "stub")
+
+    def cancel_midway(done, total):
+        if done >= 50:
+            (job.folder / "CANCEL").touch()
+
+    stopped = score_pool(home, 1, spec=stub(home), batch_size=16, progress=cancel_midway)
+    assert stopped.state == "cancelled" and stopped.shards_done == 1 and len(job.remaining()) == 2
+    assert status(Pool(home, 1))["state"] == "cancelled"
+    resumed = score_pool(home, 1, spec=stub(home), batch_size=16)
+    assert resumed.state == "done" and resumed.scored == 120 and resumed.shards_done == 3
+    a = read_scores(Pool(tmp_path / "once", 1), "stub", ("id", "label", "confidence", "probs"))
+    b = read_scores(Pool(home, 1), "stub", ("id", "label", "confidence", "probs"))
+    assert a.to_pylist() == b.to_pylist()
+    with pytest.raises(ConfigError, match="engine must be"):
+        score_pool(home, 1, spec=stub(home), engine="spark")
+
+
+def test_the_working_set_takes_audit_texts_by_pool_id_then_the_least_confident(tmp_path):
+    source = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in TEXTS])
+    add_corpus(tmp_path, 1, source, shard_rows=40)
+    pool = Pool(tmp_path, 1)
+    score_pool(tmp_path, 1, spec=stub(tmp_path))
+    scores = read_scores(pool, "stub")
+    confidence = dict(zip(scores.column("id").to_pylist(), scores.column("confidence").to_pylist(), strict=True))
+    held = set(list(confidence)[:5])
+    rows, version = choose(pool, held, 20, audit_share=0.2, version="stub")
+    assert version == "stub" and len(rows) == 20 and not held & {r["id"] for r in rows}
+    audit = [r for r in rows if r["audit"]]
+    assert len(audit) == 4 and all(in_audit(1, r["id"], 0.2) for r in audit)
+    rest = [r["confidence"] for r in rows if not r["audit"]]
+    free = sorted(c for i, c in confidence.items() if i not in held and not in_audit(1, i, 0.2))
+    assert rest == pytest.approx(free[:16])  # the least confident first
+    cold, none = choose(pool, set(), 10, audit_share=0.0, version=None)
+    assert none is None and len(cold) == 10 and all(r["confidence"] is None for r in cold)
+    assert all(pool.texts([r["id"]])[r["id"]] == r["text"] for r in cold)
+
+
+def test_a_pool_task_is_in_the_audit_split_by_its_pool_id_whatever_its_task_id():
+    assert audit_key(7, {"text": "x", "pool_id": "abc"}) == "abc" and audit_key(7, {"text": "x"}) == 7
+    assert audit_key(7, None) == 7 and audit_key(7, {"pool_id": " "}) == 7
+    ids = [f"text-{i}" for i in range(2000)]
+    share = sum(in_audit(3, i, 0.1) for i in ids) / len(ids)
+    assert 0.07 < share < 0.13
