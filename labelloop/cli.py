@@ -12,16 +12,9 @@ from labelloop.settings import PREDICTORS, forwarded
 
 
 def _settings():
-    from pydantic import ValidationError
+    from labelloop.environment import load_settings
 
-    from labelloop.errors import ConfigError
-    from labelloop.settings import LabelLoopSettings
-
-    try:
-        return LabelLoopSettings()
-    except ValidationError as e:  # one line per bad variable, not a traceback
-        lines = [f"LABELLOOP_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()]
-        raise ConfigError("bad setting in the environment: " + "; ".join(lines)) from None
+    return load_settings()
 
 
 def cmd_backend(args: argparse.Namespace) -> None:
@@ -49,13 +42,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _client(args: argparse.Namespace):
-    from labelloop.lsclient import make_client
+    from labelloop.environment import studio_client
 
-    settings = _settings()
-    url, key = args.url or settings.label_studio_url, settings.api_key()
-    if not url or not key:
-        raise LabelLoopError("Set LABEL_STUDIO_URL (or --url) and LABEL_STUDIO_API_KEY.")
-    return make_client(url, key)
+    return studio_client(args.url)
 
 
 def _basic_auth() -> tuple[str, str] | None:

@@ -68,9 +68,9 @@ def add_commands(sub) -> None:
 
 
 def _home() -> Path:
-    from labelloop.cli import _settings
+    from labelloop.environment import load_settings
 
-    return Path(_settings().home)
+    return Path(load_settings().home)
 
 
 def cmd_add(args: argparse.Namespace) -> None:
@@ -147,11 +147,11 @@ def cmd_refill(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from labelloop import lsclient
-    from labelloop.cli import _client, _settings
+    from labelloop.environment import load_settings, studio_client
     from labelloop.pool.working_set import refill
 
-    settings = _settings()
-    client = _client(args)
+    settings = load_settings()
+    client = studio_client(args.url)
     config = lsclient.call(f"reading project {args.project}", client.projects.get, id=args.project).label_config
     with tqdm(desc="importing", unit="task", file=sys.stderr) as bar:
         def progress(done: int, total: int) -> None:
@@ -168,10 +168,10 @@ def cmd_refill(args: argparse.Namespace) -> None:
 
 def cmd_labels(args: argparse.Namespace) -> None:
     from labelloop import lsclient
-    from labelloop.cli import _client
+    from labelloop.environment import studio_client
     from labelloop.pool.working_set import labels
 
-    client = _client(args)
+    client = studio_client(args.url)
     config = lsclient.call(f"reading project {args.project}", client.projects.get, id=args.project).label_config
     rows = labels(client, args.project, config)
     with open(args.output, "w") as f:
