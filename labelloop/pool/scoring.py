@@ -107,6 +107,7 @@ class Progress:
     version: str
     total: int
     scored: int = 0
+    resumed: int = 0  # texts an earlier run of the job had scored already
     shards_done: int = 0
     shards: int = 0
     state: str = "running"  # running, done, cancelled, failed
@@ -116,7 +117,8 @@ class Progress:
 
     @property
     def rate(self) -> float:
-        return self.scored / max(1e-9, self.updated - self.started)
+        """Texts per second scored by this run (what an earlier run finished does not count)."""
+        return (self.scored - self.resumed) / max(1e-9, self.updated - self.started)
 
     @property
     def eta(self) -> float | None:
@@ -190,7 +192,7 @@ def score_pool(home: Path, project_id: int, *, engine: str = "local", version: s
     remaining = job.remaining()
     done_rows = _rows([s for s in pool.shards() if s not in remaining])
     state = Progress(engine, workers if engine == "ray" else 1, scorer.version, info.texts, scored=done_rows,
-                     shards=len(info.shards), shards_done=len(info.shards) - len(remaining))
+                     resumed=done_rows, shards=len(info.shards), shards_done=len(info.shards) - len(remaining))
     job.write_progress(state)
     if progress:
         progress(state.scored, state.total)

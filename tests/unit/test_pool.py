@@ -93,6 +93,7 @@ def test_scoring_in_process_resumes_after_a_cancel_and_gives_what_one_run_gives(
     assert status(Pool(home, 1))["state"] == "cancelled"
     resumed = score_pool(home, 1, spec=stub(home), batch_size=16)
     assert resumed.state == "done" and resumed.scored == 120 and resumed.shards_done == 3
+    assert resumed.resumed == 40 and resumed.rate > 0  # its rate counts only what it scored itself
     a = read_scores(Pool(tmp_path / "once", 1), "stub", ("id", "label", "confidence", "probs"))
     b = read_scores(Pool(home, 1), "stub", ("id", "label", "confidence", "probs"))
     assert a.to_pylist() == b.to_pylist()
