@@ -34,7 +34,7 @@ from labelloop.encoder import Encoder, TokenEncoding
 from labelloop.errors import ModelError
 from labelloop.relations import Linker, LinksModel, fit_links, pair_width
 from labelloop.spans import Gazetteer, Span, n_tags, spans_to_tags, tags_to_spans, word_ranges
-from labelloop.wordtags import Words
+from labelloop.wordtags import Words, shape
 
 # Inverse temperature on cosine similarities: MiniLM cosines of related texts differ by ~0.1-0.3.
 ZERO_SHOT_SCALE = 20.0
@@ -213,13 +213,8 @@ LEXICAL_BUCKETS = 1 << 15
 
 
 def _shape(word: str) -> str:
-    """``"Xxxx"`` -> ``"Xx"``, ``"1,000"`` -> ``"d,d"``: the word's kinds of characters, repeats folded."""
-    out: list[str] = []
-    for ch in word[:12]:
-        c = "X" if ch.isupper() else "x" if ch.islower() else "d" if ch.isdigit() else ch
-        if not out or out[-1] != c:
-            out.append(c)
-    return "".join(out[:5])
+    """The shape of the word's first 12 characters, cut to 5 (a spelling feature): ``"Xxxx"`` -> ``"Xx"``."""
+    return shape(word[:12])[:5]
 
 
 def lexical_features(words: Sequence[str]) -> list[list[int]]:

@@ -64,7 +64,7 @@ def _coverage(text: str, regions: Sequence[Span] | Sequence[tuple[int, int]]) ->
     return np.cumsum(inside[:-1]) > 0
 
 
-def _shape(word: str) -> str:
+def shape(word: str) -> str:
     """``"U.S."`` -> ``"X.X."``, ``"1,000"`` -> ``"d,d"``: kinds of characters, repeats folded."""
     out: list[str] = []
     for ch in word:
@@ -191,12 +191,12 @@ class Words:
 
 def _merge_keys(text: str, start: int, end: int) -> tuple[str, str]:
     final = " $" if not text[end:].strip() else ""  # a run of words holds no space: " $" can't be in it
-    return "=" + text[start:end] + final, "~" + _shape(text[start:end]) + final
+    return "=" + text[start:end] + final, "~" + shape(text[start:end]) + final
 
 
 def _shape_key(written: str) -> str:
     run, _, final = written[1:].partition(" ")
-    return "~" + _shape(run) + (" " + final if final else "")
+    return "~" + shape(run) + (" " + final if final else "")
 
 
 def annotated_words(text: str, spans: Sequence[Span], words: Words) -> tuple[list[tuple[int, int]], list[str | None]]:

@@ -12,6 +12,8 @@ from labelloop.actions import approved_records
 from labelloop.dashboard import state
 from labelloop.errors import LabelLoopError
 from labelloop.pool.corpus import Pool
+from labelloop.pool.scoring import cancel as cancel_scoring
+from labelloop.pool.scoring import describe as describe_scoring
 from labelloop.pool.scoring import status as pool_status
 
 st.title("Active learning")
@@ -68,13 +70,8 @@ if pool.exists():
     if job is None:
         st.info(f"Not scored yet: `labelloop pool score --project {project['id']}` (add `--engine ray` for Ray Data).")
     else:
-        eta = (f", about {job['eta_seconds'] / 60:.0f} min left" if job["state"] == "running" and job["eta_seconds"]
-               else "")
-        st.progress(min(1.0, job["scored"] / max(1, job["total"])),
-                    text=f"scores of {job['version']}: {job['state']}, {job['scored']:,} of {job['total']:,} texts, "
-                         f"{job['rate']:,.0f} texts/s on {job['engine']} with {job['workers']} workers{eta}")
-        if job["state"] == "running" and st.button("Cancel scoring"):
-            (pool.folder / "scores" / job["version"] / "CANCEL").touch()
+        st.progress(min(1.0, job["scored"] / max(1, job["total"])), text=describe_scoring(job))
+        if job["state"] == "running" and st.button("Cancel scoring") and cancel_scoring(pool):
             st.toast("The scoring job stops after its current batch; what it finished is kept.")
 
 st.subheader("Next in the queue")

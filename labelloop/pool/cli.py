@@ -116,7 +116,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 def cmd_status(args: argparse.Namespace) -> None:
     from labelloop.pool.corpus import Pool
-    from labelloop.pool.scoring import status
+    from labelloop.pool.scoring import describe, status
 
     pool = Pool(_home(), args.project)
     info = pool.info()
@@ -125,22 +125,16 @@ def cmd_status(args: argparse.Namespace) -> None:
     if job is None:
         print("not scored yet: labelloop pool score --project", args.project)
         return
-    eta = f", about {job['eta_seconds'] / 60:.0f} min left" if job["state"] == "running" and job["eta_seconds"] else ""
-    print(f"scores of {job['version']}: {job['state']}, {job['scored']:,} of {job['total']:,} texts "
-          f"({job['rate']:,.0f} texts/s on {job['engine']} with {job['workers']} workers{eta})")
+    print(describe(job))
 
 
 def cmd_cancel(args: argparse.Namespace) -> None:
     from labelloop.pool.corpus import Pool
-    from labelloop.pool.scoring import status
+    from labelloop.pool.scoring import cancel
 
-    pool = Pool(_home(), args.project)
-    job = status(pool)
-    if job is None or job["state"] != "running":
-        print("no scoring job is running for this project")
-        return
-    (pool.folder / "scores" / job["version"] / "CANCEL").touch()
-    print(f"asked the job scoring {job['version']} to stop after its current batch")
+    version = cancel(Pool(_home(), args.project))
+    print(f"asked the job scoring {version} to stop after its current batch" if version
+          else "no scoring job is running for this project")
 
 
 def cmd_refill(args: argparse.Namespace) -> None:

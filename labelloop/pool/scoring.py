@@ -174,6 +174,23 @@ def status(pool: Pool, version: str | None = None) -> dict | None:
     return None
 
 
+def describe(job: dict) -> str:
+    """One line on where a scoring job (as :func:`status` gives it) stands."""
+    eta = f", about {job['eta_seconds'] / 60:.0f} min left" if job["state"] == "running" and job["eta_seconds"] else ""
+    return (f"scores of {job['version']}: {job['state']}, {job['scored']:,} of {job['total']:,} texts "
+            f"({job['rate']:,.0f} texts/s on {job['engine']} with {job['workers']} workers{eta})")
+
+
+def cancel(pool: Pool) -> str | None:
+    """Ask the project's running scoring job to stop after its current batch; the version it scores, or None when
+    none runs."""
+    job = status(pool)
+    if job is None or job["state"] != "running":
+        return None
+    (Job(pool, job["version"]).folder / "CANCEL").touch()
+    return job["version"]
+
+
 def score_pool(home: Path, project_id: int, *, engine: str = "local", version: str | None = None,
                strategy: str = "margin", batch_size: int = 256, workers: int = 1, cpus_per_worker: float = 0.5,
                gpus_per_worker: float = 0.0, ray_address: str | None = None, spec: ScorerSpec | None = None,

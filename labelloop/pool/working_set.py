@@ -68,10 +68,11 @@ def choose(pool: Pool, held: set[str], need: int, *, audit_share: float, version
         for _, table in pool.read(("id",)):
             ids += table.column("id").to_pylist()
     free = [i for i in ids if i not in held]
-    audit = sorted((i for i in free if in_audit(pool.project, i, audit_share)), key=lambda i: audit_rank(pool.project, i))
+    is_audit = {i: in_audit(pool.project, i, audit_share) for i in free}
+    audit = sorted((i for i in free if is_audit[i]), key=lambda i: audit_rank(pool.project, i))
     n_audit = min(len(audit), int(round(need * audit_share))) if audit_share > 0 else 0
     picked = audit[:n_audit]
-    rest = [i for i in free if not in_audit(pool.project, i, audit_share)]
+    rest = [i for i in free if not is_audit[i]]
     if version is None:
         random.Random(seed).shuffle(rest)
     else:
@@ -79,7 +80,7 @@ def choose(pool: Pool, held: set[str], need: int, *, audit_share: float, version
     picked += rest[:need - len(picked)]
     texts = pool.texts(picked)
     return [{"id": i, "text": texts[i], "confidence": confidence.get(i), "label": label.get(i),
-             "audit": in_audit(pool.project, i, audit_share)} for i in picked], version
+             "audit": is_audit[i]} for i in picked], version
 
 
 def refill(client, home: Path, project_id: int, *, size: int = 200, version: str | None = None, audit_share: float,

@@ -127,3 +127,19 @@ def test_a_pool_task_is_in_the_audit_split_by_its_pool_id_whatever_its_task_id()
     ids = [f"text-{i}" for i in range(2000)]
     share = sum(in_audit(3, i, 0.1) for i in ids) / len(ids)
     assert 0.07 < share < 0.13
+
+
+def test_a_job_is_described_in_one_line_and_only_a_running_one_is_cancelled(tmp_path):
+    from labelloop.pool.scoring import cancel, describe
+
+    add_corpus(tmp_path, 1, write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in TEXTS]))
+    pool = Pool(tmp_path, 1)
+    assert cancel(pool) is None  # never scored
+    score_pool(tmp_path, 1, spec=stub(tmp_path))
+    assert cancel(pool) is None and not (Job(pool, "stub").folder / "CANCEL").exists()  # done: nothing to stop
+    line = describe(status(pool))
+    assert line.startswith("scores of stub: done, 120 of 120 texts") and "on local with 1 workers" in line
+    running = {**status(pool), "state": "running", "scored": 60, "eta_seconds": 300.0}
+    (Job(pool, "stub").folder / "score.json").write_text(json.dumps(running))
+    assert describe(running).endswith("with 1 workers, about 5 min left)")
+    assert cancel(pool) == "stub" and Job(pool, "stub").cancelled()
