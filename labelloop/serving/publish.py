@@ -1,7 +1,8 @@
 """Publishing a model version to Label Studio, so its queue follows the model.
 
-After a training every task is re-scored, the predictions are imported in bulk and the project's
-``model_version`` is set (Label Studio accepts that only once predictions of the version exist, so the
+After a training every task still open is re-scored (an annotated task keeps the predictions it was
+labelled beside: re-predicting it would change nothing annotators see), the predictions are imported in bulk
+and the project's ``model_version`` is set (Label Studio accepts that only once predictions of the version exist, so the
 order matters). Older versions' predictions beyond the newest ``keep`` are then deleted, so a project
 does not collect a full set per retrain. Calls use short timeouts; a publish that fails is recorded and
 retried with back-off until Label Studio answers, and a newer version replaces an older one still owed.
@@ -35,11 +36,12 @@ class Publisher:
     """Pushes versions of the store's projects to Label Studio.
 
     ``predict(project_id, tasks)`` gives Label Studio predictions for ``[{"id", "data"}]`` (one per task);
-    ``queue_order(project_id, ids, data, labeled, scores)`` turns their confidences into the queue's scores.
+    ``queue_order(project_id, ids, data, scores, cold=...)`` turns the open tasks' confidences into the queue's
+    scores (``cold``: no task of the project is labelled yet).
     """
 
     def __init__(self, store: Store, clients: Clients, predict: Callable[[int, list[dict]], list[dict]],
-                 queue_order: Callable[[int, list[int], list[dict], np.ndarray, np.ndarray], np.ndarray], *,
+                 queue_order: Callable[..., np.ndarray], *,
                  keep: int = 3, metrics: Metrics | None = None, current: Callable[[int], str] | None = None) -> None:
         self.store = store
         self.clients = clients
@@ -101,8 +103,9 @@ class Publisher:
                 pass  # logged and rescheduled by publish
 
     def _push(self, client, project_id: int, version: str, chunk: int) -> int:
-        tasks = list(lsclient.iter_tasks(client, project_id, page_size=1000, include="id,data,is_labeled",
-                                         retry=lsclient.BEST_EFFORT))
+        listed = list(lsclient.iter_tasks(client, project_id, page_size=1000, include="id,data,is_labeled",
+                                          retry=lsclient.BEST_EFFORT))
+        tasks = [t for t in listed if not t.is_labeled]  # what a retrain can still change for annotators
         # A task that holds this version's prediction already (a rollback to a version still stored, a publish
         # retried after it failed half-way) is not given a second one.
         held = lsclient.task_ids_with_version(client, project_id, version) if tasks else set()
@@ -113,11 +116,12 @@ class Publisher:
         if not ok:
             return 0
         scores = self.queue_order(
-            project_id, [tasks[i].id for i in ok], [tasks[i].data for i in ok], np.array([bool(tasks[i].is_labeled) for i in ok]),
+            project_id, [tasks[i].id for i in ok], [tasks[i].data for i in ok],
             np.array([preds[i]["score"] if preds[i]["score"] is not None else 0.0 for i in ok]),
+            cold=len(tasks) == len(listed),
         )
         rows = [{"task": tasks[i].id, "result": preds[i]["result"], "score": float(score), "model_version": version}
-                for i, score in zip(ok, scores) if tasks[i].id not in held]
+                for i, score in zip(ok, scores, strict=True) if tasks[i].id not in held]
         stored = lsclient.push_predictions(client, project_id, rows)
         if self.current is not None and self.current(project_id) != version:
             # A promotion or rollback (here or in another process) changed what serves while we pushed: its

@@ -11,15 +11,16 @@ from labelloop.selection import cluster_then_pick, kcenter_greedy, queue_scores
 
 
 def queue_order(texts: list[str], labeled: np.ndarray, scores: np.ndarray, embed: Callable[[list[str]], np.ndarray],
-                *, batch: int, diversity: str) -> np.ndarray:
+                *, batch: int, diversity: str, cold: bool | None = None) -> np.ndarray:
     """Task scores for Label Studio's ascending queue, shape (n_tasks,).
 
     Before any label, the ``batch`` unlabeled tasks that best cover the embedding space go first (cold
     start). After, with ``diversity="cluster"``, the least confident task of each of ``batch`` clusters
-    goes first. The batch keeps scores proportional to its confidences.
+    goes first. The batch keeps scores proportional to its confidences. ``cold`` says whether the project has
+    no label yet, where the tasks given are only its open ones (default: none of ``labeled`` is set).
     """
     unlabeled = np.flatnonzero(~labeled)
-    cold = not labeled.any()
+    cold = not labeled.any() if cold is None else cold
     if batch == 0 or len(unlabeled) <= batch or not (cold or diversity == "cluster"):
         return scores
     x = embed([texts[i] for i in unlabeled])

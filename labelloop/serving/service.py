@@ -298,14 +298,16 @@ class ModelService:
                 out[spec.from_name] = {label: float(p) for label, p in zip(spec.labels, probs[0])}
         return out
 
-    def queue_order(self, project_id: int, ids: list[int], data: list[dict], labeled: np.ndarray,
-                    scores: np.ndarray) -> np.ndarray:
-        """Scores for Label Studio's ascending queue (see :func:`labelloop.serving.queue.queue_order`), with the
+    def queue_order(self, project_id: int, ids: list[int], data: list[dict], scores: np.ndarray, *,
+                    cold: bool) -> np.ndarray:
+        """Scores for Label Studio's ascending queue of the open tasks ``ids`` (see
+        :func:`labelloop.serving.queue.queue_order`; ``cold``: none of the project is labelled yet), with the
         audit split's tasks spread through it and those an open gate needs in front
         (:func:`labelloop.serving.queue.place_audit`)."""
         key = self.schema(project_id).controls[0].value_key
+        labeled = np.zeros(len(ids), dtype=bool)
         ordered = queue_order([str(d.get(key, "")) for d in data], labeled, scores, self.features.embed,
-                              batch=self.settings.queue_batch, diversity=self.settings.diversity)
+                              batch=self.settings.queue_batch, diversity=self.settings.diversity, cold=cold)
         share = self.settings.audit_share
         keys = [audit_key(i, d) for i, d in zip(ids, data, strict=True)]
         audit = np.array([in_audit(project_id, k, share) for k in keys], dtype=bool)

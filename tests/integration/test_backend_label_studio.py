@@ -58,10 +58,14 @@ def current_predictions(task, version: str) -> list[dict]:
 
 
 def check_stored_predictions(ls, project_id: int, label_config: str, version: str) -> list:
-    """Every task has a valid prediction of ``version``: spans match the text, scores within [0, 1]."""
+    """Every open task has a valid prediction of ``version``: spans match the text, scores within [0, 1]. (An
+    annotated task keeps the predictions it was labelled beside.) Returns every task."""
     interface = LabelInterface(label_config)
     tasks = tasks_of(ls, project_id)
+    assert any(not t.is_labeled for t in tasks), "no open task to check"
     for task in tasks:
+        if task.is_labeled:
+            continue
         preds = current_predictions(task, version)
         assert len(preds) >= 1, f"task {task.id} has no prediction of {version}"
         pred = preds[-1]
@@ -98,6 +102,9 @@ def test_classification_project_end_to_end(ls, label_studio, start_backend):
     wait_for(lambda: ls.projects.get(id=project.id).model_version == "labelloop-v1", timeout=180,
              what="the project's model_version to follow the retrained model")
     tasks = check_stored_predictions(ls, project.id, SENTIMENT, "labelloop-v1")
+    # The retrain re-predicted only the open tasks: the annotated ones keep what they were labelled beside.
+    assert all(not current_predictions(t, "labelloop-v1") and current_predictions(t, "labelloop-v0")
+               for t in tasks if t.is_labeled)
 
     # The trained model labels the held-back examples correctly.
     for text in POSITIVE[4:] + NEGATIVE[4:]:
@@ -105,13 +112,13 @@ def test_classification_project_end_to_end(ls, label_studio, start_backend):
         chosen = current_predictions(task, "labelloop-v1")[-1]["result"][0]["value"]["choices"]
         assert chosen == ["Positive" if text in POSITIVE else "Negative"], text
 
-    # The Data Manager lists tasks by ascending confidence, and sees the scores (not null).
-    ordered = list(ls.tasks.list(project=project.id, fields="all",
-                                 query=json.dumps({"ordering": ["tasks:predictions_score"]})))
+    # The Data Manager lists the open tasks by ascending confidence, and sees the scores (not null).
+    ordered = [t for t in ls.tasks.list(project=project.id, fields="all",
+                                        query=json.dumps({"ordering": ["tasks:predictions_score"]})) if not t.is_labeled]
     listed_scores = [t.predictions_score for t in ordered]
     assert None not in listed_scores
     assert listed_scores == sorted(listed_scores)
-    own_scores = {t.id: current_predictions(t, "labelloop-v1")[-1]["score"] for t in tasks}
+    own_scores = {t.id: current_predictions(t, "labelloop-v1")[-1]["score"] for t in tasks if not t.is_labeled}
     assert ordered[0].id == min(own_scores, key=own_scores.get)
 
     # Interactive pre-annotation (the labeling stream's call) answers with the same version.

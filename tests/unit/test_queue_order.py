@@ -38,24 +38,22 @@ def test_cold_start_puts_a_covering_batch_first(service):
     data = [{"text": t} for _, t in TEXTS]
     # Confidences that would put three sport texts first.
     conf = np.array([0.1 if topic == "sport" else 0.5 for topic, _ in TEXTS]) + np.linspace(0, 0.01, len(TEXTS))
-    scores = service().queue_order(1, IDS, data, np.zeros(len(TEXTS), dtype=bool), conf)
+    scores = service().queue_order(1, IDS, data, conf, cold=True)
     assert sorted(first_topics(scores)) == ["cooking", "finance", "sport"]
     assert np.all((scores >= 0) & (scores <= 1))
 
 
 def test_after_labels_the_order_is_confidence_unless_diversity_is_on(service):
-    data = [{"text": t} for _, t in TEXTS]
-    labeled = np.zeros(len(TEXTS), dtype=bool)
-    labeled[0] = True
-    conf = np.array([0.1 if topic == "sport" else 0.5 for topic, _ in TEXTS]) + np.linspace(0, 0.01, len(TEXTS))
-    plain = service(diversity="none").queue_order(1, IDS, data, labeled, conf)
+    # The first task is labelled: the queue orders the open ones.
+    data = [{"text": t} for _, t in TEXTS][1:]
+    conf = (np.array([0.1 if topic == "sport" else 0.5 for topic, _ in TEXTS]) + np.linspace(0, 0.01, len(TEXTS)))[1:]
+    plain = service(diversity="none").queue_order(1, IDS[1:], data, conf, cold=False)
     np.testing.assert_array_equal(plain, conf)
-    diverse = service(diversity="cluster").queue_order(1, IDS, data, labeled, conf)
-    unlabeled = np.flatnonzero(~labeled)
-    first = unlabeled[np.argsort(diverse[unlabeled], kind="stable")[:3]]
-    assert len({TEXTS[i][0] for i in first}) >= 2
-    # The least confident unlabeled task still leads the queue.
-    assert first[0] == unlabeled[np.argmin(conf[unlabeled])]
+    diverse = service(diversity="cluster").queue_order(1, IDS[1:], data, conf, cold=False)
+    first = np.argsort(diverse, kind="stable")[:3]
+    assert len({TEXTS[i + 1][0] for i in first}) >= 2
+    # The least confident task still leads the queue.
+    assert first[0] == np.argmin(conf)
 
 
 def test_queue_batch_zero_keeps_pure_confidence(service):
@@ -63,4 +61,4 @@ def test_queue_batch_zero_keeps_pure_confidence(service):
     conf = np.linspace(0.1, 0.9, len(TEXTS))
     svc = service()
     svc.settings.queue_batch = 0
-    np.testing.assert_array_equal(svc.queue_order(1, IDS, data, np.zeros(len(TEXTS), dtype=bool), conf), conf)
+    np.testing.assert_array_equal(svc.queue_order(1, IDS, data, conf, cold=True), conf)

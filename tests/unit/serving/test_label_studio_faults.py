@@ -178,10 +178,12 @@ class FlakyLabelStudio:
 
     def list(self, **kwargs):
         self._check()
-        item = type("Task", (), {"id": 1, "data": {"text": "A fine film."}, "is_labeled": True, "annotations": [
-            {"id": 1, "result": choice("Positive")}], "predictions_model_versions": sorted(
-                {p["model_version"] for p in self.stored if p["task"] == 1})})
-        return type("Page", (), {"items": [item]})
+        labelled = type("Task", (), {"id": 1, "data": {"text": "A fine film."}, "is_labeled": True, "annotations": [
+            {"id": 1, "result": choice("Positive")}], "predictions_model_versions": []})
+        open_ = type("Task", (), {"id": 2, "data": {"text": "A film."}, "is_labeled": False, "annotations": [],
+                                  "predictions_model_versions": sorted(
+                                      {p["model_version"] for p in self.stored if p["task"] == 2})})
+        return type("Page", (), {"items": [labelled, open_]})
 
     def import_predictions(self, id, request):
         self._check()
@@ -213,6 +215,7 @@ def test_a_failed_publish_is_retried_when_label_studio_answers_again(make_client
     service.store.set_publish_pending(7, "labelloop-v1", after=0)  # its back-off has passed
     service.publisher.retry_due()
     assert fake.version == "labelloop-v1" and fake.stored[0]["model_version"] == "labelloop-v1"
+    assert [p["task"] for p in fake.stored] == [2]  # the annotated task keeps what it was labelled beside
     assert service.store.publish_pending(7) == (None, None)
     with pytest.raises(LabelStudioError):
         fake.down = True

@@ -229,7 +229,7 @@ def test_the_gate_serves_disagreements_first_and_promotes_on_a_handful_of_their_
     # The queue serves exactly those tasks first, in that order.
     tasks = list(range(100, 300))
     scores = service.queue_order(1, tasks, [{"text": text(label_of(t), t)} for t in tasks],
-                                 np.zeros(len(tasks), bool), np.linspace(0.1, 0.9, len(tasks)))
+                                 np.linspace(0.1, 0.9, len(tasks)), cold=False)
     assert [tasks[i] for i in np.argsort(scores, kind="stable")[:len(first)]] == first
 
     verdicts = []
