@@ -184,6 +184,16 @@ def predict_request(payload: dict, *, max_tasks: int) -> PredictRequest:
     return PredictRequest(tasks, _project(payload, required=False), _text(payload, "label_config"), context)
 
 
+def length_order(tasks: list) -> list[int]:
+    """Indices of ``tasks`` from the least text to the most (the sum of the lengths of each task's string data
+    values; a task without a data object counts as empty), stable for equal lengths."""
+    def size(task: object) -> int:
+        data = task.get("data") if isinstance(task, dict) else None
+        return sum(len(v) for v in data.values() if isinstance(v, str)) if isinstance(data, dict) else 0
+
+    return sorted(range(len(tasks)), key=lambda i: size(tasks[i]))
+
+
 def webhook_event(payload: dict) -> Event:
     """A webhook payload as an :class:`Event`; an annotation event must carry its annotations."""
     action = _text(payload, "action", required=True) or ""

@@ -458,3 +458,16 @@ def test_timer_policy_retrains_only_when_there_is_something_new(tmp_path):
         assert c.get("/versions").json()["versions"] == ["labelloop-v0", "labelloop-v1"]
         time.sleep(1.0)  # three more timer ticks, no new annotation: no new version
         assert c.get("/versions").json()["versions"] == ["labelloop-v0", "labelloop-v1"]
+
+
+def test_a_long_predict_answers_every_task_in_the_order_sent(client):
+    # Predicted shortest first in chunks, answered in request order: every seventh task has no text and must
+    # get its error at its own place, whatever its length sorted it to.
+    tasks = [{"id": i, "data": {}} if i % 7 == 0 else task(i, "A fine film. " * (1 + (i * 37) % 11))
+             for i in range(300)]
+    r = client.post("/predict", json={"tasks": tasks, "label_config": SENTIMENT})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert len(results) == 300
+    assert [i for i, res in enumerate(results) if "error" in res] == list(range(0, 300, 7))
+    assert all(res["result"] for i, res in enumerate(results) if i % 7)
