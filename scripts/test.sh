@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up (if needed), lint and type-check, then run the whole test suite: unit tests, then integration tests
-# that start a real Label Studio. Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/unit`.
+# Set up (if needed), lint and type-check, then run the whole test suite in two steps: the fast unit tier (no
+# encoder weights, no process of its own; about 2 minutes), and only if it passes the rest: the unit tests marked
+# `model` (the packaged encoder, fine-tunes, processes) and the integration tests that start a real Label Studio.
+# Extra arguments go to pytest instead, e.g. `bash scripts/test.sh tests/unit -m "not model"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -32,4 +34,8 @@ fi
 .venv/bin/mypy
 export HF_HUB_OFFLINE=1 LABELLOOP_LABEL_STUDIO_BIN="$PWD/.venv-ls/bin/label-studio"
 export LABELLOOP_LLAMA_PYTHON="$PWD/.venv-llm/bin/python" LABELLOOP_REQUIRE_LLM_SERVER=1
-exec .venv/bin/python -m pytest -q "$@"
+if [ "$#" -gt 0 ]; then
+    exec .venv/bin/python -m pytest -q "$@"
+fi
+.venv/bin/python -m pytest -q tests/unit -m "not model"
+exec .venv/bin/python -m pytest -q tests -m "model or integration"

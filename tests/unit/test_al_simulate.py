@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.model  # whole learning runs on the packaged encoder
+
 TOPICS = {"sport": ["striker", "goalkeeper", "league", "referee", "marathon", "tennis"],
           "cooking": ["oven", "recipe", "flour", "simmer", "garlic", "dough"]}
 

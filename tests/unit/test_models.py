@@ -53,6 +53,7 @@ def taggers(features, runs):
             "fine-tuned run": TransformerModel(runs / "ner", NER.labels)}
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("name", ["zero-shot head", "trained head", "fine-tuned run"])
 def test_classifier_contract(features, runs, name):
     model = classifiers(features, runs)[name]
@@ -63,6 +64,7 @@ def test_classifier_contract(features, runs, name):
     assert model.predict_proba([]).shape[0] == 0
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("name", ["trained tagger", "fine-tuned run"])
 def test_tagger_contract(features, runs, name):
     model = taggers(features, runs)[name]
@@ -74,6 +76,7 @@ def test_tagger_contract(features, runs, name):
         assert all(0 <= s.start < s.end <= len(text) and s.label in NER.labels for s in spans)
 
 
+@pytest.mark.model
 def test_heads_learn_and_round_trip_through_files_runs_do_not_retrain(features, runs, tmp_path):
     head = classifiers(features, runs)["trained head"]
     tagger = taggers(features, runs)["trained tagger"]

@@ -34,6 +34,7 @@ def first_topics(scores, n=3):
     return [TEXTS[i][0] for i in np.argsort(scores, kind="stable")[:n]]
 
 
+@pytest.mark.model
 def test_cold_start_puts_a_covering_batch_first(service):
     data = [{"text": t} for _, t in TEXTS]
     # Confidences that would put three sport texts first.
@@ -43,6 +44,7 @@ def test_cold_start_puts_a_covering_batch_first(service):
     assert np.all((scores >= 0) & (scores <= 1))
 
 
+@pytest.mark.model
 def test_after_labels_the_order_is_confidence_unless_diversity_is_on(service):
     # The first task is labelled: the queue orders the open ones.
     data = [{"text": t} for _, t in TEXTS][1:]

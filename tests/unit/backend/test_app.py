@@ -76,6 +76,7 @@ def test_health_and_versions(client):
     assert client.get("/versions").json() == {"versions": ["labelloop-v0"], "problems": {}}
 
 
+@pytest.mark.model
 def test_zero_shot_classification_before_any_label(client):
     assert setup_project(client, SENTIMENT) == "labelloop-v0"
     tasks = [task(1, "I absolutely loved it, a wonderful and happy experience."),
@@ -90,6 +91,7 @@ def test_zero_shot_classification_before_any_label(client):
         assert res["result"][0]["from_name"] == "sentiment" and res["result"][0]["to_name"] == "text"
 
 
+@pytest.mark.model
 def test_multiple_choice_returns_known_labels_with_probabilities(client):
     setup_project(client, TOPICS)
     r = client.post("/predict", json={"tasks": [task(1, "The striker scored twice in the final match.")],
@@ -101,6 +103,7 @@ def test_multiple_choice_returns_known_labels_with_probabilities(client):
     assert 0.0 <= res["score"] <= 1.0
 
 
+@pytest.mark.model
 def test_classification_learns_from_annotations_and_bumps_version(client):
     setup_project(client, SENTIMENT)
     # Labels that contradict the zero-shot guess: the trained head must follow the annotators.
@@ -120,6 +123,7 @@ def test_classification_learns_from_annotations_and_bumps_version(client):
     assert "labelloop-v1" in client.get("/versions").json()["versions"]
 
 
+@pytest.mark.model
 def test_ner_spans_have_exact_offsets_and_adjacent_entities_stay_apart(client):
     setup_project(client, NER)
     for i, (text, spans) in enumerate(NER_EXAMPLES):
@@ -141,6 +145,7 @@ def test_ner_spans_have_exact_offsets_and_adjacent_entities_stay_apart(client):
     assert len({r["id"] for r in results[-1]["result"]}) == len(results[-1]["result"])
 
 
+@pytest.mark.model
 def test_long_text_is_windowed_not_truncated(client):
     setup_project(client, NER)
     text, spans = NER_EXAMPLES[0]
@@ -155,6 +160,7 @@ def test_long_text_is_windowed_not_truncated(client):
         assert long_text[region["value"]["start"] : region["value"]["end"]] == region["value"]["text"]
 
 
+@pytest.mark.model
 def test_config_with_several_controls_is_served_whole(client):
     setup_project(client, BOTH)
     (res,) = client.post("/predict", json={"tasks": [task(1, "Great day in Rome with Anna.")],
@@ -192,6 +198,7 @@ def test_malformed_requests_get_4xx_json(client, body, status, fragment):
     assert fragment in r.json()["error"]
 
 
+@pytest.mark.model
 def test_bad_tasks_get_their_own_empty_result_and_never_shift_others(client, settings):
     setup_project(client, SENTIMENT)
     huge = "x" * (settings.max_text_chars + 1)
@@ -244,6 +251,7 @@ def test_webhook_errors_are_4xx(client):
     assert r.status_code == 422 and "project" in r.json()["error"]
 
 
+@pytest.mark.model
 def test_odd_digits_long_numbers_and_lone_surrogates_get_4xx_not_500(client):
     for route in ("/setup", "/webhook", "/train", "/predict"):
         for project in ("\u00b2.1700000000", "\u00b9", "\u0663"):  # superscripts and an Arabic-Indic digit
@@ -300,6 +308,7 @@ def test_training_failure_is_recorded_not_raised(client):
     assert "labelloop_training_failures_total 1" in client.get("/metrics").text
 
 
+@pytest.mark.model
 def test_background_training_survives_restart(settings):
     annotation = [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["Negative"]}}]
     # A webhook is accepted, then the process dies before training.
@@ -377,6 +386,7 @@ def test_stalled_and_piled_up_bodies_are_dropped_not_held(tmp_path, live_server,
     fine.close()
 
 
+@pytest.mark.model
 def test_a_caller_that_hangs_up_stops_a_long_predict_within_a_chunk(tmp_path, live_server, caplog):
     port = live_server(LabelLoopSettings(home=tmp_path, push_predictions=False))
     body = json.dumps({"label_config": SENTIMENT, "tasks": [task(i, f"Review number {i}: a fine and moving film, "
@@ -437,6 +447,7 @@ def test_tokens_never_reach_logs_or_state(client, caplog, settings):
             assert b"secret-token" not in path.read_bytes()
 
 
+@pytest.mark.model
 def test_metrics_are_prometheus_text(client):
     setup_project(client, SENTIMENT)
     client.post("/predict", json={"tasks": [task(1, "hello")], "project": "7.1700000000"})
@@ -445,6 +456,7 @@ def test_metrics_are_prometheus_text(client):
     json.dumps(text)
 
 
+@pytest.mark.model
 def test_timer_policy_retrains_only_when_there_is_something_new(tmp_path):
     settings = LabelLoopSettings(home=tmp_path, push_predictions=False, retrain_every=0, retrain_interval=0.3)
     with TestClient(create_app(settings)) as c:
@@ -460,6 +472,7 @@ def test_timer_policy_retrains_only_when_there_is_something_new(tmp_path):
         assert c.get("/versions").json()["versions"] == ["labelloop-v0", "labelloop-v1"]
 
 
+@pytest.mark.model
 def test_a_long_predict_answers_every_task_in_the_order_sent(client):
     # Predicted shortest first in chunks, answered in request order: every seventh task has no text and must
     # get its error at its own place, whatever its length sorted it to.

@@ -45,6 +45,7 @@ def test_llm_predicts_every_kind_of_control_with_a_score(tmp_path, tiny_llm_path
     assert svc.llm_usage()["requests"] >= 3
 
 
+@pytest.mark.model
 def test_few_shot_examples_come_from_annotations_but_never_the_text_itself(tmp_path, tiny_llm_path):
     svc = make(tmp_path, tiny_llm_path, predictor="llm")
     annotate(svc, 1, "The goalkeeper saved a penalty", "sport")
@@ -60,6 +61,7 @@ def test_textarea_without_the_llm_is_refused_with_the_fix(tmp_path, tiny_llm_pat
         svc.setup(3, DRAFT)
 
 
+@pytest.mark.model
 def test_cold_start_hands_over_to_the_model_and_ensemble_averages(tmp_path, tiny_llm_path):
     svc = make(tmp_path, tiny_llm_path, predictor="cold-start", cold_start_labels=2)
     assert svc.model_version(1).startswith("llm-")

@@ -31,6 +31,7 @@ def service(tmp_path):
     return svc
 
 
+@pytest.mark.model
 def test_predict_with_a_stored_version_and_learning_curve(service):
     annotate(service, 1, SPORT[0], "sport")
     annotate(service, 2, COOKING[0], "cooking")
@@ -63,6 +64,7 @@ def test_only_projects_with_a_labeling_config_are_listed(service):
     assert service.store.projects() == [1]
 
 
+@pytest.mark.model
 def test_training_leaves_the_frozen_test_split_out(service):
     for i, text in enumerate(SPORT):
         annotate(service, i, text, "sport")
@@ -73,6 +75,7 @@ def test_training_leaves_the_frozen_test_split_out(service):
     assert service.current_record(1).n_annotations == 6
 
 
+@pytest.mark.model
 def test_the_learning_curve_weighs_the_gates_disagreements_by_their_share_of_the_audit_frame(service):
     """A gate serves its disagreements first, so they crowd the annotated audit tasks: the curve counts them at
     their share of the frame (here 4 of 40), not at their share of the labels (half)."""

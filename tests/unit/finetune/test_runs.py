@@ -20,6 +20,8 @@ from labelloop.finetune.launch import main as launch  # noqa: E402
 from labelloop.finetune.registry import RunRegistry  # noqa: E402
 from labelloop.models import TunedHead  # noqa: E402
 
+pytestmark = pytest.mark.model  # real fine-tune processes
+
 POS = ["great fun", "a lovely film", "truly wonderful", "superb acting", "really enjoyable", "brilliant and warm"]
 NEG = ["boring mess", "awful script", "truly dreadful", "wooden acting", "really tedious", "dull and cold"]
 

@@ -6,6 +6,7 @@ import threading
 import time
 
 import httpx
+import pytest
 import uvicorn
 
 from labelloop.backend.app import create_app
@@ -15,6 +16,7 @@ from labelloop.settings import LabelLoopSettings
 from .conftest import SENTIMENT
 
 
+@pytest.mark.model
 def test_an_abandoned_predict_stops_after_the_chunk_in_progress(tmp_path):
     app = create_app(LabelLoopSettings(home=tmp_path, push_predictions=False), train_in_background=False)
     port = free_port()

@@ -64,6 +64,7 @@ def test_a_non_ascii_or_url_less_token_from_setup_is_refused_not_kept(client):
     assert r.status_code == 422 and "http(s)" in r.json()["error"]
 
 
+@pytest.mark.model
 def test_a_lone_surrogate_fails_only_its_own_task(client):
     body = ('{"project": "7.1", "tasks": [{"id": 1, "data": {"text": "Lovely day"}}, '
             '{"id": 2, "data": {"text": "bad \\ud800 text"}}, {"id": 3, "data": {"text": "Awful, sad, horrible"}}]}')
@@ -74,6 +75,7 @@ def test_a_lone_surrogate_fails_only_its_own_task(client):
     assert bad["result"] == [] and "surrogate" in bad["error"]
 
 
+@pytest.mark.model
 def test_a_malformed_annotation_is_refused_at_the_webhook_and_never_blocks_training(client):
     store = client.app.state.service.store
     bad = [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": ["Positive"]}]

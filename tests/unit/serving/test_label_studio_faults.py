@@ -139,6 +139,7 @@ def test_a_hijacking_setup_is_refused_and_the_binding_survives_a_restart(make_cl
     assert restarted.post("/setup", json=hijack).status_code == 422
 
 
+@pytest.mark.model
 def test_a_hung_label_studio_delays_only_its_own_project(make_client, silent, silent_port):
     c = make_client(push_predictions=True, label_studio_timeout=20, training_threads=2)
     service = c.app.state.service
@@ -208,6 +209,7 @@ def trained_once(make_client, monkeypatch, *, down: bool):
     return service, fake
 
 
+@pytest.mark.model
 def test_a_failed_publish_is_retried_when_label_studio_answers_again(make_client, monkeypatch):
     service, fake = trained_once(make_client, monkeypatch, down=True)
     assert service.store.publish_pending(7)[0] == "labelloop-v1" and fake.version is None
@@ -222,6 +224,7 @@ def test_a_failed_publish_is_retried_when_label_studio_answers_again(make_client
         service.publish(7, "labelloop-v1")
 
 
+@pytest.mark.model
 def test_an_unchanged_model_is_not_pushed_again_and_a_version_never_twice(make_client, monkeypatch):
     service, fake = trained_once(make_client, monkeypatch, down=False)
     assert [p["model_version"] for p in fake.stored] == ["labelloop-v1"]
@@ -232,6 +235,7 @@ def test_an_unchanged_model_is_not_pushed_again_and_a_version_never_twice(make_c
     assert len(fake.stored) == 1 and fake.version == "labelloop-v1"
 
 
+@pytest.mark.model
 def test_a_publish_overtaken_by_a_promotion_does_not_set_the_project_back(make_client, monkeypatch):
     c = make_client(push_predictions=True)
     service = c.app.state.service
@@ -250,6 +254,7 @@ def test_a_publish_overtaken_by_a_promotion_does_not_set_the_project_back(make_c
     assert fake.stored[-1]["model_version"] == "labelloop-v1" and fake.version == "labelloop-v2"
 
 
+@pytest.mark.model
 def test_a_publish_under_way_is_never_pushed_twice_by_the_retry_timer(make_client, monkeypatch):
     import threading
 
@@ -273,6 +278,7 @@ def test_a_publish_under_way_is_never_pushed_twice_by_the_retry_timer(make_clien
     assert len(fake.stored) == 1 and service.store.publish_pending(7) == (None, None)
 
 
+@pytest.mark.model
 def test_a_hung_label_studio_costs_a_project_its_timeout_once_then_trainings_use_what_was_received(
         make_client, silent_port):
     c = make_client(push_predictions=False, label_studio_timeout=1)
@@ -289,6 +295,7 @@ def test_a_hung_label_studio_costs_a_project_its_timeout_once_then_trainings_use
     assert c.app.state.service.store.current_name(7) == "labelloop-v2"  # trained on what the webhooks stored
 
 
+@pytest.mark.model
 def test_owed_publishes_go_out_while_every_training_thread_is_busy(make_client, monkeypatch):
     import threading
 

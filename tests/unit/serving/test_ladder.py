@@ -16,6 +16,8 @@ from labelloop.serving.service import ModelService
 from labelloop.serving.versions import UNTRAINED_VERSION
 from labelloop.settings import LabelLoopSettings
 
+pytestmark = pytest.mark.model  # the ladder's fine-tunes and gate on the packaged encoder
+
 torch = pytest.importorskip("torch")
 
 CONFIG = """<View><Text name="text" value="$text"/><Choices name="topic" toName="text">

@@ -1,6 +1,8 @@
 """A kind is one class: <Taxonomy> served zero-shot, trained and exported; spans over NFD text and zero-width
 characters end to end."""
 
+import pytest
+
 from labelloop.dataset import ExportConfig, build_dataset
 
 from .conftest import webhook
@@ -15,6 +17,7 @@ def path_result(*path):
     return [{"from_name": "topic", "to_name": "text", "type": "taxonomy", "value": {"taxonomy": [list(path)]}}]
 
 
+@pytest.mark.model
 def test_taxonomy_is_zero_shot_then_trained_then_exported(client):
     assert client.post("/setup", json={"project": "9.1", "schema": TAXONOMY}).json()["model_version"] == "labelloop-v0"
     tasks = [{"id": 1, "data": {"text": "She won the match with a fast serve at Wimbledon"}},
@@ -41,6 +44,7 @@ def test_taxonomy_is_zero_shot_then_trained_then_exported(client):
     assert sorted(r["label"] for r in train + test) == ["Cooking", "Cooking", "Sport / Football", "Sport / Football"]
 
 
+@pytest.mark.model
 def test_spans_keep_combining_marks_and_stop_at_zero_width_spaces(client):
     client.post("/setup", json={"project": "4.1", "schema": NER})
     nfd = "Zoe\u0308 met Anna"

@@ -34,6 +34,7 @@ def sources(features, tiny_llm_path):
     return {"model": model, "llm": llm, "ensemble": EnsemblePredictor(model, llm)}
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("name", ["model", "llm", "ensemble"])
 def test_predictor_contract(sources, name):
     source = sources[name]
@@ -53,6 +54,7 @@ def test_predictor_contract(sources, name):
         assert len(preds) == 3 and all(r["from_name"] == spec.from_name for p in preds for r in p.regions)
 
 
+@pytest.mark.model
 def test_ensemble_is_the_mean_and_cold_start_switches_at_the_threshold(sources):
     model, llm, both = sources["model"], sources["llm"], sources["ensemble"]
     assert np.allclose(both.class_probs(CHOICE, TEXTS),

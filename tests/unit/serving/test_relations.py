@@ -133,6 +133,7 @@ def test_the_pronouns_a_name_takes_are_learned_from_annotated_chains():
     assert "oslo" not in lexicon and agreement_lexicon(texts, answers, []) == {}
 
 
+@pytest.mark.model
 def test_a_project_with_plain_links_learns_them_and_predicts_links_without_a_label(client):
     plain = COREF.replace('<Relation value="coref"/>', "")
     assert client.post("/setup", json={"project": "9.1", "schema": plain}).status_code == 200
@@ -150,6 +151,7 @@ def test_a_project_with_plain_links_learns_them_and_predicts_links_without_a_lab
     assert all(interface.validate_prediction({"result": res["result"]}) for res in results)
 
 
+@pytest.mark.model
 def test_a_coreference_project_learns_links_and_predicts_them_between_its_predicted_spans(client):
     assert client.post("/setup", json={"project": "8.1", "schema": COREF}).status_code == 200
     stories = [story(k) for k in range(24)]
@@ -231,6 +233,7 @@ def test_the_llm_links_mentions_by_number_back_to_the_callers_spans():
     assert alone.links == [] and len(prompts) == 1  # one mention: nothing to ask
 
 
+@pytest.mark.model
 def test_the_audit_split_scores_links_on_gold_mentions(make_client, caplog):
     client = make_client(audit_share=0.5)
     client.post("/setup", json={"project": "3.1", "schema": COREF})
@@ -257,6 +260,7 @@ def test_annotators_agree_link_by_link():
     assert stats["full_agreement"] == 0.0 and stats["link_f1"] == pytest.approx(2 * 2 / (3 + 2))
 
 
+@pytest.mark.model
 def test_a_task_with_one_mention_trains_the_tagger_and_leaves_the_links_for_later(client, caplog):
     client.post("/setup", json={"project": "2.1", "schema": COREF})
     text = "Anna Berg slept."

@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from labelloop.serving.store import Store
 
@@ -127,6 +128,7 @@ def _train(client, texts_labels, start_id=0):
 EXAMPLES = [("A wonderful, moving film.", "Positive"), ("Dull and far too long.", "Negative")]
 
 
+@pytest.mark.model
 def test_a_version_folder_without_its_row_never_wedges_training(client):
     models = client.app.state.service.store.models_dir / "7"
     (models / "labelloop-v1").mkdir(parents=True)  # kill -9 between saving and recording
@@ -139,6 +141,7 @@ def test_a_version_folder_without_its_row_never_wedges_training(client):
     assert client.post("/setup", json={"project": "7.1", "schema": SENTIMENT}).json()["model_version"] == "labelloop-v3"
 
 
+@pytest.mark.model
 def test_a_truncated_or_mis_shaped_model_file_falls_back_to_the_last_good_version(client):
     _train(client, EXAMPLES)
     _train(client, EXAMPLES, start_id=10)
@@ -162,6 +165,7 @@ def test_a_truncated_or_mis_shaped_model_file_falls_back_to_the_last_good_versio
     assert client.post("/setup", json={"project": "7.1", "schema": SENTIMENT}).json()["model_version"] == "labelloop-v3"
 
 
+@pytest.mark.model
 def test_old_model_folders_are_pruned_but_the_rollback_target_stays(make_client):
     c = make_client(keep_versions=2)
     c.post("/setup", json={"project": "7.1", "schema": SENTIMENT})

@@ -88,6 +88,7 @@ def test_the_word_tagger_learns_a_toy_grammar_from_spelling_and_context():
         WordTagsModel.fit([np.zeros((2, 4))], [["a"]], [["DET"]], labels)
 
 
+@pytest.mark.model
 def test_a_pos_project_is_trained_from_word_tags_served_a_tag_per_word_and_exported(client):
     assert client.post("/setup", json={"project": "5.1", "schema": POS}).status_code == 200
     rng = np.random.default_rng(1)
@@ -126,6 +127,7 @@ def test_a_pos_project_is_trained_from_word_tags_served_a_tag_per_word_and_expor
     assert record["tags"] == [tag for _, _, tag in data[0][1]]
 
 
+@pytest.mark.model
 def test_the_audit_split_scores_the_tagger_by_token_accuracy(make_client, caplog):
     client = make_client(audit_share=0.5)
     client.post("/setup", json={"project": "6.1", "schema": POS})
@@ -207,6 +209,7 @@ def test_dense_tagging_is_recognised_from_the_annotations_and_entity_spans_are_n
     assert not is_dense(texts[:1], [spans[0][:2]])  # too few words to tell
 
 
+@pytest.mark.model
 def test_a_pos_project_made_in_the_label_studio_editor_is_tagged_word_by_word_on_its_annotators_words(client):
     """``<Labels>`` with a tag set and no LabelLoop attribute, as Label Studio's editor writes it."""
     config = ('<View><Labels name="pos" toName="text">' + "".join(
