@@ -111,6 +111,9 @@ class LabelLoopSettings(BaseSettings):
         "the queue like any other, never trained on, the project's test set and the promotion gate's (0: none).")
     working_set: int = Field(default=200, ge=1, le=100_000, description="Unlabelled tasks from the project's pool "
                              "that `labelloop pool refill` keeps in Label Studio (see labelloop.pool).")
+    pool_rescore: str = Field(default="local", description="Once a new version serves a project that has a pool, "
+                              "the backend re-scores the pool in the background on this engine: 'local' (a process "
+                              "of its own), 'ray' (Ray Data, at RAY_ADDRESS or on this machine), or 'off'.")
     min_audit: int = Field(default=30, ge=1, description="Annotated audit tasks below which no accuracy, curve or "
                            "promotion verdict is given.")
     gate_alpha: float = Field(default=0.05, gt=0.0, lt=1.0, description="The gate's error rate: a challenger is "
@@ -178,6 +181,13 @@ class LabelLoopSettings(BaseSettings):
     def _known_finetune(cls, value: str) -> str:
         if value not in ("auto", "off"):
             raise ValueError(f"unknown finetune {value!r}; choose 'auto' or 'off'")
+        return value
+
+    @field_validator("pool_rescore")
+    @classmethod
+    def _known_rescore(cls, value: str) -> str:
+        if value not in ("local", "ray", "off"):
+            raise ValueError(f"unknown pool_rescore {value!r}; choose 'local', 'ray' or 'off'")
         return value
 
     @field_validator("diversity")

@@ -12,9 +12,9 @@ from labelloop.actions import approved_records
 from labelloop.dashboard import state
 from labelloop.errors import LabelLoopError
 from labelloop.pool.corpus import Pool
-from labelloop.pool.scoring import cancel as cancel_scoring
-from labelloop.pool.scoring import describe as describe_scoring
-from labelloop.pool.scoring import status as pool_status
+from labelloop.pool.jobs import cancel as cancel_scoring
+from labelloop.pool.jobs import describe as describe_scoring
+from labelloop.pool.jobs import status as pool_status
 
 st.title("Active learning")
 state.require_client()

@@ -116,7 +116,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 def cmd_status(args: argparse.Namespace) -> None:
     from labelloop.pool.corpus import Pool
-    from labelloop.pool.scoring import describe, status
+    from labelloop.pool.jobs import describe, status
 
     pool = Pool(_home(), args.project)
     info = pool.info()
@@ -130,7 +130,7 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 def cmd_cancel(args: argparse.Namespace) -> None:
     from labelloop.pool.corpus import Pool
-    from labelloop.pool.scoring import cancel
+    from labelloop.pool.jobs import cancel
 
     version = cancel(Pool(_home(), args.project))
     print(f"asked the job scoring {version} to stop after its current batch" if version

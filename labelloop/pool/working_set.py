@@ -90,7 +90,7 @@ def refill(client, home: Path, project_id: int, *, size: int = 200, version: str
     choose by (None: the newest scored version, or a random draw when there is none)."""
     from labelloop.labeling.kinds import ClassificationKind, kind_of
     from labelloop.labeling.schema import parse_label_config
-    from labelloop.pool.scoring import status
+    from labelloop.pool.jobs import status
 
     if not 1 <= chunk <= MAX_CHUNK:
         raise ConfigError(f"chunk must be between 1 and {MAX_CHUNK} tasks (Label Studio's advice), not {chunk}")

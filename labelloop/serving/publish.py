@@ -20,6 +20,7 @@ import numpy as np
 
 from labelloop import lsclient
 from labelloop.errors import LabelLoopError
+from labelloop.pool.background import Rescorer
 from labelloop.serving.clients import Clients
 from labelloop.serving.metrics import Metrics
 from labelloop.serving.store import Store
@@ -42,7 +43,8 @@ class Publisher:
 
     def __init__(self, store: Store, clients: Clients, predict: Callable[[int, list[dict]], list[dict]],
                  queue_order: Callable[..., np.ndarray], *,
-                 keep: int = 3, metrics: Metrics | None = None, current: Callable[[int], str] | None = None) -> None:
+                 keep: int = 3, metrics: Metrics | None = None, current: Callable[[int], str] | None = None,
+                 rescorer: Rescorer | None = None) -> None:
         self.store = store
         self.clients = clients
         self.predict = predict
@@ -50,6 +52,7 @@ class Publisher:
         self.keep = keep
         self.metrics = metrics or Metrics()
         self.current = current  # what serves now: a publish that another one overtook does not set it back
+        self.rescorer = rescorer  # re-scores a project's pool (beyond Label Studio's working set) once a version serves
         self._failures: dict[int, int] = {}
         self._publishing: set[int] = set()  # projects with a publish under way in this process
         self._lock = threading.Lock()
@@ -132,6 +135,8 @@ class Publisher:
         lsclient.set_model_version(client, project_id, version)
         log.info("project %s: pushed %d predictions of %s", project_id, stored, version)
         self._prune(client, project_id, version)
+        if self.rescorer is not None:
+            self.rescorer.start(project_id, version)
         return stored
 
     def _prune(self, client, project_id: int, version: str) -> None:

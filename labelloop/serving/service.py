@@ -24,6 +24,7 @@ from labelloop.labeling.kinds import ClassificationKind, answer_of, kind_of
 from labelloop.labeling.schema import SUPPORTED, TaskSchema, cached_schema
 from labelloop.labeling.tasks import Event, parse_project_id, task_text
 from labelloop.models import Features
+from labelloop.pool.background import Rescorer
 from labelloop.serving import predictors
 from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.clients import Clients
@@ -88,9 +89,10 @@ class ModelService:
 
     @functools.cached_property
     def publisher(self) -> Publisher:
+        s = self.settings
         return Publisher(self.store, self.clients, lambda pid, tasks: self.predict(tasks, project=pid),
-                         self.queue_order, keep=self.settings.keep_versions, metrics=self.metrics,
-                         current=self.model_version)
+                         self.queue_order, keep=s.keep_versions, metrics=self.metrics, current=self.model_version,
+                         rescorer=None if s.pool_rescore == "off" else Rescorer(s.home, engine=s.pool_rescore))
 
     @functools.cached_property
     def trainer(self) -> Trainer:
@@ -102,9 +104,12 @@ class ModelService:
         return Ladder(self.store, self.registry, self.annotations, self.features, self.schema, self.settings)
 
     def close(self) -> None:
-        """Stop what this process started in the background: the ladder's fine-tunes still running."""
+        """Stop what this process started in the background: the ladder's fine-tunes and the pools' re-scoring
+        still running."""
         if "ladder" in self.__dict__:
             self.ladder.stop()
+        if "publisher" in self.__dict__ and self.publisher.rescorer is not None:
+            self.publisher.rescorer.stop()
 
     def worker(self) -> TrainingWorker:
         s = self.settings

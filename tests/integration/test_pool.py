@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from labelloop.pool.corpus import Pool, add_corpus
-from labelloop.pool.scoring import STUB, Job, ScorerSpec, read_scores, score_pool
+from labelloop.pool.jobs import Job
+from labelloop.pool.scoring import STUB, ScorerSpec, read_scores, score_pool
 from labelloop.pool.working_set import POOL_ID, SCORE_FIELD, labels, refill, working_set
 from labelloop.serving.service import ModelService
 from labelloop.settings import LabelLoopSettings

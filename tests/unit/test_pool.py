@@ -11,7 +11,8 @@ import pytest
 from labelloop.audit import audit_key, in_audit
 from labelloop.errors import ConfigError
 from labelloop.pool.corpus import Pool, add_corpus, near_duplicates
-from labelloop.pool.scoring import STUB, Job, ScorerSpec, read_scores, score_pool, status
+from labelloop.pool.jobs import Job, status
+from labelloop.pool.scoring import STUB, ScorerSpec, read_scores, score_pool
 from labelloop.pool.working_set import choose
 
 pa = pytest.importorskip("pyarrow")
@@ -130,7 +131,7 @@ def test_a_pool_task_is_in_the_audit_split_by_its_pool_id_whatever_its_task_id()
 
 
 def test_a_job_is_described_in_one_line_and_only_a_running_one_is_cancelled(tmp_path):
-    from labelloop.pool.scoring import cancel, describe
+    from labelloop.pool.jobs import cancel, describe
 
     add_corpus(tmp_path, 1, write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in TEXTS]))
     pool = Pool(tmp_path, 1)
@@ -143,3 +144,37 @@ def test_a_job_is_described_in_one_line_and_only_a_running_one_is_cancelled(tmp_
     (Job(pool, "stub").folder / "score.json").write_text(json.dumps(running))
     assert describe(running).endswith("with 1 workers, about 5 min left)")
     assert cancel(pool) == "stub" and Job(pool, "stub").cancelled()
+
+
+@pytest.mark.model  # the re-scoring process loads the packaged encoder
+def test_a_new_version_re_scores_the_pool_in_a_process_of_its_own_that_stop_ends(tmp_path):
+    import time
+
+    from labelloop.pool.background import Rescorer
+    from labelloop.serving.service import ModelService
+    from labelloop.settings import LabelLoopSettings
+
+    home = tmp_path / "home"
+    ModelService(LabelLoopSettings(home=home, push_predictions=False)).store.save_label_config(1, (
+        '<View><Text name="text" value="$text"/><Choices name="verdict" toName="text"><Choice value="good"/>'
+        '<Choice value="bad"/></Choices></View>'))
+    add_corpus(home, 1, write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in TEXTS]), shard_rows=20)
+    rescorer = Rescorer(home)
+    assert not rescorer.start(2, "labelloop-v0")  # no pool there: nothing to do
+
+    # A stop while it runs ends the process; its finished shards are kept and the next start resumes.
+    assert rescorer.start(1, "labelloop-v0")
+    assert not rescorer.start(1, "labelloop-v0")  # under way already
+    (process,) = [p for _, p in rescorer._children.values()]
+    rescorer.stop(timeout=5)
+    assert process.poll() is not None and rescorer.running() == {}
+
+    assert rescorer.start(1, "labelloop-v0")
+    deadline = time.monotonic() + 180
+    while rescorer.running() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    job = status(Pool(home, 1), "labelloop-v0")
+    assert job["state"] == "done" and job["scored"] == len(TEXTS), job
+    assert len(read_scores(Pool(home, 1), "labelloop-v0")) == len(TEXTS)
+    assert not rescorer.start(1, "labelloop-v0")  # done: not scored twice
+    assert "0600" == oct(((Job(Pool(home, 1), "labelloop-v0").folder / "rescore.log").stat().st_mode) & 0o777)[2:].zfill(4)

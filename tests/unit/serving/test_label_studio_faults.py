@@ -316,3 +316,19 @@ def test_owed_publishes_go_out_while_every_training_thread_is_busy(make_client, 
     finally:
         release.set()
         worker.stop(timeout=10)
+
+
+@pytest.mark.model
+def test_a_published_version_has_the_projects_pool_re_scored_and_a_shutdown_stops_it(make_client, monkeypatch):
+    service, fake = trained_once(make_client, monkeypatch, down=True)
+    started, stopped = [], []
+    rescorer = service.publisher.rescorer
+    assert rescorer is not None and rescorer.engine == "local"  # the default
+    monkeypatch.setattr(rescorer, "start", lambda pid, version: started.append((pid, version)))
+    monkeypatch.setattr(rescorer, "stop", lambda: stopped.append(True))
+    assert started == []  # Label Studio was down: nothing serves yet
+    fake.down = False
+    service.publish(7, "labelloop-v1")
+    assert started == [(7, "labelloop-v1")]
+    service.close()
+    assert stopped == [True]

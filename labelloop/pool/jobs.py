@@ -1,0 +1,126 @@
+"""Where a pool's scoring jobs stand, readable without loading any model: each job's folder, its progress
+(``score.json``), and the ``CANCEL`` file that stops it. The scoring itself is :mod:`labelloop.pool.scoring`."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from labelloop._optional import require
+from labelloop.errors import LabelLoopError
+from labelloop.pool.corpus import Pool
+
+
+@dataclass
+class Progress:
+    """Where a scoring job stands; written to ``score.json`` as it goes."""
+
+    engine: str
+    workers: int
+    version: str
+    total: int
+    scored: int = 0
+    resumed: int = 0  # texts an earlier run of the job had scored already
+    shards_done: int = 0
+    shards: int = 0
+    state: str = "running"  # running, done, cancelled, failed
+    started: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    error: str = ""
+    pid: int = field(default_factory=os.getpid)  # the process that runs the job (a killed one leaves "running")
+
+    @property
+    def rate(self) -> float:
+        """Texts per second scored by this run (what an earlier run finished does not count)."""
+        return (self.scored - self.resumed) / max(1e-9, self.updated - self.started)
+
+    @property
+    def eta(self) -> float | None:
+        return (self.total - self.scored) / self.rate if self.rate > 0 else None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "rate": self.rate, "eta_seconds": self.eta}
+
+
+class Cancelled(LabelLoopError):
+    """The job was asked to stop (a ``CANCEL`` file); what it finished is kept."""
+
+
+class Job:
+    """One scoring run of a pool under one model version: its folder, which shards are done, its progress."""
+
+    def __init__(self, pool: Pool, version: str) -> None:
+        self.pool = pool
+        self.folder = pool.folder / "scores" / version
+        self.version = version
+
+    def output(self, shard: Path) -> Path:
+        return self.folder / shard.name
+
+    def remaining(self) -> list[Path]:
+        return [s for s in self.pool.shards() if not self.output(s).exists()]
+
+    def cancelled(self) -> bool:
+        return (self.folder / "CANCEL").exists()
+
+    def write_progress(self, progress: Progress) -> None:
+        progress.updated = time.time()
+        tmp = self.folder / "score.json.partial"
+        tmp.write_text(json.dumps(progress.to_dict()))
+        os.replace(tmp, self.folder / "score.json")
+
+    def finish(self, shard: Path, table) -> None:
+        """Write a shard's results whole (a temporary file renamed into place)."""
+        pq = require("pyarrow.parquet", "pool")
+        tmp = self.output(shard).with_suffix(".partial")
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.output(shard))
+
+
+def status(pool: Pool, version: str | None = None) -> dict | None:
+    """The progress of the newest scoring job (or of ``version``'s), as ``score.json`` has it."""
+    root = pool.folder / "scores"
+    candidates = [root / version] if version else sorted(root.glob("*"), key=lambda p: p.stat().st_mtime)
+    for folder in reversed(candidates):
+        path = folder / "score.json"
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
+
+
+def alive(job: dict) -> bool:
+    """Whether a job that :func:`status` says is running still has its process (on this machine)."""
+    if job.get("state") != "running" or not isinstance(job.get("pid"), int):
+        return False
+    try:
+        os.kill(job["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def describe(job: dict) -> str:
+    """One line on where a scoring job (as :func:`status` gives it) stands."""
+    state = job["state"]
+    if state == "running" and "pid" in job and not alive(job):
+        state = "stopped (its process ended; `labelloop pool score` resumes it)"
+    eta = f", about {job['eta_seconds'] / 60:.0f} min left" if state == "running" and job["eta_seconds"] else ""
+    return (f"scores of {job['version']}: {state}, {job['scored']:,} of {job['total']:,} texts "
+            f"({job['rate']:,.0f} texts/s on {job['engine']} with {job['workers']} workers{eta})")
+
+
+def cancel(pool: Pool) -> str | None:
+    """Ask the project's running scoring job to stop after its current batch; the version it scores, or None when
+    none runs."""
+    job = status(pool)
+    if job is None or job["state"] != "running":
+        return None
+    (Job(pool, job["version"]).folder / "CANCEL").touch()
+    return job["version"]
+
+
