@@ -138,7 +138,7 @@ class BackTranslationAugmenter(Augmenter):
             kept.append(found)
         back = self.engine.round_trip(masked)
         out = []
-        for original, text, found in zip(texts, back, kept):
+        for original, text, found in zip(texts, back, kept, strict=True):
             ok = all(f"ZX{i}Q" in text for i in range(len(found)))
             for i, token in enumerate(found):
                 text = text.replace(f"ZX{i}Q", token, 1)

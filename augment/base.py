@@ -108,7 +108,7 @@ def _rebuild(record: dict, old: list[tuple[str, bool]], new: list[tuple[str, boo
     variant = copy.deepcopy({k: v for k, v in record.items() if k != "provenance"})
     text, spans = "", []
     old_spans = iter(sorted(record.get("spans") or [], key=lambda s: s["start"]))
-    for (old_text, is_entity), (new_text, _) in zip(old, new):
+    for (old_text, is_entity), (new_text, _) in zip(old, new, strict=False):
         if is_entity is None:
             text += old_text
         elif is_entity:

@@ -38,7 +38,7 @@ class LabelFilter:
             return []
         probs = self.predict_proba([v["text"] for v in variants])
         keep = []
-        for v, p in zip(variants, probs):
+        for v, p in zip(variants, probs, strict=True):
             top = int(np.argmax(p))
             keep.append(not (self.labels[top] != v.get("label") and p[top] >= self.threshold) if "label" in v else True)
         return keep
@@ -69,7 +69,7 @@ class SimilarityFilter:
         a = np.asarray(self.embed([sources[variants[i]["provenance"]["source"]] for i in checked]), dtype=np.float64)
         b = np.asarray(self.embed([variants[i]["text"] for i in checked]), dtype=np.float64)
         cos = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-        for i, c in zip(checked, cos):
+        for i, c in zip(checked, cos, strict=True):
             verdicts[i] = bool(c >= self.threshold)
         return verdicts
 
@@ -119,7 +119,7 @@ def augment_records(records: Sequence[dict], augmenters: Sequence[Augmenter], *,
         verdicts = label_filter.keep(candidates) if label_filter else [True] * len(candidates)
         close = (similarity.keep({record_id(r): text_of(r) for r in sources}, candidates) if similarity
                  else [True] * len(candidates))
-        for variant, ok, near in zip(candidates, verdicts, close):
+        for variant, ok, near in zip(candidates, verdicts, close, strict=True):
             key = content_key(variant["text"])
             if key in test_keys:
                 report.dropped["matches a test text"] += 1

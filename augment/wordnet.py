@@ -108,7 +108,7 @@ def _train_tagger(sentences: list[list[tuple[str, str]]], folder: Path) -> None:
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for param, name in zip(tagger.encode_json_obj(), tagger.param_files("eng")):
+    for param, name in zip(tagger.encode_json_obj(), tagger.param_files("eng"), strict=False):
         (tmp / name).write_text(json.dumps(param))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)

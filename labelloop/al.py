@@ -193,11 +193,11 @@ def _next_batch(strategy: str, predict, pool: Pool, ids: np.ndarray, labeled: np
 
 def _summary(runs: list[list[float]], sizes: list[int], full_accuracy: float) -> dict:
     mean, std = np.mean(runs, axis=0), np.std(runs, axis=0)
-    reached = [n for n, acc in zip(sizes, mean) if acc >= 0.95 * full_accuracy]
+    reached = [n for n, acc in zip(sizes, mean, strict=True) if acc >= 0.95 * full_accuracy]
     span = sizes[-1] - sizes[0]
-    at = {str(n): (float(a), float(s)) for n, a, s in zip(sizes, mean, std) if n in REPORTED_AT}
+    at = {str(n): (float(a), float(s)) for n, a, s in zip(sizes, mean, std, strict=True) if n in REPORTED_AT}
     return {
-        "curve": [[n, float(a)] for n, a in zip(sizes, mean)],
+        "curve": [[n, float(a)] for n, a in zip(sizes, mean, strict=True)],
         "auc": float(np.trapezoid(mean, sizes) / span) if span else float(mean[0]),
         "labels_to_95": reached[0] if reached else None,
         "curve_std": [float(s) for s in std],
@@ -299,7 +299,7 @@ def read_spans(path: Path) -> tuple[list[str], list[list[Span]], tuple[str, ...]
 def span_f1(gold: list[list[Span]], predicted: list[list[Span]]) -> float:
     """Micro F1 of exact (start, end, label) matches."""
     tp = n_gold = n_pred = 0
-    for g, p in zip(gold, predicted):
+    for g, p in zip(gold, predicted, strict=True):
         want = {(s.start, s.end, s.label) for s in g}
         got = {(s.start, s.end, s.label) for s in p}
         tp, n_gold, n_pred = tp + len(want & got), n_gold + len(want), n_pred + len(got)

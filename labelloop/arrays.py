@@ -23,7 +23,7 @@ def check_shapes(arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int | No
     """Raise :class:`ModelError` unless every array is there, finite, with the shape asked (None: any size)."""
     for name, shape in shapes.items():
         a = arrays.get(name)
-        if a is None or a.ndim != len(shape) or any(w is not None and w != n for w, n in zip(shape, a.shape)):
+        if a is None or a.ndim != len(shape) or any(w is not None and w != n for w, n in zip(shape, a.shape, strict=True)):
             got = "missing" if a is None else f"shape {a.shape}"
             raise ModelError(f"model file: {name!r} is {got}, expected {shape}")
         if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():

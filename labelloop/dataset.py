@@ -31,10 +31,11 @@ from typing import Any, Literal
 import numpy as np
 
 from labelloop import lsclient
+from labelloop._optional import require
 from labelloop.audit import DEFAULT_AUDIT_SHARE, MIN_AUDIT, audit_key, in_audit
 from labelloop.config import ConfigMixin
 from labelloop.dedup import content_key, duplicate_groups
-from labelloop.errors import AnnotationError, ConfigError
+from labelloop.errors import AnnotationError, ConfigError, MissingExtraError
 from labelloop.jsonl import write_jsonl
 from labelloop.labeling.kinds import answer_of, export_value
 from labelloop.labeling.schema import ControlSpec, find_control
@@ -155,11 +156,11 @@ def agreement_stats(tasks: list[dict], control: ControlSpec) -> dict:
         out["fleiss_kappa"] = float((np.mean(pair) - p_e) / (1 - p_e)) if p_e < 1 else 1.0
     if control.kind == "tags":
         same = both = 0
-        for text, values in zip(texts, multi):
+        for text, values in zip(texts, multi, strict=True):
             words = words_of(text)
             tagged = [tags_of_words(words, [Span(*s) for s in v]) for v in values]
             for first, second in itertools.combinations(tagged, 2):
-                pairs = [(x, y) for x, y in zip(first, second) if x is not None and y is not None]
+                pairs = [(x, y) for x, y in zip(first, second, strict=True) if x is not None and y is not None]
                 same, both = same + sum(x == y for x, y in pairs), both + len(pairs)
         out["word_agreement"] = same / both if both else None
     if control.kind == "relations":
@@ -285,13 +286,13 @@ def export_dataset(client, project_id: int, out: Path, config: ExportConfig, *, 
                   test_split={"n": len(test), "minimum": min_test, "enough": enough, "frozen": enough,
                               "what": config.split})
     try:
-        import datasets
-
+        datasets = require("datasets", "train")
+    except MissingExtraError as e:  # the JSONL files are the export; the Hugging Face copy is a convenience
+        report["huggingface"] = f"not written: {e}"
+    else:
         datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in
                               (("train", train), ("test", test)) if rows}).save_to_disk(str(out / "hf"))
         report["huggingface"] = str(out / "hf")
-    except ImportError:
-        pass
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     if enough:
         save_frozen_test(state_dir, project_id, test_keys)

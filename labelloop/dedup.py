@@ -64,14 +64,14 @@ class NearDuplicateIndex:
     def find(self, text: str) -> list[tuple[object, float]]:
         """``(item_id, similarity)`` of added texts at least ``threshold`` similar, most similar first."""
         sh = shingles(text)
-        candidates = {i for band, key in zip(self._buckets, self._bands(self._signature(sh))) for i in band.get(key, ())}
+        candidates = {i for band, key in zip(self._buckets, self._bands(self._signature(sh)), strict=True) for i in band.get(key, ())}
         found = [(i, jaccard(sh, self._shingles[i])) for i in candidates]
         return sorted([f for f in found if f[1] >= self.threshold], key=lambda f: -f[1])
 
     def add(self, item_id: object, text: str) -> None:
         sh = shingles(text)
         self._shingles[item_id] = sh
-        for band, key in zip(self._buckets, self._bands(self._signature(sh))):
+        for band, key in zip(self._buckets, self._bands(self._signature(sh)), strict=True):
             band.setdefault(key, []).append(item_id)
 
 

@@ -125,7 +125,7 @@ def cohen_kappa(a: list, b: list) -> float:
     """Cohen's kappa of two raters over the same items (1 agreement, 0 chance, negative worse)."""
     if len(a) != len(b) or not a:
         raise ValueError("cohen_kappa needs two equally long, non-empty rating lists")
-    observed = np.mean([x == y for x, y in zip(a, b)])
+    observed = np.mean([x == y for x, y in zip(a, b, strict=True)])
     ca, cb = Counter(a), Counter(b)
     expected = sum(ca[k] * cb[k] for k in ca) / (len(a) ** 2)
     return 1.0 if expected == 1 else float((observed - expected) / (1 - expected))
@@ -155,7 +155,7 @@ def pairwise_kappa(tasks: list[dict], control: ControlSpec, *, min_shared: int =
         a, b = [ratings[u][t] for t in shared], [ratings[v][t] for t in shared]
         rows.append({"pair": f"{annotators.get(u, f'user {u}')} / {annotators.get(v, f'user {v}')}",
                      "shared": len(shared), "kappa": cohen_kappa(a, b),
-                     "agreement": float(np.mean([x == y for x, y in zip(a, b)]))})
+                     "agreement": float(np.mean([x == y for x, y in zip(a, b, strict=True)]))})
     return sorted(rows, key=lambda r: r["kappa"])
 
 

@@ -237,7 +237,7 @@ class LadderLearner:
         champion = self._champion(train)
         if self._gate is not None:
             champion = self._judge(labeled, train, audit) or champion
-        counts = {label: int(n) for label, n in zip(pool.labels, np.bincount(pool.y[train], minlength=len(pool.labels)))}
+        counts = {label: int(n) for label, n in zip(pool.labels, np.bincount(pool.y[train], minlength=len(pool.labels)), strict=True)}
         if finetune_due(len(train), self._started, counts, finetune_at=self.finetune_at) is None:
             self._started.append(len(train))
             method = finetune_method(len(train), setfit_below=self.setfit_below)

@@ -245,7 +245,7 @@ class LocalLLM:
         out = np.empty(len(labels))
         for i, ids in enumerate(label_ids):
             positions = range(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(ids))
-            out[i] = float(sum(logp[i, p, t] for p, t in zip(positions, ids)))
+            out[i] = float(sum(logp[i, p, t] for p, t in zip(positions, ids, strict=True)))
         return out
 
     def generate(self, messages: Messages, *, max_tokens: int = 256, temperature: float = 0.0,
@@ -263,7 +263,7 @@ class LocalLLM:
                                       top_k=None, output_scores=True, return_dict_in_generate=True,
                                       pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
         new = out.sequences[0, prompt.shape[1]:]
-        steps = [torch.log_softmax(s[0].float(), dim=-1)[t] for s, t in zip(out.scores, new)]
+        steps = [torch.log_softmax(s[0].float(), dim=-1)[t] for s, t in zip(out.scores, new, strict=False)]
         self.usage.add(prompt=prompt.shape[1], completion=len(new), requests=1)
         mean = float(torch.stack(steps).mean()) if steps else None
         return Generation(str(self.tokenizer.decode(new, skip_special_tokens=True)).strip(), mean)

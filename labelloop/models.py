@@ -180,7 +180,7 @@ class WordTagsModel:
         index = {label: k for k, label in enumerate(labels)}
         hidden = next((len(v[0]) for v in vectors if len(v)), 0)
         feats, rows, ys = [], [], []
-        for v, w, t in zip(vectors, words, tags):
+        for v, w, t in zip(vectors, words, tags, strict=True):
             if not (len(v) == len(w) == len(t)):
                 raise ModelError(f"{len(v)} word vectors, {len(w)} words and {len(t)} tags: every word needs one of each")
             ids = lexical_features(w)
@@ -274,7 +274,7 @@ class SpansModel:
         import torch
 
         feats, tags = [], []
-        for enc, task_spans in zip(encodings, spans):
+        for enc, task_spans in zip(encodings, spans, strict=True):
             ranges, first = word_ranges(enc.offsets, enc.word_ids)
             if len(first):
                 feats.append(enc.vectors[first])
@@ -348,7 +348,7 @@ class HeadTagger(_Tagger):
     def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], np.ndarray]]:
         """Per text: its spans and its words' tag probabilities (n_words, n_tags)."""
         out = []
-        for text, enc in zip(texts, self.encode(texts)):
+        for text, enc in zip(texts, self.encode(texts), strict=True):
             ranges, probs = self.model.word_probs(enc)
             out.append((self.model.predict_spans(text, ranges, probs), probs))
         return out
@@ -369,7 +369,7 @@ class WordTagger(_Tagger):
         for ranges, words, vectors in word_vectors(self.encode, texts, [self.model.words.ranges(t) for t in texts]):
             probs = self.model.predict_proba(vectors, words) if words else np.zeros((0, len(self.labels)))
             best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
-            out.append(([Span(a, b, self.labels[k], float(p[k])) for (a, b), k, p in zip(ranges, best, probs)], probs))
+            out.append(([Span(a, b, self.labels[k], float(p[k])) for (a, b), k, p in zip(ranges, best, probs, strict=True)], probs))
         return out
 
     def fit(self, texts: list[str], spans: list[list[Span]]) -> WordTagger:

@@ -184,7 +184,7 @@ class Linker:
     def predict_links(self, texts: list[str], spans: list[list[Span]]) -> list[tuple[list[Link], np.ndarray]]:
         """Per text: its links (the surer direction of each pair) and each candidate pair's probabilities."""
         out = []
-        for text, task_spans, enc in zip(texts, spans, self.encode(texts)):
+        for text, task_spans, enc in zip(texts, spans, self.encode(texts), strict=True):
             pairs = candidate_pairs(len(task_spans))
             vectors = mention_vectors(enc.vectors, enc.offsets, task_spans)
             probs = self.model.predict_proba(pair_features(text, task_spans, vectors, pairs, self.model.span_labels))
@@ -206,7 +206,7 @@ def decode(pairs: Sequence[tuple[int, int]], probs: np.ndarray, labels: Sequence
     """A link for each pair whose most likely class is a relation; of ``(i, j)`` and ``(j, i)`` with the same
     label, only the surer one."""
     best: dict[tuple[int, int, str], Link] = {}
-    for (i, j), p in zip(pairs, probs):
+    for (i, j), p in zip(pairs, probs, strict=True):
         k = int(p.argmax())
         if k == 0:
             continue
@@ -326,7 +326,7 @@ def fit_links(encode: Callable[[list[str]], list], texts: list[str], answers: li
     """A :class:`LinksModel` from annotated spans and links (a pair without a link is a "none" example)."""
     index = {label: k + 1 for k, label in enumerate(labels)}
     features, targets = [], []
-    for text, answer, enc in zip(texts, answers, encode(texts)):
+    for text, answer, enc in zip(texts, answers, encode(texts), strict=True):
         pairs = candidate_pairs(len(answer.spans))
         gold = {(i, j): index[label] for i, j, label in answer.links if label in index}
         vectors = mention_vectors(enc.vectors, enc.offsets, answer.spans)
@@ -347,7 +347,7 @@ def link_f1(gold: Sequence[Links], predicted: Sequence[Sequence[tuple[int, int, 
         return {(min(i, j), max(i, j), label) if symmetric else (i, j, label) for i, j, label in links}
 
     tp = fp = fn = 0
-    for g, p in zip(gold, predicted):
+    for g, p in zip(gold, predicted, strict=True):
         g_set, p_set = keyed(g.links), keyed(p)
         tp, fp, fn = tp + len(g_set & p_set), fp + len(p_set - g_set), fn + len(g_set - p_set)
     precision = tp / (tp + fp) if tp + fp else 0.0
@@ -376,7 +376,7 @@ def chains(n: int, links: Sequence[tuple[int, int, str]]) -> list[set[int]]:
 
 def _muc_side(keys: Sequence[list[set[int]]], responses: Sequence[list[set[int]]]) -> tuple[int, int]:
     num = den = 0
-    for key, response in zip(keys, responses):
+    for key, response in zip(keys, responses, strict=True):
         where = {m: k for k, chain in enumerate(response) for m in chain}
         for chain in key:
             num += len(chain) - len({where[m] for m in chain})
@@ -387,7 +387,7 @@ def _muc_side(keys: Sequence[list[set[int]]], responses: Sequence[list[set[int]]
 def coreference_scores(gold: Sequence[Links], predicted: Sequence[Sequence[tuple[int, int, str]]]) -> dict:
     """MUC and B³ precision, recall and F1 of the chains the links make, on the gold mentions."""
     g = [chains(len(x.spans), x.links) for x in gold]
-    p = [chains(len(x.spans), links) for x, links in zip(gold, predicted)]
+    p = [chains(len(x.spans), links) for x, links in zip(gold, predicted, strict=True)]
 
     def f1(precision: float, recall: float) -> float:
         return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -396,7 +396,7 @@ def coreference_scores(gold: Sequence[Links], predicted: Sequence[Sequence[tuple
     p_num, p_den = _muc_side(p, g)
     muc_r, muc_p = (r_num / r_den if r_den else 0.0), (p_num / p_den if p_den else 0.0)
     b_p, b_r, mentions = 0.0, 0.0, 0
-    for key, response in zip(g, p):
+    for key, response in zip(g, p, strict=True):
         in_key = {m: c for c in key for m in c}
         in_response = {m: c for c in response for m in c}
         for m in in_key:

@@ -104,7 +104,7 @@ def cluster_then_pick(scores: np.ndarray, embeddings: np.ndarray, n: int, *, can
         return pool
     assign = kmeans(np.asarray(embeddings, dtype=np.float32)[pool], n, seed=seed)
     best: dict = {}
-    for i, cluster in zip(pool, assign):  # pool is sorted, so the first seen is the least confident
+    for i, cluster in zip(pool, assign, strict=True):  # pool is sorted, so the first seen is the least confident
         best.setdefault(cluster, i)
     picked = list(best.values())
     if len(picked) < n:  # empty clusters: fill with the next least confident

@@ -124,7 +124,7 @@ class Gazetteer:
     def from_spans(cls, texts: Sequence[str], spans: Sequence[Sequence[Span]], *, min_count: int = 1) -> Gazetteer:
         """From annotated ``(text, spans)`` pairs; a mention needs ``min_count`` annotations to enter."""
         counts: dict[str, Counter] = {}
-        for text, task_spans in zip(texts, spans):
+        for text, task_spans in zip(texts, spans, strict=True):
             for span in task_spans:
                 key = _mention_key(text[span.start : span.end])
                 if key:

@@ -260,7 +260,7 @@ def _preannotate_pass(client, project_id, label_config, predictor, version, done
                         break
                     batch.append(item)
                 if batch:
-                    for task, pred in zip(batch, predictor.predict(batch, project_id, label_config)):
+                    for task, pred in zip(batch, predictor.predict(batch, project_id, label_config), strict=True):
                         if "error" in pred:
                             report.failed[task["id"]] = pred["error"]
                             continue

@@ -65,7 +65,7 @@ def model_lf(name: str, predict_proba: Callable[[list[str]], np.ndarray], labels
 def probs_lf(name: str, texts: Sequence[str], probs: np.ndarray, labels: Sequence[str], *,
              threshold: float = 0.8) -> LabelingFunction:
     """Like :func:`model_lf`, from probabilities computed beforehand for ``texts`` in one batch."""
-    votes = {t: labels[int(np.argmax(p))] for t, p in zip(texts, probs) if float(np.max(p)) >= threshold}
+    votes = {t: labels[int(np.argmax(p))] for t, p in zip(texts, probs, strict=True) if float(np.max(p)) >= threshold}
     return LabelingFunction(name, votes.get)
 
 
@@ -315,7 +315,7 @@ def span_lf_summary(sources: dict[str, Sequence[Sequence[Span]]],
         row: dict = {"lf": name, "coverage": sum(bool(f) for f in found) / n, "spans": sum(len(f) for f in found)}
         if gold is not None:
             pairs = [(set((s.start, s.end, s.label) for s in f), set((s.start, s.end, s.label) for s in g))
-                     for f, g in zip(found, gold) if g is not None]
+                     for f, g in zip(found, gold, strict=True) if g is not None]
             hits = sum(len(f & g) for f, g in pairs)
             predicted, true = sum(len(f) for f, _ in pairs), sum(len(g) for _, g in pairs)
             row.update(n_gold=len(pairs), precision=hits / predicted if predicted else None,

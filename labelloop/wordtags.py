@@ -111,7 +111,7 @@ class Words:
             if self.hyphens and end - start > 2:
                 cuts = [start + m.start() for m in re.finditer(f"[{_HYPHENS}]", text[start:end])]
                 edges = sorted({start, end, *cuts, *(c + 1 for c in cuts)})
-                parts = list(zip(edges, edges[1:]))
+                parts = list(zip(edges, edges[1:], strict=False))
             for a, b in parts:
                 word = text[a:b].lower()
                 suffix = next((x for x in self.suffixes if word.endswith(x) and len(word) > len(x)), None)
@@ -256,8 +256,8 @@ def first_tokens(offsets: np.ndarray, word_ids: np.ndarray, words: Sequence[tupl
 def token_accuracy(gold: Sequence[Sequence[str | None]], predicted: Sequence[Sequence[str]]) -> tuple[int, int]:
     """``(correct, n)`` over the words that carry a gold tag."""
     correct = n = 0
-    for g_row, p_row in zip(gold, predicted):
-        for g, p in zip(g_row, p_row):
+    for g_row, p_row in zip(gold, predicted, strict=False):
+        for g, p in zip(g_row, p_row, strict=False):
             if g is not None:
                 n += 1
                 correct += g == p

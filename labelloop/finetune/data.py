@@ -92,7 +92,7 @@ def encode_ner_row(tokenizer, text: str, spans: list[dict], tags: list[str], max
     ranges, first = word_ranges(offsets, word_ids)
     word_tags = spans_to_tags(ranges, [Span(s["start"], s["end"], s["label"]) for s in spans], entity_types(tags))
     token_labels = [IGNORE] * len(word_ids)
-    for tok, tag in zip(first, word_tags):
+    for tok, tag in zip(first, word_tags, strict=True):
         token_labels[tok] = int(tag)
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": token_labels}
 

@@ -22,7 +22,7 @@ def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[st
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (rows: true)."""
     k = len(labels)
     cm = np.zeros((k, k), dtype=int)
-    for t, p in zip(y_true, y_pred):
+    for t, p in zip(y_true, y_pred, strict=True):
         cm[t, p] += 1
     per_class, f1s = {}, []
     for i, name in enumerate(labels):
@@ -76,7 +76,7 @@ def evaluate_model(task: str, model, tokenizer, rows: list[dict], labels: list[s
         from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
         true_seqs, pred_seqs = [], []
-        for it, logits in zip(items, _logits(model, tokenizer, items)):
+        for it, logits in zip(items, _logits(model, tokenizer, items), strict=True):
             keep = [i for i, t in enumerate(it["labels"]) if t != IGNORE]
             true_seqs.append([labels[it["labels"][i]] for i in keep])
             pred_seqs.append([labels[int(logits[i].argmax())] for i in keep])

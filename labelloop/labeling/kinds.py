@@ -197,7 +197,7 @@ class ClassificationKind(ControlKind):
         probability, the task's confidence comes from ``strategy``."""
         conf = confidence(probs, strategy, multi_label=spec.multiple)
         out = []
-        for p, c in zip(probs, conf):
+        for p, c in zip(probs, conf, strict=True):
             chosen = ([k for k in range(len(p)) if p[k] >= 0.5] or [int(p.argmax())]) if spec.multiple \
                 else [int(p.argmax())]
             out.append(Prediction([self.region(spec, self.value(spec, chosen), float(np.mean(p[chosen])))], float(c)))
@@ -319,7 +319,7 @@ class LabelsKind(ControlKind):
         if found is None:
             return None
         return [Prediction([self.span_region(spec, k, text, span) for k, span in enumerate(snap_spans(text, p.spans))],
-                           p.confidence) for text, p in zip(texts, found)]
+                           p.confidence) for text, p in zip(texts, found, strict=True)]
 
     def span_region(self, spec: ControlSpec, k: int, text: str, span: Span) -> dict:
         region = self.region(spec, {"start": span.start, "end": span.end, "text": text[span.start:span.end],
@@ -346,7 +346,7 @@ class WordTagsKind(LabelsKind):
         if found is None:
             return None
         return [Prediction([self.span_region(spec, k, text, span) for k, span in enumerate(p.spans)], p.confidence)
-                for text, p in zip(texts, found)]
+                for text, p in zip(texts, found, strict=True)]
 
 
 class RelationsKind(ControlKind):
@@ -405,7 +405,7 @@ class RelationsKind(ControlKind):
         return answer
 
     def fit(self, spec: ControlSpec, texts: list[str], answers: list[Any], learner: Learner) -> Any:
-        kept = [(t, a) for t, a in zip(texts, answers) if all(s.end <= len(t) for s in a.spans)]
+        kept = [(t, a) for t, a in zip(texts, answers, strict=True) if all(s.end <= len(t) for s in a.spans)]
         return learner.fit_linker(spec, [t for t, _ in kept], [a for _, a in kept])
 
     def audit_score(self, spec: ControlSpec, model: Any, pairs: list[tuple[str, Any]]) -> dict | None:
@@ -429,7 +429,7 @@ class RelationsKind(ControlKind):
         if found is None:
             return None
         out = []
-        for task, p in zip(linked, found):
+        for task, p in zip(linked, found, strict=True):
             made = [{"from_id": task[x.source]["id"], "to_id": task[x.target]["id"], "type": "relation",
                      "direction": "right", **({"labels": [x.label]} if x.label else {}), "score": float(x.score)}
                     for x in p.links]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from labelloop._optional import require
-from labelloop.dedup import content_key, normalize
+from labelloop.dedup import normalize
 from labelloop.errors import ConfigError
 
 SHARD_ROWS = 50_000  # texts per shard: the unit a scoring job resumes from
@@ -152,8 +152,9 @@ def add_corpus(home: Path, project_id: int, path: str | Path, *, text_field: str
             if not isinstance(text, str) or not text.strip():
                 empty += 1
                 continue
-            key = int.from_bytes(hashlib.blake2b(normalize(text).encode(), digest_size=8).digest(), "big")
-            text_id = str(given) if given is not None and str(given).strip() else content_key(text)
+            digest = hashlib.sha1(normalize(text).encode("utf-8"))  # content_key's, from one normalization
+            key = int.from_bytes(digest.digest()[:8], "big")
+            text_id = str(given) if given is not None and str(given).strip() else digest.hexdigest()
             if key in seen or text_id in ids_seen:
                 duplicates += 1
                 continue

@@ -34,8 +34,8 @@ class EmbeddingCache:
         found = self.store.cached_vectors(list(set(keys)))
         missing = list(dict.fromkeys(k for k in keys if k not in found))
         if missing:
-            first = dict(zip(keys, texts))
-            fresh = dict(zip(missing, self._encoder().embed([first[k] for k in missing])))
+            first = dict(zip(keys, texts, strict=True))
+            fresh = dict(zip(missing, self._encoder().embed([first[k] for k in missing]), strict=True))
             self.store.cache_vectors(fresh)
             found.update(fresh)
         return np.stack([found[k] for k in keys])

@@ -113,7 +113,7 @@ class LLMPredictor:
         kind = kind_of(spec)
         shown = [(t, kind.example(spec, a)) for t, a in pairs]
         near = nearest_examples(self.embed(texts), self.embed([t for t, _ in shown]), shown, k + 1)
-        return [[p for p in row if p[0] != text][-k:] for row, text in zip(near, texts)]
+        return [[p for p in row if p[0] != text][-k:] for row, text in zip(near, texts, strict=True)]
 
     def class_probs(self, spec: ControlSpec, texts: list[str]) -> np.ndarray:
         return self.labeler.classify(texts, spec.labels, guideline=self.guideline, examples=self.examples(spec, texts))
@@ -123,9 +123,9 @@ class LLMPredictor:
         answers = self.labeler.extract(texts, spec.labels, guideline=self.guideline,
                                        examples=self.examples(spec, texts))
         # Mentions annotated elsewhere in the project come first; the LLM's fill the gaps.
-        gazetteer = Gazetteer.from_spans(*zip(*pairs)) if pairs else None
+        gazetteer = Gazetteer.from_spans(*zip(*pairs, strict=True)) if pairs else None
         out = []
-        for text, answer in zip(texts, answers):
+        for text, answer in zip(texts, answers, strict=True):
             self.metrics.add(llm_dropped_mentions=answer.dropped)
             score = answer.confidence
             spans = [Span(s.start, s.end, s.label, s.score if score is None else score) for s in answer.spans]

@@ -169,7 +169,7 @@ class ModelService:
             column = [texts[spec.value_key][i] or "" for i in rows]
             made = kind_of(spec).predict(spec, source, column, self.settings.strategy,
                                          regions=[results[i] for i in rows]) if rows else None
-            for i, p in zip(rows, made or []):
+            for i, p in zip(rows, made or [], strict=True):
                 results[i] += p.regions
                 if p.confidence is not None:
                     scores[i].append(p.confidence)
@@ -300,7 +300,7 @@ class ModelService:
         for spec in schema.controls:
             probs = source.class_probs(spec, [text]) if isinstance(kind_of(spec), ClassificationKind) else None
             if probs is not None:
-                out[spec.from_name] = {label: float(p) for label, p in zip(spec.labels, probs[0])}
+                out[spec.from_name] = {label: float(p) for label, p in zip(spec.labels, probs[0], strict=True)}
         return out
 
     def queue_order(self, project_id: int, ids: list[int], data: list[dict], scores: np.ndarray, *,

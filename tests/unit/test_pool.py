@@ -9,6 +9,7 @@ import json
 import pytest
 
 from labelloop.audit import audit_key, in_audit
+from labelloop.dedup import content_key
 from labelloop.errors import ConfigError
 from labelloop.pool.corpus import Pool, add_corpus, near_duplicates
 from labelloop.pool.jobs import Job, status
@@ -54,6 +55,7 @@ def test_a_corpus_is_registered_from_each_format_with_the_same_stable_ids(tmp_pa
         ids = [i for _, t in Pool(tmp_path / f"home{k}", 1).read(("id",)) for i in t.column("id").to_pylist()]
         seen.append(ids)
     assert seen[0] == seen[1] == seen[2] == seen[3] and len(set(seen[0])) == 120
+    assert seen[0][:3] == [content_key(t) for t in TEXTS[:3]]  # the id `dedup` and `import` give the same text
     given = add_corpus(tmp_path / "given", 1, jsonl, text_field="body", id_field="ref")
     assert given.texts == 120 and Pool(tmp_path / "given", 1).texts(["r5"]) == {"r5": TEXTS[5]}
     with pytest.raises(ConfigError, match="no column 'text'.*--text-field"):
