@@ -169,7 +169,9 @@ class ModelService:
             column = [texts[spec.value_key][i] or "" for i in rows]
             made = kind_of(spec).predict(spec, source, column, self.settings.strategy,
                                          regions=[results[i] for i in rows]) if rows else None
-            for i, p in zip(rows, made or [], strict=True):
+            if made is None:  # nothing to predict, or no model for this control yet
+                continue
+            for i, p in zip(rows, made, strict=True):
                 results[i] += p.regions
                 if p.confidence is not None:
                     scores[i].append(p.confidence)
