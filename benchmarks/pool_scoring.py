@@ -1,9 +1,9 @@
 """Scoring a pool in this process against Ray Data on this machine, interleaved, on fresh texts for each run.
 
-Each run is its own process (so its peak memory is its own and nothing outlives it): it generates ``--texts``
-texts of mixed lengths from its own seed, registers them as a pool, and scores them with the packaged encoder's
-zero-shot head (``--scorer model``) or with the stub scorer (``--scorer stub``: no encoder, the pipeline's own
-cost). Runs alternate in-process and Ray, ``--pairs`` pairs; the report gives texts/s (min and median per
+Each run is two processes of its own (so their peak memory is their own and nothing outlives them): one generates
+``--texts`` texts of mixed lengths from the run's own seed and registers them as a pool (its time and memory are
+reported apart), the other scores them with the packaged encoder's zero-shot head (``--scorer model``) or with the
+stub scorer (``--scorer stub``: no encoder, the pipeline's own cost). Runs alternate in-process and Ray, ``--pairs`` pairs; the report gives texts/s (min and median per
 engine), the Ray / in-process ratio of the medians, and each run's peak RSS (the driver's; Ray's actors are
 separate processes, reported apart as the sum over the run's process tree at its largest).
 
@@ -39,10 +39,10 @@ def generate(path: Path, n: int, seed: int) -> None:
             f.write(json.dumps({"text": f"{seed}-{i} " + " ".join(rng.choice(WORDS) for _ in range(length))}) + "\n")
 
 
-def one(args: argparse.Namespace) -> None:
-    """A single run, in this process: prints one JSON line."""
+def prepare(args: argparse.Namespace) -> None:
+    """Generate the run's texts and register them as the pool, in a process of its own: prints one JSON line
+    (what adding cost: seconds and this process's peak RSS)."""
     from labelloop.pool.corpus import add_corpus
-    from labelloop.pool.scoring import STUB, ScorerSpec, score_pool
     from labelloop.serving.service import ModelService
     from labelloop.settings import LabelLoopSettings
 
@@ -51,7 +51,19 @@ def one(args: argparse.Namespace) -> None:
               '<Choice value="technical problem"/><Choice value="praise"/></Choices></View>')
     ModelService(LabelLoopSettings(home=home, push_predictions=False)).store.save_label_config(1, config)
     generate(home / "corpus.jsonl", args.texts, args.seed)
-    add_corpus(home, 1, home / "corpus.jsonl")
+    started = time.perf_counter()
+    info = add_corpus(home, 1, home / "corpus.jsonl")
+    seconds = time.perf_counter() - started
+    (home / "corpus.jsonl").unlink()
+    print(json.dumps({"added": info.texts, "add_seconds": seconds, "add_texts_per_s": info.texts / seconds,
+                      "add_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+
+
+def one(args: argparse.Namespace) -> None:
+    """A single scoring run over the pool ``prepare`` registered, in this process: prints one JSON line."""
+    from labelloop.pool.scoring import STUB, ScorerSpec, score_pool
+
+    home = Path(args.home)
     spec = (ScorerSpec(str(home), 1, kind=STUB, labels=("billing", "technical problem", "praise"))
             if args.scorer == "stub" else None)
     started = time.perf_counter()
@@ -68,27 +80,35 @@ def tree_rss_mb(pid: int) -> float:
     return sum(int(r.split()[1]) for r in out if r.split()[:1] == [str(pid)]) / 1024
 
 
+def child(args: argparse.Namespace, role: list[str], home: str, seed: int) -> tuple[dict, float]:
+    """Run this script as ``role`` in a session of its own; its JSON line and its process tree's peak RSS (MB).
+    Whatever it leaves (Ray's workers) is killed with its session."""
+    cmd = [sys.executable, __file__, *role, "--home", home, "--texts", str(args.texts), "--seed", str(seed),
+           "--scorer", args.scorer, "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+           "--cpus-per-worker", str(args.cpus_per_worker)]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    peak = 0.0
+    try:
+        while process.poll() is None:
+            peak = max(peak, tree_rss_mb(process.pid))
+            time.sleep(0.5)
+        out = process.stdout.read() if process.stdout else ""
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(role)} failed (exit {process.returncode})")
+    return json.loads(out.strip().splitlines()[-1]), peak
+
+
 def run(args: argparse.Namespace, engine: str, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as home:
-        cmd = [sys.executable, __file__, "--one", engine, "--home", home, "--texts", str(args.texts), "--seed",
-               str(seed), "--scorer", args.scorer, "--batch-size", str(args.batch_size), "--workers",
-               str(args.workers), "--cpus-per-worker", str(args.cpus_per_worker)]
-        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                 start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        peak = 0.0
-        try:
-            while child.poll() is None:
-                peak = max(peak, tree_rss_mb(child.pid))
-                time.sleep(0.5)
-            out = child.stdout.read() if child.stdout else ""
-        finally:
-            try:
-                os.killpg(child.pid, signal.SIGKILL)  # whatever it left (Ray's workers) goes with it
-            except ProcessLookupError:
-                pass
-        if child.returncode != 0:
-            raise SystemExit(f"{engine} run failed (exit {child.returncode})")
-        return {**json.loads(out.strip().splitlines()[-1]), "tree_peak_rss_mb": peak, "seed": seed}
+        added, _ = child(args, ["--prepare"], home, seed)
+        scored, peak = child(args, ["--one", engine], home, seed)
+        return {**scored, **added, "tree_peak_rss_mb": peak, "seed": seed}
 
 
 def main() -> None:
@@ -100,10 +120,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cpus-per-worker", type=float, default=0.5)
     parser.add_argument("--one", choices=("local", "ray"), help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.prepare:
+        prepare(args)
+        return
     if args.one:
         one(args)
         return
@@ -119,13 +143,17 @@ def main() -> None:
         rates = [r["texts_per_s"] for r in rows if r["engine"] == engine]
         summary[engine] = {"texts_per_s_min": min(rates), "texts_per_s_median": float(np.median(rates)),
                            "tree_peak_rss_mb_max": max(r["tree_peak_rss_mb"] for r in rows if r["engine"] == engine),
-                           "driver_peak_rss_mb_max": max(r["driver_peak_rss_mb"] for r in rows if r["engine"] == engine)}
+                           "driver_peak_rss_mb_max": max(r["driver_peak_rss_mb"] for r in rows if r["engine"] == engine),
+                           "add_texts_per_s_median": float(np.median([r["add_texts_per_s"] for r in rows])),
+                           "add_peak_rss_mb_max": max(r["add_peak_rss_mb"] for r in rows)}
     ratio = summary["ray"]["texts_per_s_median"] / summary["local"]["texts_per_s_median"]
     print(f"\n{args.texts:,} texts, scorer {args.scorer}, {args.pairs} interleaved pairs, {os.cpu_count()} CPUs")
     for engine, s in summary.items():
         print(f"  {engine:<6} {s['texts_per_s_median']:>9,.0f} texts/s median (min {s['texts_per_s_min']:,.0f}), peak RSS "
               f"{s['driver_peak_rss_mb_max']:,.0f} MB driver, {s['tree_peak_rss_mb_max']:,.0f} MB all processes")
     print(f"  Ray / in-process: {ratio:.2f}x")
+    print(f"  adding the pool (before each run, not timed above): {summary['local']['add_texts_per_s_median']:,.0f} texts/s, "
+          f"peak RSS {summary['local']['add_peak_rss_mb_max']:,.0f} MB")
     out = args.out or Path(f"benchmarks/results/pool_scoring_{args.scorer}_{args.texts}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"texts": args.texts, "scorer": args.scorer, "pairs": args.pairs,

@@ -10,11 +10,14 @@ imports. Annotations come back to the pool's ids through ``pool_id`` (:func:`lab
 
 from __future__ import annotations
 
-import random
+import hashlib
+import heapq
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from labelloop import lsclient
 from labelloop.audit import audit_rank, in_audit
@@ -51,36 +54,59 @@ def working_set(client, project_id: int) -> tuple[dict[str, int], int]:
 def choose(pool: Pool, held: set[str], need: int, *, audit_share: float, version: str | None, seed: int = 0
            ) -> tuple[list[dict], str | None]:
     """The next ``need`` texts for Label Studio, as ``{"id", "text", "confidence", "label", "audit"}``, and the
-    model version whose scores chose them (None: no scores, a random draw)."""
-    from labelloop.pool.scoring import read_scores
+    model version whose scores chose them (None: no scores, a random draw).
+
+    The pool is read shard by shard and only each shard's best candidates are kept, so memory is one shard's
+    and ``need`` rows however large the pool.
+    """
+    from labelloop.pool.scoring import scores_by_shard
 
     if need <= 0:
         return [], version
-    ids: list[str] = []
-    confidence: dict[str, float] = {}
-    label: dict[str, str] = {}
-    if version is not None:
-        scores = read_scores(pool, version)
-        ids = scores.column("id").to_pylist()
-        confidence = dict(zip(ids, scores.column("confidence").to_pylist(), strict=True))
-        label = dict(zip(ids, scores.column("label").to_pylist(), strict=True))
-    else:
-        for _, table in pool.read(("id",)):
-            ids += table.column("id").to_pylist()
-    free = [i for i in ids if i not in held]
-    is_audit = {i: in_audit(pool.project, i, audit_share) for i in free}
-    audit = sorted((i for i in free if is_audit[i]), key=lambda i: audit_rank(pool.project, i))
-    n_audit = min(len(audit), int(round(need * audit_share))) if audit_share > 0 else 0
-    picked = audit[:n_audit]
-    rest = [i for i in free if not is_audit[i]]
-    if version is None:
-        random.Random(seed).shuffle(rest)
-    else:
-        rest.sort(key=lambda i: confidence[i])
-    picked += rest[:need - len(picked)]
-    texts = pool.texts(picked)
-    return [{"id": i, "text": texts[i], "confidence": confidence.get(i), "label": label.get(i),
-             "audit": is_audit[i]} for i in picked], version
+    want_audit = int(round(need * audit_share)) if audit_share > 0 else 0
+    audit: list[tuple[float, str, float | None, str | None]] = []  # (audit rank, id, confidence, label)
+    rest: list[tuple[float, str, float | None, str | None]] = []  # (confidence or, before any scores, a random key;
+    #                                                                  id, confidence, label)
+    scored = version is not None
+    tables = scores_by_shard(pool, version) if version is not None else (table for _, table in pool.read(("id",)))
+    for table in tables:
+        ids = table.column("id").to_pylist()
+        if scored:
+            keys = table.column("confidence").to_numpy(zero_copy_only=False).astype(np.float64)
+            labels = table.column("label").to_pylist()
+        else:
+            keys = np.array([_random_key(seed, i) for i in ids], dtype=np.float64)
+            labels = [None] * len(ids)
+        free = np.array([i not in held for i in ids], dtype=bool)
+        is_audit = np.array([in_audit(pool.project, i, audit_share) for i in ids], dtype=bool)
+        if want_audit:
+            mine = np.flatnonzero(free & is_audit)
+            ranks = np.array([audit_rank(pool.project, ids[j]) for j in mine])
+            top = _smallest(ranks, want_audit)
+            audit = heapq.nsmallest(want_audit, audit + [
+                (float(ranks[k]), ids[mine[k]], float(keys[mine[k]]) if scored else None, labels[mine[k]]) for k in top])
+        others = np.flatnonzero(free & ~is_audit)
+        best = others[_smallest(keys[others], need)]
+        rest = heapq.nsmallest(need, rest + [(float(keys[j]), ids[j], float(keys[j]) if scored else None, labels[j])
+                                             for j in best])
+    picked = [(i, conf, label, True) for _, i, conf, label in audit]
+    picked += [(i, conf, label, False) for _, i, conf, label in rest[:need - len(picked)]]
+    texts = pool.texts([p[0] for p in picked])
+    return [{"id": i, "text": texts[i], "confidence": conf, "label": label, "audit": is_audit_text}
+            for i, conf, label, is_audit_text in picked], version
+
+
+def _smallest(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` smallest of ``values`` (all of them when there are fewer)."""
+    if len(values) <= k:
+        return np.arange(len(values))
+    return np.argpartition(values, k)[:k]
+
+
+def _random_key(seed: int, text_id: str) -> float:
+    """A fixed random position for a text, the order of a draw before any scores."""
+    digest = hashlib.blake2b(f"{seed}\x00{text_id}".encode(), digest_size=6).digest()
+    return int.from_bytes(digest, "big") / float(1 << 48)
 
 
 def refill(client, home: Path, project_id: int, *, size: int = 200, version: str | None = None, audit_share: float,
