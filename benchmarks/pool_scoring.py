@@ -3,9 +3,11 @@
 Each run is two processes of its own (so their peak memory is their own and nothing outlives them): one generates
 ``--texts`` texts of mixed lengths from the run's own seed and registers them as a pool (its time and memory are
 reported apart), the other scores them with the packaged encoder's zero-shot head (``--scorer model``) or with the
-stub scorer (``--scorer stub``: no encoder, the pipeline's own cost). Runs alternate in-process and Ray, ``--pairs`` pairs; the report gives texts/s (min and median per
-engine), the Ray / in-process ratio of the medians, and each run's peak RSS (the driver's; Ray's actors are
-separate processes, reported apart as the sum over the run's process tree at its largest).
+stub scorer (``--scorer stub``: no encoder, the pipeline's own cost), then chooses the next 200 texts for Label
+Studio's working set from the scores (what ``pool refill`` reads from the pool). Runs alternate in-process and Ray,
+``--pairs`` pairs; the report gives texts/s (min and median per engine), the Ray / in-process ratio of the medians,
+and each run's peak RSS (the driver's; Ray's actors are separate processes, reported apart as the sum over the
+run's process tree at its largest).
 
     python benchmarks/pool_scoring.py --texts 5000 --pairs 3 --scorer model
     python benchmarks/pool_scoring.py --texts 1000000 --pairs 3 --scorer stub
@@ -70,7 +72,16 @@ def one(args: argparse.Namespace) -> None:
     state = score_pool(home, 1, engine=args.one, spec=spec, batch_size=args.batch_size, workers=args.workers,
                        cpus_per_worker=args.cpus_per_worker)
     seconds = time.perf_counter() - started
+    # What a refill of Label Studio's working set reads from the pool: the next 200 texts by these scores.
+    from labelloop.pool.corpus import Pool
+    from labelloop.pool.working_set import choose
+
+    started = time.perf_counter()
+    rows, _ = choose(Pool(home, 1), set(), 200, audit_share=0.1, version=state.version)
+    choose_seconds = time.perf_counter() - started
+    assert len(rows) == 200
     print(json.dumps({"engine": args.one, "texts": state.scored, "seconds": seconds, "texts_per_s": state.scored / seconds,
+                      "choose_200_seconds": choose_seconds,
                       "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 
 
@@ -145,7 +156,8 @@ def main() -> None:
                            "tree_peak_rss_mb_max": max(r["tree_peak_rss_mb"] for r in rows if r["engine"] == engine),
                            "driver_peak_rss_mb_max": max(r["driver_peak_rss_mb"] for r in rows if r["engine"] == engine),
                            "add_texts_per_s_median": float(np.median([r["add_texts_per_s"] for r in rows])),
-                           "add_peak_rss_mb_max": max(r["add_peak_rss_mb"] for r in rows)}
+                           "add_peak_rss_mb_max": max(r["add_peak_rss_mb"] for r in rows),
+                           "choose_200_seconds_median": float(np.median([r["choose_200_seconds"] for r in rows]))}
     ratio = summary["ray"]["texts_per_s_median"] / summary["local"]["texts_per_s_median"]
     print(f"\n{args.texts:,} texts, scorer {args.scorer}, {args.pairs} interleaved pairs, {os.cpu_count()} CPUs")
     for engine, s in summary.items():
@@ -154,6 +166,7 @@ def main() -> None:
     print(f"  Ray / in-process: {ratio:.2f}x")
     print(f"  adding the pool (before each run, not timed above): {summary['local']['add_texts_per_s_median']:,.0f} texts/s, "
           f"peak RSS {summary['local']['add_peak_rss_mb_max']:,.0f} MB")
+    print(f"  choosing the next 200 texts for Label Studio from the scores: {summary['local']['choose_200_seconds_median']:.2f} s")
     out = args.out or Path(f"benchmarks/results/pool_scoring_{args.scorer}_{args.texts}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"texts": args.texts, "scorer": args.scorer, "pairs": args.pairs,

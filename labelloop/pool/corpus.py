@@ -154,12 +154,14 @@ def add_corpus(home: Path, project_id: int, path: str | Path, *, text_field: str
                 continue
             digest = hashlib.sha1(normalize(text).encode("utf-8"))  # content_key's, from one normalization
             key = int.from_bytes(digest.digest()[:8], "big")
-            text_id = str(given) if given is not None and str(given).strip() else digest.hexdigest()
-            if key in seen or text_id in ids_seen:
+            own_id = given is not None and str(given).strip()
+            text_id = str(given) if own_id else digest.hexdigest()
+            if key in seen or (own_id and text_id in ids_seen):
                 duplicates += 1
                 continue
             seen.add(key)
-            ids_seen.add(text_id)
+            if own_id:  # an id made from the content is unique with its text; the source's own ids must be checked
+                ids_seen.add(text_id)
             rows_ids.append(text_id)
             rows_texts.append(text)
             kept += 1
