@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from labelloop.pool.corpus import Pool
 from labelloop.pool.jobs import Job, alive, status
+from labelloop.processes import stop_groups
 
 log = logging.getLogger(__name__)
+
 
 class Rescorer:
     """Starts and stops the background re-scoring of projects' pools under ``home``."""
@@ -44,7 +44,7 @@ class Rescorer:
         if mine and mine[1].poll() is None:
             if mine[0] == version:
                 return False
-            (Job(pool, mine[0]).folder / "CANCEL").touch()  # superseded: it stops after its current batch
+            Job(pool, mine[0]).request_cancel()  # superseded: it stops after its current batch
             self._cancelled.append(mine[1])
         job = status(pool, version)
         if job and (job["state"] == "done" or alive(job)):  # finished, or run by another process (a lead's own)
@@ -76,21 +76,13 @@ class Rescorer:
     def stop(self, timeout: float = 15.0) -> None:
         """Stop every re-scoring this process started: asked to cancel (its finished shards are kept), then
         terminated, then killed, each by its own process group."""
-        live = [p for _, p in self._children.values()] + self._cancelled
         for project_id, (version, p) in self._children.items():
             if p.poll() is None:
-                (Job(Pool(self.home, project_id), version).folder / "CANCEL").touch()
-        deadline = time.monotonic() + timeout
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            while any(p.poll() is None for p in live) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            for p in live:
-                if p.poll() is None:
-                    try:
-                        os.killpg(p.pid, sig)
-                    except ProcessLookupError:
-                        pass
-            deadline = time.monotonic() + 5.0
+                Job(Pool(self.home, project_id), version).request_cancel()
+        named = {f"project {project_id}'s pool re-scoring": p for project_id, (_, p) in self._children.items()}
+        named |= {f"a superseded pool re-scoring ({k})": p for k, p in enumerate(self._cancelled)}
+        stop_groups({name: p.pid for name, p in named.items()}, timeout=timeout)
+        live = list(named.values())
         for p in live:
             try:
                 p.wait(timeout=5)

@@ -12,6 +12,7 @@ from pathlib import Path
 from labelloop._optional import require
 from labelloop.errors import LabelLoopError
 from labelloop.pool.corpus import Pool
+from labelloop.processes import alive as process_alive
 
 
 @dataclass
@@ -66,6 +67,10 @@ class Job:
     def cancelled(self) -> bool:
         return (self.folder / "CANCEL").exists()
 
+    def request_cancel(self) -> None:
+        """Ask whatever runs this job to stop after its current batch (what it finished is kept)."""
+        (self.folder / "CANCEL").touch()
+
     def write_progress(self, progress: Progress) -> None:
         progress.updated = time.time()
         tmp = self.folder / "score.json.partial"
@@ -93,15 +98,7 @@ def status(pool: Pool, version: str | None = None) -> dict | None:
 
 def alive(job: dict) -> bool:
     """Whether a job that :func:`status` says is running still has its process (on this machine)."""
-    if job.get("state") != "running" or not isinstance(job.get("pid"), int):
-        return False
-    try:
-        os.kill(job["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
+    return job.get("state") == "running" and isinstance(job.get("pid"), int) and process_alive(job["pid"])
 
 
 def describe(job: dict) -> str:
@@ -120,7 +117,5 @@ def cancel(pool: Pool) -> str | None:
     job = status(pool)
     if job is None or job["state"] != "running":
         return None
-    (Job(pool, job["version"]).folder / "CANCEL").touch()
+    Job(pool, job["version"]).request_cancel()
     return job["version"]
-
-

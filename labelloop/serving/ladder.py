@@ -22,8 +22,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +37,7 @@ from labelloop.labeling.kinds import export_value
 from labelloop.labeling.schema import ControlSpec, TaskSchema
 from labelloop.models import Features, TransformerModel, TunedHead
 from labelloop.policy import FINAL_VERDICTS, MIN_PER_LABEL, finetune_due, finetune_method
+from labelloop.processes import alive, stop_groups
 from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.predictors import ModelPredictor
 from labelloop.serving.store import Finetune, Gate, Store
@@ -61,19 +60,6 @@ def finetune_config(n_labels: int, train_file: Path, *, base_model: str = "", me
     epochs = float(min(20, max(3, math.ceil(150 * batch / max(n_labels, 1)))))
     return RunConfig(task="classification", train_file=str(train_file), base_model=base_model, method="full",
                      epochs=epochs, batch_size=batch, learning_rate=5e-5, max_length=128, save_steps=10_000)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a child of ours that ended but was not reaped yet is a zombie: not running
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _has_setfit() -> bool:
@@ -398,25 +384,14 @@ class Ladder:
 
         live = {}
         for run_id, pid in self._children.items():
-            if _alive(pid):
+            if alive(pid):
                 try:
                     cancel_run(self.runs, run_id)
                 except LabelLoopError:
                     pass  # ended meanwhile, or never registered: it still gets the signals below
                 live[run_id] = pid
         stopped = list(live)
-        deadline = time.monotonic() + timeout
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            while live and time.monotonic() < deadline:
-                live = {r: p for r, p in live.items() if _alive(p)}
-                time.sleep(0.2)
-            for run_id, pid in live.items():
-                log.info("stopping fine-tune %s (PID %d) with %s", run_id, pid, sig.name)
-                try:
-                    os.killpg(pid, sig)  # its own session: the group is the run and its workers
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + 5.0
+        stop_groups({f"fine-tune {run_id}": pid for run_id, pid in live.items()}, timeout=timeout)
         for run_id in stopped:
             try:
                 if self.runs.get(run_id).status != "succeeded":

@@ -1,0 +1,43 @@
+"""The processes this package starts in the background (fine-tunes, pool re-scoring): whether one still runs,
+and stopping them by the PIDs they were started with."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+log = logging.getLogger(__name__)
+
+
+def alive(pid: int) -> bool:
+    """Whether the process ``pid`` runs (another user's counts; a zombie, ended but not reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a child of ours that ended but was not reaped yet is a zombie: not running
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def stop_groups(pids: dict[str, int], *, timeout: float, grace: float = 5.0) -> None:
+    """Give the processes ``pids`` (what each is -> its PID; each leads a session of its own) ``timeout`` seconds
+    to end, then send each one's process group SIGTERM, then, ``grace`` seconds later, SIGKILL."""
+    live = dict(pids)
+    deadline = time.monotonic() + timeout
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        while live and time.monotonic() < deadline:
+            live = {name: pid for name, pid in live.items() if alive(pid)}
+            time.sleep(0.2)
+        for name, pid in live.items():
+            log.info("stopping %s (PID %d) with %s", name, pid, sig.name)
+            try:
+                os.killpg(pid, sig)  # its own session: the group is the process and its workers
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
