@@ -1,9 +1,9 @@
 """Publishing a model version to Label Studio, so its queue follows the model.
 
 After a training every task still open is re-scored (an annotated task keeps the predictions it was
-labelled beside: re-predicting it would change nothing annotators see), the predictions are imported in bulk
-and the project's ``model_version`` is set (Label Studio accepts that only once predictions of the version exist, so the
-order matters). Older versions' predictions beyond the newest ``keep`` are then deleted, so a project
+labelled beside: re-predicting it would change nothing annotators see), the predictions are imported in
+bulk and the project's ``model_version`` is set (Label Studio accepts that only once predictions of the
+version exist, so the order matters). Older versions' predictions beyond the newest ``keep`` are then deleted, so a project
 does not collect a full set per retrain. Calls use short timeouts; a publish that fails is recorded and
 retried with back-off until Label Studio answers, and a newer version replaces an older one still owed.
 """
@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -33,6 +34,13 @@ RETRY_WAITS = (5.0, 15.0, 60.0, 300.0)
 PUBLISH_LEASE = 600.0
 
 
+class QueueOrder(Protocol):
+    """Queue scores for a project's open tasks from their confidences (``cold``: none is labelled yet)."""
+
+    def __call__(self, project_id: int, ids: list[int], data: list[dict], scores: np.ndarray, *,
+                 cold: bool) -> np.ndarray: ...
+
+
 class Publisher:
     """Pushes versions of the store's projects to Label Studio.
 
@@ -42,7 +50,7 @@ class Publisher:
     """
 
     def __init__(self, store: Store, clients: Clients, predict: Callable[[int, list[dict]], list[dict]],
-                 queue_order: Callable[..., np.ndarray], *,
+                 queue_order: QueueOrder, *,
                  keep: int = 3, metrics: Metrics | None = None, current: Callable[[int], str] | None = None,
                  rescorer: Rescorer | None = None) -> None:
         self.store = store

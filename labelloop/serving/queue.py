@@ -10,24 +10,19 @@ import numpy as np
 from labelloop.selection import cluster_then_pick, kcenter_greedy, queue_scores
 
 
-def queue_order(texts: list[str], labeled: np.ndarray, scores: np.ndarray, embed: Callable[[list[str]], np.ndarray],
-                *, batch: int, diversity: str, cold: bool | None = None) -> np.ndarray:
-    """Task scores for Label Studio's ascending queue, shape (n_tasks,).
+def queue_order(texts: list[str], scores: np.ndarray, embed: Callable[[list[str]], np.ndarray], *, batch: int,
+                diversity: str, cold: bool) -> np.ndarray:
+    """Scores for Label Studio's ascending queue of a project's open tasks (``texts``), shape (n_tasks,).
 
-    Before any label, the ``batch`` unlabeled tasks that best cover the embedding space go first (cold
-    start). After, with ``diversity="cluster"``, the least confident task of each of ``batch`` clusters
-    goes first. The batch keeps scores proportional to its confidences. ``cold`` says whether the project has
-    no label yet, where the tasks given are only its open ones (default: none of ``labeled`` is set).
+    While the project has no label yet (``cold``), the ``batch`` tasks that best cover the embedding space go
+    first. After, with ``diversity="cluster"``, the least confident task of each of ``batch`` clusters goes
+    first. The batch keeps scores proportional to its confidences.
     """
-    unlabeled = np.flatnonzero(~labeled)
-    cold = not labeled.any() if cold is None else cold
-    if batch == 0 or len(unlabeled) <= batch or not (cold or diversity == "cluster"):
+    if batch == 0 or len(texts) <= batch or not (cold or diversity == "cluster"):
         return scores
-    x = embed([texts[i] for i in unlabeled])
-    picked = kcenter_greedy(x, batch) if cold else cluster_then_pick(scores[unlabeled], x, batch)
-    out = scores.copy()
-    out[unlabeled] = queue_scores(scores[unlabeled], picked)
-    return out
+    x = embed(texts)
+    picked = kcenter_greedy(x, batch) if cold else cluster_then_pick(scores, x, batch)
+    return queue_scores(scores, picked)
 
 
 def place_audit(scores: np.ndarray, labeled: np.ndarray, audit: np.ndarray, rank: np.ndarray, share: float,

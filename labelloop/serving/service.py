@@ -312,15 +312,15 @@ class ModelService:
         audit split's tasks spread through it and those an open gate needs in front
         (:func:`labelloop.serving.queue.place_audit`)."""
         key = self.schema(project_id).controls[0].value_key
-        labeled = np.zeros(len(ids), dtype=bool)
-        ordered = queue_order([str(d.get(key, "")) for d in data], labeled, scores, self.features.embed,
+        ordered = queue_order([str(d.get(key, "")) for d in data], scores, self.features.embed,
                               batch=self.settings.queue_batch, diversity=self.settings.diversity, cold=cold)
         share = self.settings.audit_share
         keys = [audit_key(i, d) for i, d in zip(ids, data, strict=True)]
         audit = np.array([in_audit(project_id, k, share) for k in keys], dtype=bool)
         rank = np.array([audit_rank(project_id, k if k is not None else i) for k, i in zip(keys, ids, strict=True)])
         front = set(self.ladder.serve_first(project_id))
-        return place_audit(ordered, labeled, audit, rank, share, first=np.array([i in front for i in ids], dtype=bool))
+        return place_audit(ordered, np.zeros(len(ids), dtype=bool), audit, rank, share,
+                           first=np.array([i in front for i in ids], dtype=bool))
 
     def llm_usage(self) -> dict[str, int] | None:
         """Tokens and requests the LLM has spent in this process; None if it was never used."""
