@@ -23,6 +23,7 @@ from labelloop import lsclient
 from labelloop.dedup import NearDuplicateIndex, content_key
 from labelloop.errors import ConfigError, LabelLoopError, LabelStudioError, LabelStudioUnavailableError
 from labelloop.jsonl import iter_jsonl
+from labelloop.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,9 @@ def preannotate(client, project_id: int, predictor: Predictor, *, only_unlabeled
     version = predictor.model_version(project_id, project.label_config)
     report = PreannotateReport(version)
     filters = [lsclient.UNLABELED] if only_unlabeled else None
+    # A restarting Label Studio is down for tens of seconds (migrations, workers): waits of 2, 4, 8, 16, 30 s
+    # give it about a minute in all before the run reports it gone.
+    resume_waits = iter(Retry(attempts=max_restarts + 1, base=2.0, cap=30.0, jitter=0.0).waits())
     with tqdm(desc=f"pre-annotating ({version})", unit="task", disable=not progress,
               total=None if only_unlabeled else project.task_number) as bar:
         while True:
@@ -205,8 +209,9 @@ def preannotate(client, project_id: int, predictor: Predictor, *, only_unlabeled
                 if report.restarts >= max_restarts:
                     raise
                 report.restarts += 1
-                log.warning("Label Studio went away (%s); resuming from what it has stored", e)
-                time.sleep(2.0)
+                wait = next(resume_waits)
+                log.warning("Label Studio went away (%s); resuming from what it has stored in %.0fs", e, wait)
+                time.sleep(wait)
     if set_version and (report.stored or report.already_done):
         lsclient.set_model_version(client, project_id, version)
     report.seconds = time.perf_counter() - started

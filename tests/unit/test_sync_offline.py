@@ -277,3 +277,47 @@ def test_a_refused_connection_names_the_address_it_tried():
     client = make_client(f"http://127.0.0.1:{port}", "token", timeout=5)
     with pytest.raises(LabelStudioUnavailableError, match=f"did not answer at http://127.0.0.1:{port}"):
         call("listing projects", client.projects.list, retry=None)
+
+
+def test_preannotate_resumes_after_label_studio_goes_away_with_growing_waits(monkeypatch):
+    """Pushes fail while Label Studio is down; the run resumes from what it has stored, nothing twice."""
+    from types import SimpleNamespace
+
+    from labelloop import sync
+
+    stored: dict[int, int] = {}
+    downs = iter([True, True, False, True])  # per push: down, down, up, down, then up for good
+    waits: list[float] = []
+
+    def push(client, project_id, rows, *, chunk):
+        if next(downs, False):
+            raise LabelStudioUnavailableError("Label Studio at http://127.0.0.1:8080 did not answer")
+        for row in rows:
+            stored[row["task"]] = stored.get(row["task"], 0) + 1
+        return len(rows)
+
+    def tasks(client, project_id, **kwargs):
+        return (SimpleNamespace(id=i, data={"text": f"text {i}"}) for i in range(1, 31))
+
+    class Predictor:
+        def model_version(self, project_id, label_config):
+            return "v1"
+
+        def predict(self, batch, project_id, label_config):
+            return [{"result": [], "score": 0.5, "model_version": "v1"} for _ in batch]
+
+    monkeypatch.setattr(sync.lsclient, "push_predictions", push)
+    monkeypatch.setattr(sync.lsclient, "iter_tasks", tasks)
+    monkeypatch.setattr(sync.lsclient, "task_ids_with_version", lambda c, p, v: set(stored))
+    monkeypatch.setattr(sync.lsclient, "set_model_version", lambda c, p, v: None)
+    monkeypatch.setattr(sync.time, "sleep", waits.append)
+    project = SimpleNamespace(label_config="<View/>", task_number=30)
+    client = SimpleNamespace(projects=SimpleNamespace(get=lambda id: project))
+    report = sync.preannotate(client, 1, Predictor(), batch_size=5, chunk=10, progress=False)
+    assert stored == {i: 1 for i in range(1, 31)} and report.restarts == 3
+    assert waits == [2.0, 4.0, 8.0]
+
+    downs = iter([True] * 10)
+    stored.clear()
+    with pytest.raises(LabelStudioUnavailableError):
+        sync.preannotate(client, 1, Predictor(), batch_size=5, chunk=10, progress=False, max_restarts=2)
