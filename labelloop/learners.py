@@ -200,6 +200,7 @@ class _SimulatedGate:
     state: str = "open"
     counted: set[int] = field(default_factory=set)  # audit items whose labels the promotion used
     seen: int = -1
+    judged: set[int] | None = None  # labelled audit items at the last verdict; None: not judged yet
 
 
 @dataclass
@@ -257,30 +258,45 @@ class LadderLearner:
         return _head_predict(ChoicesModel.from_classifier(model).fit(features[train], pool.y[train]), features)
 
     def _judge(self, labeled: np.ndarray, train: np.ndarray, audit: np.ndarray) -> Predict | None:
-        """The gate's verdict on the open challenger (or the rollback watch); a new champion when it changes."""
+        """The gate's verdict on the open challenger (or the rollback watch); a new champion when it changes.
+
+        The backend judges after every annotation, and serves the disagreements in a random order: so the
+        disagreement labels of a batch that came after the last verdict are judged one at a time in that order,
+        and the first verdict stands (labels the batch brought past it count for the rollback watch)."""
         gate = self._gate
         assert gate is not None
         watch = gate.state == "watch"
-        done = set(audit.tolist())
-        known = np.array([i in done and not (watch and i in gate.counted) for i in gate.audit_ids], dtype=bool)
-        gold = self.pool.y[gate.audit_ids]
         disagree = gate.champion != gate.challenger
-        evidence = decide(gate.champion[known] == gold[known], gate.challenger[known] == gold[known], disagree[known],
-                          p_disagree=float(disagree.mean()) if len(disagree) else 0.0, frame=len(gate.audit_ids),
-                          disagreements=int(disagree.sum()),
-                          remaining=int((disagree & ~np.isin(gate.audit_ids, audit)).sum()),
-                          champion_version="serving", challenger_version=f"fine-tune@{gate.size}",
-                          alpha=self.gate.alpha, min_gain=self.gate.min_gain, budget=self.gate.budget,
-                          direction="rollback" if watch else "promote")
+        labelled = np.isin(gate.audit_ids, audit)
+        usable = labelled & ~np.isin(gate.audit_ids, list(gate.counted) if watch else [])
+        steps = [usable]
+        if gate.judged is not None:
+            new = usable & disagree & ~np.isin(gate.audit_ids, list(gate.judged))
+            order = np.flatnonzero(new)[np.argsort(self._rank[gate.audit_ids[new]], kind="stable")]
+            before = usable & ~new
+            steps = []
+            for position in order:
+                before = before.copy()
+                before[position] = True
+                steps.append(before)
+            steps = steps or [usable]
+        for known in steps:
+            evidence = self._evidence(gate, known, disagree, watch, unlabelled=~(known | (labelled & ~usable)))
+            if evidence.verdict != "hold":
+                break
+        gate.judged = set(gate.audit_ids[known].tolist())
+        unused = int((usable & ~known).sum())  # labels of this batch that came after the verdict
+        at = len(labeled) - unused
         if evidence.verdict == "hold":
             if evidence.labels != gate.seen and gate.seen < 0:
-                self.events.append(LadderEvent(len(labeled), "hold", evidence.reason, evidence.to_dict()))
+                self.events.append(LadderEvent(at, "hold", evidence.reason, evidence.to_dict()))
             gate.seen = evidence.labels
             return None
-        self.events.append(LadderEvent(len(labeled), evidence.verdict, evidence.reason,
-                                       {**evidence.to_dict(), "labels_since_ready": len(labeled) - gate.opened_at}))
+        self.events.append(LadderEvent(at, evidence.verdict, evidence.reason,
+                                       {**evidence.to_dict(), "labels_since_ready": at - gate.opened_at}))
         if evidence.verdict == "promote":
-            gate.state, gate.counted = "watch", set(audit.tolist())
+            gate.state = "watch"
+            gate.counted = gate.judged = set(gate.audit_ids[known].tolist())
             features = gate.model.features(self.pool.texts)
             self._tuned = (gate.model, features)
             return self._champion(train)
@@ -289,6 +305,17 @@ class LadderLearner:
             self._tuned = None
             return self._champion(train)
         return None
+
+    def _evidence(self, gate: _SimulatedGate, known: np.ndarray, disagree: np.ndarray, watch: bool,
+                  unlabelled: np.ndarray):
+        """:func:`labelloop.gate.decide` on the audit items ``known`` (masks over the gate's frame)."""
+        gold = self.pool.y[gate.audit_ids]
+        return decide(gate.champion[known] == gold[known], gate.challenger[known] == gold[known], disagree[known],
+                      p_disagree=float(disagree.mean()) if len(disagree) else 0.0, frame=len(gate.audit_ids),
+                      disagreements=int(disagree.sum()), remaining=int((disagree & unlabelled).sum()),
+                      champion_version="serving", challenger_version=f"fine-tune@{gate.size}",
+                      alpha=self.gate.alpha, min_gain=self.gate.min_gain, budget=self.gate.budget,
+                      direction="rollback" if watch else "promote")
 
 
 def make_learner(name: str, pool: Pool, rng: np.random.Generator, *, audit_share: float = 0.1,

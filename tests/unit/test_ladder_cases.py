@@ -154,3 +154,37 @@ def test_the_simulated_gate_reaches_the_tables_verdict(items, watch, verdict):
         pass
     reached = learner.events[-1].what if learner.events else "hold"
     assert reached == verdict, learner.events[-1].detail if learner.events else ""
+
+
+def _opened(n_disagree: int, n_agree: int, challenger_right: bool):
+    """A simulated gate that opened before any of its audit items were labelled: ``n_disagree`` items where the
+    two models differ (the challenger right, or both wrong) and ``n_agree`` where they agree."""
+    gold = [0] * (n_disagree + n_agree) + [0, 1, 2]
+    audit = np.arange(len(gold)) < n_disagree + n_agree
+    learner = LadderLearner(pool(gold), audit, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40))
+    challenger = [0 if challenger_right else 2] * n_disagree + [0] * n_agree
+    learner._gate = _SimulatedGate(StandIn(), 10, np.flatnonzero(audit), np.array([1] * n_disagree + [0] * n_agree),
+                                   np.array(challenger), opened_at=0, judged=set())
+    return learner, np.flatnonzero(audit)
+
+
+def test_a_batch_of_labels_is_judged_one_label_at_a_time_as_the_backend_does():
+    from labelloop.gate import wealth
+
+    learner, labelled = _opened(60, 20, challenger_right=True)
+    try:  # all 60 disagreements and the 20 agreements labelled in one batch
+        learner._judge(labelled, np.array([80, 81, 82]), labelled)
+    except Promoted:
+        pass
+    first = next(k for k in range(1, 61) if wealth(np.ones(k)) >= 20)
+    event = learner.events[-1]
+    assert event.what == "promote" and event.evidence["labels"] == first < 60
+    assert event.labels == len(labelled) - (60 - first)  # the labels that came after the verdict are not its
+    assert len(learner._gate.counted) == 20 + first  # ...they are the rollback watch's
+
+
+def test_a_batch_never_spends_more_than_the_gates_budget():
+    learner, labelled = _opened(60, 0, challenger_right=False)  # both wrong: no evidence either way
+    learner._judge(labelled, np.array([60, 61, 62]), labelled)
+    event = learner.events[-1]
+    assert event.what == "refuse" and event.evidence["labels"] == 40, event.evidence
