@@ -8,6 +8,7 @@ import os
 import sys
 
 from labelloop.errors import LabelLoopError
+from labelloop.processes import stop_like_ctrl_c
 from labelloop.settings import PREDICTORS, forwarded
 
 
@@ -826,10 +827,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Tokens travel in request headers: keep HTTP client logs quiet.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    stop_like_ctrl_c()  # stopped by SIGTERM, a command still stops what it started (fine-tunes, servers)
     try:
         args.func(args)
     except LabelLoopError as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

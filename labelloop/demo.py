@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from labelloop import lsclient, sync
 from labelloop.auth import hash_password
 from labelloop.errors import ConfigError, LabelStudioError
 from labelloop.localstudio import LocalLabelStudio, wait_healthy
+from labelloop.processes import stop_like_ctrl_c
 from labelloop.settings import LabelLoopSettings
 
 log = logging.getLogger(__name__)
@@ -217,20 +217,11 @@ def demo_env(settings: LabelLoopSettings) -> str:
     return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in values.items())
 
 
-def _stop_on_sigterm() -> None:
-    """A SIGTERM (kill, timeout, systemd, docker stop) stops the demo like Ctrl-C does: children included."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
-
-
 def run_demo(settings: LabelLoopSettings, *, ls_port: int = 8080, backend_port: int = 9090,
              dashboard_port: int = 8501, wait: bool = True) -> dict:
     """Bring the demo up; with ``wait`` keep it running until interrupted. Returns its addresses."""
     check_ports_free({"Label Studio": ls_port, "the backend": backend_port, "the dashboard": dashboard_port})
-    _stop_on_sigterm()
+    stop_like_ctrl_c()
     root = settings.home / "demo"
     creds = DemoCredentials.load_or_create(root / "credentials.json")
     print(f"Starting Label Studio on 127.0.0.1:{ls_port} (first start migrates its database, ~1 min)...", flush=True)

@@ -1,11 +1,12 @@
 """The processes this package starts in the background (fine-tunes, pool re-scoring): whether one still runs,
-and stopping them by the PIDs they were started with."""
+stopping them by the PIDs they were started with, and stopping a command's own children when it is stopped."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import threading
 import time
 
 log = logging.getLogger(__name__)
@@ -41,3 +42,13 @@ def stop_groups(pids: dict[str, int], *, timeout: float, grace: float = 5.0) -> 
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + grace
+
+
+def stop_like_ctrl_c() -> None:
+    """Make SIGTERM (kill, timeout, systemd, docker stop) stop this process as Ctrl-C does: ``finally`` blocks
+    run, so a child started with :func:`subprocess.run` is killed with it and temporary folders are removed."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
