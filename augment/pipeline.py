@@ -142,22 +142,15 @@ def augment_records(records: Sequence[dict], augmenters: Sequence[Augmenter], *,
 
 def variant_tasks(variants: Sequence[dict], label_config: str, *, model_version: str = "augmentation") -> list[dict]:
     """Label Studio tasks for variants: data marked as augmented (with provenance), the label as a prediction."""
+    from labelloop.labeling.kinds import kind_of
     from labelloop.labeling.schema import find_control
 
     control = find_control(label_config)
-    to_name = control.to_name
     tasks = []
     for v in variants:
         prov = v["provenance"]
         data = {control.value_key: v["text"], "augmented": True, "augmentation_source": prov["source"],
                 "augmentation_method": prov["method"]}
-        if control.kind == "choices":
-            choices = v["labels"] if "labels" in v else [v["label"]]
-            result = [{"from_name": control.from_name, "to_name": to_name, "type": "choices",
-                       "value": {"choices": list(choices)}}]
-        else:
-            result = [{"id": f"aug{k}", "from_name": control.from_name, "to_name": to_name, "type": "labels",
-                       "value": {"start": s["start"], "end": s["end"], "text": v["text"][s["start"] : s["end"]],
-                                 "labels": [s["label"]]}} for k, s in enumerate(v.get("spans", []))]
+        result = kind_of(control).regions_for(control, v)
         tasks.append({"data": data, "predictions": [{"model_version": model_version, "result": result}]})
     return tasks

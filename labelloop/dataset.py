@@ -20,7 +20,6 @@ instead, for data that never went through the backend.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import time
 from collections import Counter
@@ -37,10 +36,8 @@ from labelloop.config import ConfigMixin
 from labelloop.dedup import content_key, duplicate_groups
 from labelloop.errors import AnnotationError, ConfigError, MissingExtraError
 from labelloop.jsonl import write_jsonl
-from labelloop.labeling.kinds import answer_of, export_value
+from labelloop.labeling.kinds import answer_of, export_value, kind_of
 from labelloop.labeling.schema import ControlSpec, find_control
-from labelloop.spans import Span
-from labelloop.wordtags import tags_of_words, words_of
 
 Policy = Literal["any", "ground_truth", "agreement", "reviewed"]
 
@@ -115,26 +112,14 @@ def resolve(annotations: list[dict], control: ControlSpec, config: ExportConfig)
 
 
 def _record(text: str, value, control: ControlSpec) -> dict:
-    if control.kind in ("choices", "taxonomy"):
-        return {"text": text, "labels": list(value)} if control.multiple else {"text": text, "label": value}
-    if control.kind == "labels":
-        return {"text": text, "spans": [{"start": s, "end": e, "label": label} for s, e, label in value]}
-    if control.kind == "relations":
-        spans, links = value
-        return {"text": text, "spans": [{"start": s, "end": e, "label": label} for s, e, label in spans],
-                "relations": [{"from": i, "to": j, "label": label} for i, j, label in links]}
-    if control.kind == "tags":
-        words = words_of(text)
-        return {"text": text, "tokens": [text[a:b] for a, b in words],
-                "tags": tags_of_words(words, [Span(s, e, label) for s, e, label in value])}
-    return {"prompt": text, "response": value}
+    return kind_of(control).record(control, text, value)
 
 
 def agreement_stats(tasks: list[dict], control: ControlSpec) -> dict:
-    """Agreement among tasks with two or more annotations: full-agreement share, pairwise agreement and,
-    for single-choice labels, Fleiss' kappa (with varying raters per task). Word tags add the share of words
-    two annotators tag alike, relations the F1 of one annotator's links against another's: a sentence or a
-    text matched whole is rare there."""
+    """Agreement among tasks with two or more annotations: full-agreement share, pairwise agreement and the
+    kind's own measures (:meth:`~labelloop.labeling.kinds.ControlKind.agreement`): Fleiss' kappa for
+    single-label classification, the share of words tagged alike for word tags, link F1 for relations (a
+    sentence or a text matched whole is rare there)."""
     multi, texts = [], []
     for task in tasks:
         values = [annotation_value(a.get("result") or [], control) for a in task.get("annotations") or []
@@ -149,27 +134,7 @@ def agreement_stats(tasks: list[dict], control: ControlSpec) -> dict:
     out["full_agreement"] = float(np.mean([len(set(v)) == 1 for v in multi]))
     pair = [sum(c * (c - 1) for c in Counter(v).values()) / (len(v) * (len(v) - 1)) for v in multi]
     out["pairwise_agreement"] = float(np.mean(pair))
-    if control.kind == "choices" and not control.multiple:
-        totals = Counter(x for v in multi for x in v)
-        p_j = np.array(list(totals.values()), dtype=float) / sum(totals.values())
-        p_e = float((p_j**2).sum())
-        out["fleiss_kappa"] = float((np.mean(pair) - p_e) / (1 - p_e)) if p_e < 1 else 1.0
-    if control.kind == "tags":
-        same = both = 0
-        for text, values in zip(texts, multi, strict=True):
-            words = words_of(text)
-            tagged = [tags_of_words(words, [Span(*s) for s in v]) for v in values]
-            for first, second in itertools.combinations(tagged, 2):
-                pairs = [(x, y) for x, y in zip(first, second, strict=True) if x is not None and y is not None]
-                same, both = same + sum(x == y for x, y in pairs), both + len(pairs)
-        out["word_agreement"] = same / both if both else None
-    if control.kind == "relations":
-        scores = []
-        for values in multi:
-            links = [{(v[0][i][:2], v[0][j][:2], label) for i, j, label in v[1]} for v in values]
-            for a, b in itertools.combinations(links, 2):
-                scores.append(2 * len(a & b) / (len(a) + len(b)) if a or b else 1.0)
-        out["link_f1"] = float(np.mean(scores))
+    out.update(kind_of(control).agreement(control, texts, multi))
     return out
 
 

@@ -21,6 +21,7 @@ from labelloop import lsclient
 from labelloop._optional import require
 from labelloop.dataset import ExportConfig, annotation_value, build_dataset
 from labelloop.dedup import duplicate_groups
+from labelloop.labeling.kinds import kind_of
 from labelloop.labeling.schema import ControlSpec, find_control
 
 
@@ -78,6 +79,7 @@ def progress(tasks: list[dict], control: ControlSpec, annotators: dict | None = 
     live annotation (an entity type once per span).
     """
     annotators = annotators or {}
+    kind = kind_of(control)
     per_day: Counter = Counter()
     per_hour: Counter = Counter()
     labels: Counter = Counter()
@@ -96,16 +98,7 @@ def progress(tasks: list[dict], control: ControlSpec, annotators: dict | None = 
             value = annotation_value(ann.get("result") or [], control)
             if value is None:
                 continue
-            if control.kind in ("labels", "tags"):
-                labels.update(span[2] for span in value)
-            elif control.kind == "relations":
-                labels.update(link[2] for link in value[1])
-            elif control.kind == "choices" and control.multiple:
-                labels.update(value)
-            elif control.kind == "choices":
-                labels[value] += 1
-            else:
-                labels["response"] += 1
+            labels.update(kind.labels_in(control, value))
     days, hours = _cumulative(per_day), _cumulative(per_hour)
     people = []
     for name, anns in sorted(by_person.items(), key=lambda kv: -len(kv[1])):
@@ -227,7 +220,7 @@ def label_issue_candidates(tasks: list[dict], label_config: str, encoder, *, fol
     from labelloop.models import ChoicesModel
 
     control = find_control(label_config)
-    if control.kind != "choices" or control.multiple:
+    if not kind_of(control).single_label(control):
         return []
     train, test, _, _ = build_dataset(tasks, label_config, ExportConfig(test_fraction=0.0))
     records = train + test

@@ -1,26 +1,33 @@
 """Label Studio's control kinds: one class each, and the :data:`KINDS` registry.
 
-A kind knows three things about its control and nothing about serving:
+A kind knows everything about its control and nothing about serving:
 
-- its **answer** in an annotation (``answer``: the chosen labels, the taxonomy paths, the spans or the
-  text; a malformed value raises :class:`~labelloop.errors.AnnotationError`),
+- its **tag** in a labeling config (``matches``) and the classes it offers (``read_labels``),
+- its **answer** in an annotation (``answer``: the chosen labels, the taxonomy paths, the spans, the rating or
+  the text; a malformed value raises :class:`~labelloop.errors.AnnotationError`),
 - its **training target** and how a model for it is fitted (``fit``, through a :class:`Learner`),
 - its **result region** (``predict``: asks a :class:`Source` for probabilities, spans or drafts and
-  formats Label Studio results with a confidence per task).
+  formats Label Studio results with a confidence per task; ``regions_for`` writes a dataset row back),
+- its **dataset row**, the labels a row carries and how annotators' agreement is measured on it
+  (``record``, ``labels_in``, ``agreement``), and whether it is single-label classification
+  (``single_label``: what learning curves, the gate, weak labels and label-error search measure).
 
-Adding a control kind is one class here plus its tag in :data:`labelloop.labeling.schema.TAGS`.
+Adding a control kind is one class here, registered in :data:`KINDS`.
 """
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from labelloop.errors import AnnotationError, ConfigError
-from labelloop.labeling.schema import PATH_SEPARATOR, ControlSpec
+from labelloop.errors import AnnotationError, ConfigError, UnsupportedConfigError
+from labelloop.labeling.spec import PATH_SEPARATOR, ControlSpec
 from labelloop.relations import Link, Links
 from labelloop.spans import Span
 from labelloop.uncertainty import confidence
@@ -95,6 +102,42 @@ class ControlKind:
     result_type: ClassVar[str]
     trainable: ClassVar[bool] = True
     finetune_tasks: ClassVar[tuple[str, ...]] = ()  # fine-tuning tasks whose models can serve this kind
+    needs_labels: ClassVar[bool] = True  # a config whose control offers no class is refused
+
+    def matches(self, tag: str, attrs: Mapping[str, Any]) -> bool:
+        """Whether a control over ``<Text>`` with this XML ``tag`` and attributes is of this kind."""
+        return tag == self.tag
+
+    def read_labels(self, control: Any, element: Callable[[], Any]) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+        """The classes of the SDK's ``control`` and, for a tree, their paths (``element()`` gives its XML
+        element). Raises :class:`UnsupportedConfigError` when the control's attributes can't be served."""
+        return tuple(control.labels), ()
+
+    def multiple(self, attrs: Mapping[str, Any]) -> bool:
+        """Whether the control takes several of its classes at once."""
+        return False
+
+    def single_label(self, spec: ControlSpec) -> bool:
+        """Whether an answer is exactly one of ``spec.labels``: single-label classification, the task that
+        learning curves, the promotion gate, weak labels and label-error search measure accuracy on."""
+        return False
+
+    def record(self, spec: ControlSpec, text: str, value: Any) -> dict:
+        """The dataset row for one text and its exported answer (:meth:`export`)."""
+        return {"prompt": text, "response": value}
+
+    def labels_in(self, spec: ControlSpec, value: Any) -> list[str]:
+        """The labels an exported answer uses, for counting what annotators chose."""
+        return ["response"]
+
+    def agreement(self, spec: ControlSpec, texts: list[str], values: list[list[Any]]) -> dict:
+        """Agreement measures beyond whole-answer matching, over tasks with two or more exported answers
+        (``values``, one list per task, ``texts`` their texts)."""
+        return {}
+
+    def regions_for(self, spec: ControlSpec, record: dict) -> list[dict]:
+        """Label Studio result regions stating a dataset ``record`` (augmented texts arrive as predictions)."""
+        raise ConfigError(f"<{self.tag}> answers can't be written back from a dataset row")
 
     def answer(self, spec: ControlSpec, values: list[dict]) -> Any | None:
         """The answer that an annotation's result ``values`` (this control's ``value`` dicts) give, or None."""
@@ -185,6 +228,32 @@ class ClassificationKind(ControlKind):
     def self_trains(self, spec: ControlSpec) -> bool:
         return not spec.multiple
 
+    def single_label(self, spec: ControlSpec) -> bool:
+        return not spec.multiple
+
+    def record(self, spec: ControlSpec, text: str, value: Any) -> dict:
+        return {"text": text, "labels": list(value)} if spec.multiple else {"text": text, "label": value}
+
+    def labels_in(self, spec: ControlSpec, value: Any) -> list[str]:
+        return list(value) if spec.multiple else [value]
+
+    def agreement(self, spec: ControlSpec, texts: list[str], values: list[list[Any]]) -> dict:
+        """Fleiss' kappa for single-label classification, with the number of raters varying per task."""
+        if spec.multiple:
+            return {}
+        pair = np.mean([sum(c * (c - 1) for c in Counter(v).values()) / (len(v) * (len(v) - 1)) for v in values])
+        totals = Counter(x for v in values for x in v)
+        p_j = np.array(list(totals.values()), dtype=float) / sum(totals.values())
+        p_e = float((p_j**2).sum())
+        return {"fleiss_kappa": float((pair - p_e) / (1 - p_e)) if p_e < 1 else 1.0}
+
+    def regions_for(self, spec: ControlSpec, record: dict) -> list[dict]:
+        chosen = record["labels"] if spec.multiple else [record["label"]]
+        unknown = [c for c in chosen if c not in spec.labels]
+        if unknown:
+            raise ConfigError(f"{spec.from_name}: {unknown} are not labels of this control ({list(spec.labels)})")
+        return [self.region(spec, self.value(spec, [spec.labels.index(c) for c in chosen]), None)]
+
     def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
                 regions: list[list[dict]] | None = None) -> list[Prediction] | None:
         probs = source.class_probs(spec, texts)
@@ -231,6 +300,9 @@ class ChoicesKind(ClassificationKind):
     def serves_task(self, spec: ControlSpec, task: str) -> bool:
         return task == ("multi-label" if spec.multiple else "classification")
 
+    def multiple(self, attrs: Mapping[str, Any]) -> bool:
+        return attrs.get("choice") == "multiple"
+
 
 class TaxonomyKind(ClassificationKind):
     """``<Taxonomy>``: a path through a tree of choices. The model picks one node's path.
@@ -243,6 +315,22 @@ class TaxonomyKind(ClassificationKind):
     tag = "Taxonomy"
     result_type = "taxonomy"
     finetune_tasks = ("classification",)
+
+    def read_labels(self, control: Any, element: Callable[[], Any]) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+        """Every node as the path of ``<Choice>`` values from the root, depth first."""
+        paths: list[tuple[str, ...]] = []
+
+        def walk(node: Any, prefix: tuple[str, ...]) -> None:
+            for child in node:
+                if getattr(child, "tag", None) != "Choice":
+                    continue
+                value = child.get("value") or child.get("alias")
+                if value:
+                    paths.append((*prefix, value))
+                    walk(child, (*prefix, value))
+
+        walk(element(), ())
+        return tuple(PATH_SEPARATOR.join(p) for p in paths), tuple(paths)
 
     def answer(self, spec: ControlSpec, values: list[dict]) -> list[tuple[str, ...]] | None:
         paths = []
@@ -283,8 +371,24 @@ class LabelsKind(ControlKind):
             spans.append(Span(start, end, labels[0]))
         return spans  # no spans is an answer too: the text has no entity
 
+    def matches(self, tag: str, attrs: Mapping[str, Any]) -> bool:
+        return tag == self.tag and not _dense(attrs)
+
     def export(self, spec: ControlSpec, answer: list[Span]) -> tuple:
         return tuple(sorted((s.start, s.end, s.label) for s in answer))
+
+    def record(self, spec: ControlSpec, text: str, value: Any) -> dict:
+        return {"text": text, "spans": [{"start": s, "end": e, "label": label} for s, e, label in value]}
+
+    def labels_in(self, spec: ControlSpec, value: Any) -> list[str]:
+        return [label for _, _, label in value]
+
+    def regions_for(self, spec: ControlSpec, record: dict) -> list[dict]:
+        text = record["text"]
+        return [{"id": f"{spec.from_name}-{k}", **self.region(spec, {"start": s["start"], "end": s["end"],
+                                                                     "text": text[s["start"]:s["end"]],
+                                                                     "labels": [s["label"]]}, None)}
+                for k, s in enumerate(record.get("spans", []))]
 
     def dense(self, spec: ControlSpec, texts: list[str], answers: list[Any]) -> bool:
         """Whether the annotators tag every word rather than a few mentions (:func:`labelloop.wordtags.is_dense`)."""
@@ -337,8 +441,31 @@ class WordTagsKind(LabelsKind):
     name = "tags"
     finetune_tasks: ClassVar[tuple[str, ...]] = ()
 
+    def matches(self, tag: str, attrs: Mapping[str, Any]) -> bool:
+        return tag == self.tag and _dense(attrs)
+
     def dense(self, spec: ControlSpec, texts: list[str], answers: list[Any]) -> bool:
         return True
+
+    def record(self, spec: ControlSpec, text: str, value: Any) -> dict:
+        from labelloop.wordtags import tags_of_words, words_of
+
+        words = words_of(text)
+        return {"text": text, "tokens": [text[a:b] for a, b in words],
+                "tags": tags_of_words(words, [Span(s, e, label) for s, e, label in value])}
+
+    def agreement(self, spec: ControlSpec, texts: list[str], values: list[list[Any]]) -> dict:
+        """The share of words two annotators tag alike (a sentence tagged whole alike is rare)."""
+        from labelloop.wordtags import tags_of_words, words_of
+
+        same = both = 0
+        for text, answers in zip(texts, values, strict=True):
+            words = words_of(text)
+            tagged = [tags_of_words(words, [Span(*s) for s in v]) for v in answers]
+            for first, second in itertools.combinations(tagged, 2):
+                pairs = [(x, y) for x, y in zip(first, second, strict=True) if x is not None and y is not None]
+                same, both = same + sum(x == y for x, y in pairs), both + len(pairs)
+        return {"word_agreement": same / both if both else None}
 
     def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
                 regions: list[list[dict]] | None = None) -> list[Prediction] | None:
@@ -398,8 +525,28 @@ class RelationsKind(ControlKind):
             links.append((j, i, label) if item.get("direction") == "left" else (i, j, label))
         return Links(tuple(spans), tuple(sorted(set(links))))
 
+    def matches(self, tag: str, attrs: Mapping[str, Any]) -> bool:
+        return False  # not a control over <Text>: read from the config beside the <Labels> it links
+
     def export(self, spec: ControlSpec, answer: Links) -> tuple:
         return tuple((s.start, s.end, s.label) for s in answer.spans), answer.links
+
+    def record(self, spec: ControlSpec, text: str, value: Any) -> dict:
+        spans, links = value
+        return {"text": text, "spans": [{"start": s, "end": e, "label": label} for s, e, label in spans],
+                "relations": [{"from": i, "to": j, "label": label} for i, j, label in links]}
+
+    def labels_in(self, spec: ControlSpec, value: Any) -> list[str]:
+        return [label for _, _, label in value[1]]
+
+    def agreement(self, spec: ControlSpec, texts: list[str], values: list[list[Any]]) -> dict:
+        """The F1 of one annotator's links against another's, over mentions matched by their offsets."""
+        scores = []
+        for answers in values:
+            links = [{(v[0][i][:2], v[0][j][:2], label) for i, j, label in v[1]} for v in answers]
+            for a, b in itertools.combinations(links, 2):
+                scores.append(2 * len(a & b) / (len(a) + len(b)) if a or b else 1.0)
+        return {"link_f1": float(np.mean(scores))}
 
     def example(self, spec: ControlSpec, answer: Links) -> Any:
         return answer
@@ -444,6 +591,10 @@ class TextAreaKind(ControlKind):
     tag = "TextArea"
     result_type = "textarea"
     trainable = False
+    needs_labels = False
+
+    def read_labels(self, control: Any, element: Callable[[], Any]) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+        return (), ()
 
     def answer(self, spec: ControlSpec, values: list[dict]) -> str | None:
         texts = [t for v in values for t in _strings(v, "text", spec)]
@@ -460,8 +611,55 @@ class TextAreaKind(ControlKind):
                            d.confidence or 0.0) for d in drafts]
 
 
+class RatingKind(ClassificationKind):
+    """``<Rating>`` over text: one of 1 to ``maxRating`` stars (5 unless set), learnt as that many classes
+    named ``"1"`` to ``"5"``; a dataset row is ``{"text", "label": "4"}``."""
+
+    name = "rating"
+    tag = "Rating"
+    result_type = "rating"
+    finetune_tasks = ("classification",)
+    MOST: ClassVar[int] = 100
+
+    def read_labels(self, control: Any, element: Callable[[], Any]) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+        raw = control.attr.get("maxRating", 5)
+        try:
+            top = int(raw)
+        except (TypeError, ValueError):
+            top = 0
+        if not 1 <= top <= self.MOST:
+            raise UnsupportedConfigError(f"needs maxRating, a whole number from 1 to {self.MOST} (got {raw!r})")
+        return tuple(str(k) for k in range(1, top + 1)), ()
+
+    def answer(self, spec: ControlSpec, values: list[dict]) -> list[str] | None:
+        ratings = [v.get("rating") for v in values if "rating" in v]
+        if any(type(r) is not int for r in ratings):
+            raise AnnotationError(f"{spec.from_name}: 'rating' must be a whole number")
+        known = [str(r) for r in dict.fromkeys(ratings) if str(r) in spec.labels]  # 0: the stars were cleared
+        return known[-1:] or None
+
+    def classes(self, spec: ControlSpec, answer: list[str]) -> list[int]:
+        return [spec.labels.index(answer[0])]
+
+    def value(self, spec: ControlSpec, chosen: list[int]) -> dict:
+        return {"rating": int(spec.labels[chosen[0]])}
+
+    def export(self, spec: ControlSpec, answer: list[str]) -> str:
+        return answer[0]
+
+
+def _dense(attrs: Mapping[str, Any]) -> bool:
+    """``<Labels dense="true">``: a tag for every word."""
+    return str(attrs.get("dense", "")).lower() == "true"
+
+
 KINDS: dict[str, ControlKind] = {k.name: k for k in (ChoicesKind(), TaxonomyKind(), LabelsKind(), WordTagsKind(),
-                                                     RelationsKind(), TextAreaKind())}
+                                                     RelationsKind(), TextAreaKind(), RatingKind())}
+
+
+def kind_for_tag(tag: str, attrs: Mapping[str, Any]) -> ControlKind | None:
+    """The kind of a control over ``<Text>`` with this XML tag and attributes (None: no kind serves it)."""
+    return next((k for k in KINDS.values() if k.matches(tag, attrs)), None)
 
 
 def kind_of(spec: ControlSpec) -> ControlKind:

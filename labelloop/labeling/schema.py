@@ -10,11 +10,15 @@ What each control kind means (its answer, its result region, its training target
 
 from __future__ import annotations
 
-import hashlib
+import functools
 from dataclasses import dataclass
-from functools import lru_cache
 
 from labelloop.errors import ConfigError, UnsupportedConfigError
+from labelloop.labeling.kinds import kind_for_tag, kind_of
+from labelloop.labeling.spec import PATH_SEPARATOR, PLAIN_RELATION, RELATIONS, ControlSpec
+
+__all__ = ["MAX_LABELS", "PATH_SEPARATOR", "PLAIN_RELATION", "RELATIONS", "SUPPORTED", "ControlSpec", "TaskSchema",
+           "cached_schema", "find_control", "parse_label_config"]
 
 SUPPORTED = """The backend serves these controls, each over a <Text> object:
   <Choices name="sentiment" toName="text"> ... <Choice value="Positive"/> ... </Choices>
@@ -24,43 +28,12 @@ SUPPORTED = """The backend serves these controls, each over a <Text> object:
   <Labels name="pos" toName="text" dense="true"> ... <Label value="NOUN"/> ... </Labels>   (a tag on every word)
   <Relations> <Relation value="coref"/> ... </Relations>   (links between the regions of a <Labels> control;
                                                             <Relations/> alone: links with no label)
+  <Rating name="stars" toName="text" maxRating="5"/>   (1 to 5 stars, learnt as five classes)
   <TextArea name="response" toName="prompt"/>   (drafted by the LLM predictor: LABELLOOP_PREDICTOR=llm)
 with <Text name="text" value="$text"/> reading the task's "text" field (any field name works)."""
 
-# The tags the backend serves, and the kind name each becomes (see labelloop.labeling.kinds).
-TAGS = {"Choices": "choices", "Labels": "labels", "TextArea": "textarea", "Taxonomy": "taxonomy"}
-# Shown between the levels of a taxonomy path ("Sports / Tennis"): the class name a model learns.
-PATH_SEPARATOR = " / "
 MAX_LABELS = 2_000
 MAX_CONFIG_CHARS = 256_000  # a labeling config is stored per project, and it arrives from the network
-PLAIN_RELATION = ""  # the label of a link drawn with no label, under a <Relations> with no <Relation> inside
-# The from_name of a <Relations> control (Label Studio gives it no name; "@" can't begin an XML name).
-RELATIONS = "@relations"
-
-
-@dataclass(frozen=True)
-class ControlSpec:
-    """One control the backend predicts for, in Label Studio's own terms.
-
-    ``labels`` are the classes a model for the control outputs: the choice values, the span labels, or
-    for a taxonomy every node's path joined with ``" / "`` (``paths`` holds the same paths as tuples).
-    ``<Relations>`` is the control :data:`RELATIONS` whose ``to_name`` is the ``<Labels>`` control whose
-    regions it links, ``labels`` the relation values and ``paths`` that control's span labels as 1-tuples.
-    """
-
-    kind: str
-    from_name: str
-    to_name: str
-    value_key: str
-    labels: tuple[str, ...]
-    multiple: bool = False
-    paths: tuple[tuple[str, ...], ...] = ()
-
-    @property
-    def signature(self) -> str:
-        """Stable id of what a model for this control must output; changes when labels change."""
-        raw = "|".join([self.kind, self.from_name, self.to_name, str(self.multiple), *self.labels])
-        return hashlib.sha1(raw.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -74,26 +47,9 @@ class TaskSchema:
         return tuple(dict.fromkeys(c.value_key for c in self.controls))
 
     def single_choice(self) -> ControlSpec | None:
-        """The first single-choice classification control (``<Choices>`` or ``<Taxonomy>``): the one learning
-        curves and the promotion gate measure accuracy on."""
-        return next((c for c in self.controls if c.kind in ("choices", "taxonomy") and not c.multiple), None)
-
-
-def _taxonomy_paths(element) -> tuple[tuple[str, ...], ...]:
-    """Every node of a ``<Taxonomy>`` as the path of ``<Choice>`` values from the root, depth first."""
-    paths: list[tuple[str, ...]] = []
-
-    def walk(node, prefix: tuple[str, ...]) -> None:
-        for child in node:
-            if getattr(child, "tag", None) != "Choice":
-                continue
-            value = child.get("value") or child.get("alias")
-            if value:
-                paths.append((*prefix, value))
-                walk(child, (*prefix, value))
-
-    walk(element, ())
-    return tuple(paths)
+        """The first single-label classification control (``<Choices>``, ``<Taxonomy>``, ``<Rating>``): the one
+        learning curves and the promotion gate measure accuracy on."""
+        return next((c for c in self.controls if kind_of(c).single_label(c)), None)
 
 
 def _element(label_config: str, tag: str, name: str):
@@ -120,7 +76,8 @@ def _controls(label_config: str, max_labels: int) -> tuple[list[ControlSpec], li
     for control in interface.controls:
         tag = control.tag
         where = f"<{tag} name={control.name!r}>"
-        if tag not in TAGS:
+        kind = kind_for_tag(tag, control.attr)
+        if kind is None:
             problems.append(f"{where} is not supported")
             continue
         if control.attr.get("perRegion") in ("true", True):
@@ -139,25 +96,20 @@ def _controls(label_config: str, max_labels: int) -> tuple[list[ControlSpec], li
         if not obj.value_name:
             problems.append(f"<Text name={obj.name!r}> needs value=\"$field\"")
             continue
-        paths: tuple[tuple[str, ...], ...] = ()
-        if tag == "Taxonomy":
-            paths = _taxonomy_paths(_element(label_config, tag, control.name))
-            labels = tuple(PATH_SEPARATOR.join(p) for p in paths)
-        elif tag == "TextArea":
-            labels = ()
-        else:
-            labels = tuple(control.labels)
-        if not labels and tag != "TextArea":
+        try:
+            labels, paths = kind.read_labels(control, functools.partial(_element, label_config, tag, control.name))
+        except UnsupportedConfigError as e:
+            problems.append(f"{where} {e}")
+            continue
+        if not labels and kind.needs_labels:
             problems.append(f"{where} has no labels")
             continue
         if len(labels) > max_labels:
             problems.append(f"{where} has {len(labels):,} labels; the backend serves up to {max_labels:,} per control")
             continue
-        dense = tag == "Labels" and str(control.attr.get("dense", "")).lower() == "true"
-        controls.append(ControlSpec(
-            kind="tags" if dense else TAGS[tag], from_name=control.name, to_name=obj.name, value_key=obj.value_name, labels=labels,
-            multiple=tag == "Choices" and control.attr.get("choice") == "multiple", paths=paths,
-        ))
+        controls.append(ControlSpec(kind=kind.name, from_name=control.name, to_name=obj.name,
+                                    value_key=obj.value_name, labels=labels, multiple=kind.multiple(control.attr),
+                                    paths=paths))
     relations = _relations(label_config, controls)
     if isinstance(relations, str):
         problems.append(relations)
@@ -189,7 +141,7 @@ def parse_label_config(label_config: str, *, max_labels: int = MAX_LABELS) -> Ta
     Raises
     ------
     UnsupportedConfigError
-        The XML is invalid, a control is not one of :data:`TAGS` over ``<Text>``, or it has more than
+        The XML is invalid, a control over ``<Text>`` is of no kind in :data:`~labelloop.labeling.kinds.KINDS`, or it has more than
         ``max_labels`` labels (in one control, or in all of them), or the config is over
         :data:`MAX_CONFIG_CHARS` characters.
     """
@@ -208,7 +160,7 @@ def parse_label_config(label_config: str, *, max_labels: int = MAX_LABELS) -> Ta
     return TaskSchema(controls=tuple(controls))
 
 
-@lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64)
 def cached_schema(label_config: str, max_labels: int = MAX_LABELS) -> TaskSchema:
     """:func:`parse_label_config`, parsed once per distinct config (Label Studio resends it constantly)."""
     return parse_label_config(label_config, max_labels=max_labels)
@@ -223,4 +175,4 @@ def find_control(label_config: str, name: str | None = None) -> ControlSpec:
             return c
     names = [c.from_name for c in controls]
     raise ConfigError(f"no exportable control {name!r}; this project has {names or 'none'} "
-                      "(Choices, Taxonomy, Labels, Relations or TextArea over a Text)")
+                      "(Choices, Taxonomy, Labels, Relations, Rating or TextArea over a Text)")

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from labelloop.errors import AnnotationError, UnsupportedConfigError
-from labelloop.labeling.kinds import KINDS, answer_of, export_value, kind_of, snap_spans
-from labelloop.labeling.schema import TAGS, parse_label_config
+from labelloop.labeling.kinds import KINDS, answer_of, export_value, kind_for_tag, kind_of, snap_spans
+from labelloop.labeling.schema import parse_label_config
 from labelloop.spans import Span
 
 TEXT = '<Text name="text" value="$text"/>'
@@ -25,6 +25,7 @@ CONFIGS = {
     "relations": f'<View>{TEXT}<Relations><Relation value="coref"/></Relations>'
                  '<Labels name="m" toName="text"><Label value="PER"/></Labels></View>',
     "textarea": f'<View>{TEXT}<TextArea name="c" toName="text"/></View>',
+    "rating": f'<View>{TEXT}<Rating name="c" toName="text" maxRating="4"/></View>',
 }
 GOOD = {
     "choices": [{"from_name": "c", "value": {"choices": ["B"]}}],
@@ -35,6 +36,7 @@ GOOD = {
                   {"id": "b", "from_name": "m", "value": {"start": 9, "end": 12, "labels": ["PER"]}},
                   {"type": "relation", "from_id": "b", "to_id": "a", "direction": "right", "labels": ["coref"]}],
     "textarea": [{"from_name": "c", "value": {"text": ["a reply"]}}],
+    "rating": [{"from_name": "c", "value": {"rating": 3}}],
 }
 BAD = {
     "choices": [{"from_name": "c", "value": {"choices": "B"}}, {"from_name": "c", "value": ["B"]}],
@@ -47,12 +49,16 @@ BAD = {
     "relations": [{"type": "relation", "from_id": "x", "to_id": "y", "direction": "right"},
                   {"id": "a", "from_name": "m", "value": {"start": 4, "end": 0, "labels": ["PER"]}}],
     "textarea": [{"from_name": "c", "value": {"text": [3]}}],
+    "rating": [{"from_name": "c", "value": {"rating": "3"}}, {"from_name": "c", "value": {"rating": True}},
+               {"from_name": "c", "value": {"rating": 2.5}}],
 }
 
 
-def test_every_tag_has_a_kind_and_every_kind_a_config():
-    # "tags" is <Labels dense="true">; "relations" is <Relations>, which links the regions of a <Labels>
-    assert set(TAGS.values()) | {"tags", "relations"} == set(KINDS) == set(CONFIGS)
+def test_every_kind_has_a_config_and_recognises_its_own_tag():
+    assert set(KINDS) == set(CONFIGS)
+    assert kind_for_tag("Labels", {"dense": "true"}).name == "tags" and kind_for_tag("Labels", {}).name == "labels"
+    assert kind_for_tag("Relations", {}) is None  # read beside the <Labels> it links, not as a control over <Text>
+    assert kind_for_tag("Number", {}) is None
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -131,3 +137,38 @@ def test_snapped_spans_keep_marks_with_their_letters_and_never_edge_on_zero_widt
     assert not unicodedata.category(text[span.end]).startswith("M") if span.end < len(text) else True
     assert text[span.start] not in "\u200b\ufeff" and text[span.end - 1] not in "\u200b\ufeff"
     assert text[span.start:span.end] == words[i][0] + words[i][1]
+
+
+def test_rating_is_a_kind_of_its_own_from_config_to_dataset_row_and_back():
+    """<Rating> lives in one class: parsing, answers, the dataset row, label counts, agreement, the regions a
+    dataset row becomes, and the single-label control that curves and the gate measure."""
+    from labelloop.dataset import _record, agreement_stats
+    from labelloop.insights import progress
+    from labelloop.labeling.kinds import RatingKind
+
+    schema = parse_label_config(CONFIGS["rating"])
+    (spec,) = schema.controls
+    assert (spec.kind, spec.labels, schema.single_choice()) == ("rating", ("1", "2", "3", "4"), spec)
+    assert parse_label_config(f'<View>{TEXT}<Rating name="r" toName="text"/></View>').controls[0].labels[-1] == "5"
+    for bad in ('maxRating="0"', 'maxRating="stars"', 'maxRating="1000"'):
+        with pytest.raises(UnsupportedConfigError, match="maxRating"):
+            parse_label_config(f'<View>{TEXT}<Rating name="r" toName="text" {bad}/></View>')
+    kind = kind_of(spec)
+    assert answer_of(spec, [{"from_name": "c", "value": {"rating": 0}}]) is None  # cleared stars: no answer
+    assert answer_of(spec, [{"from_name": "c", "value": {"rating": 9}}]) is None  # beyond maxRating
+    assert _record("Good value.", export_value(spec, answer_of(spec, GOOD["rating"])), spec) == {
+        "text": "Good value.", "label": "3"}
+    assert kind.regions_for(spec, {"text": "Good value.", "label": "3"}) == [
+        {"from_name": "c", "to_name": "text", "type": "rating", "value": {"rating": 3}}]
+    (pred,) = kind.from_probs(spec, np.array([[0.1, 0.1, 0.2, 0.6]]), "margin")
+    assert pred.regions[0]["value"] == {"rating": 4} and isinstance(RatingKind(), type(kind))
+
+    def annotation(stars, who):
+        return {"result": [{"from_name": "c", "to_name": "text", "type": "rating", "value": {"rating": stars}}],
+                "completed_by": who, "created_at": "2026-12-01T10:00:00"}
+
+    tasks = [{"id": 1, "data": {"text": "a"}, "annotations": [annotation(3, 1), annotation(3, 2)]},
+             {"id": 2, "data": {"text": "b"}, "annotations": [annotation(1, 1), annotation(4, 2)]}]
+    stats = agreement_stats(tasks, spec)
+    assert stats["full_agreement"] == 0.5 and "fleiss_kappa" in stats
+    assert progress(tasks, spec)["labels"] == {"3": 2, "1": 1, "4": 1}
