@@ -198,9 +198,9 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics():
-        store = service.store
-        gauges = {"training_queue": (store.pending_jobs(), "trainings queued or running (all processes)"),
-                  "trainings_running": (len(store.running_jobs()), "trainings running now (all processes)")}
+        queued, running = await run_in_threadpool(service.training_load)
+        gauges = {"training_queue": (queued, "trainings queued or running (all processes)"),
+                  "trainings_running": (running, "trainings running now (all processes)")}
         usage = service.llm_usage() or {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached": 0}
         return service.metrics.render(gauges, usage)
 

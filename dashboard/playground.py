@@ -33,7 +33,7 @@ def _versions(service: ModelService, project_id: int | None) -> tuple[list[str],
 
 def _title(service: ModelService, project_id: int) -> str:
     """The project's title in Label Studio, or ``project N`` when Label Studio can't say (quickly)."""
-    client = service.clients.client_for(project_id, timeout=5)
+    client = service.client_for(project_id, timeout=5)
     if client is not None:
         try:
             project = lsclient.call("reading the project", client.projects.get, id=project_id, retry=None)

@@ -18,7 +18,7 @@ import numpy as np
 from labelloop import lsclient
 from labelloop.audit import wilson_interval
 from labelloop.dataset import ExportConfig, annotation_value, build_dataset, export_dataset, load_frozen_test
-from labelloop.errors import ConfigError, GateRefusedError
+from labelloop.errors import ConfigError
 from labelloop.finetune.registry import RunRegistry
 from labelloop.gate import GateEvidence
 
@@ -58,19 +58,7 @@ def promote_run(service, registry: RunRegistry, run_id: str, project_id: int, *,
     run = registry.get(run_id)
     if run.status != "succeeded" or not run.model_dir.exists():
         raise ConfigError(f"run {run_id} is {run.status}; only a succeeded run with a saved model can be promoted")
-    ladder = service.ladder
-    evidence = ladder.judge_run(project_id, run)
-    refused = evidence is not None and evidence.verdict != "promote"
-    if refused and not force:
-        service.store.add_decision(project_id, "refuse" if evidence.verdict != "hold" else "hold",
-                                   evidence.champion_version, run_id, {**evidence.to_dict(), "run": run_id, "by": "lead"})
-        later = (" The gate keeps judging it: its disagreement tasks are served first, and it is promoted when the "
-                 "evidence is there." if evidence.verdict == "hold" else "")
-        raise GateRefusedError(f"run {run_id} was not promoted: {evidence.reason}.{later} Promote it anyway with "
-                               "--force (the override is recorded).", evidence)
-    if evidence is not None:
-        evidence.forced = refused
-    version = ladder.promote(project_id, run, evidence=evidence, forced=refused, by="lead")
+    version, evidence, refused = service.promote_run(project_id, run, force=force)
     stored = service.publish(project_id, version) if publish else 0
     return Promotion(project_id, version, run_id, stored, evidence, refused)
 
@@ -99,7 +87,7 @@ def learning_curve(service, project_id: int, test_records: list[dict]) -> list[d
     control = schema.single_choice()
     if control is None or not test_records:
         return []
-    front, share = service.ladder.served_first(project_id)
+    front, share = service.served_first(project_id)
     first = np.array([r.get("task_id") in front for r in test_records], dtype=bool)
     weighted = bool(first.any()) and bool((~first).any()) and 0.0 < share < 1.0
     digest = hashlib.sha1(json.dumps([[[r["text"], r["label"]] for r in test_records],
@@ -271,10 +259,10 @@ def weak_label_project(service, client, project_id: int, rules, *, push: bool = 
     from labelloop.uncertainty import confidence
     from labelloop.weak import ABSTAIN, apply_lfs, combine_votes, lf_summary, probs_lf
 
-    schema = service.schema(project_id)
-    control = next((c for c in schema.controls if c.kind == "choices" and not c.multiple), None)
+    control = service.schema(project_id).single_choice()
     if control is None:
-        raise ConfigError(f"project {project_id} has no single-choice <Choices> control for weak labels")
+        raise ConfigError(f"project {project_id} has no single-label control (<Choices>, <Taxonomy> or <Rating>) "
+                          "for weak labels")
     labels = list(control.labels)
     tasks = [t for t in lsclient.iter_tasks(client, project_id, fields="all")
              if isinstance((t.data or {}).get(control.value_key), str) and t.data[control.value_key].strip()]

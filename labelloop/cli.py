@@ -381,7 +381,7 @@ def cmd_ladder(args: argparse.Namespace) -> None:
     from labelloop.serving.service import ModelService
 
     service = ModelService(_settings())
-    status = service.ladder.status(args.project)
+    status = service.ladder_status(args.project)
     since = time.strftime("%Y-%m-%d %H:%M", time.localtime(status["since"])) if status["since"] else "the start"
     print(f"project {args.project} serves {status['model_version']} ({status['rung']}) since {since}")
     print(f"audit tasks annotated: {status['audit']}"
@@ -392,7 +392,7 @@ def cmd_ladder(args: argparse.Namespace) -> None:
         print(f"fine-tuning now: run {run}")
     for gate in status["gates"]:
         print(gate["line"])
-    for d in service.store.decisions(args.project)[-args.last:]:
+    for d in service.decisions(args.project)[-args.last:]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.decided_at))
         print(f"  {when}  {d.action:<10} {d.champion or '-'} -> {d.challenger or '-'}: "
               f"{d.evidence.get('reason', '')}")

@@ -25,7 +25,7 @@ home = state.settings().home
 versions = service.version_records(project["id"])
 
 settings = state.settings()
-ladder = service.ladder.status(project["id"])
+ladder = service.ladder_status(project["id"])
 serving = service.current_record(project["id"])
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Serving rung", ladder["rung"])
@@ -48,7 +48,7 @@ for name, scored in (serving.audit if serving else {}).items():
     n = scored.get("sentences", scored.get("tasks", 0))
     st.caption(f"**{name}** on the audit split: " + (audit.describe_scores(scored) if n >= settings.min_audit else
                f"needs {settings.min_audit} annotated audit tasks for a score (has {n})"))
-decisions = service.store.decisions(project["id"])
+decisions = service.decisions(project["id"])
 if decisions:
     with st.expander(f"Ladder decisions ({len(decisions)})"):
         st.dataframe(pd.DataFrame([{

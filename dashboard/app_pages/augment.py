@@ -27,7 +27,7 @@ if preview:
         st.session_state["augment_result"] = actions.augment_project(
             state.tasks(project["id"]), project["label_config"], home, project["id"], methods,
             audit_share=state.settings().audit_share, n=int(n),
-            aug_p=float(aug_p), limit=int(limit) or None, embed=state.service().features.embed)
+            aug_p=float(aug_p), limit=int(limit) or None, embed=state.service().embed)
         st.session_state["augment_project"] = project["id"]
     except LabelLoopError as e:
         st.error(f"{e}")

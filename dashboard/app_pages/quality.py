@@ -6,6 +6,7 @@ import streamlit as st
 from labelloop import insights
 from labelloop.dashboard import state
 from labelloop.dataset import agreement_stats, load_frozen_test
+from labelloop.labeling.kinds import kind_of
 
 st.title("Quality")
 state.require_client()
@@ -39,14 +40,14 @@ else:
 @st.cache_data(show_spinner="Scoring every approved label with out-of-fold predictions...")
 def label_issues(project_id: int, n_annotations: int, label_config: str) -> list[dict]:
     # n_annotations is part of the cache key: new labels, new answer.
-    found = insights.label_issue_candidates(state.tasks(project_id), label_config, state.service().features.encoder)
+    found = insights.label_issue_candidates(state.tasks(project_id), label_config, state.service().encoder)
     return [{**issue.__dict__, "open": state.task_link(project_id, issue.task_id)} for issue in found]
 
 
 st.subheader("Likely label errors")
 st.caption("Confident learning on out-of-fold probabilities: labels that a model trained without them confidently "
            "disagrees with. Open a task to check it in Label Studio.")
-if control.kind == "choices" and not control.multiple:
+if kind_of(control).single_label(control):
     issues = label_issues(project["id"], project["annotations"], project["label_config"])
     if issues:
         st.dataframe(pd.DataFrame(issues), hide_index=True, width="stretch", column_config={

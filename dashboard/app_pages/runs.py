@@ -61,7 +61,7 @@ with c1:
     run_id = st.selectbox("Run to promote", succeeded) if succeeded else None
     if run_id:
         try:
-            evidence = state.service().ladder.gate_evidence(int(project_id), run_id)
+            evidence = state.service().gate_evidence(int(project_id), run_id)
         except LabelLoopError as e:
             evidence = None
             st.warning(f"The gate can't judge this run: {e}")

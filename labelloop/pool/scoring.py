@@ -53,7 +53,6 @@ class Scorer:
             self.labels = tuple(spec.labels)
             self.version = "stub"
             return
-        from labelloop.serving.predictors import ModelPredictor
         from labelloop.serving.service import ModelService
         from labelloop.settings import LabelLoopSettings
 
@@ -62,12 +61,9 @@ class Scorer:
         if control is None:
             raise ConfigError(f"project {spec.project} has no single-choice classification control: its pool can't "
                               "be scored")
-        bundle = (service.registry.stored(spec.project, spec.version) if spec.version
-                  else service.registry.current(spec.project))
         self.control = control
         self.labels = tuple(control.labels)
-        self.version = bundle.version
-        self._predictor = ModelPredictor(bundle, service.features, spec.strategy)
+        self.version, self._predictor = service.version_predictor(spec.project, spec.version, spec.strategy)
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         if self.spec.kind == STUB:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from labelloop.audit import audit_rank
-from labelloop.errors import LabelLoopError
+from labelloop.errors import GateRefusedError, LabelLoopError
 from labelloop.finetune.config import RunConfig
 from labelloop.finetune.registry import RunRecord, RunRegistry
 from labelloop.gate import GateEvidence, decide
@@ -192,6 +192,26 @@ class Ladder:
             gate = self.open_gate(project_id, spec, TransformerModel(run.model_dir, spec.labels), run.run_id,
                                   run.run_id)
         return self.evidence(project_id, spec, gate)
+
+    def promote_run(self, project_id: int, run: RunRecord, *, force: bool = False, by: str = "lead"
+                    ) -> tuple[str, GateEvidence | None, bool]:
+        """A lead's promotion of a succeeded run: the gate judges it first (:meth:`judge_run`). Refused or still
+        judging, it is not promoted unless ``force``: the refusal is recorded and :class:`GateRefusedError`
+        says why (the gate keeps judging a held run and promotes it by itself). Returns ``(version, evidence,
+        forced)``, ``forced`` when the promotion went past the gate."""
+        evidence = self.judge_run(project_id, run)
+        refused = evidence is not None and evidence.verdict != "promote"
+        if evidence is not None and refused and not force:
+            self.store.add_decision(project_id, "refuse" if evidence.verdict != "hold" else "hold",
+                                    evidence.champion_version, run.run_id,
+                                    {**evidence.to_dict(), "run": run.run_id, "by": by})
+            later = (" The gate keeps judging it: its disagreement tasks are served first, and it is promoted when "
+                     "the evidence is there." if evidence.verdict == "hold" else "")
+            raise GateRefusedError(f"run {run.run_id} was not promoted: {evidence.reason}.{later} Promote it anyway "
+                                   "with --force (the override is recorded).", evidence)
+        if evidence is not None:
+            evidence.forced = refused
+        return self.promote(project_id, run, evidence=evidence, forced=refused, by=by), evidence, refused
 
     def promote(self, project_id: int, run: RunRecord, *, evidence: GateEvidence | None, forced: bool = False,
                 by: str = "gate", n_annotations: int = 0) -> str:

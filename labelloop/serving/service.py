@@ -20,6 +20,8 @@ import numpy as np
 from labelloop.audit import audit_key, audit_rank, in_audit
 from labelloop.encoder import PACKAGED_MODEL, Encoder, encoder_hidden_size, load_encoder
 from labelloop.errors import ConfigError, LabelLoopError, ModelError, TaskDataError, UnsupportedConfigError
+from labelloop.finetune.registry import RunRecord
+from labelloop.gate import GateEvidence
 from labelloop.labeling.kinds import ClassificationKind, answer_of, kind_of
 from labelloop.labeling.schema import SUPPORTED, TaskSchema, cached_schema
 from labelloop.labeling.tasks import Event, parse_project_id, task_text
@@ -34,7 +36,7 @@ from labelloop.serving.llm_source import LLMSource
 from labelloop.serving.metrics import Metrics
 from labelloop.serving.publish import Publisher
 from labelloop.serving.queue import place_audit, queue_order
-from labelloop.serving.store import Store, VersionRecord
+from labelloop.serving.store import Decision, Store, VersionRecord
 from labelloop.serving.training import Trainer, TrainingWorker
 from labelloop.serving.versions import UNTRAINED_VERSION, Bundle, VersionRegistry
 from labelloop.settings import LabelLoopSettings
@@ -279,11 +281,54 @@ class ModelService:
         """The stored version serving the project (None: zero-shot)."""
         return self.registry.record(project_id, self.registry.current(project_id).version)
 
-    # -- what a lead does -------------------------------------------------------------------------
+    # -- what a lead reads and does (the CLI, the dashboard and the playground ask here) -------------
 
     def rollback(self, project_id: int) -> str:
         """Serve the version that served before the current one; returns it (the ladder decides and records it)."""
         return self.ladder.rollback(project_id)
+
+    def promote_run(self, project_id: int, run: RunRecord, *, force: bool = False) -> tuple[str, GateEvidence | None, bool]:
+        """A lead's promotion of a succeeded run, through the gate (:meth:`Ladder.promote_run`)."""
+        return self.ladder.promote_run(project_id, run, force=force, by="lead")
+
+    def ladder_status(self, project_id: int) -> dict:
+        """Where the ladder stands: the serving rung and since when, the gates, the next fine-tune."""
+        return self.ladder.status(project_id)
+
+    def decisions(self, project_id: int) -> list[Decision]:
+        """Every promotion, refusal, rollback and forced promotion of the project, oldest first, with evidence."""
+        return self.store.decisions(project_id)
+
+    def gate_evidence(self, project_id: int, run_id: str) -> GateEvidence | None:
+        """Where the gate stands on a run (None: it has no gate)."""
+        return self.ladder.gate_evidence(project_id, run_id)
+
+    def served_first(self, project_id: int) -> tuple[set[int], float]:
+        """The audit tasks a gate put at the front of the queue, and their share of the audit frame."""
+        return self.ladder.served_first(project_id)
+
+    def client_for(self, project_id: int, *, timeout: float | None = None):
+        """A Label Studio client for the project with the key it was connected with (None: none on record)."""
+        return self.clients.client_for(project_id, timeout=timeout)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The sentence encoder every head sits on (loaded on first use)."""
+        return self.features.encoder
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """The encoder's vectors for ``texts``, cached."""
+        return self.features.embed(texts)
+
+    def training_load(self) -> tuple[int, int]:
+        """Trainings queued or running, and running now, in all processes sharing the state."""
+        return self.store.pending_jobs(), len(self.store.running_jobs())
+
+    def version_predictor(self, project_id: int, version: str | None = None, strategy: str | None = None
+                          ) -> tuple[str, predictors.ModelPredictor]:
+        """The project's stored ``version`` (default: the serving one) as a predictor, with the version it is."""
+        bundle = self.registry.stored(project_id, version) if version else self.registry.current(project_id)
+        return bundle.version, predictors.ModelPredictor(bundle, self.features, strategy or self.settings.strategy)
 
     def schema(self, project_id: int) -> TaskSchema:
         """The project's parsed labeling config, as stored on connect."""

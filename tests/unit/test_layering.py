@@ -48,3 +48,26 @@ def test_no_module_imports_itself_round_a_circle():
 
     for module in sorted(graph):
         visit(module, [])
+
+
+COLLABORATORS = {"store", "ladder", "features", "clients", "registry", "publisher", "trainer", "annotations"}
+
+
+def test_only_the_backend_reaches_into_the_services_collaborators():
+    """The CLI, the lead's actions, the pool, the dashboard and the backend's routes ask the service
+    (``service.decisions(...)``), never its store, ladder or registry: each decision keeps one owner."""
+    files = [f for f in ROOT.rglob("*.py") if "serving" not in f.relative_to(ROOT).parts]
+    files += [f for folder in ("backend", "dashboard", "augment") for f in (ROOT.parent / folder).rglob("*.py")]
+    assert any(f.parent.name == "app_pages" for f in files)
+    reaching = []
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not (isinstance(node, ast.Attribute) and node.attr in COLLABORATORS):
+                continue
+            owner = node.value
+            named = owner.id if isinstance(owner, ast.Name) else owner.func.id if (
+                isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name)) else owner.func.attr if (
+                isinstance(owner, ast.Call) and isinstance(owner.func, ast.Attribute)) else ""
+            if named == "service":
+                reaching.append(f"{f.relative_to(ROOT.parent)}:{node.lineno} .{node.attr}")
+    assert not reaching, reaching

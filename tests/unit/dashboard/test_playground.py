@@ -16,7 +16,7 @@ def _service(versions, current, title="Reviews"):
     return SimpleNamespace(
         version_records=lambda pid: records, projects=lambda: [7],
         current_record=lambda pid: next((r for r in records if r.model_version == current), None),
-        clients=SimpleNamespace(client_for=lambda pid, timeout=None: SimpleNamespace(projects=projects)))
+        client_for=lambda pid, timeout=None: SimpleNamespace(projects=projects))
 
 
 def test_version_a_is_the_serving_one_and_b_the_one_before():
