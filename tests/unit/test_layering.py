@@ -71,3 +71,18 @@ def test_only_the_backend_reaches_into_the_services_collaborators():
             if named == "service":
                 reaching.append(f"{f.relative_to(ROOT.parent)}:{node.lineno} .{node.attr}")
     assert not reaching, reaching
+
+
+def test_every_package_folder_ships_in_the_wheel():
+    """``pip install .`` (the Docker image) installs only the packages pyproject names: a new subpackage must be
+    named there, or the installed backend fails on import while an editable install works."""
+    import tomllib
+
+    config = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {package: Path(ROOT.parent / folder) for package, folder in config["package-dir"].items()}
+    found = set()
+    for package, folder in folders.items():
+        for init in folder.rglob("__init__.py"):
+            parts = init.parent.relative_to(folder).parts
+            found.add(".".join((package, *parts)))
+    assert found == set(config["packages"]), sorted(found ^ set(config["packages"]))
