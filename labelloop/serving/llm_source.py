@@ -14,7 +14,7 @@ import numpy as np
 
 from labelloop import lsclient
 from labelloop.errors import LabelLoopError
-from labelloop.llm import LLMCache, LLMLabeler, LocalLLM, OpenAIEndpoint, build_engine, load_template
+from labelloop.llm import Engine, LLMCache, LLMLabeler, build_engine, load_template
 from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.clients import Clients
 from labelloop.serving.metrics import Metrics
@@ -43,7 +43,7 @@ class LLMSource:
         self.embed = embed
         self.metrics = metrics
         self.version = llm_version(settings)
-        self._engine: LocalLLM | OpenAIEndpoint | None = None
+        self._engine: Engine | None = None
         self._cache: LLMCache | None = None
         self._lock = threading.Lock()
         self._guidelines: dict[int, tuple[float, str]] = {}
@@ -51,11 +51,12 @@ class LLMSource:
     def labeler(self, project_id: int | None = None) -> LLMLabeler:
         """The labeler with the project's prompt template; the engine loads once, on first use."""
         with self._lock:
-            if self._engine is None:
-                self._engine = build_engine(self.settings)
+            engine = self._engine
+            if engine is None:
+                engine = self._engine = build_engine(self.settings)
                 self._cache = LLMCache(self.settings.home / "llm" / "cache.sqlite3")
         template = load_template(self.settings.home, project_id) if project_id is not None else None
-        return LLMLabeler(self._engine, template=template, cache=self._cache)
+        return LLMLabeler(engine, template=template, cache=self._cache)
 
     def usage(self) -> dict[str, int] | None:
         return self._engine.usage.as_dict() if self._engine is not None else None

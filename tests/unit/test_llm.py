@@ -158,7 +158,7 @@ def endpoint(handler, **kwargs):
 
 
 def test_endpoint_retries_transient_failures_and_counts_tokens(monkeypatch):
-    monkeypatch.setattr("labelloop.llm.time.sleep", lambda s: None)
+    monkeypatch.setattr("labelloop.llm.engines.time.sleep", lambda s: None)
     calls = []
 
     def handler(request):

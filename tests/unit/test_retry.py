@@ -30,7 +30,7 @@ def test_the_llm_endpoint_waits_as_long_as_the_server_asks(monkeypatch):
     from labelloop import llm
 
     slept, calls = [], []
-    monkeypatch.setattr(llm.time, "sleep", slept.append)
+    monkeypatch.setattr(llm.engines.time, "sleep", slept.append)
 
     def server(request):
         calls.append(request)
