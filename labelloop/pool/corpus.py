@@ -54,6 +54,8 @@ class Pool:
         return self.folder / "pool.json"
 
     def exists(self) -> bool:
+        if not self.info_path.exists():
+            _relink(self)
         return self.info_path.exists()
 
     def info(self) -> PoolInfo:
@@ -124,12 +126,12 @@ def add_corpus(home: Path, project_id: int, path: str | Path, *, text_field: str
                shard_rows: int = SHARD_ROWS, progress: Callable[[int], None] | None = None) -> PoolInfo:
     """Register ``path`` as the project's pool (replacing an earlier one): its texts, with stable ids, exact
     duplicates and empty texts left out, written as Parquet shards. Written to a new folder and swapped in
-    whole, so an interrupted add leaves the previous pool as it was."""
+    whole (:func:`_swap_in`), so an interrupted add leaves the previous pool as it was."""
     pa = require("pyarrow", "pool")
     pq = require("pyarrow.parquet", "pool")
     pool = Pool(home, project_id)
-    staging = pool.folder.with_name(f"{pool.folder.name}.adding")
-    shutil.rmtree(staging, ignore_errors=True)
+    _recover(pool)
+    staging = pool.folder.with_name(f"{pool.folder.name}{GENERATION}{time.time_ns()}")
     (staging / "texts").mkdir(parents=True)
     os.chmod(staging, 0o700)
     seen: set[int] = set()
@@ -176,13 +178,55 @@ def add_corpus(home: Path, project_id: int, path: str | Path, *, text_field: str
     info = PoolInfo(pool.project, str(Path(path).resolve()), text_field, id_field, kept, duplicates, empty, shards,
                     time.time())
     (staging / "pool.json").write_text(json.dumps(asdict(info), indent=2))
-    old = pool.folder.with_name(f"{pool.folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if pool.folder.exists():
-        os.replace(pool.folder, old)
-    os.replace(staging, pool.folder)
-    shutil.rmtree(old, ignore_errors=True)
+    _swap_in(pool, staging)
     return info
+
+
+GENERATION = "@"  # pools/7 links to pools/7@<time>, the folder of its current generation
+
+
+def _legacy(pool: Pool) -> Path:
+    return pool.folder.with_name(f"{pool.folder.name}{GENERATION}0")
+
+
+def _relink(pool: Pool) -> None:
+    """A pool folder from before generations, moved aside by an add that was killed before it linked it again,
+    is linked again (safe for readers: it touches nothing else)."""
+    link, legacy = pool.folder, _legacy(pool)
+    if not link.exists() and not link.is_symlink() and legacy.is_dir():
+        try:
+            os.symlink(legacy.name, link)
+        except FileExistsError:  # another process did it first
+            pass
+
+
+def _recover(pool: Pool) -> None:
+    """Before an add: finish what a killed add left (see :func:`_relink`), and remove generation folders that
+    never became current or were replaced and not yet removed, and links never renamed into place."""
+    _relink(pool)
+    link = pool.folder
+    current = link.resolve() if link.is_symlink() else None
+    for folder in link.parent.glob(f"{link.name}{GENERATION}*"):
+        if folder != current and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+    for stray in link.parent.glob(f".{link.name}.link-*"):
+        stray.unlink(missing_ok=True)
+
+
+def _swap_in(pool: Pool, staging: Path) -> None:
+    """Make ``staging`` the pool in one step: ``pools/<project>`` is a symbolic link to a generation folder,
+    replaced by renaming a new link over it (atomic), so a reader finds the old pool or the new one, never
+    none, and a kill at any point leaves one of them in place. The replaced generation is removed after."""
+    link = pool.folder
+    if link.is_dir() and not link.is_symlink():  # a pool written before generations becomes generation 0
+        os.replace(link, _legacy(pool))
+        os.symlink(_legacy(pool).name, link)
+    before = link.resolve() if link.is_symlink() else None
+    fresh = link.with_name(f".{link.name}.link-{time.time_ns()}")
+    os.symlink(staging.name, fresh)  # relative: the home can move
+    os.replace(fresh, link)
+    if before is not None and before != staging:
+        shutil.rmtree(before, ignore_errors=True)
 
 
 def near_duplicates(pool: Pool, *, threshold: float = 0.8, limit: int = 1_000_000) -> list[tuple[str, str, float]]:

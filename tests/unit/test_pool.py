@@ -72,7 +72,7 @@ def test_adding_again_replaces_the_pool_whole_and_near_duplicates_are_reported(t
                                                 {"text": "an unrelated sentence about the weather in spring"}])
     info = add_corpus(tmp_path, 2, second)
     pool = Pool(tmp_path, 2)
-    assert info.texts == 3 and pool.info().texts == 3 and not list(pool.folder.parent.glob("*.adding"))
+    assert info.texts == 3 and pool.info().texts == 3 and len(list(pool.folder.parent.glob("2@*"))) == 1
     (found,) = near_duplicates(pool, threshold=0.8)
     assert found[2] >= 0.8
 
@@ -180,3 +180,39 @@ def test_a_new_version_re_scores_the_pool_in_a_process_of_its_own_that_stop_ends
     assert len(read_scores(Pool(home, 1), "labelloop-v0")) == len(TEXTS)
     assert not rescorer.start(1, "labelloop-v0")  # done: not scored twice
     assert "0600" == oct(((Job(Pool(home, 1), "labelloop-v0").folder / "rescore.log").stat().st_mode) & 0o777)[2:].zfill(4)
+
+
+def test_a_re_add_swaps_the_pool_in_one_step_and_a_kill_at_any_point_leaves_a_pool(tmp_path, monkeypatch):
+    from labelloop.pool import corpus
+
+    first = write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in TEXTS[:10]])
+    second = write_jsonl(tmp_path / "b.jsonl", [{"text": t} for t in TEXTS[10:15]])
+    pools = tmp_path / "pools"
+    add_corpus(tmp_path, 3, first)
+    pool = Pool(tmp_path, 3)
+    assert pool.folder.is_symlink() and pool.info().texts == 10
+
+    # Killed after writing the new generation, before the swap: the old pool serves; the next add tidies up.
+    def killed(pool, staging):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(corpus, "_swap_in", killed)
+    with pytest.raises(KeyboardInterrupt):
+        add_corpus(tmp_path, 3, second)
+    monkeypatch.undo()
+    assert pool.info().texts == 10 and len(list(pools.glob("3@*"))) == 2
+    (pools / ".3.link-1").symlink_to("3@1")  # a link made and never renamed into place
+    add_corpus(tmp_path, 3, second)
+    assert pool.info().texts == 5 and len(list(pools.glob("3@*"))) == 1 and not list(pools.glob(".3.link-*"))
+
+    # A pool written before generations (a plain folder) becomes one on the next add...
+    current = pool.folder.resolve()
+    pool.folder.unlink()
+    current.rename(pool.folder)
+    add_corpus(tmp_path, 3, first)
+    assert pool.folder.is_symlink() and pool.info().texts == 10 and len(list(pools.glob("3@*"))) == 1
+    # ...and an add killed after moving it aside, before linking it, leaves it found by the next reader.
+    current = pool.folder.resolve()
+    pool.folder.unlink()
+    current.rename(pools / "3@0")
+    assert Pool(tmp_path, 3).exists() and Pool(tmp_path, 3).info().texts == 10
