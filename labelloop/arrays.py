@@ -3,6 +3,9 @@ arrays pass before they serve."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from labelloop.errors import ModelError
@@ -28,3 +31,10 @@ def check_shapes(arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int | No
             raise ModelError(f"model file: {name!r} is {got}, expected {shape}")
         if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
             raise ModelError(f"model file: {name!r} is not finite floating point")
+
+
+def save_arrays(folder: Path, stem: str, model: Any, **meta: Any) -> dict:
+    """Write a head's ``arrays()`` to ``<folder>/<stem>.npz`` (no pickles) and return its JSON metadata: its labels,
+    how many annotations it learned from, the file, and ``meta``."""
+    np.savez(folder / f"{stem}.npz", **model.arrays())
+    return {"labels": list(model.labels), "trained_on": model.trained_on, "file": f"{stem}.npz", **meta}

@@ -22,10 +22,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
-from labelloop.arrays import check_shapes, softmax
+from labelloop.arrays import check_shapes, save_arrays, softmax
 from labelloop.errors import ModelError
 from labelloop.spans import Span
 
@@ -180,6 +182,21 @@ class Linker:
         self.encode = encode
         self.labels = model.labels
         self.trained_on = model.trained_on
+
+    saved_as: ClassVar[str] = "links"
+
+    def saved(self, folder: Path, stem: str) -> dict:
+        return save_arrays(folder, stem, self.model, type=self.saved_as, span_labels=list(self.model.span_labels),
+                           chain_labels=list(self.model.chain_labels), agreement=dict(self.model.agreement or {}))
+
+    @classmethod
+    def restore(cls, features: Any, meta: dict, arrays: dict[str, np.ndarray]) -> Linker:
+        return cls(LinksModel.from_arrays(meta, arrays), features.encode)
+
+    @staticmethod
+    def width(hidden: int, meta: dict) -> int:
+        """The width of its pair features on an encoder ``hidden`` wide."""
+        return pair_width(hidden, len(meta.get("span_labels", ())))
 
     def predict_links(self, texts: list[str], spans: list[list[Span]]) -> list[tuple[list[Link], np.ndarray]]:
         """Per text: its links (the surer direction of each pair) and each candidate pair's probabilities."""
