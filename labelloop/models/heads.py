@@ -1,13 +1,5 @@
-"""The heads: linear models on a frozen encoder's vectors, retrained in seconds on CPU.
-
-- :class:`ChoicesModel` maps a sentence vector to probabilities over a classification control's labels.
-  Untrained, it is zero-shot: cosine similarity to each label's name (or ``hint``). Trained, it is a
-  linear head anchored to those zero-shot weights, so a handful of labels moves it gently and many
-  labels move it far.
-- :class:`SpansModel` tags words for a ``<Labels>`` control: a linear BIO tagger on token vectors
-  with class weights (so it does not collapse to all-``O``), plus a gazetteer of annotated mentions.
-- :class:`WordTagsModel` gives every word one tag (part of speech, ``<Labels dense="true">``): a softmax
-  over each word's vector and hashed spelling features of the word and its neighbours."""
+"""The heads: linear models on a frozen encoder's vectors (:class:`ChoicesModel`, :class:`SpansModel`,
+:class:`WordTagsModel`), retrained in seconds on CPU; what each does is in :mod:`labelloop.models`."""
 
 from __future__ import annotations
 
