@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -60,7 +61,7 @@ WEBHOOK_BODY = {"type": "object", "required": ["action", "project"], "properties
 TRAIN_BODY = {"type": "object", "required": ["project"], "properties": {"project": _PROJECT}}
 
 
-def _body(schema: dict) -> dict:
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
@@ -164,7 +165,7 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
         req = predict_request(await read_json(request, limit=limit, budget=bodies), max_tasks=settings.max_tasks_per_request)
         # Chunks of similar length pad little: the tasks are predicted shortest first, answered in their order.
         order = length_order(req.tasks)
-        results: list[dict] = [{}] * len(order)
+        results: list[dict[str, Any]] = [{}] * len(order)
         for start in range(0, len(order), PREDICT_CHUNK):
             if start and await request.is_disconnected():
                 log.info("POST /predict: the caller left after %d of %d tasks; stopped", start, len(req.tasks))

@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 
@@ -56,7 +57,7 @@ BODY_TOTAL_SECONDS = 120.0  # nor may one take longer than this to arrive
 
 
 async def read_json(request: Request, *, limit: int, budget: BodyBudget | None = None, idle: float | None = None,
-                    total: float | None = None) -> dict:
+                    total: float | None = None) -> dict[str, Any]:
     """The request body as a JSON object, read no further than ``limit`` bytes, within ``total`` seconds and no
     ``idle`` seconds without data, holding its bytes against the process's ``budget``."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -111,7 +112,7 @@ async def read_json(request: Request, *, limit: int, budget: BodyBudget | None =
     return payload
 
 
-def _text(payload: dict, key: str, *, required: bool = False) -> str | None:
+def _text(payload: dict[str, Any], key: str, *, required: bool = False) -> str | None:
     value = payload.get(key)
     if value is None:
         if required:
@@ -133,7 +134,7 @@ def _id(value: object, what: str) -> int:
     return value
 
 
-def _project(payload: dict, *, required: bool) -> object:
+def _project(payload: dict[str, Any], *, required: bool) -> object:
     project = payload.get("project")
     if project is None:
         if required:
@@ -155,7 +156,7 @@ class SetupRequest:
     access_token: str | None
 
 
-def setup_request(payload: dict) -> SetupRequest:
+def setup_request(payload: dict[str, Any]) -> SetupRequest:
     return SetupRequest(_project(payload, required=False), _text(payload, "schema", required=True) or "",
                         _text(payload, "hostname"), _text(payload, "access_token"))
 
@@ -165,10 +166,10 @@ class PredictRequest:
     tasks: list
     project: object
     label_config: str | None
-    context: dict | None
+    context: dict[str, Any] | None
 
 
-def predict_request(payload: dict, *, max_tasks: int) -> PredictRequest:
+def predict_request(payload: dict[str, Any], *, max_tasks: int) -> PredictRequest:
     tasks = payload.get("tasks")
     if "tasks" not in payload:
         raise RequestError(422, "Request body lacks 'tasks'.")
@@ -194,7 +195,7 @@ def length_order(tasks: list) -> list[int]:
     return sorted(range(len(tasks)), key=lambda i: size(tasks[i]))
 
 
-def webhook_event(payload: dict) -> Event:
+def webhook_event(payload: dict[str, Any]) -> Event:
     """A webhook payload as an :class:`Event`; an annotation event must carry its annotations."""
     action = _text(payload, "action", required=True) or ""
     project = payload.get("project")
@@ -206,14 +207,14 @@ def webhook_event(payload: dict) -> Event:
     annotations: list[Annotation] = []
     if action.startswith("ANNOTATION"):
         items = payload.get("annotations") if "annotations" in payload else [payload.get("annotation")]
-        task: dict = payload["task"] if isinstance(payload.get("task"), dict) else {}
+        task: dict[str, Any] = payload["task"] if isinstance(payload.get("task"), dict) else {}
         if not isinstance(items, list) or not items:
             raise RequestError(422, f"{action} payload lacks the annotation (with its id).")
         for ann in items:
             if not isinstance(ann, dict) or "id" not in ann:
                 raise RequestError(422, f"{action} payload lacks the annotation (with its id).")
             task_id = ann.get("task") if isinstance(ann.get("task"), int) else task.get("id", 0)
-            data: dict = task["data"] if isinstance(task.get("data"), dict) else {}
+            data: dict[str, Any] = task["data"] if isinstance(task.get("data"), dict) else {}
             result = ann.get("result") if ann.get("result") is not None else []
             if not isinstance(result, list):
                 raise RequestError(422, "an annotation's 'result' must be a list of regions.")

@@ -4,6 +4,7 @@ project ids, a task's text, and the :class:`Event` a webhook carries."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from labelloop.errors import TaskDataError
 
@@ -14,7 +15,7 @@ class Annotation:
 
     id: int
     task_id: int
-    data: dict
+    data: dict[str, Any]
     result: list
     cancelled: bool = False
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.arrays import save_arrays
 from labelloop.encoder import TokenEncoding
@@ -23,9 +24,9 @@ class TextClassifier(Protocol):
     labels: tuple[str, ...]
     trained_on: int
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray: ...
+    def predict_proba(self, texts: list[str]) -> NDArray[Any]: ...
 
-    def fit(self, texts: list[str], targets: np.ndarray) -> TextClassifier: ...
+    def fit(self, texts: list[str], targets: NDArray[Any]) -> TextClassifier: ...
 
 
 class TextTagger(Protocol):
@@ -34,7 +35,7 @@ class TextTagger(Protocol):
     labels: tuple[str, ...]
     trained_on: int
 
-    def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], np.ndarray]]: ...
+    def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], NDArray[Any]]]: ...
 
     def fit(self, texts: list[str], spans: list[list[Span]]) -> TextTagger: ...
 
@@ -45,36 +46,36 @@ class Saved(Protocol):
 
     saved_as: ClassVar[str]
 
-    def saved(self, folder: Path, stem: str) -> dict: ...
+    def saved(self, folder: Path, stem: str) -> dict[str, Any]: ...
 
     @classmethod
-    def restore(cls, features: Any, meta: dict, arrays: dict[str, np.ndarray]) -> Any: ...
+    def restore(cls, features: Any, meta: dict[str, Any], arrays: dict[str, NDArray[Any]]) -> Any: ...
 
 
 class HeadClassifier:
     """A :class:`ChoicesModel` behind the text protocol: ``predict_proba(texts)``, ``fit(texts, targets)``."""
 
-    def __init__(self, head: ChoicesModel, embed: Callable[[list[str]], np.ndarray]) -> None:
+    def __init__(self, head: ChoicesModel, embed: Callable[[list[str]], NDArray[Any]]) -> None:
         self.head = head
         self.embed = embed
         self.labels = head.labels
         self.trained_on = head.trained_on
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    def predict_proba(self, texts: list[str]) -> NDArray[Any]:
         """(n_texts, n_labels); each distinct text is embedded once."""
         unique = {text: k for k, text in enumerate(dict.fromkeys(texts))}
         return self.head.predict_proba(self.embed(list(unique)))[[unique[t] for t in texts]]
 
-    def fit(self, texts: list[str], targets: np.ndarray) -> HeadClassifier:
+    def fit(self, texts: list[str], targets: NDArray[Any]) -> HeadClassifier:
         return HeadClassifier(self.head.fit(self.embed(texts), np.asarray(targets)), self.embed)
 
     saved_as: ClassVar[str] = "choices"
 
-    def saved(self, folder: Path, stem: str) -> dict:
+    def saved(self, folder: Path, stem: str) -> dict[str, Any]:
         return save_arrays(folder, stem, self.head, type=self.saved_as, multiple=self.head.multiple)
 
     @classmethod
-    def restore(cls, features: Any, meta: dict, arrays: dict[str, np.ndarray]) -> HeadClassifier:
+    def restore(cls, features: Any, meta: dict[str, Any], arrays: dict[str, NDArray[Any]]) -> HeadClassifier:
         return cls(ChoicesModel.from_arrays(meta, arrays), features.embed)
 
 
@@ -93,7 +94,7 @@ class HeadTagger(_Tagger):
 
     model: SpansModel
 
-    def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], np.ndarray]]:
+    def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], NDArray[Any]]]:
         """Per text: its spans and its words' tag probabilities (n_words, n_tags)."""
         out = []
         for text, enc in zip(texts, self.encode(texts), strict=True):
@@ -106,11 +107,11 @@ class HeadTagger(_Tagger):
 
     saved_as: ClassVar[str] = "labels"
 
-    def saved(self, folder: Path, stem: str) -> dict:
+    def saved(self, folder: Path, stem: str) -> dict[str, Any]:
         return save_arrays(folder, stem, self.model, type=self.saved_as, gazetteer=self.model.gazetteer.counts)
 
     @classmethod
-    def restore(cls, features: Any, meta: dict, arrays: dict[str, np.ndarray]) -> HeadTagger:
+    def restore(cls, features: Any, meta: dict[str, Any], arrays: dict[str, NDArray[Any]]) -> HeadTagger:
         return cls(SpansModel.from_arrays(meta, arrays), features.encode)
 
 
@@ -120,7 +121,7 @@ class WordTagger(_Tagger):
 
     model: WordTagsModel
 
-    def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], np.ndarray]]:
+    def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], NDArray[Any]]]:
         """Per text: a span per word with its tag and probability, and the words' tag probabilities."""
         out = []
         for ranges, words, vectors in word_vectors(self.encode, texts, [self.model.words.ranges(t) for t in texts]):
@@ -134,16 +135,16 @@ class WordTagger(_Tagger):
 
     saved_as: ClassVar[str] = "word_tags"
 
-    def saved(self, folder: Path, stem: str) -> dict:
+    def saved(self, folder: Path, stem: str) -> dict[str, Any]:
         return save_arrays(folder, stem, self.model, type=self.saved_as, words=self.model.words.to_dict())
 
     @classmethod
-    def restore(cls, features: Any, meta: dict, arrays: dict[str, np.ndarray]) -> WordTagger:
+    def restore(cls, features: Any, meta: dict[str, Any], arrays: dict[str, NDArray[Any]]) -> WordTagger:
         return cls(WordTagsModel.from_arrays(meta, arrays), features.encode)
 
 
 def word_vectors(encode: Callable[[list[str]], list[TokenEncoding]], texts: list[str],
-                 words: list[list[tuple[int, int]]]) -> list[tuple[list[tuple[int, int]], list[str], np.ndarray]]:
+                 words: list[list[tuple[int, int]]]) -> list[tuple[list[tuple[int, int]], list[str], NDArray[Any]]]:
     """Per text: its words' ranges (as given), the words, and each word's first-token vector (zeros for a word
     the tokenizer dropped)."""
     from labelloop.wordtags import first_tokens
@@ -179,7 +180,7 @@ class TunedHead:
     was fine-tuned in the background keeps learning from each new label through its head.
     """
 
-    def __init__(self, base: TransformerModel, head: ChoicesModel, embed: Callable[[list[str]], np.ndarray]) -> None:
+    def __init__(self, base: TransformerModel, head: ChoicesModel, embed: Callable[[list[str]], NDArray[Any]]) -> None:
         self.base = base
         self.head = head
         self.embed = embed
@@ -187,11 +188,11 @@ class TunedHead:
         self.trained_on = head.trained_on
         self.path = base.path
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    def predict_proba(self, texts: list[str]) -> NDArray[Any]:
         """(n_texts, n_labels), through the fine-tuned encoder's features."""
         return self.head.predict_proba(self.embed(texts))
 
-    def fit(self, texts: list[str], targets: np.ndarray) -> TunedHead:
+    def fit(self, texts: list[str], targets: NDArray[Any]) -> TunedHead:
         prior = ChoicesModel.from_classifier(self.base)
         return self.with_head(prior.fit(self.embed(texts), np.asarray(targets)))
 
@@ -201,11 +202,11 @@ class TunedHead:
     saved_as: ClassVar[str] = "tuned"
     width_checked: ClassVar[bool] = False  # its width is the fine-tuned model's, checked against it on restore
 
-    def saved(self, folder: Path, stem: str) -> dict:
+    def saved(self, folder: Path, stem: str) -> dict[str, Any]:
         return save_arrays(folder, stem, self.head, type=self.saved_as, path=self.base.path,
                            multiple=self.head.multiple)
 
     @classmethod
-    def restore(cls, features: Any, meta: dict, arrays: dict[str, np.ndarray]) -> TunedHead:
+    def restore(cls, features: Any, meta: dict[str, Any], arrays: dict[str, NDArray[Any]]) -> TunedHead:
         tuned = features.tuned(TransformerModel(meta["path"], meta["labels"]))
         return tuned.with_head(ChoicesModel.from_arrays(meta, arrays, width=tuned.head.weight.shape[0]))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.encoder import Encoder, TokenEncoding
 from labelloop.errors import ModelError
@@ -30,9 +31,9 @@ class Features:
     model's feature function in a disk cache.
     """
 
-    def __init__(self, encoder: Callable[[], Encoder], *, embed: Callable[[list[str]], np.ndarray] | None = None,
+    def __init__(self, encoder: Callable[[], Encoder], *, embed: Callable[[list[str]], NDArray[Any]] | None = None,
                  hidden_size: Callable[[], int] | None = None,
-                 cache: Callable[[str, Callable[[list[str]], np.ndarray]], Callable[[list[str]], np.ndarray]]
+                 cache: Callable[[str, Callable[[list[str]], NDArray[Any]]], Callable[[list[str]], NDArray[Any]]]
                  | None = None) -> None:
         self._load = encoder
         self._embed = embed
@@ -44,7 +45,7 @@ class Features:
     def encoder(self) -> Encoder:
         return self._load()
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str]) -> NDArray[Any]:
         return self._embed(texts) if self._embed else self.encoder.embed(texts)
 
     def encode(self, texts: list[str]) -> list[TokenEncoding]:
@@ -66,7 +67,7 @@ class Features:
             self._zero_shot.pop(next(iter(self._zero_shot)))
         return model
 
-    def fit_classifier(self, spec, texts: list[str], targets: np.ndarray) -> HeadClassifier:
+    def fit_classifier(self, spec, texts: list[str], targets: NDArray[Any]) -> HeadClassifier:
         return self.zero_shot(spec).fit(texts, targets)
 
     def fit_tagger(self, spec, texts: list[str], spans: list[list[Span]]) -> HeadTagger:
@@ -81,24 +82,24 @@ class Features:
 
     def tuned(self, model: TransformerModel) -> TunedHead:
         """The head on a fine-tuned classifier's features, starting as exactly its classifier."""
-        embed: Callable[[list[str]], np.ndarray] = model.features
+        embed: Callable[[list[str]], NDArray[Any]] = model.features
         if self._cache is not None:
             embed = self._cache(f"tuned:{model.path}", embed)
         return TunedHead(model, ChoicesModel.from_classifier(model), embed)
 
-    def save(self, model: Saved, folder: Path, stem: str) -> dict:
+    def save(self, model: Saved, folder: Path, stem: str) -> dict[str, Any]:
         """Write ``<stem>.npz`` into ``folder`` (where the model has arrays) and return the JSON metadata that
         goes with it; a :class:`TransformerModel` stays in its run folder and the metadata points at it."""
         return model.saved(folder, stem)
 
-    def load(self, folder: Path, meta: dict):
+    def load(self, folder: Path, meta: dict[str, Any]):
         """The model :meth:`save` wrote; :class:`ModelError` for an unknown type or a missing, truncated or
         mis-shaped file."""
         kind = SAVED.get(str(meta.get("type")))
         if kind is None:
             raise ModelError(f"{folder}: a saved model of unknown type {meta.get('type')!r} (known: {sorted(SAVED)})")
         try:
-            arrays: dict[str, np.ndarray] = {}
+            arrays: dict[str, NDArray[Any]] = {}
             if "file" in meta:
                 with np.load(folder / meta["file"], allow_pickle=False) as data:
                     arrays = {k: data[k] for k in data.files}

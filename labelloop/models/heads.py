@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.arrays import check_shapes, sigmoid, softmax
 from labelloop.encoder import Encoder, TokenEncoding
@@ -29,7 +30,7 @@ class FineTunedClassifier(Protocol):
     labels: tuple[str, ...]
     task: str
 
-    def classifier(self) -> tuple[np.ndarray, np.ndarray]: ...
+    def classifier(self) -> tuple[NDArray[Any], NDArray[Any]]: ...
 
 
 @dataclass
@@ -38,9 +39,9 @@ class ChoicesModel:
 
     labels: tuple[str, ...]
     multiple: bool
-    weight: np.ndarray  # (hidden, n_labels)
-    bias: np.ndarray  # (n_labels,)
-    prior_weight: np.ndarray  # the zero-shot weights the head is anchored to
+    weight: NDArray[Any]  # (hidden, n_labels)
+    bias: NDArray[Any]  # (n_labels,)
+    prior_weight: NDArray[Any]  # the zero-shot weights the head is anchored to
     trained_on: int = 0
 
     @classmethod
@@ -54,12 +55,12 @@ class ChoicesModel:
         bias = np.full(len(labels), bias_value, dtype=np.float32)
         return cls(tuple(labels), multiple, weight, bias, weight.copy())
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+    def predict_proba(self, x: NDArray[Any]) -> NDArray[Any]:
         """Probabilities (n_texts, n_labels); independent per label when ``multiple``."""
         logits = x.astype(np.float64) @ self.weight + self.bias
         return sigmoid(logits) if self.multiple else softmax(logits)
 
-    def fit(self, x: np.ndarray, y: np.ndarray, *, prior_strength: float = 0.1, max_iter: int = 200) -> ChoicesModel:
+    def fit(self, x: NDArray[Any], y: NDArray[Any], *, prior_strength: float = 0.1, max_iter: int = 200) -> ChoicesModel:
         """Train a copy on vectors ``x`` (n, hidden) and targets ``y``.
 
         ``y`` is class indices (n,) for single choice, or a 0/1 matrix (n, n_labels) for multiple.
@@ -104,7 +105,7 @@ class ChoicesModel:
             trained_on=len(x),
         )
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def arrays(self) -> dict[str, NDArray[Any]]:
         return {"weight": self.weight, "bias": self.bias, "prior_weight": self.prior_weight}
 
     @classmethod
@@ -114,7 +115,7 @@ class ChoicesModel:
         return cls(model.labels, model.task == "multi-label", weight, bias, weight.copy())
 
     @classmethod
-    def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray], *, width: int | None = None) -> ChoicesModel:
+    def from_arrays(cls, meta: dict[str, Any], arrays: dict[str, NDArray[Any]], *, width: int | None = None) -> ChoicesModel:
         k = len(meta["labels"])
         check_shapes(arrays, {"weight": (width, k), "bias": (k,), "prior_weight": (width, k)})
         return cls(
@@ -134,31 +135,31 @@ class WordTagsModel:
     """
 
     labels: tuple[str, ...]
-    weight: np.ndarray  # (hidden, n_labels)
-    bias: np.ndarray  # (n_labels,)
-    lexical: np.ndarray  # (LEXICAL_BUCKETS, n_labels): one row of logits per hashed spelling feature
+    weight: NDArray[Any]  # (hidden, n_labels)
+    bias: NDArray[Any]  # (n_labels,)
+    lexical: NDArray[Any]  # (LEXICAL_BUCKETS, n_labels): one row of logits per hashed spelling feature
     trained_on: int = 0
     words: Words = field(default_factory=Words)
 
-    def predict_proba(self, vectors: np.ndarray, words: Sequence[str]) -> np.ndarray:
+    def predict_proba(self, vectors: NDArray[Any], words: Sequence[str]) -> NDArray[Any]:
         """(n_words, n_labels) from a sentence's (n_words, hidden) word vectors and its words."""
         logits = np.asarray(vectors, dtype=np.float64) @ self.weight + self.bias
         for k, ids in enumerate(lexical_features(words)):
             logits[k] += self.lexical[ids].sum(axis=0)
         return softmax(logits)
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def arrays(self) -> dict[str, NDArray[Any]]:
         return {"weight": self.weight, "bias": self.bias, "lexical": self.lexical}
 
     @classmethod
-    def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> WordTagsModel:
+    def from_arrays(cls, meta: dict[str, Any], arrays: dict[str, NDArray[Any]]) -> WordTagsModel:
         k = len(meta["labels"])
         check_shapes(arrays, {"weight": (None, k), "bias": (k,), "lexical": (LEXICAL_BUCKETS, k)})
         return cls(tuple(meta["labels"]), arrays["weight"], arrays["bias"], arrays["lexical"],
                    int(meta.get("trained_on", 0)), Words.from_dict(meta.get("words")))
 
     @classmethod
-    def fit(cls, vectors: Sequence[np.ndarray], words: Sequence[Sequence[str]], tags: Sequence[Sequence[str | None]],
+    def fit(cls, vectors: Sequence[NDArray[Any]], words: Sequence[Sequence[str]], tags: Sequence[Sequence[str | None]],
             labels: Sequence[str], *, epochs: int = 150, lr: float = 0.05, splitter: Words | None = None
             ) -> WordTagsModel:
         """Train on sentences: ``vectors[i]`` (n_words, hidden), ``words[i]`` and ``tags[i]`` one label per
@@ -227,12 +228,12 @@ class SpansModel:
     """A linear BIO tagger on token vectors of each word's first token, plus a gazetteer."""
 
     labels: tuple[str, ...]
-    weight: np.ndarray  # (hidden, n_tags)
-    bias: np.ndarray  # (n_tags,)
+    weight: NDArray[Any]  # (hidden, n_tags)
+    bias: NDArray[Any]  # (n_tags,)
     gazetteer: Gazetteer
     trained_on: int = 0
 
-    def word_probs(self, enc: TokenEncoding) -> tuple[np.ndarray, np.ndarray]:
+    def word_probs(self, enc: TokenEncoding) -> tuple[NDArray[Any], NDArray[Any]]:
         """``(ranges, probs)``: each word's character range and tag probabilities."""
         ranges, first = word_ranges(enc.offsets, enc.word_ids)
         if len(first) == 0:
@@ -240,7 +241,7 @@ class SpansModel:
         logits = enc.vectors[first].astype(np.float64) @ self.weight + self.bias
         return ranges, softmax(logits)
 
-    def predict_spans(self, text: str, ranges: np.ndarray, probs: np.ndarray) -> list[Span]:
+    def predict_spans(self, text: str, ranges: NDArray[Any], probs: NDArray[Any]) -> list[Span]:
         """Tagger spans, plus gazetteer matches that no tagger span overlaps."""
         spans = tags_to_spans(ranges, probs, self.labels)
         for g in self.gazetteer.find(text):
@@ -288,11 +289,11 @@ class SpansModel:
             bias = layer.bias.detach().numpy().copy()
         return cls(tuple(labels), weight, bias, Gazetteer.from_spans(texts, spans), trained_on=len(encodings))
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def arrays(self) -> dict[str, NDArray[Any]]:
         return {"weight": self.weight, "bias": self.bias}
 
     @classmethod
-    def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> SpansModel:
+    def from_arrays(cls, meta: dict[str, Any], arrays: dict[str, NDArray[Any]]) -> SpansModel:
         t = n_tags(len(meta["labels"]))
         check_shapes(arrays, {"weight": (None, t), "bias": (t,)})
         return cls(

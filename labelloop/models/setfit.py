@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.errors import ModelError
 
@@ -27,7 +29,7 @@ class SetFitClassifier:
         self.model = model
         self.trained_on = 0
 
-    def fit(self, texts: list[str], targets: np.ndarray) -> SetFitClassifier:
+    def fit(self, texts: list[str], targets: NDArray[Any]) -> SetFitClassifier:
         """A new classifier trained on ``texts`` with class indices ``targets`` into ``labels``."""
         import tempfile
 
@@ -50,7 +52,7 @@ class SetFitClassifier:
         trained.trained_on = len(texts)
         return trained
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    def predict_proba(self, texts: list[str]) -> NDArray[Any]:
         """(n_texts, n_labels); labels the head never saw get probability 0."""
         if self.model is None:
             raise ModelError("this SetFit classifier is not trained yet: call fit(texts, targets) first")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.arrays import sigmoid, softmax
 from labelloop.errors import ModelError
@@ -58,7 +59,7 @@ class TransformerModel:
         self._torch = torch
         self.trained_on = 0
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    def predict_proba(self, texts: list[str]) -> NDArray[Any]:
         """(n_texts, n_labels) probabilities; independent per label for multi-label models."""
         if self.setfit:
             weight, bias = self.classifier()
@@ -69,7 +70,7 @@ class TransformerModel:
             out.append(sigmoid(logits) if self.task == "multi-label" else softmax(logits))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
-    def mc_proba(self, texts: list[str], *, samples: int = 10, batch: int = 32) -> np.ndarray:
+    def mc_proba(self, texts: list[str], *, samples: int = 10, batch: int = 32) -> NDArray[Any]:
         """Class probabilities under ``samples`` Monte Carlo dropout masks, (samples, n_texts, n_labels), for
         :func:`labelloop.uncertainty.bald`."""
         from labelloop.mc_dropout import mc_dropout_probs
@@ -101,7 +102,7 @@ class TransformerModel:
             raise ModelError(f"model at {self.path} has no sentence-level output layer to put a head on")
         return layers[-1]
 
-    def classifier(self) -> tuple[np.ndarray, np.ndarray]:
+    def classifier(self) -> tuple[NDArray[Any], NDArray[Any]]:
         """The output layer as ``(weight (width, n_labels), bias (n_labels,))``, labels in the control's order."""
         if self.setfit:
             weight, bias = self._head
@@ -113,15 +114,15 @@ class TransformerModel:
 
     saved_as: ClassVar[str] = "transformer"
 
-    def saved(self, folder: Path, stem: str) -> dict:
+    def saved(self, folder: Path, stem: str) -> dict[str, Any]:
         """It stays in its run folder: the metadata points at it."""
         return {"type": self.saved_as, "path": self.path, "labels": list(self.labels), "trained_on": 0}
 
     @classmethod
-    def restore(cls, features: Any, meta: dict, arrays: dict[str, np.ndarray]) -> TransformerModel:
+    def restore(cls, features: Any, meta: dict[str, Any], arrays: dict[str, NDArray[Any]]) -> TransformerModel:
         return cls(meta["path"], meta["labels"])
 
-    def features(self, texts: list[str]) -> np.ndarray:
+    def features(self, texts: list[str]) -> NDArray[Any]:
         """What the output layer reads for each text, (n_texts, width): the fine-tuned sentence features."""
         if self.setfit:
             if not texts:
@@ -129,7 +130,7 @@ class TransformerModel:
             return np.asarray(self.body.encode(list(texts), batch_size=32, convert_to_numpy=True,
                                                show_progress_bar=False), dtype=np.float32)
         layer = self._output_layer()
-        seen: list[np.ndarray] = []
+        seen: list[NDArray[Any]] = []
 
         def grab(_module, inputs):
             x = inputs[0]
@@ -149,7 +150,7 @@ class TransformerModel:
         raise ModelError("a fine-tuned model is trained by `labelloop train` (or the dashboard's Train page); "
                          "the backend promotes runs, it does not retrain them")
 
-    def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], np.ndarray]]:
+    def predict_spans(self, texts: list[str]) -> list[tuple[list[Span], NDArray[Any]]]:
         """Per text: its spans and its words' BIO tag probabilities."""
         out = []
         for text in texts:
@@ -157,7 +158,7 @@ class TransformerModel:
             out.append((tags_to_spans(ranges, probs, self.labels), probs))
         return out
 
-    def text_word_probs(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+    def text_word_probs(self, text: str) -> tuple[NDArray[Any], NDArray[Any]]:
         """Word character ranges and BIO tag probabilities for one text."""
         enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True,
                              return_tensors="pt")

@@ -42,7 +42,7 @@ class ProjectAnnotations:
         self.audit_share = audit_share
         self._pulled: dict[int, float] = {}
         self._failed: dict[int, tuple[float, int]] = {}  # project -> (when its last pull failed, failures in a row)
-        self._unlabeled: dict[int, list[tuple[int, dict]]] = {}
+        self._unlabeled: dict[int, list[tuple[int, dict[str, Any]]]] = {}
         self._lock = threading.Lock()
 
     def pull(self, project_id: int) -> None:
@@ -62,7 +62,7 @@ class ProjectAnnotations:
         client = self.clients.client_for(project_id)
         if client is None:
             return
-        unlabeled: list[tuple[int, dict]] = []
+        unlabeled: list[tuple[int, dict[str, Any]]] = []
         try:
             rows = lsclient.fetch_annotations(client, project_id, retry=lsclient.BEST_EFFORT, unlabeled=unlabeled)
         except LabelLoopError as e:
@@ -75,7 +75,7 @@ class ProjectAnnotations:
         self.store.replace_annotations(project_id, rows)
         self.keep_unlabeled(project_id, unlabeled)
 
-    def keep_unlabeled(self, project_id: int, tasks: list[tuple[int, dict]]) -> None:
+    def keep_unlabeled(self, project_id: int, tasks: list[tuple[int, dict[str, Any]]]) -> None:
         """Hold ``(task_id, data)`` of the project's unannotated tasks, as a pull found them."""
         with self._lock:
             self._unlabeled[project_id] = list(tasks)

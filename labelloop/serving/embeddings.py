@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.encoder import Encoder
 from labelloop.serving.store import Store
@@ -22,11 +24,11 @@ class EmbeddingCache:
         self._prefix = f"{name}|{max_length}|"
 
     @classmethod
-    def of(cls, store: Store, embed: Callable[[list[str]], np.ndarray], *, name: str, max_length: int) -> EmbeddingCache:
+    def of(cls, store: Store, embed: Callable[[list[str]], NDArray[Any]], *, name: str, max_length: int) -> EmbeddingCache:
         """A cache in front of any ``embed(texts)`` function (a fine-tuned model's features, say)."""
         return cls(store, lambda: _Embedder(embed), name=name, max_length=max_length)
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str]) -> NDArray[Any]:
         """Unit vectors (n_texts, hidden), in order; only texts never seen are encoded."""
         if not texts:
             return self._encoder().embed([])
@@ -42,5 +44,5 @@ class EmbeddingCache:
 
 
 class _Embedder:
-    def __init__(self, embed: Callable[[list[str]], np.ndarray]) -> None:
+    def __init__(self, embed: Callable[[list[str]], NDArray[Any]]) -> None:
         self.embed = embed

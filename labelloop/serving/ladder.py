@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -423,7 +424,7 @@ class Ladder:
 
     # -- what the dashboard shows -----------------------------------------------------------------
 
-    def status(self, project_id: int) -> dict:
+    def status(self, project_id: int) -> dict[str, Any]:
         """``{"rung", "model_version", "since", "next_finetune", "finetune_running", "held", "audit", "gates"}``;
         ``gates`` has one line per challenger being judged (or promotion being watched) with its evidence."""
         bundle = self.registry.current(project_id)

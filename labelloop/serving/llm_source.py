@@ -9,8 +9,9 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-import numpy as np
+from numpy.typing import NDArray
 
 from labelloop import lsclient
 from labelloop.errors import LabelLoopError
@@ -36,7 +37,7 @@ class LLMSource:
     """Builds the :class:`LLMPredictor` of a project."""
 
     def __init__(self, settings: LabelLoopSettings, clients: Clients, annotations: ProjectAnnotations,
-                 embed: Callable[[list[str]], np.ndarray], metrics: Metrics) -> None:
+                 embed: Callable[[list[str]], NDArray[Any]], metrics: Metrics) -> None:
         self.settings = settings
         self.clients = clients
         self.annotations = annotations

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.labeling.kinds import Draft, LinkPrediction, SpanPrediction, kind_of
 from labelloop.labeling.schema import ControlSpec
@@ -47,7 +47,7 @@ class ModelPredictor:
     def trained(self, spec: ControlSpec) -> bool:
         return self.bundle.model(spec) is not None
 
-    def class_probs(self, spec: ControlSpec, texts: list[str]) -> np.ndarray:
+    def class_probs(self, spec: ControlSpec, texts: list[str]) -> NDArray[Any]:
         model = self.bundle.model(spec) or self.features.zero_shot(spec)
         return model.predict_proba(texts)
 
@@ -88,7 +88,7 @@ class LLMPredictor:
     def __init__(self, labeler: LLMLabeler | Callable[[], LLMLabeler], version: str, *,
                  guideline: str | Callable[[], str] = "",
                  annotated: Callable[[ControlSpec], list[tuple[str, Any]]] = lambda spec: [],
-                 embed: Callable[[list[str]], np.ndarray] | None = None, metrics: Metrics | None = None) -> None:
+                 embed: Callable[[list[str]], NDArray[Any]] | None = None, metrics: Metrics | None = None) -> None:
         self._labeler = labeler
         self.version = version
         self._guideline = guideline
@@ -115,7 +115,7 @@ class LLMPredictor:
         near = nearest_examples(self.embed(texts), self.embed([t for t, _ in shown]), shown, k + 1)
         return [[p for p in row if p[0] != text][-k:] for row, text in zip(near, texts, strict=True)]
 
-    def class_probs(self, spec: ControlSpec, texts: list[str]) -> np.ndarray:
+    def class_probs(self, spec: ControlSpec, texts: list[str]) -> NDArray[Any]:
         return self.labeler.classify(texts, spec.labels, guideline=self.guideline, examples=self.examples(spec, texts))
 
     def spans(self, spec: ControlSpec, texts: list[str]) -> list[SpanPrediction]:
@@ -155,7 +155,7 @@ class EnsemblePredictor:
         self.llm = llm
         self.version = f"{model.version}+{llm.version}"
 
-    def class_probs(self, spec: ControlSpec, texts: list[str]) -> np.ndarray:
+    def class_probs(self, spec: ControlSpec, texts: list[str]) -> NDArray[Any]:
         return (self.model.class_probs(spec, texts) + self.llm.class_probs(spec, texts)) / 2
 
     def spans(self, spec: ControlSpec, texts: list[str]) -> list[SpanPrediction] | None:

@@ -15,9 +15,10 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from labelloop import lsclient
 from labelloop.errors import LabelLoopError
@@ -37,8 +38,8 @@ PUBLISH_LEASE = 600.0
 class QueueOrder(Protocol):
     """Queue scores for a project's open tasks from their confidences (``cold``: none is labelled yet)."""
 
-    def __call__(self, project_id: int, ids: list[int], data: list[dict], scores: np.ndarray, *,
-                 cold: bool) -> np.ndarray: ...
+    def __call__(self, project_id: int, ids: list[int], data: list[dict[str, Any]], scores: NDArray[Any], *,
+                 cold: bool) -> NDArray[Any]: ...
 
 
 class Publisher:
@@ -49,7 +50,7 @@ class Publisher:
     scores (``cold``: no task of the project is labelled yet).
     """
 
-    def __init__(self, store: Store, clients: Clients, predict: Callable[[int, list[dict]], list[dict]],
+    def __init__(self, store: Store, clients: Clients, predict: Callable[[int, list[dict[str, Any]]], list[dict[str, Any]]],
                  queue_order: QueueOrder, *,
                  keep: int = 3, metrics: Metrics | None = None, current: Callable[[int], str] | None = None,
                  rescorer: Rescorer | None = None) -> None:
@@ -120,7 +121,7 @@ class Publisher:
         # A task that holds this version's prediction already (a rollback to a version still stored, a publish
         # retried after it failed half-way) is not given a second one.
         held = lsclient.task_ids_with_version(client, project_id, version) if tasks else set()
-        preds: list[dict] = []
+        preds: list[dict[str, Any]] = []
         for i in range(0, len(tasks), chunk):
             preds += self.predict(project_id, [{"id": t.id, "data": t.data} for t in tasks[i : i + chunk]])
         ok = [i for i, p in enumerate(preds) if "error" not in p and p["model_version"] == version]

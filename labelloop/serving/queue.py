@@ -4,14 +4,16 @@ split's tasks placed among them."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.selection import cluster_then_pick, kcenter_greedy, queue_scores
 
 
-def queue_order(texts: list[str], scores: np.ndarray, embed: Callable[[list[str]], np.ndarray], *, batch: int,
-                diversity: str, cold: bool) -> np.ndarray:
+def queue_order(texts: list[str], scores: NDArray[Any], embed: Callable[[list[str]], NDArray[Any]], *, batch: int,
+                diversity: str, cold: bool) -> NDArray[Any]:
     """Scores for Label Studio's ascending queue of a project's open tasks (``texts``), shape (n_tasks,).
 
     While the project has no label yet (``cold``), the ``batch`` tasks that best cover the embedding space go
@@ -25,8 +27,8 @@ def queue_order(texts: list[str], scores: np.ndarray, embed: Callable[[list[str]
     return queue_scores(scores, picked)
 
 
-def place_audit(scores: np.ndarray, labeled: np.ndarray, audit: np.ndarray, rank: np.ndarray, share: float,
-                first: np.ndarray | None = None) -> np.ndarray:
+def place_audit(scores: NDArray[Any], labeled: NDArray[Any], audit: NDArray[Any], rank: NDArray[Any], share: float,
+                first: NDArray[Any] | None = None) -> NDArray[Any]:
     """Scores, shape (n_tasks,), with the unlabeled audit tasks spread evenly through the ascending queue.
 
     ``audit`` marks audit tasks and ``rank`` gives each a fixed random position in [0, 1): they come one in
@@ -57,7 +59,7 @@ def place_audit(scores: np.ndarray, labeled: np.ndarray, audit: np.ndarray, rank
     return np.clip(out, 0.0, None)
 
 
-def _spread(out: np.ndarray, mine: np.ndarray, others: np.ndarray, rank: np.ndarray, share: float) -> None:
+def _spread(out: NDArray[Any], mine: NDArray[Any], others: NDArray[Any], rank: NDArray[Any], share: float) -> None:
     """Give the audit tasks ``mine`` scores one in every ~``1 / share`` of the ``others``, in ``rank`` order."""
     mine = mine[np.argsort(rank[mine], kind="stable")]
     ordered = np.sort(out[others])

@@ -14,8 +14,10 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.audit import audit_key, audit_rank, in_audit
 from labelloop.encoder import PACKAGED_MODEL, Encoder, encoder_hidden_size, load_encoder
@@ -139,7 +141,7 @@ class ModelService:
         return self._predictor(pid, schema, None).version
 
     def predict(self, tasks: Sequence[object], *, project: object = None, label_config: str | None = None,
-                model_version: str | None = None, **_: object) -> list[dict]:
+                model_version: str | None = None, **_: object) -> list[dict[str, Any]]:
         """One Label Studio prediction per task, in order: ``{"result", "score", "model_version"}``.
 
         ``score`` is the model's confidence under the configured strategy (higher = surer). A task whose
@@ -164,7 +166,7 @@ class ModelService:
                 except TaskDataError as e:
                     texts[key].append(None)
                     errors[i] = errors[i] or str(e)
-        results: list[list[dict]] = [[] for _ in tasks]
+        results: list[list[dict[str, Any]]] = [[] for _ in tasks]
         scores: list[list[float]] = [[] for _ in tasks]
         for spec in schema.controls:
             rows = [i for i, t in enumerate(texts[spec.value_key]) if t is not None and errors[i] is None]
@@ -190,7 +192,7 @@ class ModelService:
                          predict_seconds=time.perf_counter() - started)
         return out
 
-    def handle_event(self, event: Event) -> dict:
+    def handle_event(self, event: Event) -> dict[str, Any]:
         """Persist what a webhook says and enqueue training; never trains in the caller's thread.
 
         Raises :class:`~labelloop.errors.AnnotationError` (nothing stored) when an annotation's result does
@@ -291,7 +293,7 @@ class ModelService:
         """A lead's promotion of a succeeded run, through the gate (:meth:`Ladder.promote_run`)."""
         return self.ladder.promote_run(project_id, run, force=force, by="lead")
 
-    def ladder_status(self, project_id: int) -> dict:
+    def ladder_status(self, project_id: int) -> dict[str, Any]:
         """Where the ladder stands: the serving rung and since when, the gates, the next fine-tune."""
         return self.ladder.status(project_id)
 
@@ -316,7 +318,7 @@ class ModelService:
         """The sentence encoder every head sits on (loaded on first use)."""
         return self.features.encoder
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str]) -> NDArray[Any]:
         """The encoder's vectors for ``texts``, cached."""
         return self.features.embed(texts)
 
@@ -350,8 +352,8 @@ class ModelService:
                 out[spec.from_name] = {label: float(p) for label, p in zip(spec.labels, probs[0], strict=True)}
         return out
 
-    def queue_order(self, project_id: int, ids: list[int], data: list[dict], scores: np.ndarray, *,
-                    cold: bool) -> np.ndarray:
+    def queue_order(self, project_id: int, ids: list[int], data: list[dict[str, Any]], scores: NDArray[Any], *,
+                    cold: bool) -> NDArray[Any]:
         """Scores for Label Studio's ascending queue of the open tasks ``ids`` (see
         :func:`labelloop.serving.queue.queue_order`; ``cold``: none of the project is labelled yet), with the
         audit split's tasks spread through it and those an open gate needs in front

@@ -14,8 +14,10 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.serving.jobs import JobQueue
 
@@ -26,7 +28,7 @@ class AnnotationRecord:
 
     annotation_id: int
     task_id: int
-    data: dict
+    data: dict[str, Any]
     result: list
 
 
@@ -39,7 +41,7 @@ class Decision:
     action: str
     champion: str | None
     challenger: str | None
-    evidence: dict
+    evidence: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class VersionRecord:
     broken: str | None = None
 
     @property
-    def meta(self) -> dict:
+    def meta(self) -> dict[str, Any]:
         """The version's ``meta.json`` (empty when it can't be read)."""
         try:
             meta = json.loads((self.path / "meta.json").read_text())
@@ -107,7 +109,7 @@ class VersionRecord:
         return meta if isinstance(meta, dict) else {}
 
     @property
-    def audit(self) -> dict:
+    def audit(self) -> dict[str, Any]:
         """What the version's models scored on the audit split when it was trained (from its ``meta.json``:
         word taggers and relation models, by control)."""
         scores = self.meta.get("audit")
@@ -191,7 +193,7 @@ class Store(JobQueue):
     # -- annotations ------------------------------------------------------------------------------
 
     def upsert_annotation(
-        self, project_id: int, task_id: int, annotation_id: int, data: dict, result: list, *, cancelled: bool
+        self, project_id: int, task_id: int, annotation_id: int, data: dict[str, Any], result: list, *, cancelled: bool
     ) -> int:
         """Record an annotation; returns the project's count of annotations since the last training."""
         with self._tx() as db:
@@ -227,7 +229,7 @@ class Store(JobQueue):
             latest.setdefault(task_id, AnnotationRecord(annotation_id, task_id, json.loads(data), json.loads(result)))
         return list(latest.values())
 
-    def replace_annotations(self, project_id: int, records: list[tuple[int, int, dict, list, bool]]) -> None:
+    def replace_annotations(self, project_id: int, records: list[tuple[int, int, dict[str, Any], list, bool]]) -> None:
         """Make the project's annotations exactly ``records`` (what Label Studio holds now)."""
         now = time.time()
         with self._tx() as db:
@@ -313,7 +315,7 @@ class Store(JobQueue):
     # -- the ladder: decisions and fine-tunes ------------------------------------------------------
 
     def add_decision(self, project_id: int, action: str, champion: str | None, challenger: str | None,
-                     evidence: dict) -> None:
+                     evidence: dict[str, Any]) -> None:
         with self._tx() as db:
             db.execute("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (self.instance, project_id, time.time(), action, champion, challenger,
@@ -401,8 +403,8 @@ class Store(JobQueue):
 
     # -- embedding cache --------------------------------------------------------------------------
 
-    def cached_vectors(self, keys: list[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
+    def cached_vectors(self, keys: list[str]) -> dict[str, NDArray[Any]]:
+        found: dict[str, NDArray[Any]] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             marks = ",".join("?" * len(chunk))
@@ -410,7 +412,7 @@ class Store(JobQueue):
                 found[key] = np.frombuffer(blob, dtype=np.float32)
         return found
 
-    def cache_vectors(self, vectors: dict[str, np.ndarray]) -> None:
+    def cache_vectors(self, vectors: dict[str, NDArray[Any]]) -> None:
         with self._tx() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO embeddings VALUES (?, ?)",

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,7 @@ class Trainer:
         return version
 
 
-    def _audit_scores(self, project_id: int, schema: TaskSchema, models: dict) -> dict[str, dict]:
+    def _audit_scores(self, project_id: int, schema: TaskSchema, models: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """By control: what its new model scores on the annotated audit tasks, for kinds that score more than
         one label's accuracy (word tags, relations)."""
         audit = self.annotations.audit_records(project_id)

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from labelloop.errors import ConfigError, LabelLoopError, ModelError
 from labelloop.labeling.kinds import kind_of
@@ -43,7 +44,7 @@ class Bundle:
     """The models serving one project, under one ``model_version``."""
 
     version: str
-    models: dict = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
     signatures: dict[str, str] = field(default_factory=dict)
     n_annotations: int = 0
 
@@ -129,8 +130,8 @@ class VersionRegistry:
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def save(self, project_id: int, schema: TaskSchema, models: dict, n_annotations: int, *, encoder: str,
-             audit: dict | None = None, trained_on: str | None = None) -> str:
+    def save(self, project_id: int, schema: TaskSchema, models: dict[str, Any], n_annotations: int, *, encoder: str,
+             audit: dict[str, Any] | None = None, trained_on: str | None = None) -> str:
         """Write ``models`` (by ``from_name``) as the project's next version, make it serve; returns its name.
         ``audit`` (by ``from_name``) is what the models scored on the audit split, and ``trained_on`` a digest of
         the training data, both kept in ``meta.json``."""

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.errors import AnnotationError, ConfigError
 from labelloop.labeling.spec import ControlSpec
@@ -43,7 +43,7 @@ class Draft:
 class Prediction:
     """What one control predicts for one task: Label Studio result regions and a confidence."""
 
-    regions: list[dict]
+    regions: list[dict[str, Any]]
     confidence: float | None
 
 
@@ -53,7 +53,7 @@ class Source(Protocol):
     Each method answers for one control and a list of texts; ``None`` means this source has nothing for it.
     """
 
-    def class_probs(self, spec: ControlSpec, texts: list[str]) -> np.ndarray | None: ...
+    def class_probs(self, spec: ControlSpec, texts: list[str]) -> NDArray[Any] | None: ...
 
     def spans(self, spec: ControlSpec, texts: list[str]) -> list[SpanPrediction] | None: ...
 
@@ -67,7 +67,7 @@ class Source(Protocol):
 class Learner(Protocol):
     """Fits the backend's fast models; :class:`labelloop.models.Features` is the implementation."""
 
-    def fit_classifier(self, spec: ControlSpec, texts: list[str], targets: np.ndarray) -> Any: ...
+    def fit_classifier(self, spec: ControlSpec, texts: list[str], targets: NDArray[Any]) -> Any: ...
 
     def fit_tagger(self, spec: ControlSpec, texts: list[str], spans: list[list[Span]]) -> Any: ...
 
@@ -104,7 +104,7 @@ class ControlKind:
         learning curves, the promotion gate, weak labels and label-error search measure accuracy on."""
         return False
 
-    def record(self, spec: ControlSpec, text: str, value: Any) -> dict:
+    def record(self, spec: ControlSpec, text: str, value: Any) -> dict[str, Any]:
         """The dataset row for one text and its exported answer (:meth:`export`)."""
         return {"prompt": text, "response": value}
 
@@ -112,20 +112,20 @@ class ControlKind:
         """The labels an exported answer uses, for counting what annotators chose."""
         return ["response"]
 
-    def agreement(self, spec: ControlSpec, texts: list[str], values: list[list[Any]]) -> dict:
+    def agreement(self, spec: ControlSpec, texts: list[str], values: list[list[Any]]) -> dict[str, Any]:
         """Agreement measures beyond whole-answer matching, over tasks with two or more exported answers
         (``values``, one list per task, ``texts`` their texts)."""
         return {}
 
-    def regions_for(self, spec: ControlSpec, record: dict) -> list[dict]:
+    def regions_for(self, spec: ControlSpec, record: dict[str, Any]) -> list[dict[str, Any]]:
         """Label Studio result regions stating a dataset ``record`` (augmented texts arrive as predictions)."""
         raise ConfigError(f"<{self.tag}> answers can't be written back from a dataset row")
 
-    def answer(self, spec: ControlSpec, values: list[dict]) -> Any | None:
+    def answer(self, spec: ControlSpec, values: list[dict[str, Any]]) -> Any | None:
         """The answer that an annotation's result ``values`` (this control's ``value`` dicts) give, or None."""
         raise NotImplementedError
 
-    def answer_in(self, spec: ControlSpec, result: list[dict]) -> Any | None:
+    def answer_in(self, spec: ControlSpec, result: list[dict[str, Any]]) -> Any | None:
         """The answer in a whole (checked) annotation ``result``: :meth:`answer` of this control's values."""
         values = []
         for item in result:
@@ -137,7 +137,7 @@ class ControlKind:
             values.append(value)
         return self.answer(spec, values)
 
-    def audit_score(self, spec: ControlSpec, model: Any, pairs: list[tuple[str, Any]]) -> dict | None:
+    def audit_score(self, spec: ControlSpec, model: Any, pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
         """What ``model`` scores on annotated audit ``(text, answer)`` pairs, for kinds measured by more
         than accuracy on one label (None: the kind has no such score, or there is nothing to score)."""
         return None
@@ -151,10 +151,10 @@ class ControlKind:
         raise ConfigError(f"<{self.tag}> controls are not trained by the backend")
 
     def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
-                regions: list[list[dict]] | None = None) -> list[Prediction] | None:
+                regions: list[list[dict[str, Any]]] | None = None) -> list[Prediction] | None:
         raise NotImplementedError
 
-    def region(self, spec: ControlSpec, value: dict, score: float | None) -> dict:
+    def region(self, spec: ControlSpec, value: dict[str, Any], score: float | None) -> dict[str, Any]:
         out: dict[str, Any] = {"from_name": spec.from_name, "to_name": spec.to_name, "type": self.result_type,
                                "value": value}
         if score is not None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.errors import AnnotationError, ConfigError, UnsupportedConfigError
 from labelloop.labeling.kinds.base import ControlKind, Learner, Prediction, Source, _strings
@@ -22,13 +23,13 @@ class ClassificationKind(ControlKind):
         """Indices into ``spec.labels`` that an answer chose."""
         raise NotImplementedError
 
-    def value(self, spec: ControlSpec, chosen: list[int]) -> dict:
+    def value(self, spec: ControlSpec, chosen: list[int]) -> dict[str, Any]:
         raise NotImplementedError
 
     def example(self, spec: ControlSpec, answer: Any) -> str:
         return spec.labels[self.classes(spec, answer)[0]]
 
-    def targets(self, spec: ControlSpec, answers: list[Any]) -> np.ndarray:
+    def targets(self, spec: ControlSpec, answers: list[Any]) -> NDArray[Any]:
         """Class indices (n,), or a 0/1 matrix (n, n_labels) for multiple choice."""
         picked = [self.classes(spec, a) for a in answers]
         if spec.multiple:
@@ -47,13 +48,13 @@ class ClassificationKind(ControlKind):
     def single_label(self, spec: ControlSpec) -> bool:
         return not spec.multiple
 
-    def record(self, spec: ControlSpec, text: str, value: Any) -> dict:
+    def record(self, spec: ControlSpec, text: str, value: Any) -> dict[str, Any]:
         return {"text": text, "labels": list(value)} if spec.multiple else {"text": text, "label": value}
 
     def labels_in(self, spec: ControlSpec, value: Any) -> list[str]:
         return list(value) if spec.multiple else [value]
 
-    def agreement(self, spec: ControlSpec, texts: list[str], values: list[list[Any]]) -> dict:
+    def agreement(self, spec: ControlSpec, texts: list[str], values: list[list[Any]]) -> dict[str, Any]:
         """Fleiss' kappa for single-label classification, with the number of raters varying per task."""
         if spec.multiple:
             return {}
@@ -63,7 +64,7 @@ class ClassificationKind(ControlKind):
         p_e = float((p_j**2).sum())
         return {"fleiss_kappa": float((pair - p_e) / (1 - p_e)) if p_e < 1 else 1.0}
 
-    def regions_for(self, spec: ControlSpec, record: dict) -> list[dict]:
+    def regions_for(self, spec: ControlSpec, record: dict[str, Any]) -> list[dict[str, Any]]:
         chosen = record["labels"] if spec.multiple else [record["label"]]
         unknown = [c for c in chosen if c not in spec.labels]
         if unknown:
@@ -71,13 +72,13 @@ class ClassificationKind(ControlKind):
         return [self.region(spec, self.value(spec, [spec.labels.index(c) for c in chosen]), None)]
 
     def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
-                regions: list[list[dict]] | None = None) -> list[Prediction] | None:
+                regions: list[list[dict[str, Any]]] | None = None) -> list[Prediction] | None:
         probs = source.class_probs(spec, texts)
         if probs is None:
             return None
         return self.from_probs(spec, probs, strategy)
 
-    def from_probs(self, spec: ControlSpec, probs: np.ndarray, strategy: str) -> list[Prediction]:
+    def from_probs(self, spec: ControlSpec, probs: NDArray[Any], strategy: str) -> list[Prediction]:
         """One region per row of ``probs`` (n_texts, n_labels); the region's score is the chosen labels' mean
         probability, the task's confidence comes from ``strategy``."""
         conf = confidence(probs, strategy, multi_label=spec.multiple)
@@ -96,7 +97,7 @@ class ChoicesKind(ClassificationKind):
     tag = "Choices"
     result_type = "choices"
 
-    def answer(self, spec: ControlSpec, values: list[dict]) -> list[str] | None:
+    def answer(self, spec: ControlSpec, values: list[dict[str, Any]]) -> list[str] | None:
         chosen = [c for v in values for c in _strings(v, "choices", spec)]
         if any(not isinstance(c, str) for c in chosen):
             raise AnnotationError(f"{spec.from_name}: every choice must be a string")
@@ -106,7 +107,7 @@ class ChoicesKind(ClassificationKind):
     def classes(self, spec: ControlSpec, answer: list[str]) -> list[int]:
         return [spec.labels.index(c) for c in answer]
 
-    def value(self, spec: ControlSpec, chosen: list[int]) -> dict:
+    def value(self, spec: ControlSpec, chosen: list[int]) -> dict[str, Any]:
         return {"choices": [spec.labels[k] for k in chosen]}
 
     def export(self, spec: ControlSpec, answer: list[str]) -> Any:
@@ -148,7 +149,7 @@ class TaxonomyKind(ClassificationKind):
         walk(element(), ())
         return tuple(PATH_SEPARATOR.join(p) for p in paths), tuple(paths)
 
-    def answer(self, spec: ControlSpec, values: list[dict]) -> list[tuple[str, ...]] | None:
+    def answer(self, spec: ControlSpec, values: list[dict[str, Any]]) -> list[tuple[str, ...]] | None:
         paths = []
         for path in (p for v in values for p in _strings(v, "taxonomy", spec)):
             if not isinstance(path, list) or not all(isinstance(x, str) for x in path):
@@ -160,7 +161,7 @@ class TaxonomyKind(ClassificationKind):
     def classes(self, spec: ControlSpec, answer: list[tuple[str, ...]]) -> list[int]:
         return [spec.paths.index(p) for p in answer[:1]]
 
-    def value(self, spec: ControlSpec, chosen: list[int]) -> dict:
+    def value(self, spec: ControlSpec, chosen: list[int]) -> dict[str, Any]:
         return {"taxonomy": [list(spec.paths[k]) for k in chosen]}
 
     def export(self, spec: ControlSpec, answer: list[tuple[str, ...]]) -> str:
@@ -188,7 +189,7 @@ class RatingKind(ClassificationKind):
             raise UnsupportedConfigError(f"needs maxRating, a whole number from 1 to {self.MOST} (got {raw!r})")
         return tuple(str(k) for k in range(1, top + 1)), ()
 
-    def answer(self, spec: ControlSpec, values: list[dict]) -> list[str] | None:
+    def answer(self, spec: ControlSpec, values: list[dict[str, Any]]) -> list[str] | None:
         ratings = [v.get("rating") for v in values if "rating" in v]
         if any(type(r) is not int for r in ratings):
             raise AnnotationError(f"{spec.from_name}: 'rating' must be a whole number")
@@ -198,7 +199,7 @@ class RatingKind(ClassificationKind):
     def classes(self, spec: ControlSpec, answer: list[str]) -> list[int]:
         return [spec.labels.index(answer[0])]
 
-    def value(self, spec: ControlSpec, chosen: list[int]) -> dict:
+    def value(self, spec: ControlSpec, chosen: list[int]) -> dict[str, Any]:
         return {"rating": int(spec.labels[chosen[0]])}
 
     def export(self, spec: ControlSpec, answer: list[str]) -> str:

@@ -27,10 +27,10 @@ class RelationsKind(ControlKind):
     tag = "Relations"
     result_type = "relation"
 
-    def answer(self, spec: ControlSpec, values: list[dict]) -> Any | None:
+    def answer(self, spec: ControlSpec, values: list[dict[str, Any]]) -> Any | None:
         raise NotImplementedError  # a relation has no value of its own: see answer_in
 
-    def answer_in(self, spec: ControlSpec, result: list[dict]) -> Links | None:
+    def answer_in(self, spec: ControlSpec, result: list[dict[str, Any]]) -> Links | None:
         """The spans and links of an annotation; None when it has no region of the linked control (spans
         without a relation are an answer: nothing links them)."""
         regions: dict[str, Span] = {}
@@ -71,7 +71,7 @@ class RelationsKind(ControlKind):
     def export(self, spec: ControlSpec, answer: Links) -> tuple:
         return tuple((s.start, s.end, s.label) for s in answer.spans), answer.links
 
-    def record(self, spec: ControlSpec, text: str, value: Any) -> dict:
+    def record(self, spec: ControlSpec, text: str, value: Any) -> dict[str, Any]:
         spans, links = value
         return {"text": text, "spans": [{"start": s, "end": e, "label": label} for s, e, label in spans],
                 "relations": [{"from": i, "to": j, "label": label} for i, j, label in links]}
@@ -79,7 +79,7 @@ class RelationsKind(ControlKind):
     def labels_in(self, spec: ControlSpec, value: Any) -> list[str]:
         return [label for _, _, label in value[1]]
 
-    def agreement(self, spec: ControlSpec, texts: list[str], values: list[list[Any]]) -> dict:
+    def agreement(self, spec: ControlSpec, texts: list[str], values: list[list[Any]]) -> dict[str, Any]:
         """The F1 of one annotator's links against another's, over mentions matched by their offsets."""
         scores = []
         for answers in values:
@@ -95,7 +95,7 @@ class RelationsKind(ControlKind):
         kept = [(t, a) for t, a in zip(texts, answers, strict=True) if all(s.end <= len(t) for s in a.spans)]
         return learner.fit_linker(spec, [t for t, _ in kept], [a for _, a in kept])
 
-    def audit_score(self, spec: ControlSpec, model: Any, pairs: list[tuple[str, Any]]) -> dict | None:
+    def audit_score(self, spec: ControlSpec, model: Any, pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
         """Link F1 (and MUC and B³ of the chains) on the gold mentions of the annotated audit tasks."""
         from labelloop.relations import coreference_scores, link_f1
 
@@ -107,7 +107,7 @@ class RelationsKind(ControlKind):
         return {**link_f1(gold, predicted), **coreference_scores(gold, predicted), "tasks": len(pairs)}
 
     def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
-                regions: list[list[dict]] | None = None) -> list[Prediction] | None:
+                regions: list[list[dict[str, Any]]] | None = None) -> list[Prediction] | None:
         linked = [[r for r in task if r.get("from_name") == spec.to_name and "id" in r and r.get("type") == "labels"]
                   for task in (regions or [[] for _ in texts])]
         spans = [[Span(r["value"]["start"], r["value"]["end"], r["value"]["labels"][0]) for r in task]

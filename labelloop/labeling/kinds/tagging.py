@@ -23,7 +23,7 @@ class LabelsKind(ControlKind):
     result_type = "labels"
     finetune_tasks: ClassVar[tuple[str, ...]] = ("ner",)
 
-    def answer(self, spec: ControlSpec, values: list[dict]) -> list[Span]:
+    def answer(self, spec: ControlSpec, values: list[dict[str, Any]]) -> list[Span]:
         spans = []
         for v in values:
             start, end, labels = v.get("start"), v.get("end"), v.get("labels")
@@ -40,13 +40,13 @@ class LabelsKind(ControlKind):
     def export(self, spec: ControlSpec, answer: list[Span]) -> tuple:
         return tuple(sorted((s.start, s.end, s.label) for s in answer))
 
-    def record(self, spec: ControlSpec, text: str, value: Any) -> dict:
+    def record(self, spec: ControlSpec, text: str, value: Any) -> dict[str, Any]:
         return {"text": text, "spans": [{"start": s, "end": e, "label": label} for s, e, label in value]}
 
     def labels_in(self, spec: ControlSpec, value: Any) -> list[str]:
         return [label for _, _, label in value]
 
-    def regions_for(self, spec: ControlSpec, record: dict) -> list[dict]:
+    def regions_for(self, spec: ControlSpec, record: dict[str, Any]) -> list[dict[str, Any]]:
         text = record["text"]
         return [{"id": f"{spec.from_name}-{k}", **self.region(spec, {"start": s["start"], "end": s["end"],
                                                                      "text": text[s["start"]:s["end"]],
@@ -65,7 +65,7 @@ class LabelsKind(ControlKind):
             return learner.fit_word_tagger(spec, texts, spans)
         return learner.fit_tagger(spec, texts, spans)
 
-    def audit_score(self, spec: ControlSpec, model: Any, pairs: list[tuple[str, Any]]) -> dict | None:
+    def audit_score(self, spec: ControlSpec, model: Any, pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
         """For word tagging, token accuracy on the regions annotators drew (a word split or joined unlike theirs
         counts as wrong), with its 95% interval; None for entity spans."""
         from labelloop.audit import wilson_interval
@@ -81,14 +81,14 @@ class LabelsKind(ControlKind):
                 "interval": list(wilson_interval(correct, n))}
 
     def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
-                regions: list[list[dict]] | None = None) -> list[Prediction] | None:
+                regions: list[list[dict[str, Any]]] | None = None) -> list[Prediction] | None:
         found = source.spans(spec, texts)
         if found is None:
             return None
         return [Prediction([self.span_region(spec, k, text, span) for k, span in enumerate(snap_spans(text, p.spans))],
                            p.confidence) for text, p in zip(texts, found, strict=True)]
 
-    def span_region(self, spec: ControlSpec, k: int, text: str, span: Span) -> dict:
+    def span_region(self, spec: ControlSpec, k: int, text: str, span: Span) -> dict[str, Any]:
         region = self.region(spec, {"start": span.start, "end": span.end, "text": text[span.start:span.end],
                                     "labels": [span.label]}, span.score)
         return {"id": f"{spec.from_name}-{k}", **region}
@@ -110,14 +110,14 @@ class WordTagsKind(LabelsKind):
     def dense(self, spec: ControlSpec, texts: list[str], answers: list[Any]) -> bool:
         return True
 
-    def record(self, spec: ControlSpec, text: str, value: Any) -> dict:
+    def record(self, spec: ControlSpec, text: str, value: Any) -> dict[str, Any]:
         from labelloop.wordtags import tags_of_words, words_of
 
         words = words_of(text)
         return {"text": text, "tokens": [text[a:b] for a, b in words],
                 "tags": tags_of_words(words, [Span(s, e, label) for s, e, label in value])}
 
-    def agreement(self, spec: ControlSpec, texts: list[str], values: list[list[Any]]) -> dict:
+    def agreement(self, spec: ControlSpec, texts: list[str], values: list[list[Any]]) -> dict[str, Any]:
         """The share of words two annotators tag alike (a sentence tagged whole alike is rare)."""
         from labelloop.wordtags import tags_of_words, words_of
 
@@ -131,7 +131,7 @@ class WordTagsKind(LabelsKind):
         return {"word_agreement": same / both if both else None}
 
     def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
-                regions: list[list[dict]] | None = None) -> list[Prediction] | None:
+                regions: list[list[dict[str, Any]]] | None = None) -> list[Prediction] | None:
         found = source.word_tags(spec, texts)
         if found is None:
             return None

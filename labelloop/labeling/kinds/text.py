@@ -22,14 +22,14 @@ class TextAreaKind(ControlKind):
     def read_labels(self, control: Any, element: Callable[[], Any]) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
         return (), ()
 
-    def answer(self, spec: ControlSpec, values: list[dict]) -> str | None:
+    def answer(self, spec: ControlSpec, values: list[dict[str, Any]]) -> str | None:
         texts = [t for v in values for t in _strings(v, "text", spec)]
         if any(not isinstance(t, str) for t in texts):
             raise AnnotationError(f"{spec.from_name}: 'text' must be a list of strings")
         return "\n".join(texts).strip() or None
 
     def predict(self, spec: ControlSpec, source: Source, texts: list[str], strategy: str, *,
-                regions: list[list[dict]] | None = None) -> list[Prediction] | None:
+                regions: list[list[dict[str, Any]]] | None = None) -> list[Prediction] | None:
         drafts = source.drafts(spec, texts)
         if drafts is None:
             return None
