@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -22,6 +23,8 @@ from typing import Any
 from labelloop._optional import require
 from labelloop.dedup import normalize
 from labelloop.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SHARD_ROWS = 50_000  # texts per shard: the unit a scoring job resumes from
 READ_BATCH = 10_000
@@ -198,6 +201,8 @@ def _relink(pool: Pool) -> None:
             os.symlink(legacy.name, link)
         except FileExistsError:  # another process did it first
             pass
+        except OSError as e:  # a reader that may not write here: the next add relinks it
+            log.warning("the pool of project %s is at %s; it can't be linked as %s (%s)", pool.project, legacy, link, e)
 
 
 def _recover(pool: Pool) -> None:
