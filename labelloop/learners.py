@@ -169,7 +169,7 @@ class LadderEvent:
     """Something the simulated ladder did: a fine-tune started, or the gate's verdict on one."""
 
     labels: int
-    what: str  # finetune | promote | futility | refuse | hold | rollback | keep
+    what: str  # finetune | superseded | promote | futility | refuse | hold | rollback | keep
     detail: str = ""
     evidence: dict = field(default_factory=dict)
 
@@ -244,7 +244,12 @@ class LadderLearner:
             method = finetune_method(len(train), setfit_below=self.setfit_below)
             model = finetune(pool, train, f"ladder-{len(train)}", method)
             self.events.append(LadderEvent(len(labeled), "finetune", f"{method} on {len(train)} training labels"))
-            audit_ids = np.flatnonzero(self.audit)
+            if self._gate is not None and self._gate.state == "open":  # as the backend: it gives way, recorded
+                self.events.append(LadderEvent(len(labeled), "superseded",
+                                               f"a fine-tune on {len(train)} labels replaces fine-tune@{self._gate.size}"))
+            # The frame is the audit tasks annotators can be served: the project's, never the held-out test texts.
+            labelable = labeled if unlabeled is None else np.union1d(labeled, unlabeled)
+            audit_ids = np.intersect1d(np.flatnonzero(self.audit), labelable)
             self._gate = _SimulatedGate(model, len(train), audit_ids, champion(audit_ids).argmax(axis=1),
                                         model.predict_proba(pool.texts_at(audit_ids)).argmax(axis=1), len(labeled))
             champion = self._judge(labeled, train, audit) or champion

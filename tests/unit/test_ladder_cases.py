@@ -188,3 +188,25 @@ def test_a_batch_never_spends_more_than_the_gates_budget():
     learner._judge(labelled, np.array([60, 61, 62]), labelled)
     event = learner.events[-1]
     assert event.what == "refuse" and event.evidence["labels"] == 40, event.evidence
+
+
+def test_the_simulated_gate_frames_only_servable_tasks_and_records_a_challenger_that_gives_way(monkeypatch):
+    """Held-out test texts are never served, so they are not in the gate's frame (else it waits on them for
+    ever); a challenger still held when the next fine-tune starts is recorded as superseded, as the backend does."""
+    y = [k % 3 for k in range(90)]
+    audit = np.arange(90) % 5 == 0
+    learner = LadderLearner(pool(y), audit, finetune_at=12, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40))
+
+    class Challenger:
+        def predict_proba(self, texts):
+            return np.tile([0.0, 0.0, 1.0], (len(texts), 1))  # class 2 everywhere: unlike the zero-shot head
+
+    monkeypatch.setattr(learners, "finetune", lambda pool, train, name, method: Challenger())
+    servable, test = np.arange(72), np.arange(72, 90)
+    first = servable[:18]  # 14 training labels (every class) and 4 audit labels
+    learner.fit(first, np.setdiff1d(servable, first))
+    assert set(learner._gate.audit_ids) <= set(servable.tolist()) and not set(learner._gate.audit_ids) & set(test)
+    more = np.union1d(first, servable[18:][~audit[servable[18:]]])  # training labels double, no new audit label
+    learner.fit(more, np.setdiff1d(servable, more))
+    assert [e.what for e in learner.events if e.what in ("finetune", "superseded")] == [
+        "finetune", "finetune", "superseded"]
