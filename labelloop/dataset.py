@@ -37,6 +37,7 @@ from labelloop.dedup import content_key, duplicate_groups
 from labelloop.errors import AnnotationError, ConfigError, MissingExtraError
 from labelloop.jsonl import write_jsonl
 from labelloop.labeling.kinds import answer_of, export_value, kind_of
+from labelloop.labeling.kinds.base import pairwise_agreement
 from labelloop.labeling.schema import ControlSpec, find_control
 
 Policy = Literal["any", "ground_truth", "agreement", "reviewed"]
@@ -132,8 +133,7 @@ def agreement_stats(tasks: list[dict], control: ControlSpec) -> dict:
     if not multi:
         return out
     out["full_agreement"] = float(np.mean([len(set(v)) == 1 for v in multi]))
-    pair = [sum(c * (c - 1) for c in Counter(v).values()) / (len(v) * (len(v) - 1)) for v in multi]
-    out["pairwise_agreement"] = float(np.mean(pair))
+    out["pairwise_agreement"] = pairwise_agreement(multi)
     out.update(kind_of(control).agreement(control, texts, multi))
     return out
 

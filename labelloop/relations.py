@@ -194,9 +194,9 @@ class Linker:
         return cls(LinksModel.from_arrays(meta, arrays), features.encode)
 
     @staticmethod
-    def width(hidden: int, meta: dict) -> int:
-        """The width of its pair features on an encoder ``hidden`` wide."""
-        return pair_width(hidden, len(meta.get("span_labels", ())))
+    def width(features: Any, meta: dict) -> int:
+        """The width of its pair features on the encoder of ``features``."""
+        return pair_width(features.hidden_size, len(meta.get("span_labels", ())))
 
     def predict_links(self, texts: list[str], spans: list[list[Span]]) -> list[tuple[list[Link], np.ndarray]]:
         """Per text: its links (the surer direction of each pair) and each candidate pair's probabilities."""

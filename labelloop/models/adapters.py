@@ -200,7 +200,11 @@ class TunedHead:
         return TunedHead(self.base, head, self.embed)
 
     saved_as: ClassVar[str] = "tuned"
-    width_checked: ClassVar[bool] = False  # its width is the fine-tuned model's, checked against it on restore
+
+    @staticmethod
+    def width(features: Any, meta: dict[str, Any]) -> int | None:
+        """None: its width is the fine-tuned model's, checked against it on restore."""
+        return None
 
     def saved(self, folder: Path, stem: str) -> dict[str, Any]:
         return save_arrays(folder, stem, self.head, type=self.saved_as, path=self.base.path,

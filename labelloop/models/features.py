@@ -104,9 +104,10 @@ class Features:
                 with np.load(folder / meta["file"], allow_pickle=False) as data:
                     arrays = {k: data[k] for k in data.files}
             weight = arrays.get("weight")
-            if weight is not None and getattr(kind, "width_checked", True):
-                hidden = kind.width(self.hidden_size, meta) if hasattr(kind, "width") else self.hidden_size
-                if weight.shape[:1] != (hidden,):
+            if weight is not None:
+                width = getattr(kind, "width", None)  # a model whose input is not the encoder's vectors says so
+                hidden = width(self, meta) if width else self.hidden_size
+                if hidden is not None and weight.shape[:1] != (hidden,):
                     raise ModelError(f"{folder}: weights are for a {weight.shape[0]}-wide encoder, this one is {hidden}")
             return kind.restore(self, meta, arrays)
         except ModelError:

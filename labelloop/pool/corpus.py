@@ -225,7 +225,7 @@ def _swap_in(pool: Pool, staging: Path) -> None:
     link = pool.folder
     if link.is_dir() and not link.is_symlink():  # a pool written before generations becomes generation 0
         os.replace(link, _legacy(pool))
-        os.symlink(_legacy(pool).name, link)
+        _relink(pool)
     before = link.resolve() if link.is_symlink() else None
     fresh = link.with_name(f".{link.name}.link-{time.time_ns()}")
     os.symlink(staging.name, fresh)  # relative: the home can move

@@ -3,10 +3,12 @@ protocols of the sources and learners the kinds ask."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 from numpy.typing import NDArray
 
 from labelloop.errors import AnnotationError, ConfigError
@@ -172,6 +174,12 @@ class ControlKind:
     def serves_task(self, spec: ControlSpec, task: str) -> bool:
         """Whether a fine-tuned model of ``task`` ("classification", "multi-label", "ner") can serve ``spec``."""
         return task in self.finetune_tasks
+
+
+def pairwise_agreement(values: list[list[Any]]) -> float:
+    """The chance that two annotations of the same task, drawn without replacement, give the same answer,
+    averaged over tasks with two or more (``values``: each task's exported answers)."""
+    return float(np.mean([sum(c * (c - 1) for c in Counter(v).values()) / (len(v) * (len(v) - 1)) for v in values]))
 
 
 def _strings(value: Any, key: str, spec: ControlSpec) -> list:

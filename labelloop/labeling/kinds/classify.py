@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from labelloop.errors import AnnotationError, ConfigError, UnsupportedConfigError
-from labelloop.labeling.kinds.base import ControlKind, Learner, Prediction, Source, _strings
+from labelloop.labeling.kinds.base import ControlKind, Learner, Prediction, Source, _strings, pairwise_agreement
 from labelloop.labeling.spec import PATH_SEPARATOR, ControlSpec
 from labelloop.uncertainty import confidence
 
@@ -58,7 +58,7 @@ class ClassificationKind(ControlKind):
         """Fleiss' kappa for single-label classification, with the number of raters varying per task."""
         if spec.multiple:
             return {}
-        pair = np.mean([sum(c * (c - 1) for c in Counter(v).values()) / (len(v) * (len(v) - 1)) for v in values])
+        pair = pairwise_agreement(values)
         totals = Counter(x for v in values for x in v)
         p_j = np.array(list(totals.values()), dtype=float) / sum(totals.values())
         p_e = float((p_j**2).sum())

@@ -47,10 +47,7 @@ class LabelsKind(ControlKind):
         return [label for _, _, label in value]
 
     def regions_for(self, spec: ControlSpec, record: dict[str, Any]) -> list[dict[str, Any]]:
-        text = record["text"]
-        return [{"id": f"{spec.from_name}-{k}", **self.region(spec, {"start": s["start"], "end": s["end"],
-                                                                     "text": text[s["start"]:s["end"]],
-                                                                     "labels": [s["label"]]}, None)}
+        return [self.span_region(spec, k, record["text"], Span(s["start"], s["end"], s["label"]), scored=False)
                 for k, s in enumerate(record.get("spans", []))]
 
     def dense(self, spec: ControlSpec, texts: list[str], answers: list[Any]) -> bool:
@@ -88,9 +85,10 @@ class LabelsKind(ControlKind):
         return [Prediction([self.span_region(spec, k, text, span) for k, span in enumerate(snap_spans(text, p.spans))],
                            p.confidence) for text, p in zip(texts, found, strict=True)]
 
-    def span_region(self, spec: ControlSpec, k: int, text: str, span: Span) -> dict[str, Any]:
+    def span_region(self, spec: ControlSpec, k: int, text: str, span: Span, *, scored: bool = True) -> dict[str, Any]:
+        """The region of ``span``, the ``k``-th of the text (with the span's score unless not ``scored``)."""
         region = self.region(spec, {"start": span.start, "end": span.end, "text": text[span.start:span.end],
-                                    "labels": [span.label]}, span.score)
+                                    "labels": [span.label]}, span.score if scored else None)
         return {"id": f"{spec.from_name}-{k}", **region}
 
 
