@@ -10,6 +10,20 @@ import threading
 import time
 
 log = logging.getLogger(__name__)
+_IMPORTED = time.time()
+
+
+def started_at() -> float:
+    """When this process started (from ``/proc`` on Linux, to within a second, never later; elsewhere when this
+    module was imported, early in a ``labelloop`` command)."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[-1].split()[19])  # field 22, starttime: clock ticks after boot
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED
 
 
 def alive(pid: int) -> bool:

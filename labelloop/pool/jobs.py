@@ -71,6 +71,19 @@ class Job:
         """Ask whatever runs this job to stop after its current batch (what it finished is kept)."""
         (self.folder / "CANCEL").touch()
 
+    def clear_cancel(self) -> None:
+        """A run that ended (cancelled or done) has answered any cancel asked of it."""
+        (self.folder / "CANCEL").unlink(missing_ok=True)
+
+    def clear_stale_cancel(self, since: float) -> None:
+        """Forget a cancel asked before ``since`` (of a run killed before it saw it); one asked since then,
+        while this run was starting, stands."""
+        try:
+            if (self.folder / "CANCEL").stat().st_mtime < since:
+                self.clear_cancel()
+        except FileNotFoundError:
+            pass
+
     def write_progress(self, progress: Progress) -> None:
         progress.updated = time.time()
         tmp = self.folder / "score.json.partial"

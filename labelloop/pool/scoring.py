@@ -25,6 +25,7 @@ from labelloop._optional import require
 from labelloop.errors import ConfigError, LabelLoopError
 from labelloop.pool.corpus import Pool
 from labelloop.pool.jobs import Cancelled, Job, Progress
+from labelloop.processes import started_at
 
 STUB = "stub"  # a scorer without an encoder: the pipeline's own cost, for benchmarks at a million texts
 
@@ -105,7 +106,7 @@ def score_pool(home: Path, project_id: int, *, engine: str = "local", version: s
     scorer = Scorer(spec)  # here too: a bad project or version fails now, not inside a worker
     job = Job(pool, scorer.version)
     job.folder.mkdir(parents=True, exist_ok=True)
-    (job.folder / "CANCEL").unlink(missing_ok=True)
+    job.clear_stale_cancel(started_at())  # a stop asked while this process loaded the model is not lost
     for stale in job.folder.glob("*.partial"):
         stale.unlink()
     remaining = job.remaining()
@@ -125,12 +126,14 @@ def score_pool(home: Path, project_id: int, *, engine: str = "local", version: s
             raise ConfigError(f"engine must be 'local' or 'ray', not {engine!r}")
     except Cancelled:
         state.state = "cancelled"
+        job.clear_cancel()
     except BaseException as e:
         state.state, state.error = "failed", f"{type(e).__name__}: {e}"
         job.write_progress(state)
         raise
     else:
         state.state = "done"
+        job.clear_cancel()  # one asked after the last batch has nothing left to stop
     job.write_progress(state)
     return state
 

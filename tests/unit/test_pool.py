@@ -216,3 +216,24 @@ def test_a_re_add_swaps_the_pool_in_one_step_and_a_kill_at_any_point_leaves_a_po
     pool.folder.unlink()
     current.rename(pools / "3@0")
     assert Pool(tmp_path, 3).exists() and Pool(tmp_path, 3).info().texts == 10
+
+
+def test_a_cancel_asked_while_a_job_starts_stands_and_one_left_by_an_earlier_run_does_not(tmp_path):
+    """The re-scorer may ask a job to stop while its process still loads the model: that request must not be
+    taken for one left over by an earlier run, which a new run forgets."""
+    import os
+    import time
+
+    from labelloop.processes import started_at
+
+    assert started_at() <= time.time()
+    add_corpus(tmp_path, 1, write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in TEXTS[:5]]))
+    job = Job(Pool(tmp_path, 1), "labelloop-v0")
+    job.folder.mkdir(parents=True)
+    job.request_cancel()
+    job.clear_stale_cancel(since=time.time() - 60)  # asked after this run started: it stands
+    assert job.cancelled()
+    past = time.time() - 3600
+    os.utime(job.folder / "CANCEL", (past, past))  # asked an hour before this run started: forgotten
+    job.clear_stale_cancel(since=time.time() - 60)
+    assert not job.cancelled()
