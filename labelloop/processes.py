@@ -13,12 +13,21 @@ log = logging.getLogger(__name__)
 _IMPORTED = time.time()
 
 
+def start_ticks(pid: int) -> str:
+    """When the process ``pid`` started, in clock ticks after boot ("" where ``/proc`` does not say): with the boot
+    it tells one process from a later one that was given the same PID."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[19]  # field 22, starttime
+    except (OSError, IndexError):
+        return ""
+
+
 def started_at() -> float:
     """When this process started (from ``/proc`` on Linux, to within a second, never later; elsewhere when this
     module was imported, early in a ``labelloop`` command)."""
     try:
-        with open("/proc/self/stat") as f:
-            ticks = int(f.read().rsplit(")", 1)[-1].split()[19])  # field 22, starttime: clock ticks after boot
+        ticks = int(start_ticks(os.getpid()))
         with open("/proc/stat") as f:
             boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
         return boot + ticks / os.sysconf("SC_CLK_TCK")

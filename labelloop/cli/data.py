@@ -80,13 +80,12 @@ def cmd_augment(args: argparse.Namespace) -> None:
                                   mt_forward=args.mt_forward, mt_backward=args.mt_backward, aug_p=args.aug_p)
     label_filter = None
     if args.filter_run:
-        import json
-
+        from labelloop.finetune.manifest import ModelManifest
         from labelloop.finetune.registry import RunRegistry
         from labelloop.models import TransformerModel
 
         run = RunRegistry(env_settings().home).get(args.filter_run)
-        labels = json.loads((run.model_dir / "labelloop.json").read_text())["labels"]
+        labels = list(ModelManifest.read(run.model_dir).labels)
         model = TransformerModel(run.model_dir, labels)
         label_filter = LabelFilter(model.predict_proba, labels, args.filter_threshold)
     similarity = None

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from labelloop.finetune.data import IGNORE, chat_prompt_ids, encode, read_records
+from labelloop.finetune.manifest import ModelManifest
 from labelloop.finetune.registry import RunRegistry
 
 
@@ -157,7 +158,7 @@ def _run_metrics(config, model_dir: Path, rows: list[dict], labels: list[str]) -
     transformers."""
     from labelloop.finetune.train import load_model
 
-    if json.loads((Path(model_dir) / "labelloop.json").read_text()).get("method") == "setfit":
+    if ModelManifest.read(model_dir).setfit:
         from labelloop.models import TransformerModel
 
         preds = TransformerModel(model_dir, labels).predict_proba([str(r["text"]) for r in rows]).argmax(axis=1)
@@ -177,8 +178,7 @@ def evaluate_run(registry: RunRegistry, run_id: str, *, test_file: str | None = 
     record = registry.get(run_id)
     config = registry.config(run_id)
     rows = read_records(test_file or config.test_file, config.task)
-    model_info = json.loads((record.model_dir / "labelloop.json").read_text())
-    labels = model_info["labels"]
+    labels = list(ModelManifest.read(record.model_dir).labels)
     base_path = resolve_base_model(config.model_name, registry.root.parent / "models")
     report: dict = {"task": config.task, "test_file": test_file or config.test_file, "rows": {}}
     if config.task == "classification":
@@ -190,7 +190,7 @@ def evaluate_run(registry: RunRegistry, run_id: str, *, test_file: str | None = 
         report["rows"]["base"] = {"kind": kind, **evaluate_model(config.task, model, tok, rows, labels, config.max_length)}
     if against and against != run_id:
         path = registry.get(against).model_dir
-        if json.loads((path / "labelloop.json").read_text())["labels"] == labels:
+        if list(ModelManifest.read(path).labels) == labels:
             report["rows"]["promoted"] = {"run": against, **_run_metrics(config, path, rows, labels)}
     report["rows"]["run"] = {"run": run_id, **_run_metrics(config, record.model_dir, rows, labels)}
     report["run"] = {k: v for k, v in report["rows"]["run"].items() if not isinstance(v, (dict, list))}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from labelloop.errors import ConfigError, LabelLoopError
 from labelloop.finetune.config import RunConfig
+from labelloop.processes import alive
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -46,10 +46,10 @@ class RunRecord:
 
 def _alive(pid_file: Path) -> bool:
     try:
-        os.kill(int(pid_file.read_text()), 0)
+        pid = int(pid_file.read_text())
     except (OSError, ValueError):
         return False
-    return True
+    return alive(pid)
 
 
 def fingerprint(*paths: str) -> dict:

@@ -22,6 +22,7 @@ from labelloop._optional import require
 from labelloop.errors import ConfigError
 from labelloop.finetune.config import PACKAGED_ENCODER, SMOLLM2, RunConfig
 from labelloop.finetune.data import encode, label_names, read_records
+from labelloop.finetune.manifest import ModelManifest
 
 
 def resolve_base_model(name: str, cache: Path) -> str:
@@ -229,7 +230,7 @@ def _save(model, tokenizer, method: str, run_dir: Path, task: str, labels: list[
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "labelloop.json").write_text(json.dumps({"task": task, "labels": labels}))
+    ModelManifest(task, tuple(labels), method).write(tmp)
     os.replace(tmp, run_dir / "model")
 
 
@@ -278,7 +279,7 @@ def _train_setfit(config: RunConfig, run_dir: Path, rows: list[dict], labels: li
     shutil.rmtree(tmp, ignore_errors=True)
     model.model_body.save(str(tmp))
     np.savez(tmp / "head.npz", weight=weight, bias=bias)
-    (tmp / "labelloop.json").write_text(json.dumps({"task": "classification", "labels": labels, "method": "setfit"}))
+    ModelManifest("classification", tuple(labels), "setfit").write(tmp)
     os.replace(tmp, run_dir / "model")
     return summary
 

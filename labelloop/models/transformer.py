@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,6 +11,7 @@ from numpy.typing import NDArray
 
 from labelloop.arrays import sigmoid, softmax
 from labelloop.errors import ModelError
+from labelloop.finetune.manifest import ModelManifest
 from labelloop.spans import Span, tags_to_spans, word_ranges
 
 
@@ -32,10 +32,10 @@ class TransformerModel:
         from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
         self.path = str(path)
-        info = json.loads((Path(path) / "labelloop.json").read_text())
-        self.task = info["task"]
+        manifest = ModelManifest.read(path)
+        self.task = manifest.task
         self.labels = tuple(labels)
-        self.setfit = info.get("method") == "setfit"  # a sentence encoder and head.npz, not a transformers head
+        self.setfit = manifest.setfit  # a sentence encoder and head.npz, not a transformers head
         if self.setfit:
             from sentence_transformers import SentenceTransformer
 
@@ -48,7 +48,7 @@ class TransformerModel:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = cls.from_pretrained(path).eval()
             self.max_length = min(512, int(getattr(self.model.config, "max_position_embeddings", 512)))
-        trained = info["labels"]
+        trained = list(manifest.labels)
         if self.task == "ner":
             want = ["O"] + [f"{p}-{label}" for label in self.labels for p in ("B", "I")]
         else:

@@ -15,6 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 
+from labelloop.processes import alive, start_ticks
 from labelloop.serving.db import Database
 
 
@@ -39,18 +40,9 @@ def _boot_id() -> str:
         return ""
 
 
-def _started(pid: int) -> str:
-    """The process's start time in clock ticks since boot ("" when unknown): with the boot id, unique for life."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[-1].split()[19]
-
-
 def this_holder() -> str:
     """Who holds a lease: ``host:pid:boot:start``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_boot_id()}:{_started(os.getpid())}"
+    return f"{socket.gethostname()}:{os.getpid()}:{_boot_id()}:{start_ticks(os.getpid())}"
 
 
 def holder_alive(holder: str) -> bool:
@@ -64,13 +56,7 @@ def holder_alive(holder: str) -> bool:
         return True
     if boot and boot != _boot_id():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        pass
-    return not start or start == _started(int(pid))
+    return alive(int(pid)) and (not start or start == start_ticks(int(pid)))
 
 
 class JobQueue(Database):

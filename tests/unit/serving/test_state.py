@@ -192,7 +192,7 @@ def test_a_restarted_container_with_the_same_host_and_pid_does_not_keep_a_dead_h
     here = jobs.this_holder()
     assert jobs.holder_alive(here)
     earlier_process = f"{host}:{pid}:{jobs._boot_id()}:1"  # our PID, but a process that started at tick 1
-    earlier_boot = f"{host}:{pid}:00000000-0000-0000-0000-000000000000:{jobs._started(pid)}"
+    earlier_boot = f"{host}:{pid}:00000000-0000-0000-0000-000000000000:{jobs.start_ticks(pid)}"
     assert not jobs.holder_alive(earlier_process) and not jobs.holder_alive(earlier_boot)
     store._db.execute("UPDATE jobs SET holder=?, started_at=? WHERE project_id=1", (earlier_process, time.time()))
     store._db.execute("UPDATE jobs SET holder=?, started_at=? WHERE project_id=2", (earlier_boot, time.time()))
