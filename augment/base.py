@@ -9,7 +9,7 @@ import random
 import re
 from abc import ABC, abstractmethod
 
-from labelloop.dedup import normalize
+from labelloop.quality.dedup import normalize
 
 WORD = re.compile(r"\w")
 # Handles, hashtags, URLs and numbers: never rewritten (they are facts, not phrasing).

@@ -18,8 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from labelloop.augment.base import Augmenter, record_id
-from labelloop.dedup import NearDuplicateIndex, content_key
 from labelloop.errors import ConfigError
+from labelloop.quality.dedup import NearDuplicateIndex, content_key
 
 # Probabilities (n_texts, n_labels) for texts, and the label names of the columns.
 ProbaFn = Callable[[list[str]], np.ndarray]

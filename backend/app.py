@@ -32,9 +32,9 @@ from labelloop.backend.protocol import (
 )
 from labelloop.errors import ConfigError, LabelLoopError, ModelError, StorageFullError, TaskDataError
 from labelloop.labeling.tasks import Event, parse_project_id
-from labelloop.lsclient import basic_auth_header
 from labelloop.serving.service import ModelService
 from labelloop.settings import LabelLoopSettings
+from labelloop.studio.lsclient import basic_auth_header
 
 log = logging.getLogger("labelloop.backend")
 

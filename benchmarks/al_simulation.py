@@ -26,19 +26,13 @@ import tempfile  # noqa: E402
 
 from data import DEFAULT_OUT, bbc_news, chat_topics, movie_reviews, wnut16  # noqa: E402
 
-from labelloop.al import (  # noqa: E402
-    DENSE,
-    SimulationConfig,
-    embed_cached,
-    plot,
-    read_labeled,
-    read_spans,
-    schedule,
-    simulate,
-    simulate_spans,
+from labelloop.al.learners import (
+    DENSE,  # noqa: E402
+    Pool,  # noqa: E402
 )
+from labelloop.al.simulation import SimulationConfig, embed_cached, plot, read_labeled, schedule, simulate  # noqa: E402
+from labelloop.al.spans import read_spans, simulate_spans  # noqa: E402
 from labelloop.encoder import load_encoder, resolve_model_path  # noqa: E402
-from labelloop.learners import Pool  # noqa: E402
 from labelloop.models import ChoicesModel  # noqa: E402
 from labelloop.settings import LabelLoopSettings  # noqa: E402
 

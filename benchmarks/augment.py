@@ -31,7 +31,7 @@ from finetune_cpu import train  # noqa: E402
 
 from labelloop.augment.cli import build_augmenters  # noqa: E402
 from labelloop.augment.pipeline import augment_records  # noqa: E402
-from labelloop.jsonl import write_jsonl  # noqa: E402
+from labelloop.data.jsonl import write_jsonl  # noqa: E402
 
 METHODS = ["swap", "delete", "synonym", "synonym-insert", "backtranslate"]
 ABLATION_METHODS = ["swap", "synonym", "backtranslate"]

@@ -23,7 +23,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from labelloop.jsonl import write_jsonl
+from labelloop.data.jsonl import write_jsonl
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "data"
 

@@ -91,8 +91,8 @@ def synthetic(replays: int, budget: int, rng: np.random.Generator) -> list[dict]
 def cached_models(name: str, champion_labels: int, sizes: list[int], seed: int) -> dict:
     """Heads trained on ``sizes`` labels of one data set (and on ``champion_labels``): their predictions on the
     pool (the audit frames' source) and on a held-out test set, with the gold labels."""
+    from labelloop.data.jsonl import read_jsonl
     from labelloop.encoder import load_encoder
-    from labelloop.jsonl import read_jsonl
     from labelloop.models import ChoicesModel
 
     rows = read_jsonl(DATA[name](DEFAULT_OUT))

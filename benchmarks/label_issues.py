@@ -21,11 +21,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import DEFAULT_OUT, bbc_news, movie_reviews  # noqa: E402
 
-from labelloop.al import embed_cached  # noqa: E402
+from labelloop.al.simulation import embed_cached  # noqa: E402
+from labelloop.data.jsonl import iter_jsonl  # noqa: E402
 from labelloop.encoder import load_encoder  # noqa: E402
-from labelloop.insights import out_of_fold_probs  # noqa: E402
-from labelloop.jsonl import iter_jsonl  # noqa: E402
 from labelloop.models import ChoicesModel  # noqa: E402
+from labelloop.quality.insights import out_of_fold_probs  # noqa: E402
 
 
 def scores(found: np.ndarray, flipped: np.ndarray) -> dict:

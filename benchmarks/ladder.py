@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import DEFAULT_OUT, bbc_news, movie_reviews  # noqa: E402
 
 from labelloop.audit import wilson_interval  # noqa: E402
+from labelloop.data.jsonl import write_jsonl  # noqa: E402
 from labelloop.encoder import load_encoder  # noqa: E402
 from labelloop.finetune.registry import RunRegistry  # noqa: E402
-from labelloop.jsonl import write_jsonl  # noqa: E402
 from labelloop.models import ChoicesModel, TransformerModel  # noqa: E402
 from labelloop.serving.ladder import finetune_config  # noqa: E402
 

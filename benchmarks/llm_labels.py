@@ -28,13 +28,13 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import DEFAULT_OUT, bbc_news, movie_reviews  # noqa: E402
 
-from labelloop.al import read_labeled  # noqa: E402
+from labelloop.al.simulation import read_labeled  # noqa: E402
+from labelloop.al.uncertainty import expected_calibration_error  # noqa: E402
 from labelloop.encoder import load_encoder  # noqa: E402
 from labelloop.finetune.train import convert_smollm2  # noqa: E402
 from labelloop.llm import LLMCache, LLMLabeler, LLMLabelerConfig, LocalLLM, OpenAIEndpoint  # noqa: E402
-from labelloop.localstudio import free_port, wait_healthy  # noqa: E402
 from labelloop.models import ChoicesModel  # noqa: E402
-from labelloop.uncertainty import expected_calibration_error  # noqa: E402
+from labelloop.studio.localstudio import free_port, wait_healthy  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,10 +31,14 @@ from interleave import interleaved, spread  # noqa: E402
 from predict_overhead import make_texts, raw_forward  # noqa: E402
 
 from labelloop.encoder import resolve_model_path  # noqa: E402
-from labelloop.localstudio import LocalLabelStudio, free_port, wait_healthy  # noqa: E402
-from labelloop.lsclient import make_client  # noqa: E402
-from labelloop.sync import BackendPredictor, connect_backend, create_project, preannotate  # noqa: E402
+from labelloop.studio.localstudio import LocalLabelStudio, free_port, wait_healthy  # noqa: E402
+from labelloop.studio.lsclient import make_client  # noqa: E402
+from labelloop.studio.projects import connect_backend, create_project
 from labelloop.templates import label_config  # noqa: E402
+from labelloop.workflows.preannotation import (
+    BackendPredictor,
+    preannotate,  # noqa: E402
+)
 
 CONFIG = label_config("sentiment")
 

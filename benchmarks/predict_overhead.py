@@ -33,7 +33,7 @@ from interleave import interleaved, spread  # noqa: E402
 
 from labelloop.demo import DEMO_TEXTS  # noqa: E402
 from labelloop.encoder import resolve_model_path  # noqa: E402
-from labelloop.localstudio import free_port, wait_healthy  # noqa: E402
+from labelloop.studio.localstudio import free_port, wait_healthy  # noqa: E402
 
 CONFIG = """<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">
 <Choice value="Positive"/><Choice value="Negative"/><Choice value="Neutral"/></Choices></View>"""

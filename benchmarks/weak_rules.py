@@ -29,8 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import DEFAULT_OUT, bbc_news, chat_topics, movie_reviews  # noqa: E402
 
-from labelloop.jsonl import read_jsonl  # noqa: E402
-from labelloop.weak import (  # noqa: E402
+from labelloop.data.jsonl import read_jsonl  # noqa: E402
+from labelloop.quality.weak import (  # noqa: E402
     ABSTAIN,
     LabelModel,
     apply_lfs,

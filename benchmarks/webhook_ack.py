@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from interleave import interleaved, spread  # noqa: E402
 from predict_overhead import CONFIG, make_texts  # noqa: E402
 
-from labelloop.localstudio import free_port, wait_healthy  # noqa: E402
+from labelloop.studio.localstudio import free_port, wait_healthy  # noqa: E402
 
 
 def metric(base: str, name: str) -> float:
@@ -51,9 +51,9 @@ def metric(base: str, name: str) -> float:
 
 def start_finetune(home: Path, texts: list[str], labels: list[str]):
     """The fine-tune the backend's ladder would start on these labels, started the way it starts it."""
+    from labelloop.data.jsonl import write_jsonl
     from labelloop.finetune.launch import start_run
     from labelloop.finetune.registry import RunRegistry
-    from labelloop.jsonl import write_jsonl
     from labelloop.serving.ladder import finetune_config
 
     write_jsonl(home / "finetune.jsonl", [{"text": t, "label": y} for t, y in zip(texts, labels)])

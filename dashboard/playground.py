@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from labelloop import actions, lsclient
+from labelloop import workflows
 from labelloop.auth import LoginThrottle, Users, throttle_keys
 from labelloop.errors import LabelLoopError
 from labelloop.serving.service import ModelService
 from labelloop.serving.versions import UNTRAINED_VERSION
 from labelloop.settings import LabelLoopSettings, forwarded
+from labelloop.studio import lsclient
 
 NONE = "(none)"
 
@@ -60,7 +61,7 @@ def compare(service: ModelService, project_id, text: str, first: str, second: st
         raise gr.Error("Pick a project first (the backend must have been connected to it).")
     versions = [v for v in (first, second) if v and v != NONE]
     try:
-        rows = actions.try_versions(service, int(project_id), text, versions)
+        rows = workflows.try_versions(service, int(project_id), text, versions)
     except LabelLoopError as e:
         raise gr.Error(str(e)) from None
     out = []

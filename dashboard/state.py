@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from labelloop import insights, lsclient
 from labelloop.errors import LabelLoopError
 from labelloop.finetune.registry import RunRegistry
 from labelloop.labeling.schema import find_control
+from labelloop.quality import insights
 from labelloop.settings import LabelLoopSettings
+from labelloop.studio import lsclient
 
 # A page waits seconds, not a minute, for a Label Studio that is down: it says so and a refresh tries again.
 READ_RETRY = lsclient.BEST_EFFORT

@@ -24,12 +24,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from labelloop import lsclient, sync
 from labelloop.auth import hash_password
 from labelloop.errors import ConfigError, LabelStudioError
-from labelloop.localstudio import LocalLabelStudio, wait_healthy
 from labelloop.processes import stop_like_ctrl_c
 from labelloop.settings import LabelLoopSettings
+from labelloop.studio import lsclient, projects
+from labelloop.studio.localstudio import LocalLabelStudio, wait_healthy
 
 log = logging.getLogger(__name__)
 
@@ -170,11 +170,11 @@ def ensure_demo_project(client, backend_url: str, texts: list[str], *, timeout: 
     for project in lsclient.list_projects(client):
         if project.title == DEMO_TITLE:
             return project.id
-    project = sync.create_project(client, DEMO_TITLE, DEMO_CONFIG, [{"text": t} for t in texts],
+    project = projects.create_project(client, DEMO_TITLE, DEMO_CONFIG, [{"text": t} for t in texts],
                                   description="Label reviews: the backend retrains after each one and reorders the "
                                               "queue; from 40 labels it fine-tunes, and the gate judges the result.")
-    backend = sync.connect_backend(client, project.id, backend_url)
-    sync.setup_uncertainty_queue(client, project.id)
+    backend = projects.connect_backend(client, project.id, backend_url)
+    projects.setup_uncertainty_queue(client, project.id)
     # Training with no labels yet makes the backend publish zero-shot predictions, coverage first.
     lsclient.call("starting training", client.ml.train, id=backend.id)
     deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ def load_settings() -> LabelLoopSettings:
 
 def studio_client(url: str | None = None):
     """A Label Studio client for ``url`` (default ``LABEL_STUDIO_URL``) and ``LABEL_STUDIO_API_KEY``."""
-    from labelloop.lsclient import make_client
+    from labelloop.studio.lsclient import make_client
 
     settings = load_settings()
     url, key = url or settings.label_studio_url, settings.api_key()

@@ -2,7 +2,7 @@
 encoder, which pseudo-labels self-training adds, and what a gate verdict means for what serves.
 
 The backend's :class:`~labelloop.serving.ladder.Ladder` and the simulation's ``auto`` learner
-(:class:`~labelloop.learners.LadderLearner`) both call these, so ``labelloop al simulate --learner auto``
+(:class:`~labelloop.al.learners.LadderLearner`) both call these, so ``labelloop al simulate --learner auto``
 measures the policy the backend runs. The gate's statistics live in :mod:`labelloop.gate`.
 """
 

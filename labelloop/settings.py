@@ -13,7 +13,7 @@ import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from labelloop.uncertainty import STRATEGIES
+from labelloop.al.uncertainty import STRATEGIES
 
 PREDICTORS = ("model", "llm", "cold-start", "ensemble")
 

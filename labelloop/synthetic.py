@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labelloop.config import ConfigMixin
-from labelloop.dedup import NearDuplicateIndex, content_key
 from labelloop.errors import ConfigError
+from labelloop.quality.dedup import NearDuplicateIndex, content_key
 
 Judge = Callable[[list[str]], np.ndarray]  # texts -> (n, n_labels) probabilities
 

@@ -7,14 +7,15 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from labelloop import actions, audit, insights
-from labelloop.actions import approved_records
+from labelloop import audit, workflows
 from labelloop.dashboard import state
 from labelloop.errors import LabelLoopError
 from labelloop.pool.corpus import Pool
 from labelloop.pool.jobs import cancel as cancel_scoring
 from labelloop.pool.jobs import describe as describe_scoring
 from labelloop.pool.jobs import status as pool_status
+from labelloop.quality import insights
+from labelloop.workflows.export import approved_records
 
 st.title("Active learning")
 state.require_client()
@@ -95,7 +96,7 @@ if len(test) < settings.min_audit:
             "an accuracy's 95% interval is too wide to tell versions apart.")
 else:
     try:
-        curve = actions.learning_curve(service, project["id"], test)
+        curve = workflows.learning_curve(service, project["id"], test)
     except LabelLoopError as e:
         st.warning(f"{e}")
         curve = []

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from labelloop import actions
+from labelloop import workflows
 from labelloop.dashboard import state
 from labelloop.errors import LabelLoopError
 
@@ -24,7 +24,7 @@ with st.form("augment"):
     preview = st.form_submit_button("Preview")
 if preview:
     try:
-        st.session_state["augment_result"] = actions.augment_project(
+        st.session_state["augment_result"] = workflows.augment_project(
             state.tasks(project["id"]), project["label_config"], home, project["id"], methods,
             audit_share=state.settings().audit_share, n=int(n),
             aug_p=float(aug_p), limit=int(limit) or None, embed=state.service().embed)
@@ -37,9 +37,9 @@ if result and st.session_state.get("augment_project") == project["id"]:
     st.dataframe(pd.DataFrame(result["preview"]), hide_index=True, width="stretch")
     c1, c2 = st.columns(2)
     if c1.button(f"Save {len(result['variants'])} variants as JSONL"):
-        path = actions.save_variants(home, project["id"], result["variants"])
+        path = workflows.save_variants(home, project["id"], result["variants"])
         st.success(f"Wrote {path}")
     if c2.button(f"Add {len(result['variants'])} variants to the project for review"):
-        added = actions.import_variants(client, project["id"], result["variants"], project["label_config"])
+        added = workflows.import_variants(client, project["id"], result["variants"], project["label_config"])
         st.cache_data.clear()
         st.success(f"Added {added} tasks marked augmented, each with its label as a prediction to accept or fix.")

@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from labelloop import insights
 from labelloop.dashboard import state
+from labelloop.quality import insights
 
 st.title("Overview")
 state.require_client()

@@ -3,10 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from labelloop import insights
 from labelloop.dashboard import state
-from labelloop.dataset import agreement_stats, load_frozen_test
+from labelloop.data.dataset import agreement_stats, load_frozen_test
 from labelloop.labeling.kinds import kind_of
+from labelloop.quality import insights
 
 st.title("Quality")
 state.require_client()

@@ -4,7 +4,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from labelloop import actions
+from labelloop import workflows
 from labelloop.dashboard import state
 from labelloop.errors import LabelLoopError
 
@@ -83,7 +83,7 @@ with c1:
     if run_id and st.button("Promote", type="primary"):
         try:
             with st.spinner("Loading the model and re-scoring the project's tasks..."):
-                done_msg = actions.promote_run(state.service(), registry, run_id, int(project_id),
+                done_msg = workflows.promote_run(state.service(), registry, run_id, int(project_id),
                                                force=force).message()
             st.cache_data.clear()
             st.success(done_msg)
@@ -95,7 +95,7 @@ with c2:
     if st.button("Roll back to the previous version"):
         try:
             with st.spinner("Re-scoring the project's tasks..."):
-                done_msg = actions.rollback_project(state.service(), int(project_id)).message()
+                done_msg = workflows.rollback_project(state.service(), int(project_id)).message()
             st.cache_data.clear()
             st.success(done_msg)
         except LabelLoopError as e:

@@ -6,7 +6,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from labelloop import actions
+from labelloop import workflows
 from labelloop.dashboard import state
 from labelloop.errors import LabelLoopError
 from labelloop.finetune.config import RunConfig
@@ -23,7 +23,7 @@ with st.expander("Training data: export the project's approved labels", expanded
         project = state.project()
         if st.button(f"Export approved labels of #{project['id']}"):
             try:
-                report = actions.export_for_training(state.client(), project["id"], settings)
+                report = workflows.export_for_training(state.client(), project["id"], settings)
                 st.session_state["cfg_train_file"] = report["train_file"]
                 st.session_state["export_project"] = (report["train_file"], project["id"])
                 # An empty test file would fail the run: without audit labels yet, the run trains unevaluated.

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = al.add_parser("simulate", help="replay labeling on labeled JSONL: learners and strategies beside random")
     p.add_argument("--data", required=True, help='JSONL with {"text": ..., "label": ...} per line, or {"text": ..., '
                    '"spans": [{"start", "end", "label"}]} (span labeling, scored by span F1)')
-    from labelloop.al import SimulationConfig
+    from labelloop.al.simulation import SimulationConfig
 
     SimulationConfig.add_arguments(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = ls_command("export", cmd_export, "write approved annotations as leak-free train/test JSONL")
     p.add_argument("--out", required=True, help="output folder")
-    from labelloop.dataset import ExportConfig
+    from labelloop.data.dataset import ExportConfig
 
     ExportConfig.add_arguments(p)
     return parser

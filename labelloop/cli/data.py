@@ -17,14 +17,16 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from labelloop import insights, lsclient
-    from labelloop.actions import approved_records, import_variants
+    from labelloop.data.jsonl import write_jsonl
     from labelloop.encoder import load_encoder
-    from labelloop.jsonl import write_jsonl
     from labelloop.labeling.schema import parse_label_config
     from labelloop.llm import build_engine
     from labelloop.models import Features
+    from labelloop.quality import insights
+    from labelloop.studio import lsclient
     from labelloop.synthetic import SynthesisConfig, synthesize
+    from labelloop.workflows.augment import import_variants
+    from labelloop.workflows.export import approved_records
 
     settings = env_settings()
     config = SynthesisConfig.from_args(args)
@@ -69,7 +71,7 @@ def cmd_augment(args: argparse.Namespace) -> None:
 
     from labelloop.augment.cli import build_augmenters, preview
     from labelloop.augment.pipeline import LabelFilter, SimilarityFilter, augment_records
-    from labelloop.jsonl import read_jsonl, write_jsonl
+    from labelloop.data.jsonl import read_jsonl, write_jsonl
 
     records = read_jsonl(args.input)
     dry_run = not (args.output or args.project)
@@ -107,8 +109,8 @@ def cmd_augment(args: argparse.Namespace) -> None:
         write_jsonl(Path(args.output), variants)
         print(f"wrote {len(variants)} variants to {args.output} (the input is unchanged)")
     if args.project:
-        from labelloop import lsclient
-        from labelloop.actions import import_variants
+        from labelloop.studio import lsclient
+        from labelloop.workflows.augment import import_variants
 
         client = studio(args)
         config = lsclient.call("reading the project", client.projects.get, id=args.project).label_config
@@ -138,10 +140,10 @@ def cmd_llm_template(args: argparse.Namespace) -> None:
 def cmd_weak(args: argparse.Namespace) -> None:
     import json
 
-    from labelloop import lsclient
-    from labelloop.actions import weak_label_project
+    from labelloop.quality.weak import WeakRules
     from labelloop.serving.service import ModelService
-    from labelloop.weak import WeakRules
+    from labelloop.studio import lsclient
+    from labelloop.workflows.weak import weak_label_project
 
     try:
         text = open(args.rules, encoding="utf-8").read()

@@ -57,9 +57,9 @@ def _print_eval(report: dict) -> None:
 def cmd_eval_human(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from labelloop import human_eval
+    from labelloop.data.jsonl import read_jsonl, write_jsonl
     from labelloop.finetune.registry import RunRegistry
-    from labelloop.jsonl import read_jsonl, write_jsonl
+    from labelloop.quality import human_eval
 
     registry = RunRegistry(env_settings().home)
     if args.action == "create":
@@ -123,9 +123,9 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
-    from labelloop.actions import promote_run
     from labelloop.finetune.registry import RunRegistry
     from labelloop.serving.service import ModelService
+    from labelloop.workflows.promotion import promote_run
 
     settings = env_settings()
     print(promote_run(ModelService(settings), RunRegistry(settings.home), args.run, args.project,
@@ -156,7 +156,7 @@ def cmd_ladder(args: argparse.Namespace) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
-    from labelloop.actions import rollback_project
     from labelloop.serving.service import ModelService
+    from labelloop.workflows.promotion import rollback_project
 
     print(rollback_project(ModelService(env_settings()), args.project).message())

@@ -16,10 +16,10 @@ def cmd_al_simulate(args: argparse.Namespace) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from labelloop.al import SimulationConfig, embed_cached, read_labeled, schedule, simulate
+    from labelloop.al.learners import DENSE, Pool
+    from labelloop.al.simulation import SimulationConfig, embed_cached, read_labeled, schedule, simulate
+    from labelloop.data.jsonl import iter_jsonl
     from labelloop.encoder import load_encoder, resolve_model_path
-    from labelloop.jsonl import iter_jsonl
-    from labelloop.learners import DENSE, Pool
     from labelloop.models import ChoicesModel
 
     settings = env_settings()
@@ -64,7 +64,7 @@ def _emit_simulation(args: argparse.Namespace, result: dict, n: int, labels) -> 
     import json
     from pathlib import Path
 
-    from labelloop.al import plot
+    from labelloop.al.simulation import plot
 
     result["data"] = {"path": str(args.data), "n": n, "labels": list(labels)}
     if args.plot:
@@ -80,7 +80,7 @@ def _simulate_spans(args: argparse.Namespace, settings, config) -> None:
 
     from tqdm import tqdm
 
-    from labelloop.al import read_spans, simulate_spans
+    from labelloop.al.spans import read_spans, simulate_spans
     from labelloop.encoder import load_encoder
 
     if config.learners != ("head",):

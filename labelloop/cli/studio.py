@@ -9,7 +9,7 @@ from labelloop.errors import LabelLoopError
 
 
 def cmd_connect(args: argparse.Namespace) -> None:
-    from labelloop.sync import connect_backend, probe_backend
+    from labelloop.studio.projects import connect_backend, probe_backend
 
     probe_backend(args.backend, basic_auth=backend_auth())
     backend = connect_backend(studio(args), args.project, args.backend, title=args.title, basic_auth=backend_auth())
@@ -17,7 +17,7 @@ def cmd_connect(args: argparse.Namespace) -> None:
 
 
 def cmd_preannotate(args: argparse.Namespace) -> None:
-    from labelloop.sync import BackendPredictor, LocalPredictor, preannotate
+    from labelloop.workflows.preannotation import BackendPredictor, LocalPredictor, preannotate
 
     service = None
     if args.backend:
@@ -47,7 +47,7 @@ def cmd_preannotate(args: argparse.Namespace) -> None:
 
 
 def cmd_queue(args: argparse.Namespace) -> None:
-    from labelloop.sync import setup_uncertainty_queue
+    from labelloop.studio.projects import setup_uncertainty_queue
 
     view = setup_uncertainty_queue(studio(args), args.project)
     print(f"project {args.project}: Uncertainty sampling on; Data Manager tab {view.id} lists unlabeled tasks, "
@@ -55,7 +55,7 @@ def cmd_queue(args: argparse.Namespace) -> None:
 
 
 def cmd_project_create(args: argparse.Namespace) -> None:
-    from labelloop.sync import connect_backend, create_project, delete_project, probe_backend, setup_uncertainty_queue
+    from labelloop.studio.projects import connect_backend, create_project, delete_project, probe_backend, setup_uncertainty_queue
     from labelloop.templates import label_config
 
     client = studio(args)
@@ -80,7 +80,7 @@ def cmd_project_create(args: argparse.Namespace) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    from labelloop.sync import import_tasks, read_tasks
+    from labelloop.studio.importing import import_tasks, read_tasks
 
     tasks = read_tasks(args.file, text_field=args.text_field)  # a bad file fails before any call to Label Studio
     report = import_tasks(studio(args), args.project, tasks, text_field=args.text_field,
@@ -91,8 +91,8 @@ def cmd_import(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from labelloop.actions import with_audit_share
-    from labelloop.dataset import ExportConfig, export_dataset
+    from labelloop.data.dataset import ExportConfig, export_dataset
+    from labelloop.workflows.export import with_audit_share
 
     settings = env_settings()
     config = with_audit_share(ExportConfig.from_args(args), settings.audit_share)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from labelloop.data.jsonl import iter_jsonl
 from labelloop.errors import ConfigError
-from labelloop.jsonl import iter_jsonl
 from labelloop.spans import Span, spans_to_tags, word_ranges
 
 IGNORE = -100

@@ -72,8 +72,8 @@ class TransformerModel:
 
     def mc_proba(self, texts: list[str], *, samples: int = 10, batch: int = 32) -> NDArray[Any]:
         """Class probabilities under ``samples`` Monte Carlo dropout masks, (samples, n_texts, n_labels), for
-        :func:`labelloop.uncertainty.bald`."""
-        from labelloop.mc_dropout import mc_dropout_probs
+        :func:`labelloop.al.uncertainty.bald`."""
+        from labelloop.al.mc_dropout import mc_dropout_probs
 
         if self.setfit:
             raise ModelError(f"model at {self.path} is a SetFit run: BALD needs a fine-tuned classifier's dropout; "

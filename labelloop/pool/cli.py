@@ -140,9 +140,9 @@ def cmd_cancel(args: argparse.Namespace) -> None:
 def cmd_refill(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from labelloop import lsclient
     from labelloop.environment import load_settings, studio_client
     from labelloop.pool.working_set import refill
+    from labelloop.studio import lsclient
 
     settings = load_settings()
     client = studio_client(args.url)
@@ -161,9 +161,9 @@ def cmd_refill(args: argparse.Namespace) -> None:
 
 
 def cmd_labels(args: argparse.Namespace) -> None:
-    from labelloop import lsclient
     from labelloop.environment import studio_client
     from labelloop.pool.working_set import labels
+    from labelloop.studio import lsclient
 
     client = studio_client(args.url)
     config = lsclient.call(f"reading project {args.project}", client.projects.get, id=args.project).label_config

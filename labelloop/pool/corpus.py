@@ -3,7 +3,7 @@ Parquet shards of ``(id, text)`` under ``$LABELLOOP_HOME/pools/<project>/``.
 
 Ids are stable: the source's own id column when named, else the text's content key (so the same text gets the
 same id whatever file it comes from, and exact duplicates, case and spacing aside, collapse into one). Near
-duplicates can be reported with :mod:`labelloop.dedup` (MinHash and LSH bands). The source is read in batches,
+duplicates can be reported with :mod:`labelloop.quality.dedup` (MinHash and LSH bands). The source is read in batches,
 so memory stays flat in the corpus size.
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from labelloop._optional import require
-from labelloop.dedup import normalize
 from labelloop.errors import ConfigError
+from labelloop.quality.dedup import normalize
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _swap_in(pool: Pool, staging: Path) -> None:
 def near_duplicates(pool: Pool, *, threshold: float = 0.8, limit: int = 1_000_000) -> list[tuple[str, str, float]]:
     """``(id, earlier id, similarity)`` of texts at least ``threshold`` similar to an earlier text of the pool
     (MinHash and LSH bands, each candidate checked exactly), over its first ``limit`` texts."""
-    from labelloop.dedup import NearDuplicateIndex
+    from labelloop.quality.dedup import NearDuplicateIndex
 
     index = NearDuplicateIndex(threshold)
     out: list[tuple[str, str, float]] = []

@@ -82,7 +82,7 @@ class Scorer:
 def scored_table(spec: ScorerSpec, scorer: Scorer, ids: list[str], texts: list[str], extra: dict | None = None):
     """The result rows of one batch as a ``pyarrow.Table``."""
     pa = require("pyarrow", "pool")
-    from labelloop.uncertainty import confidence
+    from labelloop.al.uncertainty import confidence
 
     probs = scorer(texts) if texts else np.zeros((0, len(scorer.labels)))
     conf = confidence(probs, spec.strategy) if len(probs) else np.zeros(0)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from labelloop import lsclient
 from labelloop.audit import audit_rank, in_audit
 from labelloop.errors import ConfigError
 from labelloop.pool.corpus import Pool
+from labelloop.studio import lsclient
 
 POOL_ID = "pool_id"  # task data: the text's id in the pool
 SCORE_FIELD = "labelloop_score"  # task data: the model's confidence (lower: more informative)

@@ -17,15 +17,15 @@ import threading
 import time
 from typing import Any
 
-from labelloop import lsclient
 from labelloop.audit import audit_key, audit_rank, in_audit
-from labelloop.dataset import load_frozen_test
-from labelloop.dedup import content_key
+from labelloop.data.dataset import load_frozen_test
 from labelloop.errors import AnnotationError, LabelLoopError
 from labelloop.labeling.kinds import answer_of
 from labelloop.labeling.schema import ControlSpec
+from labelloop.quality.dedup import content_key
 from labelloop.serving.clients import Clients
 from labelloop.serving.store import AnnotationRecord, Store
+from labelloop.studio import lsclient
 
 log = logging.getLogger(__name__)
 

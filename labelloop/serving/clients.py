@@ -23,9 +23,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from labelloop import lsclient
 from labelloop.errors import ConfigError, LabelLoopError
 from labelloop.settings import LabelLoopSettings
+from labelloop.studio import lsclient
 
 log = logging.getLogger(__name__)
 

@@ -292,8 +292,8 @@ class Ladder:
             return "missing"
 
     def _start(self, project_id: int, spec: ControlSpec, pairs: list) -> None:
+        from labelloop.data.jsonl import write_jsonl
         from labelloop.finetune.launch import start_run
-        from labelloop.jsonl import write_jsonl
 
         stamp = time.strftime("%Y%m%d-%H%M%S")
         folder = self.store.home / "ladder" / str(project_id) / f"{stamp}-{len(pairs)}"

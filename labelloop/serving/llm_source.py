@@ -13,7 +13,6 @@ from typing import Any
 
 from numpy.typing import NDArray
 
-from labelloop import lsclient
 from labelloop.errors import LabelLoopError
 from labelloop.llm import Engine, LLMCache, LLMLabeler, build_engine, load_template
 from labelloop.serving.annotations import ProjectAnnotations
@@ -21,6 +20,7 @@ from labelloop.serving.clients import Clients
 from labelloop.serving.metrics import Metrics
 from labelloop.serving.predictors import LLMPredictor
 from labelloop.settings import LabelLoopSettings
+from labelloop.studio import lsclient
 
 log = logging.getLogger(__name__)
 

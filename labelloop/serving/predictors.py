@@ -20,6 +20,7 @@ from typing import Any
 
 from numpy.typing import NDArray
 
+from labelloop.al.uncertainty import aggregate_words, confidence
 from labelloop.labeling.kinds import Draft, LinkPrediction, SpanPrediction, kind_of
 from labelloop.labeling.schema import ControlSpec
 from labelloop.llm import LLMLabeler, nearest_examples
@@ -27,7 +28,6 @@ from labelloop.models import Features
 from labelloop.serving.metrics import Metrics
 from labelloop.serving.versions import UNTRAINED_VERSION, Bundle
 from labelloop.spans import Gazetteer, Span, merge_spans
-from labelloop.uncertainty import aggregate_words, confidence
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from labelloop import lsclient
 from labelloop.errors import LabelLoopError
 from labelloop.pool.background import Rescorer
 from labelloop.serving.clients import Clients
 from labelloop.serving.metrics import Metrics
 from labelloop.serving.store import Store
+from labelloop.studio import lsclient
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from labelloop.selection import cluster_then_pick, kcenter_greedy, queue_scores
+from labelloop.al.selection import cluster_then_pick, kcenter_greedy, queue_scores
 
 
 def queue_order(texts: list[str], scores: NDArray[Any], embed: Callable[[list[str]], NDArray[Any]], *, batch: int,

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labelloop.localstudio import LocalLabelStudio, free_port, wait_healthy
-from labelloop.lsclient import make_client
+from labelloop.studio.localstudio import LocalLabelStudio, free_port, wait_healthy
+from labelloop.studio.lsclient import make_client
 
 ARTIFACTS = Path(os.environ.get("LABELLOOP_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 

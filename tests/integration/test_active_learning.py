@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from labelloop.sync import connect_backend, setup_uncertainty_queue
+from labelloop.studio.projects import connect_backend, setup_uncertainty_queue
 from tests.integration.conftest import wait_for
 from tests.integration.test_backend_label_studio import SENTIMENT, choice, current_predictions, tasks_of
 

@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("nlpaug")
 
-from labelloop import lsclient  # noqa: E402
-from labelloop.sync import create_project  # noqa: E402
+from labelloop.studio import lsclient
+from labelloop.studio.projects import create_project  # noqa: E402
 from labelloop.templates import label_config  # noqa: E402
 
 TRAIN = [{"text": "The acting was wonderful and the story moved me deeply.", "label": "Positive", "task_id": 1},

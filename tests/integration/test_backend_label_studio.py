@@ -8,9 +8,9 @@ import httpx
 import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
-from labelloop import lsclient
 from labelloop.errors import ConfigError
-from labelloop.sync import connect_backend
+from labelloop.studio import lsclient
+from labelloop.studio.projects import connect_backend
 from tests.integration.conftest import wait_for
 
 SENTIMENT = """<View><Text name="text" value="$text"/>

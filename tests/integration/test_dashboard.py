@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labelloop import sync
 from labelloop.auth import hash_password
-from labelloop.localstudio import free_port, wait_healthy
 from labelloop.serving.store import Store
 from labelloop.serving.versions import UNTRAINED_VERSION
+from labelloop.studio import projects
+from labelloop.studio.localstudio import free_port, wait_healthy
 from tests.integration.conftest import ARTIFACTS, BackendProcess, chromium, wait_for
 
 CONFIG = """<View>
@@ -77,11 +77,11 @@ def seeded(ls, label_studio, tmp_path_factory):
     tasks += [{"data": {"text": "Is the charger included in the box?"}},
               {"data": {"text": "Is the charger included in the box?"}},
               {"data": {"text": "Which colours does the cover come in?"}}]
-    project = sync.create_project(ls, "Dashboard test", CONFIG, tasks)
+    project = projects.create_project(ls, "Dashboard test", CONFIG, tasks)
     backend = BackendProcess(home, {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
                                     "LABELLOOP_AUDIT_SHARE": AUDIT_SHARE})
     try:
-        ml = sync.connect_backend(ls, project.id, backend.url)
+        ml = projects.connect_backend(ls, project.id, backend.url)
         ls.ml.train(id=ml.id)
         wait_for(lambda: (ls.projects.get(id=project.id).model_version or "").startswith("labelloop-v"),
                  timeout=180, what="the backend's first trained version")

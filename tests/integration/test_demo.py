@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labelloop import lsclient
 from labelloop.demo import DEMO_TEXTS, DEMO_TITLE, POOL_SIZE
-from labelloop.localstudio import LocalLabelStudio, free_port, wait_healthy
-from labelloop.lsclient import make_client
+from labelloop.studio import lsclient
+from labelloop.studio.localstudio import LocalLabelStudio, free_port, wait_healthy
+from labelloop.studio.lsclient import make_client
 
 
 def test_demo_comes_up_predicting_and_is_rerunnable(tmp_path):

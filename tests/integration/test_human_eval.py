@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from labelloop import lsclient
+from labelloop.studio import lsclient
 
 pytest.importorskip("peft")
 

@@ -19,7 +19,7 @@ from labelloop.models import TunedHead
 from labelloop.serving.service import ModelService
 from labelloop.serving.store import Store
 from labelloop.settings import LabelLoopSettings
-from labelloop.sync import connect_backend
+from labelloop.studio.projects import connect_backend
 from tests.integration.conftest import wait_for
 
 CONFIG = """<View><Text name="text" value="$text"/>

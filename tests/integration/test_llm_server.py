@@ -14,10 +14,11 @@ import httpx
 import numpy as np
 import pytest
 
-from labelloop import lsclient
 from labelloop.llm import LLMCache, LLMLabeler, OpenAIEndpoint
-from labelloop.localstudio import free_port, wait_healthy
-from labelloop.sync import create_project, import_tasks
+from labelloop.studio import lsclient
+from labelloop.studio.importing import import_tasks
+from labelloop.studio.localstudio import free_port, wait_healthy
+from labelloop.studio.projects import create_project
 from labelloop.templates import label_config
 
 from .conftest import ARTIFACTS

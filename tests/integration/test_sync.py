@@ -7,11 +7,13 @@ import threading
 import time
 from collections import Counter
 
-from labelloop import lsclient
 from labelloop.audit import in_audit
-from labelloop.dataset import ExportConfig, export_dataset, frozen_test_path
-from labelloop.sync import BackendPredictor, create_project, import_tasks, preannotate
+from labelloop.data.dataset import ExportConfig, export_dataset, frozen_test_path
+from labelloop.studio import lsclient
+from labelloop.studio.importing import import_tasks
+from labelloop.studio.projects import create_project
 from labelloop.templates import label_config
+from labelloop.workflows.preannotation import BackendPredictor, preannotate
 from tests.integration.conftest import wait_for
 
 SENT = label_config("sentiment")
@@ -182,7 +184,7 @@ def test_cli_refuses_empty_exports_and_never_leaves_a_half_made_project(ls, labe
     import subprocess
     import sys
 
-    from labelloop.localstudio import free_port
+    from labelloop.studio.localstudio import free_port
 
     env = {**os.environ, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
            "LABELLOOP_HOME": str(tmp_path / "home")}

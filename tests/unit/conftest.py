@@ -77,8 +77,8 @@ def live_server():
     import uvicorn
 
     from labelloop.backend.app import create_app
-    from labelloop.localstudio import free_port
     from labelloop.settings import forwarded
+    from labelloop.studio.localstudio import free_port
 
     servers = []
 

@@ -5,13 +5,13 @@ import argparse
 
 import pytest
 
-from labelloop.al import SimulationConfig
+from labelloop.al.simulation import SimulationConfig
 from labelloop.config import ConfigMixin
-from labelloop.dataset import ExportConfig
+from labelloop.data.dataset import ExportConfig
 from labelloop.errors import ConfigError
 from labelloop.finetune.config import RunConfig
 from labelloop.llm import LLMLabelerConfig, PromptTemplate
-from labelloop.weak import WeakRules
+from labelloop.quality.weak import WeakRules
 
 CONFIGS = [RunConfig, ExportConfig, SimulationConfig, LLMLabelerConfig, PromptTemplate, WeakRules]
 

@@ -47,7 +47,7 @@ def test_the_llm_endpoint_waits_as_long_as_the_server_asks(monkeypatch):
 def test_label_studio_calls_wait_as_long_as_label_studio_asks(monkeypatch):
     from label_studio_sdk.core.api_error import ApiError
 
-    from labelloop import lsclient
+    from labelloop.studio import lsclient
 
     slept, tries = [], []
     monkeypatch.setattr(lsclient.time, "sleep", slept.append)

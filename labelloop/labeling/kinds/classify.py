@@ -10,10 +10,10 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from labelloop.al.uncertainty import confidence
 from labelloop.errors import AnnotationError, ConfigError, UnsupportedConfigError
 from labelloop.labeling.kinds.base import ControlKind, Learner, Prediction, Source, _strings, pairwise_agreement
 from labelloop.labeling.spec import PATH_SEPARATOR, ControlSpec
-from labelloop.uncertainty import confidence
 
 
 class ClassificationKind(ControlKind):

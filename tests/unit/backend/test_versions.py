@@ -2,13 +2,13 @@
 
 import pytest
 
-from labelloop.actions import learning_curve
-from labelloop.dataset import save_frozen_test
-from labelloop.dedup import content_key
+from labelloop.data.dataset import save_frozen_test
 from labelloop.errors import ConfigError
+from labelloop.quality.dedup import content_key
 from labelloop.serving.service import ModelService
 from labelloop.serving.versions import UNTRAINED_VERSION
 from labelloop.settings import LabelLoopSettings
+from labelloop.workflows.compare import learning_curve
 
 CONFIG = """<View><Text name="text" value="$text"/><Choices name="topic" toName="text">
 <Choice value="sport"/><Choice value="cooking"/></Choices></View>"""

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from labelloop.localstudio import free_port
+from labelloop.studio.localstudio import free_port
 
 APP = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
 PAGES = ["overview", "quality", "active_learning", "augment", "train", "runs"]

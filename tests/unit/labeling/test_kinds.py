@@ -142,9 +142,9 @@ def test_snapped_spans_keep_marks_with_their_letters_and_never_edge_on_zero_widt
 def test_rating_is_a_kind_of_its_own_from_config_to_dataset_row_and_back():
     """<Rating> lives in one class: parsing, answers, the dataset row, label counts, agreement, the regions a
     dataset row becomes, and the single-label control that curves and the gate measure."""
-    from labelloop.dataset import _record, agreement_stats
-    from labelloop.insights import progress
+    from labelloop.data.dataset import _record, agreement_stats
     from labelloop.labeling.kinds import RatingKind
+    from labelloop.quality.insights import progress
 
     schema = parse_label_config(CONFIGS["rating"])
     (spec,) = schema.controls

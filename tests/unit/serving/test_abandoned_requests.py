@@ -10,8 +10,8 @@ import pytest
 import uvicorn
 
 from labelloop.backend.app import create_app
-from labelloop.localstudio import free_port
 from labelloop.settings import LabelLoopSettings
+from labelloop.studio.localstudio import free_port
 
 from .conftest import SENTIMENT
 

@@ -202,7 +202,7 @@ def trained_once(make_client, monkeypatch, *, down: bool):
     fake = FlakyLabelStudio()
     fake.down = down
     monkeypatch.setattr(service.clients, "client_for", lambda pid, timeout=None: fake)
-    monkeypatch.setattr("labelloop.lsclient.prediction_versions", lambda client, pid: {})
+    monkeypatch.setattr("labelloop.studio.lsclient.prediction_versions", lambda client, pid: {})
     c.post("/setup", json={"project": "7.1", "schema": SENTIMENT})
     webhook(c, 1, 1, "A fine film.", choice("Positive"))
     c.app.state.worker.run_pending()
@@ -242,7 +242,7 @@ def test_a_publish_overtaken_by_a_promotion_does_not_set_the_project_back(make_c
     fake = FlakyLabelStudio()
     fake.down = False
     monkeypatch.setattr(service.clients, "client_for", lambda pid, timeout=None: fake)
-    monkeypatch.setattr("labelloop.lsclient.prediction_versions", lambda client, pid: {})
+    monkeypatch.setattr("labelloop.studio.lsclient.prediction_versions", lambda client, pid: {})
     c.post("/setup", json={"project": "7.1", "schema": SENTIMENT})
     webhook(c, 1, 1, "A fine film.", choice("Positive"))
     c.app.state.worker.run_pending()

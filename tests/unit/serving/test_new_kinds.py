@@ -3,7 +3,7 @@ characters end to end."""
 
 import pytest
 
-from labelloop.dataset import ExportConfig, build_dataset
+from labelloop.data.dataset import ExportConfig, build_dataset
 
 from .conftest import webhook
 

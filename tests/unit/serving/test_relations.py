@@ -8,7 +8,7 @@ import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
 from labelloop.augment.pipeline import augment_records
-from labelloop.dataset import ExportConfig, build_dataset
+from labelloop.data.dataset import ExportConfig, build_dataset
 from labelloop.errors import AnnotationError, ConfigError, UnsupportedConfigError
 from labelloop.labeling.kinds import answer_of
 from labelloop.labeling.schema import RELATIONS, find_control, parse_label_config
@@ -251,7 +251,7 @@ def test_the_audit_split_scores_links_on_gold_mentions(make_client, caplog):
 
 
 def test_annotators_agree_link_by_link():
-    from labelloop.dataset import agreement_stats
+    from labelloop.data.dataset import agreement_stats
 
     text, spans, links = story(0)
     one, other = result(text, spans, links), result(text, spans, links[:2])

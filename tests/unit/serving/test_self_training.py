@@ -2,13 +2,13 @@
 
 import numpy as np
 
-from labelloop import lsclient
 from labelloop.audit import in_audit
 from labelloop.errors import LabelStudioUnavailableError
 from labelloop.labeling.schema import parse_label_config
 from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.store import Store
 from labelloop.serving.training import _SelfTraining
+from labelloop.studio import lsclient
 
 from .conftest import SENTIMENT, choice
 

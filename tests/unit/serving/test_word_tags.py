@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from labelloop.augment.pipeline import augment_records
-from labelloop.dataset import ExportConfig, build_dataset
+from labelloop.data.dataset import ExportConfig, build_dataset
 from labelloop.errors import ConfigError
 from labelloop.labeling.schema import parse_label_config
 from labelloop.models import WordTagsModel, lexical_features
@@ -152,7 +152,7 @@ def test_word_tagged_records_are_refused_by_augmentation():
 
 
 def test_annotators_agree_word_by_word():
-    from labelloop.dataset import agreement_stats
+    from labelloop.data.dataset import agreement_stats
 
     text = "The dog runs ."
     a = regions([(0, 3, "DET"), (4, 7, "NOUN"), (8, 12, "VERB"), (13, 14, "PUNCT")])

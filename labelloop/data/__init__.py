@@ -1,0 +1,1 @@
+"""Datasets: leak-free export of a project, frozen test splits, JSON Lines."""

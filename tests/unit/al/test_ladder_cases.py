@@ -1,0 +1,212 @@
+"""One table of ladder cases, run through the backend's ladder and through the simulation's ``auto`` learner:
+what ``labelloop al simulate --learner auto`` measures is what the backend decides.
+
+Each case is fed to both as each gets its data (annotations in the backend's store; a pool, labelled ids and a
+frozen gate in the simulation), and both must reach the case's answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labelloop.al import learners
+from labelloop.al.learners import GateSettings, LadderLearner, Pool, _SimulatedGate
+from labelloop.audit import in_audit
+from labelloop.models import ChoicesModel
+from labelloop.serving.service import ModelService
+from labelloop.settings import LabelLoopSettings
+
+CONFIG = """<View><Text name="text" value="$text"/><Choices name="topic" toName="text">
+<Choice value="sport"/><Choice value="cooking"/><Choice value="travel"/></Choices></View>"""
+LABELS = ("sport", "cooking", "travel")
+
+# When a fine-tune is due: training labels per label, the label counts earlier fine-tunes started at, the first
+# fine-tune's label count, and whether one is due now.
+DUE = [
+    pytest.param({"sport": 6, "cooking": 5, "travel": 5}, [], 16, True, id="first at finetune_at"),
+    pytest.param({"sport": 6, "cooking": 5, "travel": 4}, [], 16, False, id="below finetune_at"),
+    pytest.param({"sport": 15, "cooking": 4, "travel": 1}, [], 16, False, id="a label without two examples"),
+    pytest.param({"sport": 11, "cooking": 11, "travel": 10}, [16], 16, True, id="again when the labels double"),
+    pytest.param({"sport": 10, "cooking": 10, "travel": 10}, [16], 16, False, id="not before they double"),
+]
+
+# The gate on one frame of audit tasks: (champion's class, challenger's class, gold class, annotated?) per task,
+# repeated, and the verdict both must reach.
+def frame(right_for_challenger: int, right_for_champion: int, both_wrong: int, unlabelled: int, agree: int):
+    items = ([(1, 0, 0, True)] * right_for_challenger + [(0, 1, 0, True)] * right_for_champion
+             + [(1, 2, 0, True)] * both_wrong + [(1, 0, 0, False)] * unlabelled + [(0, 0, 0, True)] * agree)
+    return items
+
+
+GATE = [  # (items, watching a promotion?, verdict)
+    pytest.param(frame(14, 0, 0, 10, 20), False, "promote", id="the challenger right on every disagreement"),
+    pytest.param(frame(3, 1, 0, 20, 20), False, "hold", id="too few disagreement labels yet"),
+    pytest.param(frame(0, 16, 0, 10, 20), False, "futility", id="the champion right on every disagreement"),
+    pytest.param(frame(20, 20, 2, 0, 10), False, "refuse", id="the budget spent on a tie"),
+    pytest.param(frame(0, 16, 0, 10, 20), True, "rollback", id="the promoted model wrong on new disagreements"),
+    pytest.param(frame(14, 0, 0, 10, 20), True, "keep", id="the promoted model right on new disagreements"),
+]
+
+
+def backend(tmp_path, **overrides) -> ModelService:
+    settings = LabelLoopSettings(**{"home": tmp_path / "home", "model": "unused-no-encoder-is-loaded",
+                                    "push_predictions": False, "finetune": "auto", "gate_budget": 40,
+                                    "gate_alpha": 0.05, "gate_min_gain": 0.01, **overrides})
+    service = ModelService(settings)
+    service.store.save_label_config(1, CONFIG)
+    return service
+
+
+def annotate(service: ModelService, task_id: int, label: str) -> None:
+    service.store.upsert_annotation(1, task_id, task_id, {"text": f"text {task_id}"},
+                                    [{"from_name": "topic", "to_name": "text", "type": "choices",
+                                      "value": {"choices": [label]}}], cancelled=False)
+
+
+def pool(y: list[int]) -> Pool:
+    k = len(LABELS)
+    head = ChoicesModel(LABELS, False, np.zeros((4, k)), np.zeros(k), np.zeros((4, k)))
+    return Pool([f"text {i}" for i in range(len(y))], np.zeros((len(y), 4)), np.asarray(y), LABELS, head, "", None)
+
+
+class Started(Exception):
+    """The simulation started a fine-tune (the case's answer, without training one)."""
+
+
+@pytest.mark.parametrize(("counts", "started", "finetune_at", "due"), DUE)
+def test_the_backend_starts_a_fine_tune_when_the_table_says(tmp_path, counts, started, finetune_at, due):
+    service = backend(tmp_path, audit_share=0.0, finetune_at=finetune_at)
+    task = 0
+    for label, n in counts.items():
+        for _ in range(n):
+            task += 1
+            annotate(service, task, label)
+    for k, labels in enumerate(started):
+        service.store.add_finetune(1, f"earlier-{k}", labels)
+    assert (service.ladder.next_due(1) is None) == due, service.ladder.next_due(1)
+
+
+@pytest.mark.parametrize(("counts", "started", "finetune_at", "due"), DUE)
+def test_the_simulation_starts_a_fine_tune_when_the_table_says(monkeypatch, counts, started, finetune_at, due):
+    y = [LABELS.index(label) for label, n in counts.items() for _ in range(n)]
+    learner = LadderLearner(pool(y), np.zeros(len(y), dtype=bool), finetune_at=finetune_at)
+    learner._started = list(started)
+
+    def start(*args, **kwargs):
+        raise Started
+
+    monkeypatch.setattr(learners, "finetune", start)
+    try:
+        learner.fit(np.arange(len(y)))
+        began = False
+    except Started:
+        began = True
+    assert began == due
+
+
+def audit_task_ids(n: int, share: float) -> list[int]:
+    ids, task = [], 0
+    while len(ids) < n:
+        task += 1
+        if in_audit(1, task, share):
+            ids.append(task)
+    return ids
+
+
+@pytest.mark.parametrize(("items", "watch", "verdict"), GATE)
+def test_the_backend_gate_reaches_the_tables_verdict(tmp_path, items, watch, verdict):
+    service = backend(tmp_path, audit_share=0.5)
+    tasks = audit_task_ids(len(items), 0.5)
+    for task, (_, _, gold, annotated) in zip(tasks, items, strict=True):
+        if annotated:
+            annotate(service, task, LABELS[gold])
+    service.store.open_gate(1, "challenger", "labelloop-v1", "challenger",
+                            [(t, a, b) for t, (a, b, _, _) in zip(tasks, items, strict=True)])
+    if watch:  # promoted before any of these labels came in
+        service.store.update_gate(1, "challenger", state="watch", promoted="labelloop-v2", counted=[])
+    spec = service.schema(1).single_choice()
+    evidence = service.ladder.evidence(1, spec, service.store.gate(1, "challenger"))
+    assert evidence.verdict == verdict, evidence.reason
+
+
+class Promoted(Exception):
+    """The simulation promoted the challenger (it then loads its features, which this stand-in has not)."""
+
+
+class StandIn:
+    def features(self, texts):
+        raise Promoted
+
+
+@pytest.mark.parametrize(("items", "watch", "verdict"), GATE)
+def test_the_simulated_gate_reaches_the_tables_verdict(items, watch, verdict):
+    gold = [g for _, _, g, _ in items] + [0, 1, 2]  # and three training items, never in the frame
+    audit = np.arange(len(gold)) < len(items)
+    learner = LadderLearner(pool(gold), audit, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40))
+    audit_ids = np.flatnonzero(audit)
+    learner._gate = _SimulatedGate(StandIn(), 10, audit_ids, np.array([a for a, _, _, _ in items]),
+                                   np.array([b for _, b, _, _ in items]), opened_at=0,
+                                   state="watch" if watch else "open")
+    labelled = np.array([i for i, (_, _, _, annotated) in enumerate(items) if annotated])
+    try:
+        learner._judge(labelled, np.flatnonzero(~audit), labelled)
+    except Promoted:
+        pass
+    reached = learner.events[-1].what if learner.events else "hold"
+    assert reached == verdict, learner.events[-1].detail if learner.events else ""
+
+
+def _opened(n_disagree: int, n_agree: int, challenger_right: bool):
+    """A simulated gate that opened before any of its audit items were labelled: ``n_disagree`` items where the
+    two models differ (the challenger right, or both wrong) and ``n_agree`` where they agree."""
+    gold = [0] * (n_disagree + n_agree) + [0, 1, 2]
+    audit = np.arange(len(gold)) < n_disagree + n_agree
+    learner = LadderLearner(pool(gold), audit, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40))
+    challenger = [0 if challenger_right else 2] * n_disagree + [0] * n_agree
+    learner._gate = _SimulatedGate(StandIn(), 10, np.flatnonzero(audit), np.array([1] * n_disagree + [0] * n_agree),
+                                   np.array(challenger), opened_at=0, judged=set())
+    return learner, np.flatnonzero(audit)
+
+
+def test_a_batch_of_labels_is_judged_one_label_at_a_time_as_the_backend_does():
+    from labelloop.gate import wealth
+
+    learner, labelled = _opened(60, 20, challenger_right=True)
+    try:  # all 60 disagreements and the 20 agreements labelled in one batch
+        learner._judge(labelled, np.array([80, 81, 82]), labelled)
+    except Promoted:
+        pass
+    first = next(k for k in range(1, 61) if wealth(np.ones(k)) >= 20)
+    event = learner.events[-1]
+    assert event.what == "promote" and event.evidence["labels"] == first < 60
+    assert event.labels == len(labelled) - (60 - first)  # the labels that came after the verdict are not its
+    assert len(learner._gate.counted) == 20 + first  # ...they are the rollback watch's
+
+
+def test_a_batch_never_spends_more_than_the_gates_budget():
+    learner, labelled = _opened(60, 0, challenger_right=False)  # both wrong: no evidence either way
+    learner._judge(labelled, np.array([60, 61, 62]), labelled)
+    event = learner.events[-1]
+    assert event.what == "refuse" and event.evidence["labels"] == 40, event.evidence
+
+
+def test_the_simulated_gate_frames_only_servable_tasks_and_records_a_challenger_that_gives_way(monkeypatch):
+    """Held-out test texts are never served, so they are not in the gate's frame (else it waits on them for
+    ever); a challenger still held when the next fine-tune starts is recorded as superseded, as the backend does."""
+    y = [k % 3 for k in range(90)]
+    audit = np.arange(90) % 5 == 0
+    learner = LadderLearner(pool(y), audit, finetune_at=12, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40))
+
+    class Challenger:
+        def predict_proba(self, texts):
+            return np.tile([0.0, 0.0, 1.0], (len(texts), 1))  # class 2 everywhere: unlike the zero-shot head
+
+    monkeypatch.setattr(learners, "finetune", lambda pool, train, name, method: Challenger())
+    servable, test = np.arange(72), np.arange(72, 90)
+    first = servable[:18]  # 14 training labels (every class) and 4 audit labels
+    learner.fit(first, np.setdiff1d(servable, first))
+    assert set(learner._gate.audit_ids) <= set(servable.tolist()) and not set(learner._gate.audit_ids) & set(test)
+    more = np.union1d(first, servable[18:][~audit[servable[18:]]])  # training labels double, no new audit label
+    learner.fit(more, np.setdiff1d(servable, more))
+    assert [e.what for e in learner.events if e.what in ("finetune", "superseded")] == [
+        "finetune", "finetune", "superseded"]
