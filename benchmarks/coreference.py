@@ -37,7 +37,8 @@ from labelloop.encoder import load_encoder  # noqa: E402
 from labelloop.labeling.kinds import RelationsKind  # noqa: E402
 from labelloop.labeling.schema import parse_label_config  # noqa: E402
 from labelloop.models import Features  # noqa: E402
-from labelloop.relations import Links, coreference_scores, decode, link_f1  # noqa: E402
+from labelloop.relation_scores import coreference_scores, link_f1  # noqa: E402
+from labelloop.relations import Links, decode  # noqa: E402
 from labelloop.spans import Span  # noqa: E402
 
 CONFIG = """<View><Labels name="mention" toName="text"><Label value="PER"/><Label value="LOC"/></Labels>

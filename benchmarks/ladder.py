@@ -1,7 +1,7 @@
 """The ladder's rungs side by side: where does the background fine-tune start to beat the head?
 
 For each label count, the same random training sample goes to the head (the backend's linear head on frozen
-MiniLM vectors) and to the fine-tune the backend starts (:func:`labelloop.serving.ladder.finetune_config`,
+MiniLM vectors) and to the fine-tune the backend starts (:func:`labelloop.policy.finetune_config`,
 run as the backend runs it: ``python -m labelloop.finetune.launch``), and both are scored on the same held-out
 test set, with 95% Wilson intervals, and as the ratio fine-tune / head. The head on all of the pool is the
 baseline line. The first label count where the fine-tune wins by more than the noise sets the default of
@@ -33,7 +33,7 @@ from labelloop.data.jsonl import write_jsonl  # noqa: E402
 from labelloop.encoder import load_encoder  # noqa: E402
 from labelloop.finetune.registry import RunRegistry  # noqa: E402
 from labelloop.models import ChoicesModel, TransformerModel  # noqa: E402
-from labelloop.serving.ladder import finetune_config  # noqa: E402
+from labelloop.policy import finetune_config  # noqa: E402
 
 DATA = {"movie_reviews": movie_reviews, "bbc_news": bbc_news}
 

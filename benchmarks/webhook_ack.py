@@ -54,7 +54,7 @@ def start_finetune(home: Path, texts: list[str], labels: list[str]):
     from labelloop.data.jsonl import write_jsonl
     from labelloop.finetune.launch import start_run
     from labelloop.finetune.registry import RunRegistry
-    from labelloop.serving.ladder import finetune_config
+    from labelloop.policy import finetune_config
 
     write_jsonl(home / "finetune.jsonl", [{"text": t, "label": y} for t, y in zip(texts, labels)])
     registry = RunRegistry(home)

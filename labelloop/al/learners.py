@@ -5,7 +5,7 @@
   with probability >= 0.9 (pseudo-labels), to measure whether the backend should do it.
 - ``setfit``: :class:`labelloop.models.SetFitClassifier` (contrastive fine-tuning of the encoder plus a head).
 - ``finetune``: a full fine-tune of the encoder, run exactly as the backend runs it
-  (:func:`labelloop.serving.ladder.finetune_config` in a ``labelloop.finetune.launch`` process).
+  (:func:`labelloop.policy.finetune_config` in a ``labelloop.finetune.launch`` process).
 - ``auto``: the ladder as the backend runs it, through the same policy (:mod:`labelloop.policy`) and gate
   (:mod:`labelloop.gate`). A share of the queue is audit tasks (random, never trained on); the head serves and
   retrains after every batch; a fine-tune starts when :func:`~labelloop.policy.finetune_due` says so; the
@@ -117,7 +117,7 @@ def finetune(pool: Pool, labeled: np.ndarray, name: str, method: str = "full") -
     process, loaded."""
     from labelloop.data.jsonl import write_jsonl
     from labelloop.finetune.registry import RunRegistry
-    from labelloop.serving.ladder import finetune_config
+    from labelloop.policy import finetune_config
 
     home = Path(tempfile.mkdtemp(prefix="finetune-", dir=pool.workdir))
     try:

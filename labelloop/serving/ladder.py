@@ -14,18 +14,16 @@ labels updates the evidence, until the challenger is promoted, stopped for futil
 budget is spent. After a promotion the same test watches the other way on new disagreement labels and rolls
 back to the champion it replaced when that one proves better. Every fine-tune, verdict, promotion and rollback
 is recorded once, with its evidence (:meth:`Store.decisions`), and every promotion goes through
-:meth:`Ladder.promote`.
+:meth:`Ladder.promote`. Where the ladder stands, for the dashboard and the CLI, is
+:func:`labelloop.serving.ladder_status.ladder_status`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -36,41 +34,19 @@ from labelloop.finetune.registry import RunRecord, RunRegistry
 from labelloop.gate import GateEvidence, decide
 from labelloop.labeling.kinds import export_value
 from labelloop.labeling.schema import ControlSpec, TaskSchema
-from labelloop.models import Features, TransformerModel, TunedHead
-from labelloop.policy import FINAL_VERDICTS, MIN_PER_LABEL, finetune_due, finetune_method
+from labelloop.models import Features, TransformerModel
+from labelloop.policy import FINAL_VERDICTS, MIN_PER_LABEL, finetune_config, finetune_due, finetune_method, has_setfit
 from labelloop.processes import alive, stop_groups
 from labelloop.serving.annotations import ProjectAnnotations
+from labelloop.serving.ladder_state import Finetune, Gate
 from labelloop.serving.predictors import ModelPredictor
-from labelloop.serving.store import Finetune, Gate, Store
+from labelloop.serving.store import Store
 from labelloop.serving.versions import UNTRAINED_VERSION, VersionRegistry
 from labelloop.settings import LabelLoopSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MIN_PER_LABEL", "Ladder", "finetune_config"]
-
-
-def finetune_config(n_labels: int, train_file: Path, *, base_model: str = "", method: str = "full") -> RunConfig:
-    """The run the ladder starts for ``n_labels`` training labels. ``full``: full fine-tuning of the encoder (it
-    beat LoRA on the packaged MiniLM), about 150 optimiser steps whatever the label count (3 to 20 epochs).
-    ``setfit``: SetFit with 10 pairs per text, as measured against it (README)."""
-    if method == "setfit":
-        return RunConfig(task="classification", train_file=str(train_file), base_model=base_model, method="setfit",
-                         epochs=1.0, batch_size=16, max_length=128, save_steps=10_000)
-    batch = 16
-    epochs = float(min(20, max(3, math.ceil(150 * batch / max(n_labels, 1)))))
-    return RunConfig(task="classification", train_file=str(train_file), base_model=base_model, method="full",
-                     epochs=epochs, batch_size=batch, learning_rate=5e-5, max_length=128, save_steps=10_000)
-
-
-def _has_setfit() -> bool:
-    import importlib.util
-
-    if importlib.util.find_spec("setfit") is None:
-        log.info("the setfit package is not installed (pip install 'labelloop[setfit]'): the ladder fully "
-                 "fine-tunes instead")
-        return False
-    return True
+__all__ = ["MIN_PER_LABEL", "Ladder"]
 
 
 class Ladder:
@@ -259,7 +235,7 @@ class Ladder:
             return changed
         pairs = self.annotations.pairs(spec, self.annotations.training_records(project_id))
         if self.next_due(project_id, pairs) is None and not any(
-                not f.done and self._status(f) in ("queued", "running") for f in self.store.finetunes(project_id)):
+                not f.done and self.run_status(f) in ("queued", "running") for f in self.store.finetunes(project_id)):
             self._start(project_id, spec, pairs)
         return changed
 
@@ -278,14 +254,15 @@ class Ladder:
             if value in counts:
                 counts[value] += 1
         # A fine-tune cancelled (the backend stopped under it) does not count: it starts again at its label count.
-        started = [f.labels for f in self.store.finetunes(project_id) if self._status(f) != "cancelled"]
+        started = [f.labels for f in self.store.finetunes(project_id) if self.run_status(f) != "cancelled"]
         return finetune_due(len(pairs), started, counts, finetune_at=self.settings.finetune_at)
 
     def run_ended(self, finetune: Finetune) -> bool:
         """Whether a fine-tune's run is over (succeeded, failed, cancelled, or gone) and waits to be settled."""
-        return self._status(finetune) not in ("queued", "running")
+        return self.run_status(finetune) not in ("queued", "running")
 
-    def _status(self, finetune: Finetune) -> str:
+    def run_status(self, finetune: Finetune) -> str:
+        """Its run's status in the run registry (``missing`` when the run is gone)."""
         try:
             return self.runs.get(finetune.run_id).status
         except LabelLoopError:
@@ -307,7 +284,7 @@ class Ladder:
                 self.store.add_decision(project_id, "superseded", None, finetune.run_id,
                                         {"reason": f"a fine-tune on {len(pairs)} labels replaces it"})
         method = finetune_method(len(pairs), setfit_below=self.settings.setfit_below,
-                                 has_setfit=self.settings.setfit_below > len(pairs) and _has_setfit())
+                                 has_setfit=self.settings.setfit_below > len(pairs) and has_setfit())
         config = dataclasses.replace(self.run_config(len(pairs), folder / "train.jsonl", base_model=self.settings.model,
                                                      method=method), project=project_id)
         name = f"ladder-{self.settings.instance or 'p'}{project_id}-{len(pairs)}-{stamp}"
@@ -321,7 +298,7 @@ class Ladder:
                  config.method, len(pairs), run.run_id)
 
     def _settle(self, project_id: int, spec: ControlSpec, finetune: Finetune) -> str | None:
-        status = self._status(finetune)
+        status = self.run_status(finetune)
         if status in ("queued", "running"):
             return None
         champion = self.registry.current(project_id).version
@@ -421,35 +398,3 @@ class Ladder:
             except LabelLoopError:
                 pass
         self._children.clear()
-
-    # -- what the dashboard shows -----------------------------------------------------------------
-
-    def status(self, project_id: int) -> dict[str, Any]:
-        """``{"rung", "model_version", "since", "next_finetune", "finetune_running", "held", "audit", "gates"}``;
-        ``gates`` has one line per challenger being judged (or promotion being watched) with its evidence."""
-        bundle = self.registry.current(project_id)
-        record = self.registry.record(project_id, bundle.version)
-        spec = self.schema(project_id).single_choice()
-        model = bundle.model(spec) if spec is not None else None
-        rung = ("zero-shot" if record is None else
-                "fine-tuned encoder + head" if isinstance(model, (TunedHead, TransformerModel)) else "head")
-        running = [f.run_id for f in self.store.finetunes(project_id) if not f.done
-                   and self._status(f) in ("queued", "running")]
-        held = [f.run_id for f in self.store.finetunes(project_id) if not f.done and f.run_id not in running]
-        why = self.next_due(project_id)
-        gates = []
-        if spec is not None:
-            started = {f.run_id: f.labels for f in self.store.finetunes(project_id)}
-            methods = {d.challenger: d.evidence.get("method") for d in self.store.decisions(project_id)
-                       if d.action == "finetune"}
-            for gate in self.store.gates(project_id, states=("open", "watch")):
-                evidence = self.evidence(project_id, spec, gate)
-                what = gate.promoted or gate.challenger
-                how = ", ".join(x for x in (methods.get(gate.run_id), f"{started.get(gate.run_id, 0)} labels") if x)
-                line = (f"{'watching ' + what + ' against ' + gate.champion if gate.state == 'watch' else 'challenger ' + what} "
-                        f"({how}): {evidence.summary()}")
-                gates.append({"run": gate.run_id, "state": gate.state, "line": line, **evidence.to_dict()})
-        return {"rung": rung, "model_version": bundle.version, "since": record.created_at if record else None,
-                "next_finetune": "now" if why is None else why, "finetune_running": running, "held": held,
-                "audit": len(self.annotations.audit_records(project_id)), "gates": gates,
-                "serve_first": len(self.serve_first(project_id))}

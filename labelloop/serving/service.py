@@ -34,11 +34,13 @@ from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.clients import Clients
 from labelloop.serving.embeddings import EmbeddingCache
 from labelloop.serving.ladder import Ladder
+from labelloop.serving.ladder_state import Decision
+from labelloop.serving.ladder_status import ladder_status
 from labelloop.serving.llm_source import LLMSource
 from labelloop.serving.metrics import Metrics
 from labelloop.serving.publish import Publisher
 from labelloop.serving.queue import place_audit, queue_order
-from labelloop.serving.store import Decision, Store, VersionRecord
+from labelloop.serving.store import Store, VersionRecord
 from labelloop.serving.training import Trainer, TrainingWorker
 from labelloop.serving.versions import UNTRAINED_VERSION, Bundle, VersionRegistry
 from labelloop.settings import LabelLoopSettings
@@ -295,7 +297,7 @@ class ModelService:
 
     def ladder_status(self, project_id: int) -> dict[str, Any]:
         """Where the ladder stands: the serving rung and since when, the gates, the next fine-tune."""
-        return self.ladder.status(project_id)
+        return ladder_status(self.ladder, project_id)
 
     def decisions(self, project_id: int) -> list[Decision]:
         """Every promotion, refusal, rollback and forced promotion of the project, oldest first, with evidence."""

@@ -97,7 +97,7 @@ class RelationsKind(ControlKind):
 
     def audit_score(self, spec: ControlSpec, model: Any, pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
         """Link F1 (and MUC and B³ of the chains) on the gold mentions of the annotated audit tasks."""
-        from labelloop.relations import coreference_scores, link_f1
+        from labelloop.relation_scores import coreference_scores, link_f1
 
         if not pairs:
             return None

@@ -99,13 +99,13 @@ def test_the_ladder_fine_tunes_in_the_background_promotes_through_the_gate_and_k
     service = make_service(retrain_every=0, setfit_below=400 if method == "setfit" else 0)
     for task_id in range(1, 61):
         annotate(service, task_id, "sport" if task_id % 2 else "cooking")
-    assert service.ladder.status(1)["rung"] == "zero-shot"
+    assert service.ladder_status(1)["rung"] == "zero-shot"
     assert service.ladder.step(1) is None  # starts the fine-tune, promotes nothing yet
     started = service.store.finetunes(1)
     assert len(started) == 1 and started[0].labels == len(service.annotations.training_records(1))
     assert [d.action for d in service.store.decisions(1)] == ["finetune"]
     assert service.store.decisions(1)[0].evidence["method"] == method  # SetFit below 400 labels, as measured
-    assert service.ladder.status(1)["finetune_running"] == [started[0].run_id]
+    assert service.ladder_status(1)["finetune_running"] == [started[0].run_id]
     assert service.ladder.step(1) is None and len(service.store.finetunes(1)) == 1  # one at a time
 
     wait_for_finetune(service)
@@ -123,7 +123,7 @@ def test_the_ladder_fine_tunes_in_the_background_promotes_through_the_gate_and_k
     spec = service.schema(1).controls[0]
     served = service.registry.current(1).model(spec)
     assert isinstance(served, TunedHead)
-    status = service.ladder.status(1)
+    status = service.ladder_status(1)
     assert status["rung"] == "fine-tuned encoder + head" and status["since"] is not None
     assert f"at {2 * started[0].labels} training labels" in status["next_finetune"]  # labels double first
 

@@ -13,7 +13,8 @@ from labelloop.errors import AnnotationError, ConfigError, UnsupportedConfigErro
 from labelloop.labeling.kinds import answer_of
 from labelloop.labeling.schema import RELATIONS, find_control, parse_label_config
 from labelloop.llm import PromptTemplate, parse_links
-from labelloop.relations import Links, candidate_pairs, chains, coreference_scores, decode, link_f1
+from labelloop.relation_scores import coreference_scores, link_f1
+from labelloop.relations import Links, candidate_pairs, chains, decode
 from labelloop.spans import Span
 from labelloop.templates import label_config
 

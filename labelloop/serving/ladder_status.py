@@ -1,0 +1,40 @@
+"""Where a project's ladder stands, for the dashboard and ``labelloop ladder``: the serving rung and since when,
+the next fine-tune, and one line per challenger being judged or promotion being watched, with its evidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labelloop.models import TransformerModel, TunedHead
+from labelloop.serving.ladder import Ladder
+
+
+def ladder_status(ladder: Ladder, project_id: int) -> dict[str, Any]:
+    """``{"rung", "model_version", "since", "next_finetune", "finetune_running", "held", "audit", "gates"}``;
+    ``gates`` has one line per challenger being judged (or promotion being watched) with its evidence."""
+    bundle = ladder.registry.current(project_id)
+    record = ladder.registry.record(project_id, bundle.version)
+    spec = ladder.schema(project_id).single_choice()
+    model = bundle.model(spec) if spec is not None else None
+    rung = ("zero-shot" if record is None else
+            "fine-tuned encoder + head" if isinstance(model, (TunedHead, TransformerModel)) else "head")
+    running = [f.run_id for f in ladder.store.finetunes(project_id) if not f.done
+               and ladder.run_status(f) in ("queued", "running")]
+    held = [f.run_id for f in ladder.store.finetunes(project_id) if not f.done and f.run_id not in running]
+    why = ladder.next_due(project_id)
+    gates = []
+    if spec is not None:
+        started = {f.run_id: f.labels for f in ladder.store.finetunes(project_id)}
+        methods = {d.challenger: d.evidence.get("method") for d in ladder.store.decisions(project_id)
+                   if d.action == "finetune"}
+        for gate in ladder.store.gates(project_id, states=("open", "watch")):
+            evidence = ladder.evidence(project_id, spec, gate)
+            what = gate.promoted or gate.challenger
+            how = ", ".join(x for x in (methods.get(gate.run_id), f"{started.get(gate.run_id, 0)} labels") if x)
+            line = (f"{'watching ' + what + ' against ' + gate.champion if gate.state == 'watch' else 'challenger ' + what} "
+                    f"({how}): {evidence.summary()}")
+            gates.append({"run": gate.run_id, "state": gate.state, "line": line, **evidence.to_dict()})
+    return {"rung": rung, "model_version": bundle.version, "since": record.created_at if record else None,
+            "next_finetune": "now" if why is None else why, "finetune_running": running, "held": held,
+            "audit": len(ladder.annotations.audit_records(project_id)), "gates": gates,
+            "serve_first": len(ladder.serve_first(project_id))}
