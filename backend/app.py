@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -113,7 +114,7 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
     worker = service.worker()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if train_in_background:
             worker.start()
         yield
@@ -131,12 +132,12 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
         app.add_middleware(BasicAuth, expected=expected_auth)
 
     @app.exception_handler(RequestError)
-    async def request_error(request: Request, exc: RequestError):
+    async def request_error(request: Request, exc: RequestError) -> JSONResponse:
         log.info("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     @app.exception_handler(LabelLoopError)
-    async def labelloop_error(request: Request, exc: LabelLoopError):
+    async def labelloop_error(request: Request, exc: LabelLoopError) -> JSONResponse:
         if isinstance(exc, StorageFullError):
             status = 503
         elif isinstance(exc, (ConfigError, TaskDataError)):
@@ -149,19 +150,19 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
         return JSONResponse({"error": str(exc)}, status_code=status)
 
     @app.get("/")
-    @app.get("/health")
-    async def health():
+    @app.get("/health", response_model=None)
+    async def health() -> dict[str, str]:
         return {"status": "UP", "model_class": "LabelLoop", "version": __version__}
 
-    @app.post("/setup", openapi_extra=_body(SETUP_BODY))
-    async def setup(request: Request):
+    @app.post("/setup", openapi_extra=_body(SETUP_BODY), response_model=None)
+    async def setup(request: Request) -> dict[str, str]:
         req = setup_request(await read_json(request, limit=limit, budget=bodies))
         version = await run_in_threadpool(service.setup, req.project, req.label_config, hostname=req.hostname,
                                           access_token=req.access_token)
         return {"model_version": version}
 
-    @app.post("/predict", openapi_extra=_body(PREDICT_BODY))
-    async def predict(request: Request):
+    @app.post("/predict", openapi_extra=_body(PREDICT_BODY), response_model=None)
+    async def predict(request: Request) -> dict[str, Any] | JSONResponse:
         req = predict_request(await read_json(request, limit=limit, budget=bodies), max_tasks=settings.max_tasks_per_request)
         # Chunks of similar length pad little: the tasks are predicted shortest first, answered in their order.
         order = length_order(req.tasks)
@@ -177,13 +178,13 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
                 results[i] = result
         return {"results": results, "model_version": results[0]["model_version"]}
 
-    @app.post("/webhook", openapi_extra=_body(WEBHOOK_BODY))
-    async def webhook(request: Request):
+    @app.post("/webhook", openapi_extra=_body(WEBHOOK_BODY), response_model=None)
+    async def webhook(request: Request) -> dict[str, Any]:
         event = webhook_event(await read_json(request, limit=limit, budget=bodies))
         return await run_in_threadpool(service.handle_event, event)
 
-    @app.post("/train", openapi_extra=_body(TRAIN_BODY))
-    async def train(request: Request):
+    @app.post("/train", openapi_extra=_body(TRAIN_BODY), response_model=None)
+    async def train(request: Request) -> dict[str, Any]:
         """The pre-webhook training call; queued exactly like START_TRAINING."""
         payload = await read_json(request, limit=limit, budget=bodies)
         pid = parse_project_id(payload.get("project")) if isinstance(payload.get("project"), (int, str, dict)) else None
@@ -191,14 +192,14 @@ def create_app(settings: LabelLoopSettings | None = None, *, service: ModelServi
             raise RequestError(422, "Request body lacks 'project' (Label Studio's project id).")
         return await run_in_threadpool(service.handle_event, Event("START_TRAINING", pid))
 
-    @app.get("/versions")
-    async def versions():
+    @app.get("/versions", response_model=None)
+    async def versions() -> dict[str, Any]:
         names = await run_in_threadpool(service.versions)
         problems = await run_in_threadpool(service.problems)
         return {"versions": names, "problems": problems}
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics():
+    @app.get("/metrics", response_class=PlainTextResponse, response_model=None)
+    async def metrics() -> str:
         queued, running = await run_in_threadpool(service.training_load)
         gauges = {"training_queue": (queued, "trainings queued or running (all processes)"),
                   "trainings_running": (running, "trainings running now (all processes)")}

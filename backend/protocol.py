@@ -163,7 +163,7 @@ def setup_request(payload: dict[str, Any]) -> SetupRequest:
 
 @dataclass(frozen=True)
 class PredictRequest:
-    tasks: list
+    tasks: list[Any]
     project: object
     label_config: str | None
     context: dict[str, Any] | None
@@ -185,7 +185,7 @@ def predict_request(payload: dict[str, Any], *, max_tasks: int) -> PredictReques
     return PredictRequest(tasks, _project(payload, required=False), _text(payload, "label_config"), context)
 
 
-def length_order(tasks: list) -> list[int]:
+def length_order(tasks: list[Any]) -> list[int]:
     """Indices of ``tasks`` from the least text to the most (the sum of the lengths of each task's string data
     values; a task without a data object counts as empty), stable for equal lengths."""
     def size(task: object) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from xml.etree import ElementTree
 
 from labelloop.errors import ConfigError, UnsupportedConfigError
 from labelloop.labeling.kinds import kind_for_tag, kind_of
@@ -52,10 +53,8 @@ class TaskSchema:
         return next((c for c in self.controls if kind_of(c).single_label(c)), None)
 
 
-def _element(label_config: str, tag: str, name: str):
+def _element(label_config: str, tag: str, name: str) -> ElementTree.Element:
     """The XML element of one control (the SDK keeps no tree of nested ``<Choice>`` tags)."""
-    from xml.etree import ElementTree
-
     root = ElementTree.fromstring(label_config)  # already parsed and checked by the SDK above
     return next(e for e in root.iter(tag) if e.get("name") == name)
 
@@ -64,7 +63,7 @@ def _controls(label_config: str, max_labels: int) -> tuple[list[ControlSpec], li
     """The controls over ``<Text>`` that the backend knows, and the problems with the rest."""
     if not isinstance(label_config, str) or not label_config.strip():
         raise UnsupportedConfigError("The labeling config is empty.\n" + SUPPORTED)
-    from label_studio_sdk.label_interface import LabelInterface
+    from label_studio_sdk.label_interface.interface import LabelInterface
 
     try:
         interface = LabelInterface(label_config)
@@ -86,7 +85,7 @@ def _controls(label_config: str, max_labels: int) -> tuple[list[ControlSpec], li
         if len(control.to_name) != 1:
             problems.append(f"{where} must point at exactly one object (toName)")
             continue
-        obj = interface.get_object(control.to_name[0])
+        obj = interface.get_object(control.to_name[0])  # type: ignore[no-untyped-call]
         if obj.tag != "Text":
             problems.append(f"{where} points at <{obj.tag}>, not at <Text>")
             continue

@@ -16,7 +16,7 @@ class Annotation:
     id: int
     task_id: int
     data: dict[str, Any]
-    result: list
+    result: list[Any]
     cancelled: bool = False
 
 

@@ -82,7 +82,7 @@ class HeadClassifier:
 class _Tagger:
     """A tagging model and the encoder function that gives it token vectors."""
 
-    def __init__(self, model, encode: Callable[[list[str]], list[TokenEncoding]]) -> None:
+    def __init__(self, model: Any, encode: Callable[[list[str]], list[TokenEncoding]]) -> None:
         self.model = model
         self.encode = encode
         self.labels: tuple[str, ...] = model.labels
@@ -213,4 +213,5 @@ class TunedHead:
     @classmethod
     def restore(cls, features: Any, meta: dict[str, Any], arrays: dict[str, NDArray[Any]]) -> TunedHead:
         tuned = features.tuned(TransformerModel(meta["path"], meta["labels"]))
-        return tuned.with_head(ChoicesModel.from_arrays(meta, arrays, width=tuned.head.weight.shape[0]))
+        tuned_head: TunedHead = tuned.with_head(ChoicesModel.from_arrays(meta, arrays, width=tuned.head.weight.shape[0]))
+        return tuned_head

@@ -14,10 +14,11 @@ from numpy.typing import NDArray
 
 from labelloop.encoder import Encoder, TokenEncoding
 from labelloop.errors import ModelError
+from labelloop.labeling.spec import ControlSpec
 from labelloop.models.adapters import HeadClassifier, HeadTagger, Saved, TunedHead, WordTagger, fit_word_tags
 from labelloop.models.heads import ZERO_SHOT_CACHE, ChoicesModel, SpansModel
 from labelloop.models.transformer import TransformerModel
-from labelloop.relations import Linker, fit_links
+from labelloop.relations import Linker, Links, fit_links
 from labelloop.spans import Span
 
 
@@ -55,7 +56,7 @@ class Features:
     def hidden_size(self) -> int:
         return self._hidden_size() if self._hidden_size else self.encoder.hidden_size
 
-    def zero_shot(self, spec) -> HeadClassifier:
+    def zero_shot(self, spec: ControlSpec) -> HeadClassifier:
         """The untrained head for a classification control: cosine to each label's name."""
         key = (spec.signature, spec.multiple)
         model = self._zero_shot.pop(key, None)
@@ -67,16 +68,16 @@ class Features:
             self._zero_shot.pop(next(iter(self._zero_shot)))
         return model
 
-    def fit_classifier(self, spec, texts: list[str], targets: NDArray[Any]) -> HeadClassifier:
+    def fit_classifier(self, spec: ControlSpec, texts: list[str], targets: NDArray[Any]) -> HeadClassifier:
         return self.zero_shot(spec).fit(texts, targets)
 
-    def fit_tagger(self, spec, texts: list[str], spans: list[list[Span]]) -> HeadTagger:
+    def fit_tagger(self, spec: ControlSpec, texts: list[str], spans: list[list[Span]]) -> HeadTagger:
         return HeadTagger(SpansModel.fit(self.encode(texts), texts, spans, spec.labels), self.encode)
 
-    def fit_word_tagger(self, spec, texts: list[str], spans: list[list[Span]]) -> WordTagger:
+    def fit_word_tagger(self, spec: ControlSpec, texts: list[str], spans: list[list[Span]]) -> WordTagger:
         return WordTagger(fit_word_tags(self.encode, texts, spans, spec.labels), self.encode)
 
-    def fit_linker(self, spec, texts: list[str], answers: list) -> Linker:
+    def fit_linker(self, spec: ControlSpec, texts: list[str], answers: list[Links]) -> Linker:
         """A mention-pair linker for a ``<Relations>`` control (``spec.paths`` holds the linked span labels)."""
         return Linker(fit_links(self.encode, texts, answers, spec.labels, [p[0] for p in spec.paths]), self.encode)
 
@@ -92,7 +93,7 @@ class Features:
         goes with it; a :class:`TransformerModel` stays in its run folder and the metadata points at it."""
         return model.saved(folder, stem)
 
-    def load(self, folder: Path, meta: dict[str, Any]):
+    def load(self, folder: Path, meta: dict[str, Any]) -> Saved:
         """The model :meth:`save` wrote; :class:`ModelError` for an unknown type or a missing, truncated or
         mis-shaped file."""
         kind = SAVED.get(str(meta.get("type")))
@@ -109,7 +110,8 @@ class Features:
                 hidden = width(self, meta) if width else self.hidden_size
                 if hidden is not None and weight.shape[:1] != (hidden,):
                     raise ModelError(f"{folder}: weights are for a {weight.shape[0]}-wide encoder, this one is {hidden}")
-            return kind.restore(self, meta, arrays)
+            restored: Saved = kind.restore(self, meta, arrays)
+            return restored
         except ModelError:
             raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:

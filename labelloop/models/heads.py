@@ -88,14 +88,14 @@ class ChoicesModel:
             loss_fn = torch.nn.CrossEntropyLoss(weight=class_weight)
         optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
 
-        def closure():
+        def closure() -> Any:
             optimizer.zero_grad()
             penalty = ((weight - w0) ** 2).sum() + ((bias - b0) ** 2).sum()
             loss = loss_fn(xt @ weight + bias, yt) + prior_strength / len(xt) * penalty
             loss.backward()
             return loss
 
-        optimizer.step(closure)
+        optimizer.step(closure)  # type: ignore[no-untyped-call]
         return ChoicesModel(
             self.labels,
             self.multiple,

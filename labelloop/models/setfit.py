@@ -21,7 +21,7 @@ class SetFitClassifier:
     """
 
     def __init__(self, base: str, labels: Sequence[str], *, iterations: int = 10, seed: int = 0,
-                 model=None) -> None:
+                 model: Any = None) -> None:
         self.base = base
         self.labels = tuple(labels)
         self.iterations = iterations

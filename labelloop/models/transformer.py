@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -86,7 +86,7 @@ class TransformerModel:
                                           multi_label=self.task == "multi-label")[:, :, self._order])
         return np.concatenate(parts, axis=1) if parts else np.zeros((samples, 0, len(self.labels)))
 
-    def _forward(self, texts: list[str], batch: int = 32):
+    def _forward(self, texts: list[str], batch: int = 32) -> Iterator[Any]:
         """The model's outputs, ``batch`` texts at a time (truncated to its window)."""
         with self._torch.inference_mode():
             for i in range(0, len(texts), batch):
@@ -94,7 +94,7 @@ class TransformerModel:
                                      padding=True, return_tensors="pt")
                 yield self.model(**enc)
 
-    def _output_layer(self):
+    def _output_layer(self) -> Any:
         """The classification layer: the last linear layer with one output per label."""
         layers = [m for m in self.model.modules() if isinstance(m, self._torch.nn.Linear)
                   and m.out_features == len(self._order)]
@@ -132,7 +132,7 @@ class TransformerModel:
         layer = self._output_layer()
         seen: list[NDArray[Any]] = []
 
-        def grab(_module, inputs):
+        def grab(_module: Any, inputs: tuple[Any, ...]) -> None:
             x = inputs[0]
             if x.ndim != 2:
                 raise ModelError(f"model at {self.path} classifies per token, not per sentence")
@@ -146,7 +146,7 @@ class TransformerModel:
             handle.remove()
         return np.concatenate(seen).astype(np.float32) if seen else np.zeros((0, layer.in_features), np.float32)
 
-    def fit(self, texts: list[str], targets) -> TransformerModel:
+    def fit(self, texts: list[str], targets: NDArray[Any]) -> TransformerModel:
         raise ModelError("a fine-tuned model is trained by `labelloop train` (or the dashboard's Train page); "
                          "the backend promotes runs, it does not retrain them")
 

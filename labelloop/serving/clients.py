@@ -125,7 +125,7 @@ class Clients:
             return (url, token) if token else None
         return setup  # the request's own host with the request's own token, never the environment's key
 
-    def client_for(self, project_id: int, *, timeout: float | None = None):
+    def client_for(self, project_id: int, *, timeout: float | None = None) -> Any:
         """A client for the project (short timeouts for background calls), or None if none can be built."""
         target = self.target(project_id)
         if target is None:

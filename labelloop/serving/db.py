@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from labelloop.errors import StorageFullError
 
@@ -204,7 +205,7 @@ class Database:
                     self._db.execute("ROLLBACK")
                 raise
 
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock, self._errors():
             return self._db.execute(sql, args).fetchall()
 

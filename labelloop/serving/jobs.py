@@ -131,4 +131,4 @@ class JobQueue(Database):
                                           (self.instance,))]
 
     def pending_jobs(self) -> int:
-        return self._query("SELECT COUNT(*) FROM jobs WHERE instance=?", (self.instance,))[0][0]
+        return int(self._query("SELECT COUNT(*) FROM jobs WHERE instance=?", (self.instance,))[0][0])

@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class Ladder:
 
     # -- the gate ---------------------------------------------------------------------------------
 
-    def open_gate(self, project_id: int, spec: ControlSpec, challenger, name: str, run_id: str) -> Gate:
+    def open_gate(self, project_id: int, spec: ControlSpec, challenger: Any, name: str, run_id: str) -> Gate:
         """Freeze the serving champion and let it and ``challenger`` (``predict_proba(texts)``) predict every
         audit task: the frame the gate judges ``run_id`` on."""
         tasks = self.annotations.audit_tasks(project_id, spec)
@@ -239,7 +240,7 @@ class Ladder:
             self._start(project_id, spec, pairs)
         return changed
 
-    def next_due(self, project_id: int, pairs: list | None = None) -> str | None:
+    def next_due(self, project_id: int, pairs: list[Any] | None = None) -> str | None:
         """Why no fine-tune is due now (None: one is due)."""
         if self.settings.finetune == "off":
             return "fine-tuning is off (LABELLOOP_FINETUNE=off)"
@@ -268,7 +269,7 @@ class Ladder:
         except LabelLoopError:
             return "missing"
 
-    def _start(self, project_id: int, spec: ControlSpec, pairs: list) -> None:
+    def _start(self, project_id: int, spec: ControlSpec, pairs: list[Any]) -> None:
         from labelloop.data.jsonl import write_jsonl
         from labelloop.finetune.launch import start_run
 

@@ -100,7 +100,7 @@ class LadderState(Database):
     def finetunes(self, project_id: int | None = None) -> list[Finetune]:
         """Fine-tunes the ladder started (of one project, or all of this instance), oldest first."""
         sql = "SELECT project_id, run_id, labels, started_at, done FROM finetunes WHERE instance=?"
-        args: tuple = (self.instance,)
+        args: tuple[Any, ...] = (self.instance,)
         if project_id is not None:
             sql += " AND project_id=?"
             args += (project_id,)

@@ -14,6 +14,7 @@ from typing import Any
 from numpy.typing import NDArray
 
 from labelloop.errors import LabelLoopError
+from labelloop.labeling.spec import ControlSpec
 from labelloop.llm import Engine, LLMCache, LLMLabeler, build_engine, load_template
 from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.clients import Clients
@@ -84,7 +85,7 @@ class LLMSource:
         if project_id is None:
             return LLMPredictor(lambda: self.labeler(None), self.version, metrics=self.metrics)
 
-        def annotated(spec):
+        def annotated(spec: ControlSpec) -> Any:
             self.annotations.refresh(project_id)
             return self.annotations.pairs(spec, self.annotations.training_records(project_id))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 
@@ -33,7 +34,7 @@ class Metrics:
             for name, amount in amounts.items():
                 setattr(self, name, getattr(self, name) + amount)
 
-    def render(self, gauges: dict[str, tuple[float, str]], llm_usage: dict[str, int]) -> str:
+    def render(self, gauges: Mapping[str, tuple[float, str]], llm_usage: dict[str, int]) -> str:
         """The exposition text: counters, then ``gauges`` (``name: (value, help)``), then LLM usage."""
         rows: list[tuple[str, str, str, float, str]] = [("labelloop_process_info", "gauge", "the process these counters belong to", 1,
                  f'{{pid="{os.getpid()}"}}')]

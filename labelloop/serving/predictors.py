@@ -104,7 +104,7 @@ class LLMPredictor:
     def guideline(self) -> str:
         return self._guideline if isinstance(self._guideline, str) else self._guideline()
 
-    def examples(self, spec: ControlSpec, texts: list[str]) -> list[list] | None:
+    def examples(self, spec: ControlSpec, texts: list[str]) -> list[list[Any]] | None:
         """For each text, the ``k`` annotated examples nearest to it, nearest last (never the text itself)."""
         k = self.labeler.config.few_shot
         pairs = self.annotated(spec)
@@ -156,7 +156,8 @@ class EnsemblePredictor:
         self.version = f"{model.version}+{llm.version}"
 
     def class_probs(self, spec: ControlSpec, texts: list[str]) -> NDArray[Any]:
-        return (self.model.class_probs(spec, texts) + self.llm.class_probs(spec, texts)) / 2
+        mean: NDArray[Any] = (self.model.class_probs(spec, texts) + self.llm.class_probs(spec, texts)) / 2
+        return mean
 
     def spans(self, spec: ControlSpec, texts: list[str]) -> list[SpanPrediction] | None:
         return self.model.spans(spec, texts) if self.model.trained(spec) else self.llm.spans(spec, texts)
@@ -171,13 +172,16 @@ class EnsemblePredictor:
         return self.model.links(spec, texts, spans) if self.model.trained(spec) else self.llm.links(spec, texts, spans)
 
 
+Source = ModelPredictor | LLMPredictor | EnsemblePredictor  # what predicts for one request
+
+
 @functools.lru_cache(maxsize=64)
 def _warn_once(message: str) -> None:
     log.warning(message)
 
 
 def choose(mode: str, model: Callable[[], ModelPredictor], llm: Callable[[], LLMPredictor], *,
-           annotated: Callable[[], int], cold_start_labels: int):
+           annotated: Callable[[], int], cold_start_labels: int) -> Source:
     """The predictor ``LABELLOOP_PREDICTOR`` asks for; ``model``/``llm`` build theirs only when needed."""
     if mode == "llm":
         return llm()

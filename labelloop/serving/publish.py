@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,32 +35,31 @@ RETRY_WAITS = (5.0, 15.0, 60.0, 300.0)
 PUBLISH_LEASE = 600.0
 
 
-class QueueOrder(Protocol):
-    """Queue scores for a project's open tasks from their confidences (``cold``: none is labelled yet)."""
+class Predicts(Protocol):
+    """What the publisher needs of :class:`labelloop.serving.prediction.Predictions`."""
 
-    def __call__(self, project_id: int, ids: list[int], data: list[dict[str, Any]], scores: NDArray[Any], *,
-                 cold: bool) -> NDArray[Any]: ...
+    def predict(self, tasks: Sequence[object], project_id: int | None, label_config: str | None,
+                model_version: str | None = None) -> list[dict[str, Any]]:
+        """Label Studio predictions for ``[{"id", "data"}]``, one per task."""
+
+    def queue_order(self, project_id: int, ids: list[int], data: list[dict[str, Any]], scores: NDArray[Any], *,
+                    cold: bool) -> NDArray[Any]:
+        """The queue's scores for the open tasks from their confidences (``cold``: none is labelled yet)."""
+
+    def model_version(self, project_id: int) -> str:
+        """What serves the project now."""
 
 
 class Publisher:
-    """Pushes versions of the store's projects to Label Studio.
+    """Pushes versions of the store's projects to Label Studio, predicted by ``predictions``."""
 
-    ``predict(project_id, tasks)`` gives Label Studio predictions for ``[{"id", "data"}]`` (one per task);
-    ``queue_order(project_id, ids, data, scores, cold=...)`` turns the open tasks' confidences into the queue's
-    scores (``cold``: no task of the project is labelled yet).
-    """
-
-    def __init__(self, store: Store, clients: Clients, predict: Callable[[int, list[dict[str, Any]]], list[dict[str, Any]]],
-                 queue_order: QueueOrder, *,
-                 keep: int = 3, metrics: Metrics | None = None, current: Callable[[int], str] | None = None,
-                 rescorer: Rescorer | None = None) -> None:
+    def __init__(self, store: Store, clients: Clients, predictions: Predicts, *, keep: int = 3,
+                 metrics: Metrics | None = None, rescorer: Rescorer | None = None) -> None:
         self.store = store
         self.clients = clients
-        self.predict = predict
-        self.queue_order = queue_order
+        self.predictions = predictions
         self.keep = keep
         self.metrics = metrics or Metrics()
-        self.current = current  # what serves now: a publish that another one overtook does not set it back
         self.rescorer = rescorer  # re-scores a project's pool (beyond Label Studio's working set) once a version serves
         self._failures: dict[int, int] = {}
         self._publishing: set[int] = set()  # projects with a publish under way in this process
@@ -104,17 +103,17 @@ class Publisher:
         return stored
 
     def retry_due(self) -> None:
-        """Publish what is owed and due: the version serving now (the owed one when ``current`` is unknown)."""
-        for project_id, owed in self.store.publishes_due(time.time()):
+        """Publish what is owed and due: the version serving now."""
+        for project_id, _owed in self.store.publishes_due(time.time()):
             with self._lock:
                 if project_id in self._publishing:  # under way in this process: not owed twice
                     continue
             try:
-                self.publish(project_id, self.current(project_id) if self.current else owed)
+                self.publish(project_id, self.predictions.model_version(project_id))
             except LabelLoopError:
                 pass  # logged and rescheduled by publish
 
-    def _push(self, client, project_id: int, version: str, chunk: int) -> int:
+    def _push(self, client: Any, project_id: int, version: str, chunk: int) -> int:
         listed = list(lsclient.iter_tasks(client, project_id, page_size=1000, include="id,data,is_labeled",
                                           retry=lsclient.BEST_EFFORT))
         tasks = [t for t in listed if not t.is_labeled]  # what a retrain can still change for annotators
@@ -123,11 +122,11 @@ class Publisher:
         held = lsclient.task_ids_with_version(client, project_id, version) if tasks else set()
         preds: list[dict[str, Any]] = []
         for i in range(0, len(tasks), chunk):
-            preds += self.predict(project_id, [{"id": t.id, "data": t.data} for t in tasks[i : i + chunk]])
+            preds += self.predictions.predict([{"id": t.id, "data": t.data} for t in tasks[i : i + chunk]], project_id, None)
         ok = [i for i, p in enumerate(preds) if "error" not in p and p["model_version"] == version]
         if not ok:
             return 0
-        scores = self.queue_order(
+        scores = self.predictions.queue_order(
             project_id, [tasks[i].id for i in ok], [tasks[i].data for i in ok],
             np.array([preds[i]["score"] if preds[i]["score"] is not None else 0.0 for i in ok]),
             cold=len(tasks) == len(listed),
@@ -135,7 +134,8 @@ class Publisher:
         rows = [{"task": tasks[i].id, "result": preds[i]["result"], "score": float(score), "model_version": version}
                 for i, score in zip(ok, scores, strict=True) if tasks[i].id not in held]
         stored = lsclient.push_predictions(client, project_id, rows)
-        if self.current is not None and self.current(project_id) != version:
+        if self.predictions.model_version(project_id) != version:
+            # what serves now: a publish that another one overtook does not set it back
             # A promotion or rollback (here or in another process) changed what serves while we pushed: its
             # own publish sets the project's model_version, and this one must not set it back.
             log.info("project %s: %s no longer serves; its predictions are stored, model_version left alone",
@@ -148,7 +148,7 @@ class Publisher:
             self.rescorer.start(project_id, version)
         return stored
 
-    def _prune(self, client, project_id: int, version: str) -> None:
+    def _prune(self, client: Any, project_id: int, version: str) -> None:
         """Delete the predictions of our versions older than the newest ``keep`` (best effort)."""
         if self.keep <= 0:
             return

@@ -30,7 +30,7 @@ class AnnotationRecord:
     annotation_id: int
     task_id: int
     data: dict[str, Any]
-    result: list
+    result: list[Any]
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,11 @@ class Store(JobQueue, LadderState):
     def label_config(self, project_id: int) -> str | None:
         return self._project_field(project_id, "label_config")
 
-    def _project_field(self, project_id: int, column: str):
+    def _project_field(self, project_id: int, column: str) -> str | None:
+        """A text column of the project's row (None: no row, or no value)."""
         rows = self._query(f"SELECT {column} FROM projects WHERE instance=? AND project_id=?",
                            (self.instance, project_id))
-        return rows[0][0] if rows else None
+        return None if not rows or rows[0][0] is None else str(rows[0][0])
 
     def _set_project(self, project_id: int, **values: object) -> None:
         columns = ", ".join(values)
@@ -137,7 +138,7 @@ class Store(JobQueue, LadderState):
     # -- annotations ------------------------------------------------------------------------------
 
     def upsert_annotation(
-        self, project_id: int, task_id: int, annotation_id: int, data: dict[str, Any], result: list, *, cancelled: bool
+        self, project_id: int, task_id: int, annotation_id: int, data: dict[str, Any], result: list[Any], *, cancelled: bool
     ) -> int:
         """Record an annotation; returns the project's count of annotations since the last training."""
         with self._tx() as db:
@@ -153,8 +154,8 @@ class Store(JobQueue, LadderState):
                 "ON CONFLICT(instance, project_id) DO UPDATE SET new_annotations=new_annotations+1",
                 (self.instance, project_id),
             )
-            return db.execute("SELECT new_annotations FROM projects WHERE instance=? AND project_id=?",
-                              (self.instance, project_id)).fetchone()[0]
+            return int(db.execute("SELECT new_annotations FROM projects WHERE instance=? AND project_id=?",
+                                  (self.instance, project_id)).fetchone()[0])
 
     def delete_annotations(self, project_id: int, annotation_ids: list[int]) -> None:
         with self._tx() as db:
@@ -173,7 +174,7 @@ class Store(JobQueue, LadderState):
             latest.setdefault(task_id, AnnotationRecord(annotation_id, task_id, json.loads(data), json.loads(result)))
         return list(latest.values())
 
-    def replace_annotations(self, project_id: int, records: list[tuple[int, int, dict[str, Any], list, bool]]) -> None:
+    def replace_annotations(self, project_id: int, records: list[tuple[int, int, dict[str, Any], list[Any], bool]]) -> None:
         """Make the project's annotations exactly ``records`` (what Label Studio holds now)."""
         now = time.time()
         with self._tx() as db:
@@ -226,7 +227,7 @@ class Store(JobQueue, LadderState):
         """Recorded versions that were not pruned, oldest first (of one project, or all of this instance)."""
         sql = ("SELECT project_id, number, model_version, path, n_annotations, created_at, broken FROM versions "
                "WHERE instance=?")
-        args: tuple = (self.instance,)
+        args: tuple[Any, ...] = (self.instance,)
         if project_id is not None:
             sql += " AND project_id=?"
             args += (project_id,)
@@ -253,8 +254,8 @@ class Store(JobQueue, LadderState):
         return path
 
     def max_version_number(self, project_id: int) -> int:
-        return self._query("SELECT COALESCE(MAX(number), 0) FROM versions WHERE instance=? AND project_id=?",
-                           (self.instance, project_id))[0][0]
+        return int(self._query("SELECT COALESCE(MAX(number), 0) FROM versions WHERE instance=? AND project_id=?",
+                               (self.instance, project_id))[0][0])
 
     # -- embedding cache --------------------------------------------------------------------------
 

@@ -16,14 +16,16 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.audit import describe_scores
 from labelloop.errors import LabelLoopError, ModelError
 from labelloop.labeling.kinds import Learner, kind_of
 from labelloop.labeling.schema import TaskSchema
+from labelloop.labeling.spec import ControlSpec
 from labelloop.models import Features, TunedHead
 from labelloop.policy import SELF_TRAINING_THRESHOLD, pseudo_labels
 from labelloop.serving.annotations import ProjectAnnotations
@@ -34,6 +36,20 @@ from labelloop.serving.store import Store
 from labelloop.serving.versions import VersionRegistry
 
 log = logging.getLogger(__name__)
+
+
+class Learns(Protocol):
+    """What the worker runs for a queued training (:class:`labelloop.serving.learning.Learning`)."""
+
+    def fit(self, project_id: int, *, force: bool = False) -> str | None: ...
+
+    def finetunes_finished(self) -> None: ...
+
+
+class Serves(Protocol):
+    """What serves a project now (:class:`labelloop.serving.prediction.Predictions`)."""
+
+    def model_version(self, project_id: int) -> str: ...
 
 
 class Trainer:
@@ -118,7 +134,7 @@ class Trainer:
         return out
 
 
-def training_digest(schema: TaskSchema, records: list) -> str:
+def training_digest(schema: TaskSchema, records: list[Any]) -> str:
     """A digest of what a training learns from: the config's controls and every training annotation."""
     payload = json.dumps([[c.signature for c in schema.controls],
                           sorted([r.task_id, r.annotation_id, r.result, r.data] for r in records)],
@@ -133,10 +149,10 @@ class _OnTop:
         self.tuned = tuned
         self.features = features
 
-    def fit_classifier(self, spec, texts: list[str], targets):
+    def fit_classifier(self, spec: ControlSpec, texts: list[str], targets: NDArray[Any]) -> TunedHead:
         return self.tuned.fit(texts, targets)
 
-    def __getattr__(self, name: str):  # every other learner method: as the features fit it
+    def __getattr__(self, name: str) -> Any:  # every other learner method: as the features fit it
         return getattr(self.features, name)
 
 
@@ -153,7 +169,7 @@ class _SelfTraining:
         self.unlabeled = unlabeled
         self.threshold = threshold
 
-    def fit_classifier(self, spec, texts: list[str], targets):
+    def fit_classifier(self, spec: ControlSpec, texts: list[str], targets: NDArray[Any]) -> Any:
         model = self.inner.fit_classifier(spec, texts, targets)
         if not self.unlabeled:
             return model
@@ -165,7 +181,7 @@ class _SelfTraining:
         return model.fit(texts + [self.unlabeled[i] for i in sure],
                          np.concatenate([targets, pseudo.astype(np.asarray(targets).dtype)]))
 
-    def __getattr__(self, name: str):  # taggers and linkers: as the inner learner fits them
+    def __getattr__(self, name: str) -> Any:  # taggers and linkers: as the inner learner fits them
         return getattr(self.inner, name)
 
 
@@ -181,20 +197,19 @@ def _lower_priority(niceness: int = 10) -> None:
 class TrainingWorker:
     """``threads`` worker threads that run queued trainings, then publish; and retry owed publishes."""
 
-    def __init__(self, store: Store, fit: Callable[..., str | None], publisher: Publisher | None,
-                 current: Callable[[int], str], *, wake: threading.Event, threads: int = 2,
-                 poll_seconds: float = 2.0, retrain_interval: float = 0.0, metrics: Metrics | None = None,
-                 tick: Callable[[], None] | None = None, tick_seconds: float = 10.0) -> None:
+    def __init__(self, store: Store, learning: Learns, publisher: Publisher | None, serving: Serves, *,
+                 wake: threading.Event, threads: int = 2, poll_seconds: float = 2.0, retrain_interval: float = 0.0,
+                 metrics: Metrics | None = None, tick_seconds: float = 10.0) -> None:
+        """Every ``tick_seconds`` one thread asks ``learning`` whether background fine-tunes have ended."""
         self.store = store
-        self.fit = fit
+        self.learning = learning
         self.publisher = publisher
-        self.current = current
+        self.serving = serving
         self.wake = wake
         self.threads = threads
         self.poll_seconds = poll_seconds
         self.retrain_interval = retrain_interval
         self.metrics = metrics or Metrics()
-        self.tick = tick  # the timekeeper's periodic check (background fine-tunes that have ended)
         self.tick_seconds = tick_seconds
         self.busy = threading.Event()
         self._stop = threading.Event()
@@ -248,10 +263,10 @@ class TrainingWorker:
         _lower_priority()
         last_timer = last_tick = time.monotonic()
         while not self._stop.is_set():
-            if timekeeper and self.tick is not None and time.monotonic() - last_tick >= self.tick_seconds:
+            if timekeeper and time.monotonic() - last_tick >= self.tick_seconds:
                 last_tick = time.monotonic()
                 try:
-                    self.tick()
+                    self.learning.finetunes_finished()
                 except LabelLoopError as e:
                     log.warning("checking background fine-tunes failed: %s", e)
             if timekeeper:
@@ -280,13 +295,14 @@ class TrainingWorker:
         try:
             log.info("project %s: training (%s)", job.project_id, job.reason)
             # The Train button asks for a training outright; annotations and timers only when the data changed.
-            version = self.fit(job.project_id, force=job.reason == "START_TRAINING")
+            version = self.learning.fit(job.project_id, force=job.reason == "START_TRAINING")
             # A new version goes to Label Studio; so does one it doesn't hold yet (the zero-shot model's cold-start
             # queue before any annotation, a rollback), and nothing else: an unchanged model is not pushed again.
             if self.publisher is not None and (version is not None or
-                                               self.store.published_version(job.project_id) != self.current(job.project_id)):
+                                               self.store.published_version(job.project_id)
+                                               != self.serving.model_version(job.project_id)):
                 try:
-                    self.publisher.publish(job.project_id, self.current(job.project_id))
+                    self.publisher.publish(job.project_id, self.serving.model_version(job.project_id))
                 except LabelLoopError:
                     pass  # owed; retried by retry_due
             self.store.set_error(job.project_id, None)

@@ -52,7 +52,7 @@ class Bundle:
         """Whether this bundle was trained for ``schema`` as it is now (same controls and labels)."""
         return all(self.signatures.get(c.from_name) == c.signature for c in schema.controls if kind_of(c).trainable)
 
-    def model(self, spec: ControlSpec):
+    def model(self, spec: ControlSpec) -> Any:
         """The trained model for ``spec``, or None (never trained, or trained for other labels)."""
         return self.models.get(spec.from_name) if self.signatures.get(spec.from_name) == spec.signature else None
 

@@ -182,7 +182,7 @@ def pairwise_agreement(values: list[list[Any]]) -> float:
     return float(np.mean([sum(c * (c - 1) for c in Counter(v).values()) / (len(v) * (len(v) - 1)) for v in values]))
 
 
-def _strings(value: Any, key: str, spec: ControlSpec) -> list:
+def _strings(value: Any, key: str, spec: ControlSpec) -> list[Any]:
     items = value.get(key, [])
     if not isinstance(items, list):
         raise AnnotationError(f"{spec.from_name}: {key!r} must be a list, not {type(items).__name__}")

@@ -68,7 +68,7 @@ class RelationsKind(ControlKind):
     def matches(self, tag: str, attrs: Mapping[str, Any]) -> bool:
         return False  # not a control over <Text>: read from the config beside the <Labels> it links
 
-    def export(self, spec: ControlSpec, answer: Links) -> tuple:
+    def export(self, spec: ControlSpec, answer: Links) -> tuple[Any, ...]:
         return tuple((s.start, s.end, s.label) for s in answer.spans), answer.links
 
     def record(self, spec: ControlSpec, text: str, value: Any) -> dict[str, Any]:

@@ -37,7 +37,7 @@ class LabelsKind(ControlKind):
     def matches(self, tag: str, attrs: Mapping[str, Any]) -> bool:
         return tag == self.tag and not _dense(attrs)
 
-    def export(self, spec: ControlSpec, answer: list[Span]) -> tuple:
+    def export(self, spec: ControlSpec, answer: list[Span]) -> tuple[Any, ...]:
         return tuple(sorted((s.start, s.end, s.label) for s in answer))
 
     def record(self, spec: ControlSpec, text: str, value: Any) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def test_a_hung_label_studio_delays_only_its_own_project(make_client, silent, si
     try:
         time.sleep(0.5)  # project 7's training is now waiting on the silent Label Studio
         webhook(c, 2, 2, "A dull film.", choice("Negative"), project=8)
-        service.training_requested.set()
+        service.learning.wake.set()
         deadline = time.monotonic() + 15
         while service.store.current_name(8) is None and time.monotonic() < deadline:
             time.sleep(0.1)
