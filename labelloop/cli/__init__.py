@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 
+from labelloop._optional import missing_extra
 from labelloop.cli.data import cmd_augment, cmd_llm_template, cmd_synthesize, cmd_weak
 from labelloop.cli.runs import cmd_eval, cmd_eval_human, cmd_ladder, cmd_promote, cmd_rollback, cmd_runs, cmd_train
 from labelloop.cli.serve import cmd_backend, cmd_dashboard, cmd_demo, cmd_hash_password, cmd_playground
@@ -231,6 +232,11 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except LabelLoopError as e:
         sys.exit(f"error: {e}")
+    except ImportError as e:
+        missing = missing_extra(e)
+        if missing is None:
+            raise
+        sys.exit(f"error: {missing}")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

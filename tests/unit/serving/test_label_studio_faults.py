@@ -249,7 +249,7 @@ def test_a_publish_overtaken_by_a_promotion_does_not_set_the_project_back(make_c
     assert fake.version == "labelloop-v1"
     fake.version = "labelloop-v2"  # what a promotion in another process just published
     # ... and started serving while this publish was pushing:
-    monkeypatch.setattr(service.publisher, "current", lambda pid: "labelloop-v2")
+    monkeypatch.setattr(service.predictions, "model_version", lambda pid: "labelloop-v2")
     service.publisher.publish(7, "labelloop-v1")
     assert fake.stored[-1]["model_version"] == "labelloop-v1" and fake.version == "labelloop-v2"
 
@@ -303,7 +303,7 @@ def test_owed_publishes_go_out_while_every_training_thread_is_busy(make_client, 
     fake.down = False
     service.store.set_publish_pending(7, "labelloop-v1", after=0)
     release = threading.Event()
-    monkeypatch.setattr(service, "fit", lambda pid, **_: release.wait(30))  # a training that hangs on Label Studio
+    monkeypatch.setattr(service.learning, "fit", lambda pid, **_: release.wait(30))  # a training that hangs on Label Studio
     service.store.request_training(8, "START_TRAINING")
     worker = service.worker()
     worker.threads = 1

@@ -109,7 +109,7 @@ def test_the_ladder_fine_tunes_in_the_background_promotes_through_the_gate_and_k
     assert service.ladder.step(1) is None and len(service.store.finetunes(1)) == 1  # one at a time
 
     wait_for_finetune(service)
-    service.finetunes_finished()  # the worker's timer queues a training for the project
+    service.learning.finetunes_finished()  # the worker's timer queues a training for the project
     assert service.store.claim_job().reason == "fine-tune finished"
     promoted = service.ladder.step(1)
     decision = service.store.decisions(1)[-1]
@@ -219,7 +219,7 @@ def test_the_gate_serves_disagreements_first_and_promotes_on_a_handful_of_their_
     # A challenger at the gate is not queued again by the timer: its disagreement labels queue trainings.
     service.store.add_finetune(1, "run-1", 12)
     monkeypatch.setattr(service.ladder, "run_ended", lambda finetune: True)
-    service.finetunes_finished()
+    service.learning.finetunes_finished()
     assert service.store.claim_job() is None
     champion = service.model_version(1)
     assert gate.champion == champion and gate.frame == len(service.annotations.audit_tasks(1, spec)) > 40
