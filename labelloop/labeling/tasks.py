@@ -8,6 +8,10 @@ from typing import Any
 
 from labelloop.errors import TaskDataError
 
+# Webhook actions that add or change annotations, and those that delete them.
+ANNOTATION_EVENTS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"})
+DELETE_EVENTS = frozenset({"ANNOTATION_DELETED", "ANNOTATIONS_DELETED"})
+
 
 @dataclass(frozen=True)
 class Annotation:

@@ -24,7 +24,7 @@ from labelloop.finetune.registry import RunRecord
 from labelloop.gate import GateEvidence
 from labelloop.labeling.kinds import answer_of
 from labelloop.labeling.schema import TaskSchema, cached_schema
-from labelloop.labeling.tasks import Event, parse_project_id
+from labelloop.labeling.tasks import ANNOTATION_EVENTS, DELETE_EVENTS, Event, parse_project_id
 from labelloop.models import Features
 from labelloop.pool.background import Rescorer
 from labelloop.serving import predictors
@@ -46,8 +46,6 @@ from labelloop.settings import LabelLoopSettings
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
-DELETE_EVENTS = {"ANNOTATION_DELETED", "ANNOTATIONS_DELETED"}
 
 
 def _features(store: Store, settings: LabelLoopSettings) -> Features:
@@ -86,7 +84,8 @@ class ModelService:
                                        self.metrics)
         self.trainer = Trainer(self.registry, self.annotations, self.features, self.schemas, metrics=self.metrics,
                                self_training=s.self_training_from if s.self_training else None)
-        self.learning = Learning(self.store, self.trainer, self.ladder, threading.Event())
+        self.learning = Learning(self.store, self.trainer, self.ladder, threading.Event(),
+                                 retrain_every=s.retrain_every)
         self.publisher = Publisher(
             self.store, self.clients, self.predictions, keep=s.keep_versions, metrics=self.metrics,
             rescorer=None if s.pool_rescore == "off" else Rescorer(s.home, engine=s.pool_rescore))
@@ -147,25 +146,19 @@ class ModelService:
             except UnsupportedConfigError as e:
                 self.predictions.warn_once(pid, "webhook-config", f"project {pid}: a webhook sent a labeling config that can't "
                                 f"be served, so it was not stored: {str(e).splitlines()[0]}")
-        queued = False
+        count = 0
         if event.action in ANNOTATION_EVENTS:
             config = self.store.label_config(pid)
             schema = cached_schema(config, self.settings.max_labels) if config else None
             for ann in event.annotations:  # check them all before storing any
                 for spec in schema.controls if schema else ():
                     answer_of(spec, ann.result)
-            count = 0
             for ann in event.annotations:
                 count = self.store.upsert_annotation(pid, ann.task_id, ann.id, ann.data, ann.result,
                                                      cancelled=ann.cancelled)
-            queued = self.settings.retrain_every > 0 and count >= self.settings.retrain_every
         elif event.action in DELETE_EVENTS:
             self.store.delete_annotations(pid, [a.id for a in event.annotations])
-            queued = self.settings.retrain_every > 0
-        elif event.action == "START_TRAINING":
-            queued = True
-        if queued:
-            self.learning.request(pid, event.action)
+        queued = self.learning.after_event(pid, event.action, new_annotations=count)
         self.metrics.add(webhook_events=1)
         return {"status": "ok", "action": event.action, "training_queued": queued}
 

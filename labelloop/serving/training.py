@@ -45,6 +45,8 @@ class Learns(Protocol):
 
     def finetunes_finished(self) -> None: ...
 
+    def on_timer(self) -> None: ...
+
 
 class Serves(Protocol):
     """What serves a project now (:class:`labelloop.serving.prediction.Predictions`)."""
@@ -272,8 +274,7 @@ class TrainingWorker:
             if timekeeper:
                 if self.retrain_interval and time.monotonic() - last_timer >= self.retrain_interval:
                     last_timer = time.monotonic()
-                    for project_id in self.store.projects_with_new_annotations():
-                        self.store.request_training(project_id, "timer")
+                    self.learning.on_timer()
             try:
                 job = self.store.claim_job()
             except LabelLoopError as e:  # a full disk: keep serving, try again later
