@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +49,10 @@ class SetFitClassifier:
             args = TrainingArguments(output_dir=out, batch_size=16, num_epochs=1, num_iterations=self.iterations,
                                      seed=self.seed, show_progress_bar=False, save_strategy="no", report_to="none")
             data = Dataset.from_dict({"text": list(texts), "label": targets.tolist()})
-            Trainer(model=model, args=args, train_dataset=data).train()
+            # The trainer prints its loss log to stdout; a command's stdout is its output (`--json`), so the log
+            # goes to stderr with the other progress.
+            with contextlib.redirect_stdout(sys.stderr):
+                Trainer(model=model, args=args, train_dataset=data).train()
         trained = SetFitClassifier(self.base, self.labels, iterations=self.iterations, seed=self.seed, model=model)
         trained.trained_on = len(texts)
         return trained

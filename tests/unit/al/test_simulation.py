@@ -31,7 +31,7 @@ def test_simulation_reports_curves_beside_random_and_draws_them(tmp_path):
 
 
 def test_every_learner_reports_curves_at_the_label_counts_and_the_ladder_follows_its_schedule(tmp_path,
-                                                                                            tiny_bert_path):
+                                                                                            tiny_bert_path, capsys):
     """head, setfit, finetune and auto on one small pool, the heavy ones on a tiny random BERT: every learner
     has random beside margin, sparse learners train at the seed size doubling, the ladder fine-tunes once its
     training labels reach finetune_at and its gate judges on the audit items it labeled."""
@@ -53,6 +53,7 @@ def test_every_learner_reports_curves_at_the_label_counts_and_the_ladder_follows
                               repeats=1, audit_share=0.25, finetune_at=8, gate_budget=10)
     steps = []
     result = simulate(pool, config, steps.append)
+    assert capsys.readouterr().out == ""  # stdout is the command's output (`--json`): training logs go to stderr
     assert set(result["learners"]) == {"head", "self", "setfit", "finetune", "auto"}
     assert result["strategies"] == result["learners"]["head"]["strategies"]  # today's top-level shape is kept
     for name, found in result["learners"].items():
