@@ -13,9 +13,11 @@ def require(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise MissingExtraError(
-            f"{module!r} is not installed; it comes with: pip install 'labelloop[{extra}]'"
-        ) from e
+        raise _missing(module, extra) from e
+
+
+def _missing(module: str, extra: str) -> MissingExtraError:
+    return MissingExtraError(f"{module!r} is not installed; it comes with: pip install 'labelloop[{extra}]'")
 
 
 # Which extra brings each optional package (top-level import name): a command that meets one missing says which
@@ -37,4 +39,4 @@ def missing_extra(error: ImportError) -> MissingExtraError | None:
     top = (error.name or "").split(".")[0]
     if not isinstance(error, ModuleNotFoundError) or top not in EXTRAS:
         return None
-    return MissingExtraError(f"{top!r} is not installed; it comes with: pip install 'labelloop[{EXTRAS[top]}]'")
+    return _missing(top, EXTRAS[top])

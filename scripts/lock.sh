@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 freeze() {  # the editable project itself is not a constraint; torch's local build label (+cpu) is left to the index
-    "$1" -m pip freeze --exclude-editable | grep -v '^-e ' | sed -E 's/^(torch==[^+]+)\+.*/\1/' | LC_ALL=C sort -f
+    "$1" -m pip freeze --exclude-editable | sed -E 's/^(torch==[^+]+)\+.*/\1/' | LC_ALL=C sort -f
 }
 { echo "# .venv: labelloop[all,dev] and what it pulls in; written by scripts/lock.sh"; freeze .venv/bin/python; } > constraints.txt
 { echo "# .venv-ls: label-studio==1.23.2 and what it pulls in; written by scripts/lock.sh"; freeze .venv-ls/bin/python; } \

@@ -39,11 +39,20 @@ class ProjectSchemas:
         self.settings = settings
 
     def __call__(self, project_id: int) -> TaskSchema:
-        label_config = self.store.label_config(project_id)
-        if not label_config:
+        schema = self.find(project_id)
+        if schema is None:
             raise ModelError(f"Project {project_id} has no labeling config on record: connect the backend to it "
                              "first (Label Studio sends it on connect).")
-        return cached_schema(label_config, self.settings.max_labels)
+        return schema
+
+    def config(self, project_id: int) -> str | None:
+        """The project's labeling config as stored on connect (None: none on record)."""
+        return self.store.label_config(project_id)
+
+    def find(self, project_id: int) -> TaskSchema | None:
+        """The project's parsed config (None: none on record)."""
+        label_config = self.config(project_id)
+        return cached_schema(label_config, self.settings.max_labels) if label_config else None
 
     def servable(self, label_config: object) -> TaskSchema:
         """The parsed config; :class:`~labelloop.errors.UnsupportedConfigError` (saying what to do) when this
@@ -77,7 +86,7 @@ class Predictions:
         """One Label Studio prediction per task, in order (see :meth:`ModelService.predict`)."""
         started = time.perf_counter()
         if label_config is None and project_id is not None:
-            label_config = self.schemas.store.label_config(project_id)
+            label_config = self.schemas.config(project_id)
         if not label_config:
             raise ConfigError("No labeling config: send label_config, or connect the project so /setup stores it.")
         schema = self.schemas.servable(label_config)

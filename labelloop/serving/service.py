@@ -23,7 +23,7 @@ from labelloop.errors import ConfigError, UnsupportedConfigError
 from labelloop.finetune.registry import RunRecord
 from labelloop.gate import GateEvidence
 from labelloop.labeling.kinds import answer_of
-from labelloop.labeling.schema import TaskSchema, cached_schema
+from labelloop.labeling.schema import TaskSchema
 from labelloop.labeling.tasks import ANNOTATION_EVENTS, DELETE_EVENTS, Event, parse_project_id
 from labelloop.models import Features
 from labelloop.pool.background import Rescorer
@@ -77,7 +77,7 @@ class ModelService:
         self.annotations = ProjectAnnotations(self.store, self.clients, audit_share=settings.audit_share)
         self.schemas = ProjectSchemas(self.store, settings)
         self.features = _features(self.store, settings)
-        self.registry = VersionRegistry(self.store, lambda: self.features, keep=settings.keep_versions)
+        self.registry = VersionRegistry(self.store, self.features, keep=settings.keep_versions)
         self.llm = LLMSource(settings, self.clients, self.annotations, self.features.embed, self.metrics)
         self.ladder = Ladder(self.store, self.registry, self.annotations, self.features, self.schemas, settings)
         self.predictions = Predictions(settings, self.schemas, self.registry, self.features, self.llm, self.ladder,
@@ -148,8 +148,7 @@ class ModelService:
                                 f"be served, so it was not stored: {str(e).splitlines()[0]}")
         count = 0
         if event.action in ANNOTATION_EVENTS:
-            config = self.store.label_config(pid)
-            schema = cached_schema(config, self.settings.max_labels) if config else None
+            schema = self.schemas.find(pid)
             for ann in event.annotations:  # check them all before storing any
                 for spec in schema.controls if schema else ():
                     answer_of(spec, ann.result)

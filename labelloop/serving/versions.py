@@ -18,7 +18,6 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,9 +59,9 @@ class Bundle:
 class VersionRegistry:
     """Versions of every project of one store; loaded bundles are cached by project and version."""
 
-    def __init__(self, store: Store, features: Callable[[], Features], *, keep: int = 3) -> None:
+    def __init__(self, store: Store, features: Features, *, keep: int = 3) -> None:
         self.store = store
-        self._features = features  # built on first load: listing versions needs no encoder
+        self._features = features  # loads its encoder on first use: listing versions needs none
         self.keep = keep
         self._cache: dict[tuple[int, str], Bundle] = {}
         self._lock = threading.Lock()
@@ -115,7 +114,7 @@ class VersionRegistry:
             return cached
         try:
             meta = json.loads((record.path / "meta.json").read_text())
-            models = {c["from_name"]: self._features().load(record.path, c) for c in meta["controls"]}
+            models = {c["from_name"]: self._features.load(record.path, c) for c in meta["controls"]}
             signatures = meta.get("signatures") or {c["from_name"]: c["signature"] for c in meta["controls"]}
         except (OSError, KeyError, TypeError, ValueError, RecursionError, LabelLoopError) as e:
             reason = f"{type(e).__name__}: {e}"[:500]
@@ -149,7 +148,7 @@ class VersionRegistry:
                 controls = []
                 for i, control in enumerate(schema.controls):
                     if control.from_name in models:
-                        meta = self._features().save(models[control.from_name], tmp, f"control{i}")
+                        meta = self._features.save(models[control.from_name], tmp, f"control{i}")
                         controls.append({**meta, "from_name": control.from_name, "signature": control.signature})
                 (tmp / "meta.json").write_text(json.dumps({
                     "model_version": version, "encoder": encoder, "n_annotations": n_annotations,
@@ -186,7 +185,7 @@ class VersionRegistry:
             served: TransformerModel | TunedHead = model
             if model.task != "ner":
                 try:
-                    served = self._features().tuned(model)
+                    served = self._features.tuned(model)
                 except ModelError as e:  # an architecture we can't put a head on: serve it as it is
                     log.info("project %s: serving %s without a head on top (%s)", project_id, model_dir, e)
             models = {c.from_name: current.model(c) for c in schema.controls if current.model(c) is not None}

@@ -234,7 +234,7 @@ def test_a_deeply_nested_meta_json_marks_the_version_broken_instead_of_failing_r
     (folder / "meta.json").write_text("[" * 200_000 + "]" * 200_000)
     store.add_version(1, 1, "labelloop-v1", folder, 3)
     assert store.versions(1)[0].audit == {}
-    registry = VersionRegistry(store, lambda: None)
+    registry = VersionRegistry(store, None)
     assert registry.current(1).version == UNTRAINED_VERSION
     assert "RecursionError" in registry.problems(1)["labelloop-v1"]
 
@@ -262,6 +262,6 @@ def test_a_copied_home_reads_and_prunes_its_own_model_folders(tmp_path):
         folder = restored.models_dir / "1" / f"labelloop-v{number}"
         folder.mkdir(parents=True)
         restored.add_version(1, number, f"labelloop-v{number}", folder, number)
-    VersionRegistry(restored, lambda: None, keep=2)._prune(1)
+    VersionRegistry(restored, None, keep=2)._prune(1)
     assert not (copy / "models/1/labelloop-v1").exists()
     assert (original / "models/1/labelloop-v1").exists() and (original / "models/1/labelloop-v2").exists()
