@@ -73,11 +73,12 @@ def one(args: argparse.Namespace) -> None:
                        cpus_per_worker=args.cpus_per_worker)
     seconds = time.perf_counter() - started
     # What a refill of Label Studio's working set reads from the pool: the next 200 texts by these scores.
+    from labelloop.audit import AuditFrame
     from labelloop.pool.corpus import Pool
     from labelloop.pool.working_set import choose
 
     started = time.perf_counter()
-    rows, _ = choose(Pool(home, 1), set(), 200, audit_share=0.1, version=state.version)
+    rows, _ = choose(Pool(home, 1), set(), 200, frame=AuditFrame(1, 0.1), version=state.version)
     choose_seconds = time.perf_counter() - started
     assert len(rows) == 200
     print(json.dumps({"engine": args.one, "texts": state.scored, "seconds": seconds, "texts_per_s": state.scored / seconds,

@@ -10,12 +10,24 @@ restarts.
 
 The promotion gate (:mod:`labelloop.gate`) judges a challenger on the audit tasks where it and the champion
 disagree; every accuracy reported on the audit split carries its n and a 95% Wilson interval.
+
+**Rounds: no label is wasted.** A gate's disagreement labels are the most informative a project has, so once
+every challenger judged on a frame is settled (promoted and past its rollback watch, refused, stopped, or
+superseded), the frame's labels join training and a fresh frame is drawn: round ``r`` takes the tasks not
+labelled when it began (the ``released`` ones train) with a new, independent draw at the same share, and a new
+random order. Because the draw never looks at the models, the labels or the earlier rounds, the new frame is a
+uniform random sample of the tasks still unlabelled: the population the models will pre-annotate, and one no
+model has trained on. :class:`AuditFrame` is that rule; the backend's state file keeps each project's round
+(:func:`frame_from_db`), and when a round ends is :func:`labelloop.policy.new_round_due`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
 
 AUDIT_SALT = "labelloop-audit"
 DEFAULT_AUDIT_SHARE = 0.1
@@ -33,19 +45,89 @@ def audit_key(task_id: int | None, data: object) -> int | str | None:
     return str(pool_id) if isinstance(pool_id, (str, int)) and str(pool_id).strip() else task_id
 
 
-def in_audit(project_id: int, task_id: int | str | None, share: float) -> bool:
-    """Whether the task (or pool text, by its :func:`audit_key`) belongs to the project's audit split (a fixed
-    random ``share`` of its tasks)."""
-    if task_id is None or share <= 0:
-        return False
-    digest = hashlib.sha256(f"{AUDIT_SALT}\x00{project_id}\x00{task_id}".encode()).digest()
-    return int.from_bytes(digest[:6], "big") / float(1 << 48) < share
-
-
-def audit_rank(project_id: int, task_id: int | str) -> float:
-    """A random but fixed position in [0, 1) for an audit task, independent of its membership draw."""
-    digest = hashlib.sha256(f"{AUDIT_SALT}-order\x00{project_id}\x00{task_id}".encode()).digest()
+def _uniform(salt: str, project_id: int, key: int | str) -> float:
+    digest = hashlib.sha256(f"{salt}\x00{project_id}\x00{key}".encode()).digest()
     return int.from_bytes(digest[:6], "big") / float(1 << 48)
+
+
+def in_audit(project_id: int, task_id: int | str | None, share: float) -> bool:
+    """Whether the task (or pool text, by its :func:`audit_key`) belongs to the project's first audit frame (a
+    fixed random ``share`` of its tasks); later rounds: :class:`AuditFrame`."""
+    return task_id in AuditFrame(project_id, share)
+
+
+def audit_rank(project_id: int, task_id: int | str, round: int = 0) -> float:
+    """A random but fixed position in [0, 1) for an audit task of a round, independent of its membership draw."""
+    return _uniform(f"{AUDIT_SALT}-order" + (f"-{round}" if round else ""), project_id, task_id)
+
+
+@dataclass(frozen=True)
+class AuditFrame:
+    """The project's audit split now: round ``round``, drawn at ``share`` over the tasks (by :func:`audit_key`)
+    not among ``released``, the ones labelled before the round began, which train."""
+
+    project_id: int
+    share: float
+    round: int = 0
+    released: frozenset[str] = field(default_factory=frozenset)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, (int, str)) or self.share <= 0:
+            return False
+        if self.round and str(key) in self.released:
+            return False
+        salt = AUDIT_SALT + (f"-round-{self.round}" if self.round else "")
+        return _uniform(salt, self.project_id, key) < self.share
+
+    def rank(self, key: int | str) -> float:
+        """The task's place in the round's random order (the queue serves a round's audit tasks in it)."""
+        return audit_rank(self.project_id, key, self.round)
+
+
+AUDIT_TABLES = """
+CREATE TABLE IF NOT EXISTS audit_rounds (
+    instance TEXT NOT NULL,
+    project_id INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    released INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (instance, project_id, round)
+);
+CREATE TABLE IF NOT EXISTS audit_released (
+    instance TEXT NOT NULL,
+    project_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    PRIMARY KEY (instance, project_id, key)
+)"""
+
+
+def frame_from_db(db: sqlite3.Connection, instance: str, project_id: int, share: float) -> AuditFrame:
+    """The project's current :class:`AuditFrame` from the backend's state file (round 0 when it has none)."""
+    try:
+        row = db.execute("SELECT MAX(round) FROM audit_rounds WHERE instance=? AND project_id=?",
+                         (instance, project_id)).fetchone()
+    except sqlite3.OperationalError:  # a state file from before rounds, read by a command that does not migrate
+        return AuditFrame(project_id, share)
+    current = int(row[0]) if row and row[0] is not None else 0
+    if not current:
+        return AuditFrame(project_id, share)
+    keys = db.execute("SELECT key FROM audit_released WHERE instance=? AND project_id=?", (instance, project_id))
+    return AuditFrame(project_id, share, current, frozenset(k for (k,) in keys))
+
+
+def stored_frame(home: str | Path, project_id: int, share: float, *, instance: str = "") -> AuditFrame:
+    """The project's current audit frame as the backend at ``home`` keeps it, read without changing anything
+    (round 0 where no backend has run): what exports, the dashboard and the pool use."""
+    path = Path(home) / "state.sqlite3"
+    if not path.exists():
+        return AuditFrame(project_id, share)
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        return frame_from_db(db, instance, project_id, share)
+    finally:
+        db.close()
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -45,6 +45,13 @@ def finetune_due(n_train: int, started: Sequence[int], label_counts: dict[str, i
     return None
 
 
+def new_round_due(gate_states: Sequence[str]) -> bool:
+    """Whether the audit frame has served: challengers were judged on it (``gate_states``: the state of each gate
+    opened on the current round's frame) and none is judged or watched on it any more. Its labels then join
+    training and a fresh frame is drawn (:mod:`labelloop.audit`), so no gate label is wasted."""
+    return bool(gate_states) and all(state == "closed" for state in gate_states)
+
+
 def finetune_method(n_train: int, *, setfit_below: int, has_setfit: bool = True) -> Literal["setfit", "full"]:
     """SetFit below ``setfit_below`` training labels (where it measured better), a full fine-tune from there."""
     return "setfit" if n_train < setfit_below and has_setfit else "full"

@@ -39,7 +39,8 @@ c4.metric("Audit tasks annotated", ladder["audit"],
 st.caption(f"Label Studio shows predictions of {project['model_version'] or 'none yet'}. Next fine-tune: "
            f"{ladder['next_finetune']}."
            + (f" Fine-tuning now: {', '.join(ladder['finetune_running'])}." if ladder["finetune_running"] else "")
-           + (f" Judged at the gate: {', '.join(ladder['held'])}." if ladder["held"] else ""))
+           + (f" Judged at the gate: {', '.join(ladder['held'])}." if ladder["held"] else "")
+           + f" On {ladder['frame']['line']}.")
 for gate in ladder["gates"]:
     st.markdown(f"**The gate**: {gate['line']}")
     st.progress(min(1.0, gate["labels"] / gate["budget"]),
@@ -89,11 +90,13 @@ else:
 
 st.subheader("Learning curve")
 _, test = approved_records(state.tasks(project["id"]), project["label_config"], home, project["id"],
-                           audit_share=settings.audit_share)
+                           audit_share=settings.audit_share, instance=settings.instance)
 if len(test) < settings.min_audit:
+    fresh = (" A fresh audit frame was drawn when the last challenger was settled, and the earlier frame's labels "
+             "train now, so the curve is measured again on the new frame." if ladder["frame"]["round"] else "")
     st.info(f"The curve is measured on the audit split: random tasks placed in the queue like any other and never "
-            f"trained on. {len(test)} of them are annotated; the curve appears at {settings.min_audit}, below which "
-            "an accuracy's 95% interval is too wide to tell versions apart.")
+            f"trained on.{fresh} {len(test)} of them are annotated; the curve appears at {settings.min_audit}, below "
+            "which an accuracy's 95% interval is too wide to tell versions apart.")
 else:
     try:
         curve = workflows.learning_curve(service, project["id"], test)

@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from labelloop.audit import stored_frame
 from labelloop.dashboard import state
 from labelloop.data.dataset import agreement_stats, load_frozen_test
 from labelloop.labeling.kinds import kind_of
@@ -60,9 +61,12 @@ else:
     st.caption("Label-error search covers single-choice classification.")
 
 st.subheader("Duplicates and leakage")
+settings = state.settings()
 report = insights.duplicate_report(tasks, project["label_config"], project_id=project["id"],
-                                   audit_share=state.settings().audit_share,
-                                   frozen_test=load_frozen_test(state.settings().home, project["id"]))
+                                   audit_share=settings.audit_share,
+                                   frozen_test=load_frozen_test(settings.home, project["id"]),
+                                   frame=stored_frame(settings.home, project["id"], settings.audit_share,
+                                                      instance=settings.instance))
 cols = st.columns(4)
 cols[0].metric("Duplicate groups", len(report["groups"]))
 cols[1].metric("Approved train", report["split"]["train"])

@@ -37,7 +37,7 @@ import numpy as np
 from labelloop.errors import ModelError
 from labelloop.gate import decide
 from labelloop.models import ChoicesModel, SetFitClassifier, TransformerModel
-from labelloop.policy import finetune_due, finetune_method, pseudo_labels
+from labelloop.policy import finetune_due, finetune_method, new_round_due, pseudo_labels
 
 LEARNERS = ("head", "self", "setfit", "finetune", "auto")
 DENSE = ("head", "self", "auto")  # cheap enough to retrain after every batch; the others train on a sparse schedule
@@ -169,7 +169,7 @@ class LadderEvent:
     """Something the simulated ladder did: a fine-tune started, or the gate's verdict on one."""
 
     labels: int
-    what: str  # finetune | superseded | promote | futility | refuse | hold | rollback | keep
+    what: str  # finetune | superseded | promote | futility | refuse | hold | rollback | keep | new frame
     detail: str = ""
     evidence: dict = field(default_factory=dict)
 
@@ -209,7 +209,7 @@ class LadderLearner:
     the gate of :mod:`labelloop.gate`, with the gate's disagreements served first (:meth:`serve_first`)."""
 
     pool: Pool
-    audit: np.ndarray  # bool per pool item: an audit task
+    share: float  # the audit share
     finetune_at: int = 100
     setfit_below: int = 400
     gate: GateSettings = field(default_factory=GateSettings)
@@ -221,7 +221,26 @@ class LadderLearner:
         self._tuned: tuple[TransformerModel, np.ndarray] | None = None  # serving fine-tune and its features
         self._gate: _SimulatedGate | None = None
         self._started: list[int] = []  # training labels each fine-tune started at
-        self._rank = self.rng.random(len(self.pool.texts))  # the audit tasks' fixed random order
+        self.audit: np.ndarray = np.zeros(0, dtype=bool)  # bool per pool item: the current audit frame
+        self.audit_since = 0  # labels when the current audit frame was drawn
+        self._draw_frame(np.zeros(0, dtype=int))
+
+    def _draw_frame(self, labeled: np.ndarray) -> None:
+        """A fresh audit frame over the items not labelled yet, with its own random order (:mod:`labelloop.audit`):
+        ``audit`` (bool per pool item) marks it, and the labels so far train from now on."""
+        n = len(self.pool.texts)
+        self.audit = (self.rng.random(n) < self.share) & ~np.isin(np.arange(n), labeled)
+        self._rank = self.rng.random(n)  # the frame's random order
+        self.audit_since = len(labeled)
+
+    def _settle(self, labeled: np.ndarray, at: int) -> None:
+        """The gate is closed: as the backend, once nothing is judged or watched on the frame, its labels join
+        training and a fresh frame is drawn (:func:`labelloop.policy.new_round_due`)."""
+        if self._gate is not None and new_round_due([self._gate.state]):
+            released = int(self.audit[labeled].sum())
+            self._gate = None
+            self._draw_frame(labeled)
+            self.events.append(LadderEvent(at, "new frame", f"{released} audit labels join training"))
 
     def serve_first(self, candidates: np.ndarray) -> np.ndarray:
         """Of the unlabeled pool items ``candidates``, the gate's disagreements, in their random order."""
@@ -244,9 +263,17 @@ class LadderLearner:
             method = finetune_method(len(train), setfit_below=self.setfit_below)
             model = finetune(pool, train, f"ladder-{len(train)}", method)
             self.events.append(LadderEvent(len(labeled), "finetune", f"{method} on {len(train)} training labels"))
-            if self._gate is not None and self._gate.state == "open":  # as the backend: it gives way, recorded
-                self.events.append(LadderEvent(len(labeled), "superseded",
-                                               f"a fine-tune on {len(train)} labels replaces fine-tune@{self._gate.size}"))
+            if self._gate is not None:  # as the backend: one challenger per frame; the frame's labels then train
+                if self._gate.state == "open":
+                    self.events.append(LadderEvent(len(labeled), "superseded",
+                                                   f"a fine-tune on {len(train)} labels replaces "
+                                                   f"fine-tune@{self._gate.size}"))
+                elif self._gate.state == "watch":
+                    self.events.append(LadderEvent(len(labeled), "keep",
+                                                   f"the rollback watch ends: a fine-tune on {len(train)} labels "
+                                                   f"is ready to be judged against fine-tune@{self._gate.size}"))
+                self._gate.state = "closed"
+                self._settle(labeled, len(labeled))
             # The frame is the audit tasks annotators can be served: the project's, never the held-out test texts.
             labelable = labeled if unlabeled is None else np.union1d(labeled, unlabeled)
             audit_ids = np.intersect1d(np.flatnonzero(self.audit), labelable)
@@ -305,7 +332,8 @@ class LadderLearner:
             features = gate.model.features(self.pool.texts)
             self._tuned = (gate.model, features)
             return self._champion(train)
-        self._gate = None
+        gate.state = "closed"
+        self._settle(labeled, at)
         if evidence.verdict == "rollback":
             self._tuned = None
             return self._champion(train)
@@ -335,6 +363,6 @@ def make_learner(name: str, pool: Pool, rng: np.random.Generator, *, audit_share
     if name == "finetune":
         return FinetuneLearner(pool)
     if name == "auto":
-        return LadderLearner(pool, rng.random(len(pool.texts)) < audit_share, finetune_at=finetune_at,
+        return LadderLearner(pool, audit_share, finetune_at=finetune_at,
                              setfit_below=setfit_below, gate=gate or GateSettings(), rng=rng)
     raise ValueError(f"unknown learner {name!r}: use one of {', '.join(LEARNERS)}")

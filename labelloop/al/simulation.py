@@ -154,10 +154,12 @@ def _pick(strategy: str, probs: np.ndarray, x: np.ndarray, n: int, rng: np.rando
 
 
 def _next_batch(strategy: str, predict, pool: Pool, ids: np.ndarray, labeled: np.ndarray, n: int,
-                audit: np.ndarray | None, share: float, rng: np.random.Generator, mc=None, front=None) -> np.ndarray:
+                audit: np.ndarray | None, share: float, rng: np.random.Generator, mc=None, front=None, *,
+                since: int = 0) -> np.ndarray:
     """Positions (into ``ids``) of the next ``n`` items to label. ``front(pool_ids)`` names the ones the
-    backend's queue serves before all others (the gate's disagreements), in order. With an audit mask, the audit
-    tasks the backend's queue spreads among the others come next, at random, up to ``share`` of all labels."""
+    backend's queue serves before all others (the gate's disagreements), in order. With an audit mask (the current
+    audit frame, drawn at ``since`` labels), the audit tasks the backend's queue spreads among the others come
+    next, at random, up to ``share`` of the labels since the frame was drawn."""
     unlabeled = np.flatnonzero(~labeled)
     picked: np.ndarray = np.zeros(0, dtype=int)
     total = n
@@ -170,7 +172,7 @@ def _next_batch(strategy: str, predict, pool: Pool, ids: np.ndarray, labeled: np
         labeled[picked] = True  # the audit quota below counts them
     if audit is not None:
         is_audit = audit[ids[unlabeled]]
-        want = int(round((labeled.sum() + n) * share)) - int(audit[ids[labeled]].sum())
+        want = int(round((labeled.sum() - since + n) * share)) - int(audit[ids[labeled]].sum())
         want = max(0, min(want, n, int(is_audit.sum())))
         picked = np.concatenate([picked, rng.choice(unlabeled[is_audit], size=want, replace=False)])
         unlabeled = unlabeled[~is_audit]
@@ -234,7 +236,6 @@ def simulate(pool: Pool, config: SimulationConfig, progress: Progress | None = N
                                        gate=GateSettings(config.gate_alpha, config.gate_min_gain, config.gate_budget),
                                        setfit_below=config.setfit_below,
                                        seed=config.seed + r)
-                audit = getattr(learner, "audit", None)
                 strategy_rng = np.random.default_rng([config.seed + r, zlib.crc32(strategy.encode())])
                 labeled = np.zeros(len(ids), dtype=bool)
                 labeled[seed_set] = True
@@ -251,8 +252,9 @@ def simulate(pool: Pool, config: SimulationConfig, progress: Progress | None = N
                     if step + 1 == len(plan) or labeled.all():
                         break
                     picked = _next_batch(strategy, predict, pool, ids, labeled, plan[step + 1] - int(labeled.sum()),
-                                         audit, config.audit_share, strategy_rng, getattr(learner, "mc_predict", None),
-                                         getattr(learner, "serve_first", None))
+                                         getattr(learner, "audit", None), config.audit_share, strategy_rng,
+                                         getattr(learner, "mc_predict", None), getattr(learner, "serve_first", None),
+                                         since=getattr(learner, "audit_since", 0))
                     labeled[picked] = True
                 curves[learner_name, strategy].append(curve)
                 sizes_of[learner_name] = sizes

@@ -39,7 +39,8 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
         raise LabelLoopError(f"project {args.project} has no single-choice classification control: synthetic "
                              "examples are written per label of one <Choices>")
     train, test = approved_records(insights.project_tasks(client, args.project), project.label_config,
-                                   settings.home, args.project, audit_share=settings.audit_share)
+                                   settings.home, args.project, audit_share=settings.audit_share,
+                                   instance=settings.instance)
     pairs = [(r["text"], r["label"]) for r in train if r.get("label") in spec.labels]
     if not pairs:
         raise LabelLoopError(f"project {args.project} has no approved labels outside the test split yet: annotate "

@@ -141,7 +141,7 @@ def cmd_ladder(args: argparse.Namespace) -> None:
     status = service.ladder_status(args.project)
     since = time.strftime("%Y-%m-%d %H:%M", time.localtime(status["since"])) if status["since"] else "the start"
     print(f"project {args.project} serves {status['model_version']} ({status['rung']}) since {since}")
-    print(f"audit tasks annotated: {status['audit']}"
+    print(status["frame"]["line"]
           + (f"; {status['serve_first']} disagreement tasks are served first for the gate" if status["serve_first"]
              else ""))
     print(f"next fine-tune: {status['next_finetune']}")

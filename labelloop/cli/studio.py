@@ -97,7 +97,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     settings = env_settings()
     config = with_audit_share(ExportConfig.from_args(args), settings.audit_share)
     report = export_dataset(studio(args), args.project, Path(args.out), config, state_dir=settings.home,
-                            min_test=settings.min_audit)
+                            min_test=settings.min_audit, instance=settings.instance)
     print(f"wrote {args.out}/train.jsonl ({report['exported']['train']}) and test.jsonl ({report['exported']['test']})")
     print(f"labels: train {report['labels']['train']}, test {report['labels']['test']}")
     print(f"skipped: {report['skipped'] or 'none'}; conflicts: {len(report['conflicts'])}; duplicates: "

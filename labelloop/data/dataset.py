@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from labelloop._optional import require
-from labelloop.audit import DEFAULT_AUDIT_SHARE, MIN_AUDIT, audit_key, in_audit
+from labelloop.audit import DEFAULT_AUDIT_SHARE, MIN_AUDIT, AuditFrame, audit_key, stored_frame
 from labelloop.config import ConfigMixin
 from labelloop.data.jsonl import write_jsonl
 from labelloop.errors import AnnotationError, ConfigError, MissingExtraError
@@ -144,12 +144,13 @@ def _in_test(group_key: str, salt: str, fraction: float) -> bool:
 
 
 def build_dataset(tasks: list[dict], label_config: str, config: ExportConfig,
-                  frozen_test: set[str] | frozenset[str] = frozenset(), *, project_id: int | None = None
-                  ) -> tuple[list[dict], list[dict], dict, set[str]]:
+                  frozen_test: set[str] | frozenset[str] = frozenset(), *, project_id: int | None = None,
+                  frame: AuditFrame | None = None) -> tuple[list[dict], list[dict], dict, set[str]]:
     """Approved records split into ``(train, test, report, test_keys)`` from tasks with annotations.
 
     ``frozen_test`` holds content keys that were test in earlier exports; their groups stay test. With
-    ``split="audit"`` and a ``project_id``, a group is test when one of its tasks is an audit task.
+    ``split="audit"`` and a ``project_id``, a group is test when one of its tasks is in the audit ``frame`` (the
+    backend's current one, :func:`labelloop.audit.stored_frame`; by default the first, at the config's share).
     """
     control = find_control(label_config, config.control)
     records: list[tuple] = []
@@ -176,11 +177,12 @@ def build_dataset(tasks: list[dict], label_config: str, config: ExportConfig,
     train: list[dict] = []
     test: list[dict] = []
     test_keys = set(frozen_test)
+    if config.split == "audit" and project_id is not None and frame is None:
+        frame = AuditFrame(project_id, DEFAULT_AUDIT_SHARE if config.audit_share is None else config.audit_share)
     for idx in members.values():
         group_keys = {keys[i] for i in idx}
-        if config.split == "audit" and project_id is not None:
-            share = DEFAULT_AUDIT_SHARE if config.audit_share is None else config.audit_share
-            chosen = any(in_audit(project_id, records[i][0], share) for i in idx)
+        if config.split == "audit" and frame is not None:
+            chosen = any(records[i][0] in frame for i in idx)
         else:
             chosen = _in_test(min(group_keys), config.salt, config.test_fraction)
         is_test = bool(group_keys & frozen_test) or chosen
@@ -225,7 +227,7 @@ def _label_counts(records: list[dict]) -> dict:
 
 
 def export_dataset(client, project_id: int, out: Path, config: ExportConfig, *, state_dir: Path,
-                   min_test: int = MIN_AUDIT) -> dict:
+                   min_test: int = MIN_AUDIT, instance: str = "") -> dict:
     """Write ``train.jsonl``, ``test.jsonl`` and ``report.json`` for a project; returns the report.
 
     ``report["test_split"]`` says how many test items there are and whether that reaches ``min_test`` (the
@@ -234,8 +236,10 @@ def export_dataset(client, project_id: int, out: Path, config: ExportConfig, *, 
     project = lsclient.call("reading the project", client.projects.get, id=project_id)
     tasks = [{"id": t.id, "data": t.data, "annotations": t.annotations or []}
              for t in lsclient.iter_tasks(client, project_id, fields="all")]
+    share = DEFAULT_AUDIT_SHARE if config.audit_share is None else config.audit_share
     train, test, report, test_keys = build_dataset(tasks, project.label_config, config,
-                                                   load_frozen_test(state_dir, project_id), project_id=project_id)
+                                                   load_frozen_test(state_dir, project_id), project_id=project_id,
+                                                   frame=stored_frame(state_dir, project_id, share, instance=instance))
     if report["leakage"]["test_texts_in_train"]:
         raise ConfigError(f"leakage check failed: {report['leakage']} (a bug: please report it)")
     if not train and not test:

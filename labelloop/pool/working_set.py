@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labelloop.audit import audit_rank, in_audit
+from labelloop.audit import AuditFrame, stored_frame
 from labelloop.errors import ConfigError
 from labelloop.pool.corpus import Pool
 from labelloop.studio import lsclient
@@ -51,10 +51,11 @@ def working_set(client, project_id: int) -> tuple[dict[str, int], int]:
     return held, open_
 
 
-def choose(pool: Pool, held: set[str], need: int, *, audit_share: float, version: str | None, seed: int = 0
+def choose(pool: Pool, held: set[str], need: int, *, frame: AuditFrame, version: str | None, seed: int = 0
            ) -> tuple[list[dict], str | None]:
     """The next ``need`` texts for Label Studio, as ``{"id", "text", "confidence", "label", "audit"}``, and the
-    model version whose scores chose them (None: no scores, a random draw).
+    model version whose scores chose them (None: no scores, a random draw). ``frame``'s share of them are
+    texts of the project's audit frame, in the frame's random order.
 
     The pool is read shard by shard and only each shard's best candidates are kept, so memory is one shard's
     and ``need`` rows however large the pool.
@@ -63,7 +64,7 @@ def choose(pool: Pool, held: set[str], need: int, *, audit_share: float, version
 
     if need <= 0:
         return [], version
-    want_audit = int(round(need * audit_share)) if audit_share > 0 else 0
+    want_audit = int(round(need * frame.share)) if frame.share > 0 else 0
     audit: list[tuple[float, str, float | None, str | None]] = []  # (audit rank, id, confidence, label)
     rest: list[tuple[float, str, float | None, str | None]] = []  # (confidence or, before any scores, a random key;
     #                                                                  id, confidence, label)
@@ -78,10 +79,10 @@ def choose(pool: Pool, held: set[str], need: int, *, audit_share: float, version
             keys = np.array([_random_key(seed, i) for i in ids], dtype=np.float64)
             labels = [None] * len(ids)
         free = np.array([i not in held for i in ids], dtype=bool)
-        is_audit = np.array([in_audit(pool.project, i, audit_share) for i in ids], dtype=bool)
+        is_audit = np.array([i in frame for i in ids], dtype=bool)
         if want_audit:
             mine = np.flatnonzero(free & is_audit)
-            ranks = np.array([audit_rank(pool.project, ids[j]) for j in mine])
+            ranks = np.array([frame.rank(ids[j]) for j in mine])
             top = _smallest(ranks, want_audit)
             audit = heapq.nsmallest(want_audit, audit + [
                 (float(ranks[k]), ids[mine[k]], float(keys[mine[k]]) if scored else None, labels[mine[k]]) for k in top])
@@ -110,7 +111,7 @@ def _random_key(seed: int, text_id: str) -> float:
 
 
 def refill(client, home: Path, project_id: int, *, size: int = 200, version: str | None = None, audit_share: float,
-           label_config: str, chunk: int = MAX_CHUNK, pace: float = 30.0,
+           label_config: str, chunk: int = MAX_CHUNK, pace: float = 30.0, instance: str = "",
            progress: Callable[[int, int], None] | None = None) -> Refill:
     """Top the project up to ``size`` unlabelled pool tasks (see the module); ``version`` names the scores to
     choose by (None: the newest scored version, or a random draw when there is none)."""
@@ -129,7 +130,8 @@ def refill(client, home: Path, project_id: int, *, size: int = 200, version: str
         newest = status(pool)
         version = newest["version"] if newest and newest.get("state") == "done" else None
     held, open_before = working_set(client, project_id)
-    rows, version = choose(pool, set(held), size - open_before, audit_share=audit_share, version=version)
+    frame = stored_frame(home, project_id, audit_share, instance=instance)  # the backend's current audit frame
+    rows, version = choose(pool, set(held), size - open_before, frame=frame, version=version)
     kind = kind_of(control)
     assert isinstance(kind, ClassificationKind)  # single_choice() gives a Choices or Taxonomy control
     tasks = []

@@ -18,6 +18,7 @@ from itertools import combinations
 import numpy as np
 
 from labelloop._optional import require
+from labelloop.audit import AuditFrame
 from labelloop.data.dataset import ExportConfig, annotation_value, build_dataset
 from labelloop.labeling.kinds import kind_of
 from labelloop.labeling.schema import ControlSpec, find_control
@@ -243,9 +244,10 @@ def label_issue_candidates(tasks: list[dict], label_config: str, encoder, *, fol
 
 
 def duplicate_report(tasks: list[dict], label_config: str, *, project_id: int | None, audit_share: float | None,
-                     threshold: float = 0.7, frozen_test: set[str] | frozenset[str] = frozenset()) -> dict:
+                     threshold: float = 0.7, frozen_test: set[str] | frozenset[str] = frozenset(),
+                     frame: AuditFrame | None = None) -> dict:
     """Groups of exact or near-duplicate tasks, and the leakage check of the approved train/test split: the
-    split export and the gate use (the project's audit split at ``audit_share``).
+    split export and the gate use (the project's audit ``frame``; by default its first, at ``audit_share``).
 
     ``{"groups": [{"task_ids", "text", "size"}], "split": {"train", "test"}, "test_texts_in_train",
     "duplicates": {...}}``; largest groups first.
@@ -264,7 +266,7 @@ def duplicate_report(tasks: list[dict], label_config: str, *, project_id: int | 
             for members in groups.values() if len(members) > 1]
     _, _, report, _ = build_dataset(tasks, label_config, ExportConfig(near_duplicate_threshold=threshold,
                                                                       audit_share=audit_share),
-                                    set(frozen_test), project_id=project_id)
+                                    set(frozen_test), project_id=project_id, frame=frame)
     return {"groups": sorted(rows, key=lambda r: -r["size"]), "split": report["exported"],
             "test_texts_in_train": report["leakage"]["test_texts_in_train"], "duplicates": report["duplicates"]}
 

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from labelloop.audit import audit_key, audit_rank, in_audit
+from labelloop.audit import AuditFrame, audit_key, audit_rank
 from labelloop.data.dataset import load_frozen_test
 from labelloop.errors import AnnotationError, LabelLoopError
 from labelloop.labeling.kinds import answer_of
@@ -87,6 +87,10 @@ class ProjectAnnotations:
         if last is None or time.monotonic() - last >= REFRESH_SECONDS:
             self.pull(project_id)
 
+    def frame(self, project_id: int) -> AuditFrame:
+        """Which tasks are the project's audit split now (its current round, :mod:`labelloop.audit`)."""
+        return self.store.audit_frame(project_id, self.audit_share)
+
     def training_records(self, project_id: int) -> list[AnnotationRecord]:
         """The project's latest annotation of each task, less the audit and frozen test splits."""
         return self.split(project_id)[0]
@@ -99,9 +103,9 @@ class ProjectAnnotations:
         """``(train, audit)`` records; a task whose text duplicates an audit or frozen test text trains nothing."""
         audit: list[AnnotationRecord] = []
         rest: list[AnnotationRecord] = []
+        frame = self.frame(project_id)
         for record in self.store.latest_annotations(project_id):
-            (audit if in_audit(project_id, audit_key(record.task_id, record.data), self.audit_share) else rest
-             ).append(record)
+            (audit if audit_key(record.task_id, record.data) in frame else rest).append(record)
         held = self._held(project_id, audit)
         return [r for r in rest if not any(k in held for k in _text_keys(r))], audit
 
@@ -120,10 +124,11 @@ class ProjectAnnotations:
         train, audit = self.split(project_id)
         annotated = {r.task_id for r in train + audit}
         held = self._held(project_id, audit)
+        frame = self.frame(project_id)
         out: dict[str, None] = {}
         for task_id, data in sorted(tasks, key=lambda t: audit_rank(project_id, t[0])):
             text = data.get(spec.value_key)
-            if (task_id in annotated or in_audit(project_id, audit_key(task_id, data), self.audit_share)
+            if (task_id in annotated or audit_key(task_id, data) in frame
                     or not isinstance(text, str)
                     or not text.strip() or content_key(text) in held):
                 continue
@@ -138,15 +143,14 @@ class ProjectAnnotations:
         with self._lock:
             open_tasks = list(self._unlabeled.get(project_id, ()))
         out: dict[int, str] = {}
+        frame = self.frame(project_id)
         for record in self.audit_records(project_id):
             text = record.data.get(spec.value_key) if isinstance(record.data, dict) else None
             if isinstance(text, str) and text.strip():
                 out[record.task_id] = text
         for task_id, data in open_tasks:
             text = data.get(spec.value_key) if isinstance(data, dict) else None
-            if task_id not in out and in_audit(project_id, audit_key(task_id, data), self.audit_share) \
-                    and isinstance(text, str) \
-                    and text.strip():
+            if task_id not in out and audit_key(task_id, data) in frame and isinstance(text, str) and text.strip():
                 out[task_id] = text
         return sorted(out.items())
 

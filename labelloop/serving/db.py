@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from labelloop.audit import AUDIT_TABLES, AuditFrame
 from labelloop.errors import StorageFullError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
     instance TEXT NOT NULL,
@@ -98,6 +99,7 @@ CREATE TABLE IF NOT EXISTS gates (
     promoted TEXT,
     promoted_at REAL,
     labels_seen INTEGER NOT NULL DEFAULT -1,
+    round INTEGER NOT NULL DEFAULT 0,  -- the audit round whose frame it judges on (schema 5)
     PRIMARY KEY (instance, project_id, run_id)
 );
 CREATE TABLE IF NOT EXISTS gate_items (
@@ -114,7 +116,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
     key TEXT PRIMARY KEY,
     vector BLOB NOT NULL
 );
-"""
+""" + AUDIT_TABLES
 
 
 def private_dir(path: Path) -> Path:
@@ -133,6 +135,7 @@ class Database:
         self.models_dir = private_dir(self.home / "models")
         self.locks_dir = private_dir(self.home / "locks")
         self._lock = threading.RLock()
+        self._frames: dict[int, AuditFrame] = {}  # project -> its current audit frame (LadderState.audit_frame)
         db_path = self.home / "state.sqlite3"
         if not db_path.exists():  # WAL and shared-memory files inherit this mode
             os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -169,7 +172,8 @@ class Database:
                     db.execute(f"DROP TABLE old_{table}")
             if version >= 2:  # 0.2 state: no lease heartbeats, no Label Studio binding
                 for table, column in (("jobs", "heartbeat_at REAL"), ("projects", "bound_host TEXT"),
-                                      ("projects", "published_version TEXT")):
+                                      ("projects", "published_version TEXT"),
+                                      ("gates", "round INTEGER NOT NULL DEFAULT 0")):
                     if column.split()[0] not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -12,10 +12,11 @@ examples, then again each time the labels double. A finished fine-tune is the ch
 where they disagree go to the front of the queue in a random order (:meth:`Ladder.serve_first`); each of their
 labels updates the evidence, until the challenger is promoted, stopped for futility, or refused when its label
 budget is spent. After a promotion the same test watches the other way on new disagreement labels and rolls
-back to the champion it replaced when that one proves better. Every fine-tune, verdict, promotion and rollback
-is recorded once, with its evidence (:meth:`Store.decisions`), and every promotion goes through
-:meth:`Ladder.promote`. Where the ladder stands, for the dashboard and the CLI, is
-:func:`labelloop.serving.ladder_status.ladder_status`.
+back to the champion it replaced when that one proves better. One challenger is judged per audit frame: once it
+is settled (or gives way to a newer one), the frame's labels join training and a fresh frame is drawn
+(:mod:`labelloop.audit`). Every fine-tune, verdict, promotion, rollback and new frame is recorded once, with its
+evidence (:meth:`Store.decisions`), and every promotion goes through :meth:`Ladder.promote`. Where the ladder
+stands, for the dashboard and the CLI, is :func:`labelloop.serving.ladder_status.ladder_status`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from labelloop.audit import audit_rank
+from labelloop.audit import audit_key
 from labelloop.errors import GateRefusedError, LabelLoopError
 from labelloop.finetune.config import RunConfig
 from labelloop.finetune.registry import RunRecord, RunRegistry
@@ -36,7 +37,15 @@ from labelloop.gate import GateEvidence, decide
 from labelloop.labeling.kinds import export_value
 from labelloop.labeling.schema import ControlSpec, TaskSchema
 from labelloop.models import Features, TransformerModel
-from labelloop.policy import FINAL_VERDICTS, MIN_PER_LABEL, finetune_config, finetune_due, finetune_method, has_setfit
+from labelloop.policy import (
+    FINAL_VERDICTS,
+    MIN_PER_LABEL,
+    finetune_config,
+    finetune_due,
+    finetune_method,
+    has_setfit,
+    new_round_due,
+)
 from labelloop.processes import alive, stop_groups
 from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.ladder_state import Finetune, Gate
@@ -80,8 +89,27 @@ class Ladder:
 
     def open_gate(self, project_id: int, spec: ControlSpec, challenger: Any, name: str, run_id: str) -> Gate:
         """Freeze the serving champion and let it and ``challenger`` (``predict_proba(texts)``) predict every
-        audit task: the frame the gate judges ``run_id`` on."""
+        audit task: the frame the gate judges ``run_id`` on.
+
+        One challenger per frame: one still judged gives way to this newer one (superseded), a rollback watch
+        ends, and their frame's labels join training before a fresh frame is drawn for this one. So no label of
+        the frame was served first for another pair of models, and the disagreements this gate counts are a
+        uniform sample of its own."""
+        for other in self.store.gates(project_id, states=("open", "watch")):
+            if other.run_id == run_id:
+                continue
+            self.store.update_gate(project_id, other.run_id, state="closed")
+            if other.state == "open":
+                self.store.update_finetune(project_id, other.run_id, done=True)
+                self.store.add_decision(project_id, "superseded", other.champion, other.run_id,
+                                        {"reason": f"{name} is judged in its place"})
+            else:
+                self.store.add_decision(project_id, "keep", other.champion, other.promoted,
+                                        {"reason": f"the rollback watch ends: {name} is ready to be judged against "
+                                                   f"{other.promoted}", "run": other.run_id})
+        self._next_round(project_id)
         tasks = self.annotations.audit_tasks(project_id, spec)
+        frame = self.annotations.frame(project_id)
         champion = self.registry.current(project_id)
         texts = [t for _, t in tasks]
         if texts:
@@ -90,7 +118,8 @@ class Ladder:
         else:
             ours = theirs = np.zeros(0, dtype=int)
         self.store.open_gate(project_id, run_id, champion.version, name,
-                             [(task_id, int(a), int(b)) for (task_id, _), a, b in zip(tasks, ours, theirs, strict=True)])
+                             [(task_id, int(a), int(b)) for (task_id, _), a, b in zip(tasks, ours, theirs, strict=True)],
+                             round=frame.round)
         gate = self.store.gate(project_id, run_id)
         assert gate is not None
         disagree = int((ours != theirs).sum())
@@ -123,12 +152,13 @@ class Ladder:
         """Unlabelled audit tasks where an open gate's (or a rollback watch's) two models disagree, in a uniformly
         random order: the queue serves them before anything else."""
         answered = {r.task_id for r in self.annotations.audit_records(project_id)}
+        frame = self.annotations.frame(project_id)
         out: dict[int, None] = {}
         for gate in self.store.gates(project_id, states=("open", "watch")):
             for item in self.store.gate_items(project_id, gate.run_id):
                 if item.disagree and item.task_id not in answered:
                     out[item.task_id] = None
-        return sorted(out, key=lambda t: audit_rank(project_id, t))
+        return sorted(out, key=frame.rank)
 
     def served_first(self, project_id: int) -> tuple[set[int], float]:
         """The audit tasks some gate put at the front of the queue (its disagreements), and their share of the audit
@@ -136,7 +166,10 @@ class Ladder:
         audit tasks weighs them by that share, not by how many got labelled (:func:`labelloop.gate.stratified_accuracy`)."""
         front: set[int] = set()
         frame: set[int] = set()
+        current = self.annotations.frame(project_id).round
         for gate in self.store.gates(project_id):
+            if gate.round != current:  # an earlier round's labels train now
+                continue
             for item in self.store.gate_items(project_id, gate.run_id):
                 frame.add(item.task_id)
                 if item.disagree:
@@ -232,13 +265,32 @@ class Ladder:
             if not finetune.done:
                 changed = self._settle(project_id, spec, finetune) or changed
         changed = self._watch(project_id, spec) or changed
-        if self.settings.finetune == "off":
-            return changed
-        pairs = self.annotations.pairs(spec, self.annotations.training_records(project_id))
-        if self.next_due(project_id, pairs) is None and not any(
-                not f.done and self.run_status(f) in ("queued", "running") for f in self.store.finetunes(project_id)):
-            self._start(project_id, spec, pairs)
+        if self.settings.finetune != "off":
+            pairs = self.annotations.pairs(spec, self.annotations.training_records(project_id))
+            if self.next_due(project_id, pairs) is None and not any(not f.done and self.run_status(f) in
+                                                                    ("queued", "running")
+                                                                    for f in self.store.finetunes(project_id)):
+                self._start(project_id, spec, pairs)
+        self._next_round(project_id)
         return changed
+
+    def _next_round(self, project_id: int) -> None:
+        """Once every challenger judged on the current audit frame is settled, its labels join training and a
+        fresh frame is drawn over the tasks still unlabelled (:mod:`labelloop.audit`)."""
+        frame = self.annotations.frame(project_id)
+        gates = [g for g in self.store.gates(project_id) if g.round == frame.round]
+        if not new_round_due([g.state for g in gates]):
+            return
+        labelled = {str(key) for r in self.store.latest_annotations(project_id)
+                    if (key := audit_key(r.task_id, r.data)) is not None}
+        audit = len(self.annotations.audit_records(project_id))
+        reason = (f"every challenger judged on audit frame {frame.round} is settled: its {audit} labels join training, "
+                  f"and a fresh frame is drawn over the tasks not labelled yet")
+        new = self.store.new_audit_round(project_id, labelled, reason)
+        self.store.add_decision(project_id, "new frame", self.registry.current(project_id).version, None,
+                                {"reason": reason, "round": new, "released": audit, "labelled": len(labelled)})
+        self._reordered.add(project_id)  # the queue spreads the new frame's tasks
+        log.info("project %s: audit frame %d: %s", project_id, new, reason)
 
     def next_due(self, project_id: int, pairs: list[Any] | None = None) -> str | None:
         """Why no fine-tune is due now (None: one is due)."""

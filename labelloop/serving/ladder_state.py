@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from labelloop.audit import AuditFrame, frame_from_db
 from labelloop.serving.db import Database
 
 
@@ -51,6 +52,17 @@ class Gate:
     promoted: str | None
     promoted_at: float | None
     labels_seen: int
+    round: int = 0  # the audit round whose frame it judges on
+
+
+@dataclass(frozen=True)
+class AuditRound:
+    """A fresh audit frame: when it was drawn, how many labelled tasks it released to training, and why."""
+
+    round: int
+    started_at: float
+    released: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -110,14 +122,15 @@ class LadderState(Database):
     # -- the gate: frozen frames of audit predictions ----------------------------------------------
 
     def open_gate(self, project_id: int, run_id: str, champion: str, challenger: str,
-                  items: list[tuple[int, int, int]]) -> None:
-        """Record a challenger's audit frame: ``(task_id, champion class, challenger class)`` per audit task."""
+                  items: list[tuple[int, int, int]], *, round: int = 0) -> None:
+        """Record a challenger's audit frame (of audit round ``round``): ``(task_id, champion class, challenger
+        class)`` per audit task."""
         with self._tx() as db:
             db.execute("DELETE FROM gate_items WHERE instance=? AND project_id=? AND run_id=?",
                        (self.instance, project_id, run_id))
             db.execute("INSERT OR REPLACE INTO gates(instance, project_id, run_id, champion, challenger, frame, "
-                       "opened_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (self.instance, project_id, run_id, champion, challenger, len(items), time.time()))
+                       "opened_at, round) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (self.instance, project_id, run_id, champion, challenger, len(items), time.time(), round))
             db.executemany("INSERT INTO gate_items(instance, project_id, run_id, task_id, champion, challenger) "
                            "VALUES (?, ?, ?, ?, ?, ?)",
                            [(self.instance, project_id, run_id, t, a, b) for t, a, b in items])
@@ -126,7 +139,7 @@ class LadderState(Database):
         """The project's gates in the given states, oldest first."""
         marks = ",".join("?" * len(states))
         rows = self._query(f"SELECT project_id, run_id, champion, challenger, frame, opened_at, state, promoted, "
-                           f"promoted_at, labels_seen FROM gates WHERE instance=? AND project_id=? AND state IN "
+                           f"promoted_at, labels_seen, round FROM gates WHERE instance=? AND project_id=? AND state IN "
                            f"({marks}) ORDER BY opened_at, rowid", (self.instance, project_id, *states))
         return [Gate(*r) for r in rows]
 
@@ -159,3 +172,40 @@ class LadderState(Database):
         """Versions an open gate or rollback watch may need again: the champions they judge against."""
         return {r[0] for r in self._query("SELECT champion FROM gates WHERE instance=? AND project_id=? AND state IN "
                                           "('open', 'watch')", (self.instance, project_id))}
+
+    # -- audit rounds: a fresh frame once a frame's challengers are settled (labelloop.audit) ------------
+
+    def audit_frame(self, project_id: int, share: float) -> AuditFrame:
+        """The project's current audit frame at ``share``."""
+        with self._lock, self._errors():
+            current = self._db.execute("SELECT MAX(round) FROM audit_rounds WHERE instance=? AND project_id=?",
+                                       (self.instance, project_id)).fetchone()[0] or 0
+            cached = self._frames.get(project_id)
+            if cached is not None and cached.round == current and cached.share == share:
+                return cached
+            frame = frame_from_db(self._db, self.instance, project_id, share)
+            self._frames[project_id] = frame
+            return frame
+
+    def new_audit_round(self, project_id: int, labelled: set[str], reason: str) -> int:
+        """Start the next audit round: the ``labelled`` tasks (audit keys) join training for good, and a fresh
+        frame is drawn over the rest. Returns the new round's number."""
+        with self._tx() as db:
+            current = db.execute("SELECT MAX(round) FROM audit_rounds WHERE instance=? AND project_id=?",
+                                 (self.instance, project_id)).fetchone()[0] or 0
+            new = current + 1
+            before = db.execute("SELECT COUNT(*) FROM audit_released WHERE instance=? AND project_id=?",
+                                (self.instance, project_id)).fetchone()[0]
+            db.executemany("INSERT OR IGNORE INTO audit_released VALUES (?, ?, ?, ?)",
+                           [(self.instance, project_id, key, new) for key in sorted(labelled)])
+            after = db.execute("SELECT COUNT(*) FROM audit_released WHERE instance=? AND project_id=?",
+                               (self.instance, project_id)).fetchone()[0]
+            db.execute("INSERT INTO audit_rounds VALUES (?, ?, ?, ?, ?, ?)",
+                       (self.instance, project_id, new, time.time(), after - before, reason))
+        return new
+
+    def audit_rounds(self, project_id: int) -> list[AuditRound]:
+        """The project's audit rounds after the first, oldest first."""
+        rows = self._query("SELECT round, started_at, released, reason FROM audit_rounds WHERE instance=? AND "
+                           "project_id=? ORDER BY round", (self.instance, project_id))
+        return [AuditRound(*r) for r in rows]

@@ -3,6 +3,7 @@ the next fine-tune, and one line per challenger being judged or promotion being 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from labelloop.models import TransformerModel, TunedHead
@@ -10,8 +11,9 @@ from labelloop.serving.ladder import Ladder
 
 
 def ladder_status(ladder: Ladder, project_id: int) -> dict[str, Any]:
-    """``{"rung", "model_version", "since", "next_finetune", "finetune_running", "held", "audit", "gates"}``;
-    ``gates`` has one line per challenger being judged (or promotion being watched) with its evidence."""
+    """``{"rung", "model_version", "since", "next_finetune", "finetune_running", "held", "audit", "frame",
+    "gates"}``; ``gates`` has one line per challenger being judged (or promotion being watched) with its evidence,
+    ``frame`` says which audit frame the project is on (``{"round", "drawn_at", "released", "line"}``)."""
     bundle = ladder.registry.current(project_id)
     record = ladder.registry.record(project_id, bundle.version)
     spec = ladder.schema(project_id).single_choice()
@@ -34,7 +36,17 @@ def ladder_status(ladder: Ladder, project_id: int) -> dict[str, Any]:
             line = (f"{'watching ' + what + ' against ' + gate.champion if gate.state == 'watch' else 'challenger ' + what} "
                     f"({how}): {evidence.summary()}")
             gates.append({"run": gate.run_id, "state": gate.state, "line": line, **evidence.to_dict()})
+    rounds = ladder.store.audit_rounds(project_id)
+    audit = len(ladder.annotations.audit_records(project_id))
+    if rounds:
+        drawn = time.strftime("%Y-%m-%d %H:%M", time.localtime(rounds[-1].started_at))
+        frame_line = (f"audit frame {rounds[-1].round}, drawn {drawn} once the challengers judged on the one before "
+                      f"were settled: {sum(r.released for r in rounds)} labels of earlier frames train now, and "
+                      f"{audit} of this frame's tasks are annotated")
+    else:
+        frame_line = f"audit frame 0: {audit} of its tasks are annotated"
     return {"rung": rung, "model_version": bundle.version, "since": record.created_at if record else None,
             "next_finetune": "now" if why is None else why, "finetune_running": running, "held": held,
-            "audit": len(ladder.annotations.audit_records(project_id)), "gates": gates,
-            "serve_first": len(ladder.serve_first(project_id))}
+            "audit": audit, "gates": gates, "serve_first": len(ladder.serve_first(project_id)),
+            "frame": {"round": rounds[-1].round if rounds else 0, "drawn_at": rounds[-1].started_at if rounds else None,
+                      "released": sum(r.released for r in rounds), "line": frame_line}}

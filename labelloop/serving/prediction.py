@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from labelloop.audit import audit_key, audit_rank, in_audit
+from labelloop.audit import audit_key
 from labelloop.errors import ConfigError, ModelError, TaskDataError, UnsupportedConfigError
 from labelloop.labeling.kinds import ClassificationKind, kind_of
 from labelloop.labeling.schema import SUPPORTED, TaskSchema, cached_schema
@@ -152,12 +152,12 @@ class Predictions:
         key = self.schemas(project_id).controls[0].value_key
         ordered = queue_order([str(d.get(key, "")) for d in data], scores, self.features.embed,
                               batch=self.settings.queue_batch, diversity=self.settings.diversity, cold=cold)
-        share = self.settings.audit_share
+        frame = self.ladder.annotations.frame(project_id)
         keys = [audit_key(i, d) for i, d in zip(ids, data, strict=True)]
-        audit = np.array([in_audit(project_id, k, share) for k in keys], dtype=bool)
-        rank = np.array([audit_rank(project_id, k if k is not None else i) for k, i in zip(keys, ids, strict=True)])
+        audit = np.array([k in frame for k in keys], dtype=bool)
+        rank = np.array([frame.rank(k if k is not None else i) for k, i in zip(keys, ids, strict=True)])
         front = set(self.ladder.serve_first(project_id))
-        return place_audit(ordered, np.zeros(len(ids), dtype=bool), audit, rank, share,
+        return place_audit(ordered, np.zeros(len(ids), dtype=bool), audit, rank, frame.share,
                            first=np.array([i in front for i in ids], dtype=bool))
 
     def source(self, pid: int | None, schema: TaskSchema, model_version: str | None, *,

@@ -6,6 +6,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from labelloop.audit import stored_frame
 from labelloop.data.dataset import ExportConfig, build_dataset, export_dataset, load_frozen_test
 
 
@@ -14,7 +15,8 @@ def export_for_training(client, project_id: int, settings, config: ExportConfig 
     returns the report with paths (``report["test_split"]["enough"]`` is False below the gate's minimum)."""
     out = Path(settings.home) / "exports" / str(project_id) / time.strftime("%Y%m%d-%H%M%S")
     config = with_audit_share(config or ExportConfig(), settings.audit_share)
-    report = export_dataset(client, project_id, out, config, state_dir=settings.home, min_test=settings.min_audit)
+    report = export_dataset(client, project_id, out, config, state_dir=settings.home, min_test=settings.min_audit,
+                            instance=settings.instance)
     return {**report, "train_file": str(out / "train.jsonl"), "test_file": str(out / "test.jsonl")}
 
 
@@ -24,8 +26,10 @@ def with_audit_share(config: ExportConfig, share: float) -> ExportConfig:
 
 
 def approved_records(tasks: list[dict], label_config: str, home: Path, project_id: int, *,
-                     audit_share: float) -> tuple[list[dict], list[dict]]:
-    """``(train, test)`` records of the project's approved labels; test is the audit split (and any frozen one)."""
+                     audit_share: float, instance: str = "") -> tuple[list[dict], list[dict]]:
+    """``(train, test)`` records of the project's approved labels; test is the current audit frame (and any frozen
+    test split)."""
     train, test, _, _ = build_dataset(tasks, label_config, ExportConfig(audit_share=audit_share),
-                                      load_frozen_test(home, project_id), project_id=project_id)
+                                      load_frozen_test(home, project_id), project_id=project_id,
+                                      frame=stored_frame(home, project_id, audit_share, instance=instance))
     return train, test

@@ -96,9 +96,16 @@ def test_annotations_cross_the_threshold_and_the_ladder_fine_tunes_judges_and_ke
     assert verdict.evidence["labels"] <= len(disagree) and verdict.evidence["champion_version"] == gate.champion
     if verdict.action == "promote":
         assert verdict.evidence["wealth"] >= 20
-    # Audit tasks are never trained on, the gate's included.
     service = ModelService(LabelLoopSettings(home=home, audit_share=0.3, finetune="off"))
-    assert not {r.task_id for r in service.annotations.training_records(project.id)} & audit
+    if verdict.action == "promote":  # audit tasks are never trained on while the rollback watch judges on them
+        assert not {r.task_id for r in service.annotations.training_records(project.id)} & audit
+    else:  # the frame has served: its labels train now, and a fresh frame is drawn over the tasks not labelled yet
+        wait_for(lambda: any(d.action == "new frame" for d in store.decisions(project.id)), timeout=60,
+                 what="a fresh audit frame once the challenger is settled")
+        labelled = {r.task_id for r in service.store.latest_annotations(project.id)}
+        assert labelled & audit <= {r.task_id for r in service.annotations.training_records(project.id)}
+        assert service.annotations.frame(project.id).round == 1 and not any(
+            task_id in service.annotations.frame(project.id) for task_id in labelled)
 
     env = {**os.environ, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
            "LABELLOOP_HOME": str(home), **settings}
@@ -109,7 +116,7 @@ def test_annotations_cross_the_threshold_and_the_ladder_fine_tunes_judges_and_ke
 
     status = cli("ladder", "--project", str(project.id))
     assert status.returncode == 0, status.stderr
-    assert f"project {project.id} serves labelloop-v" in status.stdout and "audit tasks annotated" in status.stdout
+    assert f"project {project.id} serves labelloop-v" in status.stdout and "audit frame " in status.stdout
     assert finetune.run_id in status.stdout
 
     if verdict.action != "promote":
@@ -119,7 +126,7 @@ def test_annotations_cross_the_threshold_and_the_ladder_fine_tunes_judges_and_ke
         forced = cli("promote", finetune.run_id, "--project", str(project.id), "--force")
         assert forced.returncode == 0, forced.stderr
         assert f"now serves run {finetune.run_id}" in forced.stdout
-        assert store.decisions(project.id)[-1].action in ("forced", "promote")
+        assert [d.action for d in store.decisions(project.id) if d.action in ("forced", "promote")]
     promoted = store.current_name(project.id)
     wait_for(lambda: ls.projects.get(id=project.id).model_version == promoted, timeout=180,
              what="Label Studio to show the promoted version")

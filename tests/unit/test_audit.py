@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from labelloop.audit import in_audit, wilson_interval
+from labelloop.audit import AuditFrame, in_audit, wilson_interval
 from labelloop.serving.queue import place_audit
 
 
@@ -42,3 +42,22 @@ def test_audit_tasks_are_spread_through_the_queue_in_a_fixed_random_order():
     mine = queue[audit[queue]]
     assert list(mine) == sorted(mine, key=lambda i: rank[i])  # the audit tasks' own order is the random one
     np.testing.assert_array_equal(place_audit(scores, labeled, audit, rank, 0.0), scores)
+
+
+def test_a_new_round_draws_a_fresh_frame_over_the_tasks_not_labelled_yet():
+    first = AuditFrame(7, 0.1)
+    assert [t in first for t in range(1, 5000)] == [in_audit(7, t, 0.1) for t in range(1, 5000)]
+    labelled = {str(t) for t in range(1, 2001)}  # everything labelled so far trains from round 1 on
+    second = AuditFrame(7, 0.1, 1, frozenset(labelled))
+    assert not any(t in second for t in range(1, 2001))
+    fresh = [t in second for t in range(2001, 22_001)]
+    assert 0.09 < np.mean(fresh) < 0.11
+    # an independent draw: the new frame is not the old one, and overlaps it by chance only (0.1 x 0.1)
+    both = [t in first and t in second for t in range(2001, 22_001)]
+    assert fresh != [t in first for t in range(2001, 22_001)] and 0.005 < np.mean(both) < 0.015
+    # and a new random order, so no earlier round's order decides which of its tasks come first
+    ranks = [(first.rank(t), second.rank(t)) for t in range(2001, 3001)]
+    assert abs(np.corrcoef(np.array(ranks).T)[0, 1]) < 0.1
+    assert ("2500" in second) == (2500 in second)  # a task id and the same pool id are one key
+    assert ("abc" in second) == ("abc" in AuditFrame(7, 0.1, 1, frozenset()))
+    assert None not in second and 5 not in AuditFrame(7, 0.0)

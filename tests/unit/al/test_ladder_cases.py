@@ -89,7 +89,7 @@ def test_the_backend_starts_a_fine_tune_when_the_table_says(tmp_path, counts, st
 @pytest.mark.parametrize(("counts", "started", "finetune_at", "due"), DUE)
 def test_the_simulation_starts_a_fine_tune_when_the_table_says(monkeypatch, counts, started, finetune_at, due):
     y = [LABELS.index(label) for label, n in counts.items() for _ in range(n)]
-    learner = LadderLearner(pool(y), np.zeros(len(y), dtype=bool), finetune_at=finetune_at)
+    learner = framed(LadderLearner(pool(y), 0.1, finetune_at=finetune_at), np.zeros(len(y), dtype=bool))
     learner._started = list(started)
 
     def start(*args, **kwargs):
@@ -102,6 +102,12 @@ def test_the_simulation_starts_a_fine_tune_when_the_table_says(monkeypatch, coun
     except Started:
         began = True
     assert began == due
+
+
+def framed(learner: LadderLearner, audit: np.ndarray) -> LadderLearner:
+    """``learner`` with the audit frame ``audit`` (bool per pool item) instead of its random draw."""
+    learner.audit = audit
+    return learner
 
 
 def audit_task_ids(n: int, share: float) -> list[int]:
@@ -142,7 +148,7 @@ class StandIn:
 def test_the_simulated_gate_reaches_the_tables_verdict(items, watch, verdict):
     gold = [g for _, _, g, _ in items] + [0, 1, 2]  # and three training items, never in the frame
     audit = np.arange(len(gold)) < len(items)
-    learner = LadderLearner(pool(gold), audit, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40))
+    learner = framed(LadderLearner(pool(gold), 0.1, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40)), audit)
     audit_ids = np.flatnonzero(audit)
     learner._gate = _SimulatedGate(StandIn(), 10, audit_ids, np.array([a for a, _, _, _ in items]),
                                    np.array([b for _, b, _, _ in items]), opened_at=0,
@@ -152,8 +158,13 @@ def test_the_simulated_gate_reaches_the_tables_verdict(items, watch, verdict):
         learner._judge(labelled, np.flatnonzero(~audit), labelled)
     except Promoted:
         pass
-    reached = learner.events[-1].what if learner.events else "hold"
-    assert reached == verdict, learner.events[-1].detail if learner.events else ""
+    verdicts = [e for e in learner.events if e.what != "new frame"]
+    reached = verdicts[-1].what if verdicts else "hold"
+    assert reached == verdict, verdicts[-1].detail if verdicts else ""
+    # a verdict that closes the gate releases the frame's labels to training and draws a fresh frame over the rest
+    assert (learner.events[-1].what == "new frame") == (verdict not in ("hold", "promote"))
+    if verdict not in ("hold", "promote"):  # no labelled item is in the new frame; the queue's audit quota restarts
+        assert not learner.audit[labelled].any() and learner.audit_since == len(labelled)
 
 
 def _opened(n_disagree: int, n_agree: int, challenger_right: bool):
@@ -161,7 +172,7 @@ def _opened(n_disagree: int, n_agree: int, challenger_right: bool):
     two models differ (the challenger right, or both wrong) and ``n_agree`` where they agree."""
     gold = [0] * (n_disagree + n_agree) + [0, 1, 2]
     audit = np.arange(len(gold)) < n_disagree + n_agree
-    learner = LadderLearner(pool(gold), audit, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40))
+    learner = framed(LadderLearner(pool(gold), 0.1, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40)), audit)
     challenger = [0 if challenger_right else 2] * n_disagree + [0] * n_agree
     learner._gate = _SimulatedGate(StandIn(), 10, np.flatnonzero(audit), np.array([1] * n_disagree + [0] * n_agree),
                                    np.array(challenger), opened_at=0, judged=set())
@@ -186,7 +197,7 @@ def test_a_batch_of_labels_is_judged_one_label_at_a_time_as_the_backend_does():
 def test_a_batch_never_spends_more_than_the_gates_budget():
     learner, labelled = _opened(60, 0, challenger_right=False)  # both wrong: no evidence either way
     learner._judge(labelled, np.array([60, 61, 62]), labelled)
-    event = learner.events[-1]
+    event = learner.events[-2]
     assert event.what == "refuse" and event.evidence["labels"] == 40, event.evidence
 
 
@@ -195,7 +206,8 @@ def test_the_simulated_gate_frames_only_servable_tasks_and_records_a_challenger_
     ever); a challenger still held when the next fine-tune starts is recorded as superseded, as the backend does."""
     y = [k % 3 for k in range(90)]
     audit = np.arange(90) % 5 == 0
-    learner = LadderLearner(pool(y), audit, finetune_at=12, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40))
+    learner = framed(LadderLearner(pool(y), 0.1, finetune_at=12,
+                                   gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40)), audit)
 
     class Challenger:
         def predict_proba(self, texts):
@@ -210,3 +222,46 @@ def test_the_simulated_gate_frames_only_servable_tasks_and_records_a_challenger_
     learner.fit(more, np.setdiff1d(servable, more))
     assert [e.what for e in learner.events if e.what in ("finetune", "superseded")] == [
         "finetune", "finetune", "superseded"]
+
+
+def test_once_its_gate_is_settled_the_frames_labels_train_and_a_fresh_frame_is_drawn(tmp_path):
+    from labelloop.audit import stored_frame
+
+    service = backend(tmp_path, audit_share=0.5, finetune="off")
+    audit = audit_task_ids(12, 0.5)
+    train = [t for t in range(1, 40) if not in_audit(1, t, 0.5)][:12]
+    for task in audit[:8] + train:
+        annotate(service, task, LABELS[task % 3])
+    service.annotations.keep_unlabeled(1, [(t, {"text": f"text {t}"}) for t in range(100, 400)])
+    assert {r.task_id for r in service.annotations.audit_records(1)} == set(audit[:8])
+    service.store.open_gate(1, "challenger", "labelloop-v1", "challenger",
+                            [(t, k % 2, 0) for k, t in enumerate(audit)])
+    service.ladder.step(1)  # judged, or waiting on labels: the frame stays
+    assert service.annotations.frame(1).round == 0 and not service.store.audit_rounds(1)
+    assert service.ladder.served_first(1)[0]
+
+    service.store.update_gate(1, "challenger", state="closed")  # refused, stopped or superseded
+    service.ladder.step(1)
+    frame = service.annotations.frame(1)
+    assert frame.round == 1 and service.store.decisions(1)[-1].action == "new frame"
+    assert service.store.audit_rounds(1)[0].released == 20  # every labelled task, the 8 audit labels among them
+    assert {r.task_id for r in service.annotations.training_records(1)} == set(audit[:8] + train)
+    assert not service.annotations.audit_records(1)
+    # the fresh frame: about half of the tasks not labelled yet, none of the labelled ones
+    fresh = [t for t in range(100, 400) if t in frame]
+    assert 100 < len(fresh) < 200 and not any(t in frame for t in audit[:8] + train)
+    assert fresh != [t for t in range(100, 400) if in_audit(1, t, 0.5)]
+    assert {t for t, _ in service.annotations.audit_tasks(1, service.schema(1).controls[0])} == set(fresh)
+    assert service.ladder.served_first(1) == (set(), 0.0)  # the earlier round's gate no longer weighs the curve
+    # nothing judged on the new frame yet: no further round; the frame survives a restart and reads the same
+    # from the state file for exports, the dashboard and the pool
+    service.ladder.step(1)
+    again = backend(tmp_path, audit_share=0.5, finetune="off")
+    assert again.annotations.frame(1) == frame == stored_frame(tmp_path / "home", 1, 0.5)
+    assert stored_frame(tmp_path / "home", 2, 0.5).round == 0 and stored_frame(tmp_path / "none", 1, 0.5).round == 0
+    # a task labelled from now on is audit or not by the new frame
+    annotate(again, fresh[0], "sport")
+    assert [r.task_id for r in again.annotations.audit_records(1)] == [fresh[0]]
+    # the next challenger's gate opens on the new frame
+    again.store.open_gate(1, "next", "labelloop-v1", "next", [(t, 0, 1) for t in fresh], round=frame.round)
+    assert again.store.gate(1, "next").round == 1

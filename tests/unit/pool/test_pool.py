@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from labelloop.audit import audit_key, in_audit
+from labelloop.audit import AuditFrame, audit_key, in_audit
 from labelloop.errors import ConfigError
 from labelloop.pool.corpus import Pool, add_corpus, near_duplicates
 from labelloop.pool.jobs import Job, status
@@ -112,14 +112,14 @@ def test_the_working_set_takes_audit_texts_by_pool_id_then_the_least_confident(t
     scores = read_scores(pool, "stub")
     confidence = dict(zip(scores.column("id").to_pylist(), scores.column("confidence").to_pylist(), strict=True))
     held = set(list(confidence)[:5])
-    rows, version = choose(pool, held, 20, audit_share=0.2, version="stub")
+    rows, version = choose(pool, held, 20, frame=AuditFrame(pool.project, 0.2), version="stub")
     assert version == "stub" and len(rows) == 20 and not held & {r["id"] for r in rows}
     audit = [r for r in rows if r["audit"]]
     assert len(audit) == 4 and all(in_audit(1, r["id"], 0.2) for r in audit)
     rest = [r["confidence"] for r in rows if not r["audit"]]
     free = sorted(c for i, c in confidence.items() if i not in held and not in_audit(1, i, 0.2))
     assert rest == pytest.approx(free[:16])  # the least confident first
-    cold, none = choose(pool, set(), 10, audit_share=0.0, version=None)
+    cold, none = choose(pool, set(), 10, frame=AuditFrame(pool.project, 0.0), version=None)
     assert none is None and len(cold) == 10 and all(r["confidence"] is None for r in cold)
     assert all(pool.texts([r["id"]])[r["id"]] == r["text"] for r in cold)
 

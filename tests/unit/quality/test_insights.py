@@ -129,3 +129,24 @@ def test_progress_buckets_by_hour_for_a_timeline_within_one_day():
     assert len(out["per_day"]) == 1
     assert out["per_hour"] == [{"date": "2026-01-01 09:00", "annotations": 2, "cumulative": 2},
                                {"date": "2026-01-01 11:00", "annotations": 1, "cumulative": 3}]
+
+
+def test_after_a_new_audit_round_export_and_quality_page_split_on_the_backends_frame(tmp_path):
+    from labelloop.audit import AuditFrame, in_audit, stored_frame
+    from labelloop.data.dataset import ExportConfig, build_dataset
+    from labelloop.serving.store import Store
+
+    tasks = [{"id": i, "data": {"text": f"text number {i} about topic {i * 7}"}, "annotations": [ann("Positive")]}
+             for i in range(1, 61)]
+    store = Store(tmp_path)
+    store.new_audit_round(5, {str(i) for i in range(1, 41)}, "a gate settled")  # tasks 1-40 were labelled then
+    frame = stored_frame(tmp_path, 5, 0.3)
+    assert frame == store.audit_frame(5, 0.3) and frame.round == 1
+    train, test, _, _ = build_dataset(tasks, CONFIG, ExportConfig(audit_share=0.3), project_id=5, frame=frame)
+    released = {r["task_id"] for r in train} & set(range(1, 41))
+    assert released == set(range(1, 41))  # the first frame's audit labels train now
+    assert {r["task_id"] for r in test} == {i for i in range(41, 61) if i in frame}
+    assert {r["task_id"] for r in test} != {i for i in range(41, 61) if in_audit(5, i, 0.3)}  # a fresh draw
+    report = insights.duplicate_report(tasks, CONFIG, project_id=5, audit_share=0.3, frame=frame)
+    assert report["split"] == {"train": len(train), "test": len(test)}
+    assert AuditFrame(5, 0.3) == stored_frame(tmp_path / "no-backend-here", 5, 0.3)

@@ -111,13 +111,18 @@ def test_the_ladder_fine_tunes_in_the_background_promotes_through_the_gate_and_k
     wait_for_finetune(service)
     service.learning.finetunes_finished()  # the worker's timer queues a training for the project
     assert service.store.claim_job().reason == "fine-tune finished"
+    audit = len(service.annotations.audit_records(1))
     promoted = service.ladder.step(1)
-    decision = service.store.decisions(1)[-1]
+    decision = service.store.decisions(1)[-2]
     assert decision.action == "promote", decision.evidence["reason"]
     evidence = decision.evidence
     assert promoted is not None and service.model_version(1) == promoted
     assert evidence["champion_version"] == UNTRAINED_VERSION and evidence["by"] == "gate"
-    assert evidence["frame"] == len(service.annotations.audit_records(1)) >= 8
+    assert evidence["frame"] == audit >= 8
+    # Promoted over zero-shot there is nothing to roll back to, so the frame has served: its labels train now and
+    # a fresh frame is drawn over the tasks not labelled yet.
+    assert service.store.decisions(1)[-1].action == "new frame" and service.annotations.frame(1).round == 1
+    assert not service.annotations.audit_records(1) and len(service.annotations.training_records(1)) == 60
     assert evidence["wealth"] >= 20 and evidence["labels"] == evidence["disagreements"] > 0
     assert evidence["challenger"]["value"] > evidence["champion"]["value"] and evidence["delta"]["value"] > 0
     spec = service.schema(1).controls[0]
@@ -293,8 +298,36 @@ def test_a_promotion_the_labels_then_disprove_is_rolled_back_to_the_champion_it_
         if service.ladder.step(1) is not None:
             break
     assert service.model_version(1) == champion
-    decision = service.store.decisions(1)[-1]
+    decision = service.store.decisions(1)[-2]
     assert decision.action == "rollback" and decision.champion == champion and decision.challenger == promoted
+    assert service.store.decisions(1)[-1].action == "new frame"  # the watch is over: the frame's labels train
     assert decision.evidence["direction"] == "rollback" and decision.evidence["wealth"] >= 20
     assert service.store.gate(1, "run-1").state == "closed" and not service.ladder.serve_first(1)
     assert service.store.decisions(1).count(decision) == 1  # recorded once
+
+
+def test_one_challenger_per_audit_frame_and_the_frames_labels_then_train(make_service):
+    service, spec, gate = gated_service(make_service, Oracle(), first_train=0)
+    assert gate.round == 0
+    judged = service.ladder.serve_first(1)[:3]
+    for task_id in judged:
+        annotate(service, task_id, label_of(task_id))
+    labelled = {r.task_id for r in service.store.latest_annotations(1)}
+    # A newer challenger: the held one gives way, its frame's labels train, and the newcomer gets a fresh frame.
+    second = service.ladder.open_gate(1, spec, Contrarian(), "second", "run-2")
+    actions = [d.action for d in service.store.decisions(1)]
+    assert actions[-2:] == ["superseded", "new frame"] and service.store.gate(1, "run-1").state == "closed"
+    assert second.round == 1 and service.annotations.frame(1).round == 1
+    assert set(judged) <= {r.task_id for r in service.annotations.training_records(1)}
+    items = service.store.gate_items(1, "run-2")
+    assert items and not {i.task_id for i in items} & labelled  # nothing in the new frame was labelled before
+    assert set(service.ladder.serve_first(1)) == {i.task_id for i in items if i.disagree}
+    # A promotion's rollback watch ends when the next challenger is ready, and that one too gets a fresh frame.
+    service.store.update_gate(1, "run-2", promoted="labelloop-v9", state="watch", counted=[])
+    third = service.ladder.open_gate(1, spec, Oracle(), "third", "run-3")
+    keep = [d for d in service.store.decisions(1) if d.action == "keep"][-1]
+    assert keep.challenger == "labelloop-v9" and "run-3" not in keep.evidence["reason"] and "third" in keep.evidence["reason"]
+    assert third.round == 2 and [g.run_id for g in service.store.gates(1, states=("open", "watch"))] == ["run-3"]
+    assert [r.round for r in service.store.audit_rounds(1)] == [1, 2]
+    status = service.ladder_status(1)
+    assert status["frame"]["round"] == 2 and "audit frame 2" in status["frame"]["line"]
