@@ -107,8 +107,9 @@ class LabelLoopSettings(BaseSettings):
         default=3, ge=0, description="Model versions kept: older model folders (except the one serving and its "
         "rollback target) and their predictions in Label Studio are removed (0: keep everything).")
     audit_share: float = Field(
-        default=0.1, ge=0.0, lt=1.0, description="Share of tasks that form the audit split: random tasks placed in "
-        "the queue like any other, never trained on, the project's test set and the promotion gate's (0: none).")
+        default=0.1, ge=0.0, lt=1.0, description="Share of tasks that form the audit frame: random tasks placed in "
+        "the queue like any other, not trained on while the frame is judged on, the project's test set and the "
+        "promotion gate's; once its challenger is settled its labels train and a fresh frame is drawn (0: none).")
     working_set: int = Field(default=200, ge=1, le=100_000, description="Unlabelled tasks from the project's pool "
                              "that `labelloop pool refill` keeps in Label Studio (see labelloop.pool).")
     pool_rescore: str = Field(default="local", description="Once a new version serves a project that has a pool, "
