@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.model  # whole learning runs on the packaged encoder
@@ -166,3 +167,22 @@ def test_bald_picks_by_monte_carlo_dropout_of_the_fine_tuned_model(tmp_path, tin
                                              rounds=1, repeats=1))
     assert set(result["learners"]["finetune"]["strategies"]) == {"random", "bald"}
     assert shapes and shapes[0][0] == 10 and shapes[0][2] == 2  # 10 dropout samples over the unlabeled pool
+
+
+def test_after_a_fresh_audit_frame_the_queue_spreads_its_tasks_at_the_share_of_new_labels():
+    """As the backend's queue, which spreads the current frame's tasks one in every 1 / share: a frame drawn at
+    100 labels gets its share of the labels that come after, not a burst that catches up with the first 100."""
+    from labelloop.al.simulation import _next_batch
+
+    n = 400
+    pool = type("P", (), {"x": np.zeros((n, 2))})()
+    ids = np.arange(n)
+    labeled = np.zeros(n, dtype=bool)
+    labeled[:100] = True
+    audit = np.zeros(n, dtype=bool)
+    audit[100::5] = True  # the fresh frame: a fifth of the unlabelled items, none of the labelled ones
+    predict = lambda at: np.full((len(at), 2), 0.5)  # noqa: E731
+    picked = _next_batch("random", predict, pool, ids, labeled, 20, audit, 0.1, np.random.default_rng(0), since=100)
+    assert len(picked) == 20 and audit[picked].sum() == 2  # 10% of the 20 new labels
+    burst = _next_batch("random", predict, pool, ids, labeled, 20, audit, 0.1, np.random.default_rng(0), since=0)
+    assert audit[burst].sum() == 12  # counted from the start, the frame would take 12 of 20 at once
