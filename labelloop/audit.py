@@ -103,29 +103,71 @@ CREATE TABLE IF NOT EXISTS audit_released (
 )"""
 
 
+@dataclass(frozen=True)
+class PastFrame(AuditFrame):
+    """An earlier round's frame as a test set: its tasks ``labelled`` while it was the current one (the labels it
+    released to training when it ended; later labels of its tasks came by active learning, not at random), for
+    the versions trained before it ended (``ended_at``), which never saw them."""
+
+    labelled: frozenset[str] = field(default_factory=frozenset)
+    ended_at: float = 0.0
+
+    def __contains__(self, key: object) -> bool:
+        return str(key) in self.labelled and super().__contains__(key)
+
+
 def frame_from_db(db: sqlite3.Connection, instance: str, project_id: int, share: float) -> AuditFrame:
     """The project's current :class:`AuditFrame` from the backend's state file (round 0 when it has none)."""
+    return frames_from_db(db, instance, project_id, share)[0]
+
+
+def frames_from_db(db: sqlite3.Connection, instance: str, project_id: int, share: float) -> list[AuditFrame]:
+    """Every audit frame the project had, the current one first, then each earlier one as a :class:`PastFrame`."""
     try:
-        row = db.execute("SELECT MAX(round) FROM audit_rounds WHERE instance=? AND project_id=?",
-                         (instance, project_id)).fetchone()
+        rounds = db.execute("SELECT round, started_at FROM audit_rounds WHERE instance=? AND project_id=? "
+                            "ORDER BY round", (instance, project_id)).fetchall()
     except sqlite3.OperationalError:  # a state file from before rounds, read by a command that does not migrate
-        return AuditFrame(project_id, share)
-    current = int(row[0]) if row and row[0] is not None else 0
-    if not current:
-        return AuditFrame(project_id, share)
-    keys = db.execute("SELECT key FROM audit_released WHERE instance=? AND project_id=?", (instance, project_id))
-    return AuditFrame(project_id, share, current, frozenset(k for (k,) in keys))
+        return [AuditFrame(project_id, share)]
+    if not rounds:
+        return [AuditFrame(project_id, share)]
+    released: dict[int, set[str]] = {}
+    for key, r in db.execute("SELECT key, round FROM audit_released WHERE instance=? AND project_id=?",
+                             (instance, project_id)):
+        released.setdefault(int(r), set()).add(key)
+    frames: list[AuditFrame] = []
+    before: set[str] = set()  # keys released before a round began
+    started = {int(r): float(t) for r, t in rounds}
+    for r in range(0, max(started) + 1):
+        if r in started:
+            before |= released.get(r, set())
+        if r < max(started):
+            frames.append(PastFrame(project_id, share, r, frozenset(before), frozenset(released.get(r + 1, ())),
+                                    started.get(r + 1, 0.0)))
+    frames.append(AuditFrame(project_id, share, max(started), frozenset(before)))
+    return frames[::-1]
+
+
+def _read_only(home: str | Path) -> sqlite3.Connection | None:
+    path = Path(home) / "state.sqlite3"
+    if not path.exists():
+        return None
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
 
 
 def stored_frame(home: str | Path, project_id: int, share: float, *, instance: str = "") -> AuditFrame:
     """The project's current audit frame as the backend at ``home`` keeps it, read without changing anything
     (round 0 where no backend has run): what exports, the dashboard and the pool use."""
-    path = Path(home) / "state.sqlite3"
-    if not path.exists():
-        return AuditFrame(project_id, share)
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    return stored_frames(home, project_id, share, instance=instance)[0]
+
+
+def stored_frames(home: str | Path, project_id: int, share: float, *, instance: str = "") -> list[AuditFrame]:
+    """Every audit frame of the project, the current one first (:func:`frames_from_db`), read without changing
+    anything."""
+    db = _read_only(home)
+    if db is None:
+        return [AuditFrame(project_id, share)]
     try:
-        return frame_from_db(db, instance, project_id, share)
+        return frames_from_db(db, instance, project_id, share)
     finally:
         db.close()
 

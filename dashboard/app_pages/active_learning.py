@@ -89,17 +89,30 @@ else:
     st.success("Every task is labeled.")
 
 st.subheader("Learning curve")
-_, test = approved_records(state.tasks(project["id"]), project["label_config"], home, project["id"],
-                           audit_share=settings.audit_share, instance=settings.instance)
-if len(test) < settings.min_audit:
+# The newest audit frame with enough labels: the current one, else an earlier one for the versions trained before
+# its labels joined training.
+tasks = state.tasks(project["id"])
+frame, test, current_n = None, [], 0
+for candidate in audit.stored_frames(home, project["id"], settings.audit_share, instance=settings.instance):
+    _, labelled = approved_records(tasks, project["label_config"], home, project["id"],
+                                   audit_share=settings.audit_share, frame=candidate)
+    current_n = current_n or (len(labelled) if not isinstance(candidate, audit.PastFrame) else 0)
+    if len(labelled) >= settings.min_audit:
+        frame, test = candidate, labelled
+        break
+if frame is None:
     fresh = (" A fresh audit frame was drawn when the last challenger was settled, and the earlier frame's labels "
              "train now, so the curve is measured again on the new frame." if ladder["frame"]["round"] else "")
     st.info(f"The curve is measured on the audit split: random tasks placed in the queue like any other and never "
-            f"trained on.{fresh} {len(test)} of them are annotated; the curve appears at {settings.min_audit}, below "
+            f"trained on.{fresh} {current_n} of them are annotated; the curve appears at {settings.min_audit}, below "
             "which an accuracy's 95% interval is too wide to tell versions apart.")
 else:
+    if isinstance(frame, audit.PastFrame):
+        st.caption(f"Measured on audit frame {frame.round}, whose labels joined training when its challenger was "
+                   f"settled: only the versions trained before then are scored. The current frame has {current_n} of "
+                   f"the {settings.min_audit} labels its own curve needs.")
     try:
-        curve = workflows.learning_curve(service, project["id"], test)
+        curve = workflows.learning_curve(service, project["id"], test, frame)
     except LabelLoopError as e:
         st.warning(f"{e}")
         curve = []

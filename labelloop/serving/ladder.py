@@ -160,15 +160,16 @@ class Ladder:
                     out[item.task_id] = None
         return sorted(out, key=frame.rank)
 
-    def served_first(self, project_id: int) -> tuple[set[int], float]:
-        """The audit tasks some gate put at the front of the queue (its disagreements), and their share of the audit
-        frames they were drawn from: annotators label these before the others, so an accuracy over the annotated
-        audit tasks weighs them by that share, not by how many got labelled (:func:`labelloop.gate.stratified_accuracy`)."""
+    def served_first(self, project_id: int, round: int | None = None) -> tuple[set[int], float]:
+        """The audit tasks the gate of an audit round (by default the current one) put at the front of the queue
+        (its disagreements), and their share of its frame: annotators label these before the others, so an accuracy
+        over the annotated audit tasks weighs them by that share, not by how many got labelled
+        (:func:`labelloop.gate.stratified_accuracy`)."""
         front: set[int] = set()
         frame: set[int] = set()
-        current = self.annotations.frame(project_id).round
+        wanted = self.annotations.frame(project_id).round if round is None else round
         for gate in self.store.gates(project_id):
-            if gate.round != current:  # an earlier round's labels train now
+            if gate.round != wanted:
                 continue
             for item in self.store.gate_items(project_id, gate.run_id):
                 frame.add(item.task_id)

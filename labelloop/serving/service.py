@@ -217,9 +217,10 @@ class ModelService:
         """Where the gate stands on a run (None: it has no gate)."""
         return self.ladder.gate_evidence(project_id, run_id)
 
-    def served_first(self, project_id: int) -> tuple[set[int], float]:
-        """The audit tasks a gate put at the front of the queue, and their share of the audit frame."""
-        return self.ladder.served_first(project_id)
+    def served_first(self, project_id: int, round: int | None = None) -> tuple[set[int], float]:
+        """The audit tasks a gate put at the front of the queue, and their share of the audit frame (of an audit
+        round; by default the current one)."""
+        return self.ladder.served_first(project_id, round)
 
     def client_for(self, project_id: int, *, timeout: float | None = None) -> Any:
         """A Label Studio client for the project with the key it was connected with (None: none on record)."""

@@ -7,12 +7,16 @@ import json
 
 import numpy as np
 
-from labelloop.audit import wilson_interval
+from labelloop.audit import AuditFrame, PastFrame, wilson_interval
 from labelloop.errors import ConfigError
 
 
-def learning_curve(service, project_id: int, test_records: list[dict]) -> list[dict]:
-    """Accuracy of every stored version of the project on ``test_records`` (``{"text", "label"}``).
+def learning_curve(service, project_id: int, test_records: list[dict], frame: AuditFrame | None = None
+                   ) -> list[dict]:
+    """Accuracy of every stored version of the project on ``test_records`` (``{"text", "label"}``), the labelled
+    tasks of the audit ``frame`` (by default the current one). On an earlier frame (a
+    :class:`~labelloop.audit.PastFrame`) only the versions trained before it ended are scored: its labels train
+    the later ones.
 
     Rows ``{"model_version", "labels", "accuracy", "low", "high", "n_test", "created_at", "weighted"}`` in
     training order (``low``/``high``: the 95% interval of the accuracy); ``labels`` is how many annotated tasks the
@@ -28,7 +32,7 @@ def learning_curve(service, project_id: int, test_records: list[dict]) -> list[d
     control = schema.single_choice()
     if control is None or not test_records:
         return []
-    front, share = service.served_first(project_id)
+    front, share = service.served_first(project_id, frame.round if frame is not None else None)
     first = np.array([r.get("task_id") in front for r in test_records], dtype=bool)
     weighted = bool(first.any()) and bool((~first).any()) and 0.0 < share < 1.0
     digest = hashlib.sha1(json.dumps([[[r["text"], r["label"]] for r in test_records],
@@ -37,7 +41,10 @@ def learning_curve(service, project_id: int, test_records: list[dict]) -> list[d
     tasks = [{"data": {control.value_key: r["text"]}} for r in test_records]
     gold = [str(r["label"]) for r in test_records]
     rows = []
-    for record in [None, *service.version_records(project_id)]:
+    records = service.version_records(project_id)
+    if isinstance(frame, PastFrame):
+        records = [r for r in records if r.created_at < frame.ended_at]
+    for record in [None, *records]:
         # "curve2": rows that carry their 95% interval (older cached rows lack it)
         cache = record.path / f"curve2-{digest}.json" if record else None
         if cache is not None and cache.exists():

@@ -6,7 +6,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from labelloop.audit import stored_frame
+from labelloop.audit import AuditFrame, stored_frame
 from labelloop.data.dataset import ExportConfig, build_dataset, export_dataset, load_frozen_test
 
 
@@ -26,10 +26,12 @@ def with_audit_share(config: ExportConfig, share: float) -> ExportConfig:
 
 
 def approved_records(tasks: list[dict], label_config: str, home: Path, project_id: int, *,
-                     audit_share: float, instance: str = "") -> tuple[list[dict], list[dict]]:
-    """``(train, test)`` records of the project's approved labels; test is the current audit frame (and any frozen
-    test split)."""
+                     audit_share: float, instance: str = "", frame: AuditFrame | None = None
+                     ) -> tuple[list[dict], list[dict]]:
+    """``(train, test)`` records of the project's approved labels; test is the audit ``frame`` (by default the
+    current one) and any frozen test split."""
+    if frame is None:
+        frame = stored_frame(home, project_id, audit_share, instance=instance)
     train, test, _, _ = build_dataset(tasks, label_config, ExportConfig(audit_share=audit_share),
-                                      load_frozen_test(home, project_id), project_id=project_id,
-                                      frame=stored_frame(home, project_id, audit_share, instance=instance))
+                                      load_frozen_test(home, project_id), project_id=project_id, frame=frame)
     return train, test

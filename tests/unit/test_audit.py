@@ -61,3 +61,24 @@ def test_a_new_round_draws_a_fresh_frame_over_the_tasks_not_labelled_yet():
     assert ("2500" in second) == (2500 in second)  # a task id and the same pool id are one key
     assert ("abc" in second) == ("abc" in AuditFrame(7, 0.1, 1, frozenset()))
     assert None not in second and 5 not in AuditFrame(7, 0.0)
+
+
+def test_earlier_frames_stay_test_sets_of_what_they_labelled_for_the_versions_before_them(tmp_path):
+    from labelloop.audit import PastFrame, stored_frames
+    from labelloop.serving.store import Store
+
+    store = Store(tmp_path)
+    assert stored_frames(tmp_path, 7, 0.2) == [AuditFrame(7, 0.2)]
+    store.new_audit_round(7, {str(t) for t in range(1, 101)}, "first challenger settled")
+    store.new_audit_round(7, {str(t) for t in range(1, 201)}, "second challenger settled")
+    current, second, first = stored_frames(tmp_path, 7, 0.2)
+    assert current == store.audit_frame(7, 0.2) and current.round == 2 and not isinstance(current, PastFrame)
+    assert isinstance(first, PastFrame) and isinstance(second, PastFrame)
+    rounds = store.audit_rounds(7)
+    assert (first.ended_at, second.ended_at) == (rounds[0].started_at, rounds[1].started_at)
+    # frame 0's test set: its members among the tasks labelled while it was current (1-100), nothing labelled later
+    assert [t for t in range(1, 400) if t in first] == [t for t in range(1, 101) if in_audit(7, t, 0.2)]
+    # frame 1's: its own draw over the tasks unlabelled when it began, labelled while it was current (101-200)
+    one = AuditFrame(7, 0.2, 1, frozenset(str(t) for t in range(1, 101)))
+    assert [t for t in range(1, 400) if t in second] == [t for t in range(101, 201) if t in one]
+    assert not any(t in current for t in range(1, 201))

@@ -95,3 +95,29 @@ def test_the_learning_curve_weighs_the_gates_disagreements_by_their_share_of_the
     for p, c in zip(plain, curve, strict=True):
         assert c["accuracy"] == pytest.approx(0.1 * 0.0 + 0.9 * p["accuracy"])  # the pushed ones are all wrong
         assert c["low"] <= c["accuracy"] <= c["high"]
+
+
+@pytest.mark.model
+def test_an_earlier_audit_frame_scores_only_the_versions_trained_before_its_labels_joined_training(service):
+    from labelloop.audit import PastFrame, stored_frames
+
+    annotate(service, 1, SPORT[0], "sport")
+    annotate(service, 2, COOKING[0], "cooking")
+    first = service.fit(1)
+    pushed = [{"task_id": 100 + k, "text": t, "label": "cooking" if t in SPORT else "sport"}
+              for k, t in enumerate(SPORT[1:3] + COOKING[1:3])]
+    rest = [{"task_id": 200 + k, "text": t, "label": "sport" if t in SPORT else "cooking"}
+            for k, t in enumerate(SPORT[1:] + COOKING[1:])]
+    frame = [(r["task_id"], 0, 1) for r in pushed] + [(r["task_id"], 0, 0) for r in rest]
+    service.store.open_gate(1, "challenger", first, "challenger", frame + [(300 + k, 0, 0) for k in range(26)])
+    service.store.update_gate(1, "challenger", state="closed")  # refused: the frame has served
+    service.ladder.step(1)
+    past = stored_frames(service.settings.home, 1, service.settings.audit_share)[1]
+    assert isinstance(past, PastFrame) and past.round == 0 and service.annotations.frame(1).round == 1
+    annotate(service, 3, SPORT[1], "sport")  # the frame's labels train the versions after it
+    second = service.fit(1)
+    old = learning_curve(service, 1, pushed + rest, past)
+    assert [r["model_version"] for r in old] == [UNTRAINED_VERSION, first] and all(r["weighted"] for r in old)
+    now = learning_curve(service, 1, pushed + rest)  # as if they were the new frame's: every version, unweighted
+    assert [r["model_version"] for r in now] == [UNTRAINED_VERSION, first, second]
+    assert not any(r["weighted"] for r in now)
