@@ -3,8 +3,8 @@ Parquet shards of ``(id, text)`` under ``$LABELLOOP_HOME/pools/<project>/``.
 
 Ids are stable: the source's own id column when named, else the text's content key (so the same text gets the
 same id whatever file it comes from, and exact duplicates, case and spacing aside, collapse into one). Near
-duplicates can be reported with :mod:`labelloop.quality.dedup` (MinHash and LSH bands). The source is read in batches,
-so memory stays flat in the corpus size.
+duplicates can be reported with :mod:`labelloop.quality.dedup` (MinHash and LSH bands). The source is read in batches
+and exact duplicates are found on disk (:mod:`labelloop.pool.spill`), so memory stays flat in the corpus size.
 """
 
 from __future__ import annotations
@@ -129,7 +129,16 @@ def add_corpus(home: Path, project_id: int, path: str | Path, *, text_field: str
                shard_rows: int = SHARD_ROWS, progress: Callable[[int], None] | None = None) -> PoolInfo:
     """Register ``path`` as the project's pool (replacing an earlier one): its texts, with stable ids, exact
     duplicates and empty texts left out, written as Parquet shards. Written to a new folder and swapped in
-    whole (:func:`_swap_in`), so an interrupted add leaves the previous pool as it was."""
+    whole (:func:`_swap_in`), so an interrupted add leaves the previous pool as it was.
+
+    A text is a duplicate when an earlier text is the same, case and spacing aside, or (with the source's own
+    ids) when an earlier text kept has its id. Duplicates are found in bounded memory whatever the corpus size
+    (:mod:`labelloop.pool.spill`): every text is written, then the shards that held duplicates are rewritten
+    without them."""
+    import numpy as np
+
+    from labelloop.pool.spill import KeySpill, RowSet
+
     pa = require("pyarrow", "pool")
     pq = require("pyarrow.parquet", "pool")
     pool = Pool(home, project_id)
@@ -137,52 +146,82 @@ def add_corpus(home: Path, project_id: int, path: str | Path, *, text_field: str
     staging = pool.folder.with_name(f"{pool.folder.name}{GENERATION}{time.time_ns()}")
     (staging / "texts").mkdir(parents=True)
     os.chmod(staging, 0o700)
-    seen: set[int] = set()
-    ids_seen: set[str] = set()
-    shards: list[str] = []
+    contents, given_ids = KeySpill(staging / "spill" / "content"), KeySpill(staging / "spill" / "ids")
+    shards: list[tuple[str, int, int]] = []  # (file, first row, end row)
     rows_ids: list[str] = []
     rows_texts: list[str] = []
-    kept = duplicates = empty = 0
+    rows = empty = 0
 
     def flush() -> None:
         if rows_ids:
             name = f"part-{len(shards):05d}.parquet"
             pq.write_table(pa.table({"id": rows_ids, "text": rows_texts}), staging / "texts" / name)
-            shards.append(name)
+            shards.append((name, rows - len(rows_ids), rows))
             rows_ids.clear()
             rows_texts.clear()
 
     for texts, ids in source_batches(Path(path), text_field, id_field):
+        keys: list[int] = []
+        id_keys: list[int] = []
+        id_rows: list[int] = []
+        first = rows
         for text, given in zip(texts, ids, strict=True):
             if not isinstance(text, str) or not text.strip():
                 empty += 1
                 continue
             digest = hashlib.sha1(normalize(text).encode("utf-8"))  # content_key's, from one normalization
-            key = int.from_bytes(digest.digest()[:8], "big")
+            keys.append(int.from_bytes(digest.digest()[:8], "big"))
             own_id = given is not None and str(given).strip()
             text_id = str(given) if own_id else digest.hexdigest()
-            if key in seen or (own_id and text_id in ids_seen):
-                duplicates += 1
-                continue
-            seen.add(key)
             if own_id:  # an id made from the content is unique with its text; the source's own ids must be checked
-                ids_seen.add(text_id)
+                id_keys.append(int.from_bytes(hashlib.blake2b(text_id.encode("utf-8"), digest_size=8).digest(), "big"))
+                id_rows.append(rows)
             rows_ids.append(text_id)
             rows_texts.append(text)
-            kept += 1
+            rows += 1
             if len(rows_ids) >= shard_rows:
                 flush()
+        contents.add(np.array(keys, dtype=np.uint64), np.arange(first, rows, dtype=np.int64))
+        given_ids.add(np.array(id_keys, dtype=np.uint64), np.array(id_rows, dtype=np.int64))
         if progress:
             progress(len(texts))
     flush()
+    repeated = RowSet(rows)
+    for found in contents.repeats():
+        repeated.add(found)
+    for found in given_ids.repeats(skip=repeated):  # an id taken by an earlier text that is kept
+        repeated.add(found)
+    shutil.rmtree(staging / "spill", ignore_errors=True)
+    kept_shards = _drop_rows(staging / "texts", shards, repeated)
+    kept = rows - len(repeated)
     if not kept:
         shutil.rmtree(staging, ignore_errors=True)
         raise ConfigError(f"{path}: no text to add (column {text_field!r} is empty or missing in every row)")
-    info = PoolInfo(pool.project, str(Path(path).resolve()), text_field, id_field, kept, duplicates, empty, shards,
-                    time.time())
+    info = PoolInfo(pool.project, str(Path(path).resolve()), text_field, id_field, kept, len(repeated), empty,
+                    kept_shards, time.time())
     (staging / "pool.json").write_text(json.dumps(asdict(info), indent=2))
     _swap_in(pool, staging)
     return info
+
+
+def _drop_rows(folder: Path, shards: list[tuple[str, int, int]], rows: Any) -> list[str]:
+    """Rewrite the shards that hold any of ``rows`` (a :class:`~labelloop.pool.spill.RowSet`) without them;
+    returns the shards left, in order (one left empty is removed)."""
+    import numpy as np
+
+    pq = require("pyarrow.parquet", "pool")
+    left = []
+    for name, start, end in shards:
+        drop = rows.contains(np.arange(start, end, dtype=np.int64))
+        if drop.any():
+            table = pq.read_table(folder / name)
+            if drop.all():
+                (folder / name).unlink()
+                continue
+            pq.write_table(table.filter(~drop), folder / f"{name}.partial")
+            os.replace(folder / f"{name}.partial", folder / name)
+        left.append(name)
+    return left
 
 
 GENERATION = "@"  # pools/7 links to pools/7@<time>, the folder of its current generation

@@ -237,3 +237,60 @@ def test_a_cancel_asked_while_a_job_starts_stands_and_one_left_by_an_earlier_run
     os.utime(job.folder / "CANCEL", (past, past))  # asked an hour before this run started: forgotten
     job.clear_stale_cancel(since=time.time() - 60)
     assert not job.cancelled()
+
+
+def test_duplicates_are_found_on_disk_as_the_first_of_each_text_and_id_would_keep_them(tmp_path):
+    """Exact duplicates are found by spilling keys to disk in partitions (memory flat in the corpus size): the
+    result is the one a pass that remembers every text and id would give."""
+    import random
+
+    import numpy as np
+
+    from labelloop.pool.spill import KeySpill, RowSet
+    from labelloop.quality.dedup import normalize
+
+    rng = random.Random(3)
+    words = ["alpha", "beta", "gamma", "delta", "eps"]
+    rows = []
+    for i in range(3000):
+        text = " ".join(rng.choice(words) for _ in range(3))  # 125 distinct texts: many repeats
+        text = text.upper() if rng.random() < 0.2 else text
+        rows.append({"text": text if rng.random() > 0.02 else "  ", "ref": f"id{rng.randrange(2500)}"})
+    source = write_jsonl(tmp_path / "c.jsonl", rows)
+
+    def reference(with_ids):
+        seen, kept = set(), []
+        for r in rows:
+            if r["text"].strip() and normalize(r["text"]) not in seen:
+                seen.add(normalize(r["text"]))
+                kept.append(r)
+        taken, out = set(), []
+        for r in kept:  # then an id taken by an earlier text kept
+            if not with_ids or r["ref"] not in taken:
+                taken.add(r["ref"])
+                out.append(r)
+        return out
+
+    for with_ids in (False, True):
+        home = tmp_path / f"home-{with_ids}"
+        info = add_corpus(home, 1, source, id_field="ref" if with_ids else None, shard_rows=40)
+        got = [t for _, table in Pool(home, 1).read(("text",)) for t in table.column("text").to_pylist()]
+        want = reference(with_ids)
+        assert got == [r["text"] for r in want]
+        assert info.texts == len(want) and info.texts + info.duplicates + info.empty == len(rows)
+        assert not (Pool(home, 1).folder / "spill").exists()
+        assert len(info.shards) < 3000 / 40  # the shards left empty by duplicates are gone
+
+    # the spill itself, across many flushes and partitions, against a set
+    spill = KeySpill(tmp_path / "spill", partitions=7, flush_rows=100)
+    keys = np.array([rng.randrange(50) for _ in range(1000)], dtype=np.uint64)
+    for start in range(0, 1000, 64):
+        spill.add(keys[start:start + 64], np.arange(start, min(start + 64, 1000)))
+    repeated = RowSet(1000)
+    for found in spill.repeats():
+        repeated.add(found)
+    first = {}
+    for row, key in enumerate(keys.tolist()):
+        first.setdefault(key, row)
+    assert set(np.flatnonzero(repeated.contains(np.arange(1000))).tolist()) == set(range(1000)) - set(first.values())
+    assert len(repeated) == 1000 - len(first)
