@@ -111,11 +111,44 @@ def source_batches(path: Path, text_field: str, id_field: str | None, batch: int
     if not files or None in kinds or len(kinds) > 1:
         raise ConfigError(f"{path}: expected .jsonl, .csv or .parquet files of one kind (found "
                           f"{', '.join(sorted(str(k) for k in kinds)) or 'none'})")
+    if kinds == {"json"}:  # pyarrow's JSON readers hold more memory the longer the file (147 MB at a million lines)
+        yield from _json_lines(files, text_field, id_field, batch)
+        return
     dataset = ds.dataset([str(p) for p in files], format=kinds.pop())
     _check_columns(dataset.schema.names, columns, path)
     for record_batch in dataset.to_batches(columns=columns, batch_size=batch):
         texts = record_batch.column(text_field).to_pylist()
         yield texts, record_batch.column(id_field).to_pylist() if id_field else [None] * len(texts)
+
+
+def _json_lines(files: list[Path], text_field: str, id_field: str | None, batch: int
+                ) -> Iterator[tuple[list, list]]:
+    """``(texts, ids)`` batches from JSON Lines files, one line at a time: memory is one batch's."""
+    texts: list = []
+    ids: list = []
+    checked = False
+    for file in files:
+        with open(file, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{file}, line {number}: not JSON ({e.msg}): fix or remove that line, then add "
+                                      "the pool again") from None
+                if not isinstance(row, dict):
+                    raise ConfigError(f"{file}, line {number}: expected one JSON object per line")
+                if not checked:
+                    _check_columns(list(row), [text_field] + ([id_field] if id_field else []), file)
+                    checked = True
+                texts.append(row.get(text_field))
+                ids.append(row.get(id_field) if id_field else None)
+                if len(texts) >= batch:
+                    yield texts, ids
+                    texts, ids = [], []
+    if texts:
+        yield texts, ids
 
 
 def _check_columns(names: list[str], wanted: list[str], path: Path) -> None:
@@ -160,31 +193,35 @@ def add_corpus(home: Path, project_id: int, path: str | Path, *, text_field: str
             rows_ids.clear()
             rows_texts.clear()
 
-    for texts, ids in source_batches(Path(path), text_field, id_field):
-        keys: list[int] = []
-        id_keys: list[int] = []
-        id_rows: list[int] = []
-        first = rows
-        for text, given in zip(texts, ids, strict=True):
-            if not isinstance(text, str) or not text.strip():
-                empty += 1
-                continue
-            digest = hashlib.sha1(normalize(text).encode("utf-8"))  # content_key's, from one normalization
-            keys.append(int.from_bytes(digest.digest()[:8], "big"))
-            own_id = given is not None and str(given).strip()
-            text_id = str(given) if own_id else digest.hexdigest()
-            if own_id:  # an id made from the content is unique with its text; the source's own ids must be checked
-                id_keys.append(int.from_bytes(hashlib.blake2b(text_id.encode("utf-8"), digest_size=8).digest(), "big"))
-                id_rows.append(rows)
-            rows_ids.append(text_id)
-            rows_texts.append(text)
-            rows += 1
-            if len(rows_ids) >= shard_rows:
-                flush()
-        contents.add(np.array(keys, dtype=np.uint64), np.arange(first, rows, dtype=np.int64))
-        given_ids.add(np.array(id_keys, dtype=np.uint64), np.array(id_rows, dtype=np.int64))
-        if progress:
-            progress(len(texts))
+    try:
+        for texts, ids in source_batches(Path(path), text_field, id_field):
+            keys: list[int] = []
+            id_keys: list[int] = []
+            id_rows: list[int] = []
+            first = rows
+            for text, given in zip(texts, ids, strict=True):
+                if not isinstance(text, str) or not text.strip():
+                    empty += 1
+                    continue
+                digest = hashlib.sha1(normalize(text).encode("utf-8"))  # content_key's, from one normalization
+                keys.append(int.from_bytes(digest.digest()[:8], "big"))
+                own_id = given is not None and str(given).strip()
+                text_id = str(given) if own_id else digest.hexdigest()
+                if own_id:  # an id made from the content is unique with its text; the source's own ids must be checked
+                    id_keys.append(int.from_bytes(hashlib.blake2b(text_id.encode("utf-8"), digest_size=8).digest(), "big"))
+                    id_rows.append(rows)
+                rows_ids.append(text_id)
+                rows_texts.append(text)
+                rows += 1
+                if len(rows_ids) >= shard_rows:
+                    flush()
+            contents.add(np.array(keys, dtype=np.uint64), np.arange(first, rows, dtype=np.int64))
+            given_ids.add(np.array(id_keys, dtype=np.uint64), np.array(id_rows, dtype=np.int64))
+            if progress:
+                progress(len(texts))
+    except BaseException:  # a broken source or an interrupt: nothing half-written stays behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     flush()
     repeated = RowSet(rows)
     for found in contents.repeats():

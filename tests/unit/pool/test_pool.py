@@ -294,3 +294,15 @@ def test_duplicates_are_found_on_disk_as_the_first_of_each_text_and_id_would_kee
         first.setdefault(key, row)
     assert set(np.flatnonzero(repeated.contains(np.arange(1000))).tolist()) == set(range(1000)) - set(first.values())
     assert len(repeated) == 1000 - len(first)
+
+
+def test_a_broken_json_line_is_named_with_its_fix(tmp_path):
+    source = tmp_path / "c.jsonl"
+    source.write_text('{"text": "fine"}\n\n{"text": "also fine"}\n{"text": "cut off\n')
+    with pytest.raises(ConfigError, match=r"c.jsonl, line 4: not JSON .*fix or remove that line"):
+        add_corpus(tmp_path / "home", 1, source)
+    source.write_text('["a list, not an object"]\n')
+    with pytest.raises(ConfigError, match="line 1: expected one JSON object per line"):
+        add_corpus(tmp_path / "home", 1, source)
+    assert not Pool(tmp_path / "home", 1).exists()  # nothing half-added
+    assert not list((tmp_path / "home" / "pools").glob("1@*"))  # nor a staging folder
