@@ -252,7 +252,7 @@ def test_duplicates_are_found_on_disk_as_the_first_of_each_text_and_id_would_kee
     rng = random.Random(3)
     words = ["alpha", "beta", "gamma", "delta", "eps"]
     rows = []
-    for i in range(3000):
+    for _ in range(3000):
         text = " ".join(rng.choice(words) for _ in range(3))  # 125 distinct texts: many repeats
         text = text.upper() if rng.random() < 0.2 else text
         rows.append({"text": text if rng.random() > 0.02 else "  ", "ref": f"id{rng.randrange(2500)}"})
