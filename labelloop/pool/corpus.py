@@ -18,11 +18,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labelloop._optional import require
 from labelloop.errors import ConfigError
 from labelloop.quality.dedup import normalize
+
+if TYPE_CHECKING:
+    from labelloop.pool.spill import RowSet
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +244,8 @@ def add_corpus(home: Path, project_id: int, path: str | Path, *, text_field: str
     return info
 
 
-def _drop_rows(folder: Path, shards: list[tuple[str, int, int]], rows: Any) -> list[str]:
-    """Rewrite the shards that hold any of ``rows`` (a :class:`~labelloop.pool.spill.RowSet`) without them;
+def _drop_rows(folder: Path, shards: list[tuple[str, int, int]], rows: RowSet) -> list[str]:
+    """Rewrite the shards that hold any of ``rows`` without them;
     returns the shards left, in order (one left empty is removed)."""
     import numpy as np
 

@@ -98,12 +98,10 @@ class Ladder:
         for other in self.store.gates(project_id, states=("open", "watch")):
             if other.run_id == run_id:
                 continue
-            self.store.update_gate(project_id, other.run_id, state="closed")
             if other.state == "open":
-                self.store.update_finetune(project_id, other.run_id, done=True)
-                self.store.add_decision(project_id, "superseded", other.champion, other.run_id,
-                                        {"reason": f"{name} is judged in its place"})
+                self._supersede(project_id, other.run_id, other.champion, f"{name} is judged in its place")
             else:
+                self.store.update_gate(project_id, other.run_id, state="closed")
                 self.store.add_decision(project_id, "keep", other.champion, other.promoted,
                                         {"reason": f"the rollback watch ends: {name} is ready to be judged against "
                                                    f"{other.promoted}", "run": other.run_id})
@@ -332,11 +330,7 @@ class Ladder:
         write_jsonl(folder / "train.jsonl", [{"text": t, "label": export_value(spec, a)} for t, a in pairs])
         for finetune in self.store.finetunes(project_id):
             if not finetune.done:  # a held challenger gives way to one trained on twice the labels
-                self.store.update_finetune(project_id, finetune.run_id, done=True)
-                if self.store.gate(project_id, finetune.run_id) is not None:
-                    self.store.update_gate(project_id, finetune.run_id, state="closed")
-                self.store.add_decision(project_id, "superseded", None, finetune.run_id,
-                                        {"reason": f"a fine-tune on {len(pairs)} labels replaces it"})
+                self._supersede(project_id, finetune.run_id, None, f"a fine-tune on {len(pairs)} labels replaces it")
         method = finetune_method(len(pairs), setfit_below=self.settings.setfit_below,
                                  has_setfit=self.settings.setfit_below > len(pairs) and has_setfit())
         config = dataclasses.replace(self.run_config(len(pairs), folder / "train.jsonl", base_model=self.settings.model,
@@ -398,6 +392,12 @@ class Ladder:
         self._end_watches(project_id)
         self.store.add_decision(project_id, "rollback", before, version, {"reason": "rolled back by a lead"})
         return version
+
+    def _supersede(self, project_id: int, run_id: str, champion: str | None, reason: str) -> None:
+        """A held challenger gives way to a newer one: settled, its gate closed, and recorded."""
+        self.store.update_finetune(project_id, run_id, done=True)
+        self.store.update_gate(project_id, run_id, state="closed")  # no gate yet: nothing to close
+        self.store.add_decision(project_id, "superseded", champion, run_id, {"reason": reason})
 
     def _end_watches(self, project_id: int) -> None:
         for watched in self.store.gates(project_id, states=("watch",)):

@@ -38,10 +38,11 @@ def ladder_status(ladder: Ladder, project_id: int) -> dict[str, Any]:
             gates.append({"run": gate.run_id, "state": gate.state, "line": line, **evidence.to_dict()})
     rounds = ladder.store.audit_rounds(project_id)
     audit = len(ladder.annotations.audit_records(project_id))
+    released = sum(r.released for r in rounds)
     if rounds:
         drawn = time.strftime("%Y-%m-%d %H:%M", time.localtime(rounds[-1].started_at))
         frame_line = (f"audit frame {rounds[-1].round}, drawn {drawn} once the challengers judged on the one before "
-                      f"were settled: {sum(r.released for r in rounds)} labels of earlier frames train now, and "
+                      f"were settled: {released} labels of earlier frames train now, and "
                       f"{audit} of this frame's tasks are annotated")
     else:
         frame_line = f"audit frame 0: {audit} of its tasks are annotated"
@@ -49,4 +50,4 @@ def ladder_status(ladder: Ladder, project_id: int) -> dict[str, Any]:
             "next_finetune": "now" if why is None else why, "finetune_running": running, "held": held,
             "audit": audit, "gates": gates, "serve_first": len(ladder.serve_first(project_id)),
             "frame": {"round": rounds[-1].round if rounds else 0, "drawn_at": rounds[-1].started_at if rounds else None,
-                      "released": sum(r.released for r in rounds), "line": frame_line}}
+                      "released": released, "line": frame_line}}
