@@ -24,7 +24,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tempfile  # noqa: E402
 
-from data import DEFAULT_OUT, bbc_news, chat_topics, movie_reviews, wnut16  # noqa: E402
+from data import DEFAULT_OUT, bbc_news, chat_topics, movie_reviews, wnut16, wordnet_senses  # noqa: E402
 
 from labelloop.al.learners import (
     DENSE,  # noqa: E402
@@ -37,7 +37,8 @@ from labelloop.models import ChoicesModel  # noqa: E402
 from labelloop.settings import LabelLoopSettings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SETS = {"movie_reviews": movie_reviews, "bbc_news": bbc_news, "chat_topics": chat_topics, "wnut16": wnut16}
+SETS = {"movie_reviews": movie_reviews, "bbc_news": bbc_news, "chat_topics": chat_topics, "wnut16": wnut16,
+        "wordnet_senses": wordnet_senses}
 SPANS = {"wnut16"}  # span labeling, scored by span F1
 
 

