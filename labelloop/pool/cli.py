@@ -7,6 +7,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from labelloop.pool.corpus import Pool
 
 
 def add_commands(sub) -> None:
@@ -76,7 +80,7 @@ def _home() -> Path:
 def cmd_add(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from labelloop.pool.corpus import Pool, add_corpus, near_duplicates
+    from labelloop.pool.corpus import Pool, add_corpus
 
     home = _home()
     with tqdm(desc="reading", unit="text", file=sys.stderr) as bar:
@@ -86,10 +90,31 @@ def cmd_add(args: argparse.Namespace) -> None:
           f"{Pool(home, args.project).folder} ({info.duplicates:,} exact duplicates and {info.empty:,} empty texts "
           "left out)")
     if args.near_duplicates:
-        found = near_duplicates(Pool(home, args.project), threshold=args.near_duplicates)
-        print(f"{len(found):,} near duplicates (similarity >= {args.near_duplicates}); first few:")
-        for text_id, other, similarity in found[:5]:
-            print(f"  {text_id} ~ {other} ({similarity:.2f})")
+        report_near_duplicates(Pool(home, args.project), args.near_duplicates)
+
+
+def report_near_duplicates(pool: Pool, threshold: float, shown: int = 5) -> None:
+    """Every near duplicate to ``near_duplicates.jsonl`` in the pool's folder (only its owner reads it), the
+    count and the first few on screen."""
+    import json
+    import os
+
+    from tqdm import tqdm
+
+    from labelloop.pool.near import near_duplicates
+
+    path = pool.folder / "near_duplicates.jsonl"
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    found = 0
+    with tqdm(desc="near duplicates", unit="text", total=pool.info().texts, file=sys.stderr) as bar, \
+            open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        for text_id, other, similarity in near_duplicates(pool, threshold=threshold, progress=bar.update):
+            out.write(json.dumps({"id": text_id, "near": other, "similarity": round(similarity, 4)}) + "\n")
+            if found < shown:
+                tqdm.write(f"  {text_id} ~ {other} ({similarity:.2f})", file=sys.stderr)
+            found += 1
+    os.replace(partial, path)
+    print(f"{found:,} near duplicates (similarity >= {threshold}), each with its most similar earlier text, in {path}")
 
 
 def cmd_score(args: argparse.Namespace) -> None:

@@ -3,7 +3,7 @@ Parquet shards of ``(id, text)`` under ``$LABELLOOP_HOME/pools/<project>/``.
 
 Ids are stable: the source's own id column when named, else the text's content key (so the same text gets the
 same id whatever file it comes from, and exact duplicates, case and spacing aside, collapse into one). Near
-duplicates can be reported with :mod:`labelloop.quality.dedup` (MinHash and LSH bands). The source is read in batches
+duplicates are reported by :mod:`labelloop.pool.near` (MinHash and LSH bands, on disk). The source is read in batches
 and exact duplicates are found on disk (:mod:`labelloop.pool.spill`), so memory stays flat in the corpus size.
 """
 
@@ -311,24 +311,3 @@ def _swap_in(pool: Pool, staging: Path) -> None:
     os.replace(fresh, link)
     if before is not None and before != staging:
         shutil.rmtree(before, ignore_errors=True)
-
-
-def near_duplicates(pool: Pool, *, threshold: float = 0.8, limit: int = 1_000_000) -> list[tuple[str, str, float]]:
-    """``(id, earlier id, similarity)`` of texts at least ``threshold`` similar to an earlier text of the pool
-    (MinHash and LSH bands, each candidate checked exactly), over its first ``limit`` texts."""
-    from labelloop.quality.dedup import NearDuplicateIndex
-
-    index = NearDuplicateIndex(threshold)
-    out: list[tuple[str, str, float]] = []
-    seen = 0
-    for _, table in pool.read():
-        for text_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True):
-            if seen >= limit:
-                return out
-            found = index.find(text)
-            if found:
-                other, similarity = found[0]
-                out.append((text_id, str(other), similarity))
-            index.add(text_id, text)
-            seen += 1
-    return out

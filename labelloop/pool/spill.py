@@ -75,8 +75,8 @@ class KeySpill:
                 with open(self.folder / f"{p:04d}.bin", "ab") as f:
                     pairs[order[bounds[p]:bounds[p + 1]]].tofile(f)
 
-    def repeats(self, skip: RowSet | None = None) -> Iterator[NDArray[np.int64]]:
-        """Partition by partition, the rows whose key came at an earlier row (rows in ``skip`` left out)."""
+    def groups(self, skip: RowSet | None = None) -> Iterator[tuple[NDArray[np.uint64], NDArray[np.int64]]]:
+        """Partition by partition, ``(keys, rows)`` sorted by key, then row (rows in ``skip`` left out)."""
         self._flush()
         for p in range(self.partitions):
             path = self.folder / f"{p:04d}.bin"
@@ -85,8 +85,12 @@ class KeySpill:
             pairs = np.fromfile(path, dtype=RECORD)
             if skip is not None and len(pairs):
                 pairs = pairs[~skip.contains(pairs["row"])]
-            order = np.lexsort((pairs["row"], pairs["key"]))  # by key, then row: each key's first row leads
-            keys, rows = pairs["key"][order], pairs["row"][order]
+            order = np.lexsort((pairs["row"], pairs["key"]))
+            yield pairs["key"][order], pairs["row"][order]
+
+    def repeats(self, skip: RowSet | None = None) -> Iterator[NDArray[np.int64]]:
+        """Partition by partition, the rows whose key came at an earlier row (rows in ``skip`` left out)."""
+        for keys, rows in self.groups(skip):  # each key's first row leads its group
             later = np.ones(len(keys), dtype=bool)
             later[:1] = False
             later[1:] = keys[1:] == keys[:-1]

@@ -14,6 +14,7 @@ import unicodedata
 import zlib
 
 import numpy as np
+from numpy.typing import NDArray
 
 _PRIME = (1 << 32) + 15
 
@@ -36,6 +37,11 @@ def shingles(text: str) -> set[str]:
     return {norm[i : i + 4] for i in range(max(1, len(norm) - 3))}
 
 
+def shingle_hashes(text: str) -> NDArray[np.uint32]:
+    """The text's shingles as sorted, distinct 32-bit hashes (what the MinHash signature is computed from)."""
+    return np.unique(np.fromiter((zlib.crc32(s.encode("utf-8")) for s in shingles(text)), dtype=np.uint32))
+
+
 def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
@@ -54,11 +60,15 @@ class NearDuplicateIndex:
         self._buckets: list[dict[bytes, list[object]]] = [{} for _ in range(bands)]
         self._shingles: dict[object, set[str]] = {}
 
-    def _signature(self, sh: set[str]) -> np.ndarray:
-        x = np.fromiter((zlib.crc32(s.encode("utf-8")) for s in sh), dtype=np.int64, count=len(sh))
+    def minhash(self, hashes: NDArray[np.uint32]) -> NDArray[np.int64]:
+        """The MinHash signature of a text's :func:`shingle_hashes`."""
+        x = np.asarray(hashes, dtype=np.int64)
         return ((np.outer(x, self._a) + self._b) % _PRIME).min(axis=0)
 
-    def _bands(self, sig: np.ndarray) -> list[bytes]:
+    def _signature(self, sh: set[str]) -> NDArray[np.int64]:
+        return self.minhash(np.fromiter((zlib.crc32(s.encode("utf-8")) for s in sh), dtype=np.uint32, count=len(sh)))
+
+    def _bands(self, sig: NDArray[np.int64]) -> list[bytes]:
         return [sig[i * self.rows : (i + 1) * self.rows].tobytes() for i in range(self.bands)]
 
     def find(self, text: str) -> list[tuple[object, float]]:

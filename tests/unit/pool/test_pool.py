@@ -10,8 +10,9 @@ import pytest
 
 from labelloop.audit import AuditFrame, audit_key, in_audit
 from labelloop.errors import ConfigError
-from labelloop.pool.corpus import Pool, add_corpus, near_duplicates
+from labelloop.pool.corpus import Pool, add_corpus
 from labelloop.pool.jobs import Job, status
+from labelloop.pool.near import near_duplicates
 from labelloop.pool.scoring import STUB, ScorerSpec, read_scores, score_pool
 from labelloop.pool.working_set import choose
 from labelloop.quality.dedup import content_key
@@ -73,7 +74,7 @@ def test_adding_again_replaces_the_pool_whole_and_near_duplicates_are_reported(t
     info = add_corpus(tmp_path, 2, second)
     pool = Pool(tmp_path, 2)
     assert info.texts == 3 and pool.info().texts == 3 and len(list(pool.folder.parent.glob("2@*"))) == 1
-    (found,) = near_duplicates(pool, threshold=0.8)
+    (found,) = list(near_duplicates(pool, threshold=0.8))
     assert found[2] >= 0.8
 
 
