@@ -5,15 +5,18 @@ Both sides run the backend's own :class:`~labelloop.serving.publish.Publisher` o
 texts (each run has texts of its own):
   whole  the texts are Label Studio tasks (imported before the clock starts); a publish lists the open tasks,
          predicts them and imports one prediction each, then sets the project's model version
-  pool   the texts are a pool (``pool add``, before the clock); ``pool refill`` puts ``--working-set`` of them in
-         Label Studio (timed apart), and the publish does the same as above on what Label Studio holds; the pool
-         itself is re-scored in the background by the engine (``benchmarks/pool_scoring.py`` measures that)
+  pool   the texts are a pool (``pool add`` and ``pool score`` with the stub scorer, before the clock); ``pool
+         refill`` puts the ``--working-set`` least confident texts in Label Studio (timed apart), and the publish
+         does the same as above on what Label Studio holds; the pool itself is re-scored in the background by the
+         engine (``benchmarks/pool_scoring.py`` measures that)
+``--pool-only`` sizes run the pool side alone, three times (a whole project of a million tasks is past what Label
+Studio advises): the refill of a million-text pool into a real Label Studio.
 The model is taken out (a stub predicts from a hash of the text), so what is measured is Label Studio's side and
 ours, not the encoder. While each publish and refill runs, a thread asks Label Studio for the project
 (``GET /api/projects/ID``) every 100 ms: the report gives the p99 of those calls (target under 1 s). Label Studio
 runs with its memory-efficient prediction import, as the demo's does.
 
-    python benchmarks/publish_scale.py --tasks 10000,30000 --pairs 3
+    python benchmarks/publish_scale.py --tasks 10000,30000 --pairs 3 [--pool-only 1000000]
 
 Results: benchmarks/results/publish_scale.json.
 """
@@ -39,7 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict_overhead import make_texts  # noqa: E402
 
 from labelloop.pool.corpus import add_corpus  # noqa: E402
+from labelloop.pool.scoring import STUB, ScorerSpec, score_pool  # noqa: E402
 from labelloop.pool.working_set import refill  # noqa: E402
+from labelloop.processes import stop_like_ctrl_c  # noqa: E402
 from labelloop.serving.clients import Clients  # noqa: E402
 from labelloop.serving.publish import Publisher  # noqa: E402
 from labelloop.serving.store import Store  # noqa: E402
@@ -108,10 +113,12 @@ def main() -> None:
     parser.add_argument("--tasks", default="10000,30000")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--working-set", type=int, default=200)
+    parser.add_argument("--pool-only", default="", help="sizes to run the pool side alone at, e.g. 1000000")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "publish_scale.json")
     args = parser.parse_args()
     if args.pairs < 3:
         raise SystemExit("an interleaved comparison needs at least 3 pairs")
+    stop_like_ctrl_c()  # a kill stops Label Studio too
     work = Path(tempfile.mkdtemp(prefix="labelloop-publish-"))
     studio = LocalLabelStudio(work / "ls", free_port(), "bench@example.com", secrets.token_urlsafe(12),
                               secrets.token_hex(20))
@@ -143,6 +150,8 @@ def main() -> None:
             source.write_text("".join(json.dumps({"text": t}) + "\n" for t in make_texts(n, seed=seed)))
             add_corpus(settings.home, project.id, source)
             source.unlink()
+            score_pool(settings.home, project.id, spec=ScorerSpec(str(settings.home), project.id, kind=STUB,
+                                                                   labels=("positive", "negative")))
             with Latency(studio.url, studio.token, project.id) as during_refill:
                 started = time.perf_counter()
                 filled = refill(ls, settings.home, project.id, size=args.working_set, audit_share=0.1,
@@ -167,10 +176,24 @@ def main() -> None:
                           f"p99 GET {run['publish_p99_s'] * 1000:5.0f} ms"
                           + (f"; refill {run['refill_s']:.1f} s, p99 GET {run['refill_p99_s'] * 1000:.0f} ms"
                              if "refill_s" in run else ""), flush=True)
+        for n in [int(s) for s in args.pool_only.split(",") if s]:
+            for repeat in range(3):
+                run = pool(n, seed=n + 100 * repeat + 1)
+                runs.append(run)
+                print(f"{n:>8,} pool  publish {run['publish_s']:7.1f} s, p99 GET {run['publish_p99_s'] * 1000:5.0f} ms; "
+                      f"refill {run['refill_s']:.1f} s, p99 GET {run['refill_p99_s'] * 1000:.0f} ms", flush=True)
     finally:
         studio.stop()
         shutil.rmtree(work, ignore_errors=True)
-    summary = {}
+    summary: dict = {}
+    for n in [int(s) for s in args.pool_only.split(",") if s]:
+        mine = [r for r in runs if r["tasks"] == n]
+        summary[f"pool only {n}"] = {"publish_s_median": statistics.median(r["publish_s"] for r in mine),
+                                     "refill_s_min": min(r["refill_s"] for r in mine),
+                                     "refill_s_median": statistics.median(r["refill_s"] for r in mine),
+                                     "refill_p99_s_max": max(r["refill_p99_s"] for r in mine)}
+        print(f"{n:>8,} texts in the pool: refill of {args.working_set} median {summary[f'pool only {n}']['refill_s_median']:.1f} s, "
+              f"p99 of GET /api/projects/ID during it at most {summary[f'pool only {n}']['refill_p99_s_max']:.2f} s")
     for n in sizes:
         row: dict = {}
         for side in ("whole", "pool"):

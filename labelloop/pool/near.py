@@ -11,12 +11,14 @@ from MinHash and LSH bands, every candidate checked exactly), with what the inde
 3. each candidate pair is checked exactly on the two texts' shingles, read back from the file, and each text keeps
    its most similar earlier text (ties: the earliest).
 
-Memory is one spill partition, one batch of texts and the page cache; disk, while it runs, is about 4 bytes per
-shingle plus 280 bytes per text (about 40 GB for 100 million texts of 100 words), in the pool's own folder.
+Memory is one spill partition, one batch of texts and 12 bytes per text (each text's best match so far: 1.2 GB
+for 100 million texts); disk, while it runs, is about 4 bytes per shingle plus 280 bytes per text (about 40 GB for
+100 million texts of 100 words), in the pool's own folder.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -81,9 +83,9 @@ class _Shingles:
 
     def __init__(self, folder: Path) -> None:
         self.values_path, self.offsets_path = folder / "shingles.u32", folder / "offsets.i64"
-        self._values = open(self.values_path, "wb")  # noqa: SIM115 - closed by finish()
+        self._values = open(self.values_path, "wb")  # noqa: SIM115 - closed by finish() or close()
         self._offsets: list[int] = [0]
-        self._offsets_file = open(self.offsets_path, "wb")  # noqa: SIM115 - closed by finish()
+        self._offsets_file = open(self.offsets_path, "wb")  # noqa: SIM115 - closed by finish() or close()
         self._end = 0
 
     def add(self, hashes: list[NDArray[np.uint32]]) -> None:
@@ -95,13 +97,25 @@ class _Shingles:
         np.asarray(self._offsets[:-1], dtype=np.int64).tofile(self._offsets_file)
         self._offsets = self._offsets[-1:]
 
-    def finish(self) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
+    def finish(self) -> _Shingles:
         np.asarray(self._offsets, dtype=np.int64).tofile(self._offsets_file)
         self._values.close()
         self._offsets_file.close()
-        values = (np.memmap(self.values_path, dtype=np.uint32, mode="r") if self._end
-                  else np.empty(0, dtype=np.uint32))
-        return values, np.memmap(self.offsets_path, dtype=np.int64, mode="r")
+        self._values_fd = os.open(self.values_path, os.O_RDONLY)
+        self._offsets_fd = os.open(self.offsets_path, os.O_RDONLY)
+        return self
+
+    def of(self, row: int) -> NDArray[np.uint32]:
+        """The shingle hashes of ``row``, read from disk (reads, not a mapping: memory stays that of one pair)."""
+        start, end = np.frombuffer(os.pread(self._offsets_fd, 16, 8 * row), dtype=np.int64)
+        return np.frombuffer(os.pread(self._values_fd, 4 * int(end - start), 4 * int(start)), dtype=np.uint32)
+
+    def close(self) -> None:
+        self._values.close()
+        self._offsets_file.close()
+        for fd in (getattr(self, "_values_fd", None), getattr(self, "_offsets_fd", None)):
+            if fd is not None:
+                os.close(fd)
 
 
 def near_duplicate_rows(texts: Iterator[list[str]], folder: Path, *, threshold: float, window: int = WINDOW,
@@ -114,6 +128,7 @@ def near_duplicate_rows(texts: Iterator[list[str]], folder: Path, *, threshold: 
                           "try 0.8")
     index = NearDuplicateIndex(threshold)
     folder.mkdir(parents=True, exist_ok=True)
+    shingles: _Shingles | None = None
     try:
         shingles, spill = _Shingles(folder), KeySpill(folder / "bands", partitions=PARTITIONS)
         n = 0
@@ -129,14 +144,14 @@ def near_duplicate_rows(texts: Iterator[list[str]], folder: Path, *, threshold: 
             n += len(batch)
             if progress:
                 progress(len(batch))
-        values, offsets = shingles.finish()
+        shingles.finish()
         best = np.zeros(n, dtype=np.float32)
         best_row = np.full(n, -1, dtype=np.int64)
         for keys, rows in spill.groups():
             for a, b in zip(*candidate_pairs(keys, rows, window), strict=True):
                 if best_row[a] == b:  # the pair met in an earlier band
                     continue
-                x, y = values[offsets[a]:offsets[a + 1]], values[offsets[b]:offsets[b + 1]]
+                x, y = shingles.of(a), shingles.of(b)
                 both = len(np.intersect1d(x, y, assume_unique=True))
                 similarity = both / (len(x) + len(y) - both) if len(x) or len(y) else 1.0
                 if similarity >= threshold and (similarity > best[a] or (similarity == best[a] and b < best_row[a])):
@@ -144,6 +159,8 @@ def near_duplicate_rows(texts: Iterator[list[str]], folder: Path, *, threshold: 
         found = np.nonzero(best_row >= 0)[0]
         return found, best_row[found], best[found]
     finally:
+        if shingles is not None:
+            shingles.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
