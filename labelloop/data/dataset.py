@@ -19,6 +19,7 @@ instead, for data that never went through the backend.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -143,6 +144,15 @@ def _in_test(group_key: str, salt: str, fraction: float) -> bool:
     return h / float(1 << 48) < fraction
 
 
+@functools.lru_cache(maxsize=2)
+def _groups(texts: tuple[str, ...], threshold: float) -> np.ndarray:
+    """Duplicate groups of ``texts``, kept for the next call on the same texts: the dashboard splits one project's
+    records on several audit frames in a row, and the grouping does not depend on the frame."""
+    groups = duplicate_groups(list(texts), threshold=threshold)
+    groups.setflags(write=False)
+    return groups
+
+
 def build_dataset(tasks: list[dict], label_config: str, config: ExportConfig,
                   frozen_test: set[str] | frozenset[str] = frozenset(), *, project_id: int | None = None,
                   frame: AuditFrame | None = None) -> tuple[list[dict], list[dict], dict, set[str]]:
@@ -169,7 +179,7 @@ def build_dataset(tasks: list[dict], label_config: str, config: ExportConfig,
         else:
             skipped[reason] += 1
     texts = [t for _, t, _, _ in records]
-    groups = duplicate_groups(texts, threshold=config.near_duplicate_threshold)
+    groups = _groups(tuple(texts), config.near_duplicate_threshold)
     keys = [content_key(t) for t in texts]
     members: dict[int, list[int]] = {}
     for i, g in enumerate(groups):

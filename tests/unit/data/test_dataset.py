@@ -109,3 +109,18 @@ def test_report_counts_duplicates_and_agreement():
     assert report["agreement"]["full_agreement"] == 0.5
     assert "fleiss_kappa" in report["agreement"]
     assert sum(report["labels"]["train"].values()) + sum(report["labels"]["test"].values()) == 2
+
+
+def test_splitting_the_same_records_on_another_audit_frame_groups_duplicates_once(monkeypatch):
+    import labelloop.data.dataset as dataset
+    from labelloop.audit import AuditFrame
+
+    calls = []
+    real = dataset.duplicate_groups
+    monkeypatch.setattr(dataset, "duplicate_groups", lambda texts, **kw: calls.append(len(texts)) or real(texts, **kw))
+    tasks = [task(i, f"Frame check {i}: the plot was {'good' if i % 2 else 'bad'} and the cast {i * 7}.",
+                  choice("Positive" if i % 2 else "Negative")) for i in range(60)]
+    config = ExportConfig(split="audit", audit_share=0.3)
+    splits = [build_dataset(tasks, SENT, config, project_id=5, frame=AuditFrame(5, 0.3, r))[1] for r in (0, 1)]
+    assert calls == [60]  # the second frame reused the grouping
+    assert {r["task_id"] for r in splits[0]} != {r["task_id"] for r in splits[1]}
