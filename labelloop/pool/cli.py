@@ -25,7 +25,7 @@ def add_commands(sub) -> None:
                                                  "by datasets' save_to_disk")
     p.add_argument("--text-field", default="text")
     p.add_argument("--id-field", help="a column of stable ids (default: an id from each text's content)")
-    p.add_argument("--near-duplicates", type=float, metavar="THRESHOLD",
+    p.add_argument("--near-duplicates", type=_similarity, metavar="THRESHOLD",
                    help="also report near duplicates (Jaccard similarity of shingles at least THRESHOLD, e.g. 0.8)")
     p.set_defaults(func=cmd_add)
 
@@ -105,16 +105,32 @@ def report_near_duplicates(pool: Pool, threshold: float, shown: int = 5) -> None
 
     path = pool.folder / "near_duplicates.jsonl"
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    found = 0
-    with tqdm(desc="near duplicates", unit="text", total=pool.info().texts, file=sys.stderr) as bar, \
-            open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
-        for text_id, other, similarity in near_duplicates(pool, threshold=threshold, progress=bar.update):
-            out.write(json.dumps({"id": text_id, "near": other, "similarity": round(similarity, 4)}) + "\n")
-            if found < shown:
-                tqdm.write(f"  {text_id} ~ {other} ({similarity:.2f})", file=sys.stderr)
-            found += 1
-    os.replace(partial, path)
-    print(f"{found:,} near duplicates (similarity >= {threshold}), each with its most similar earlier text, in {path}")
+    found, first = 0, []
+    try:
+        with tqdm(desc="near duplicates", unit="text", total=pool.info().texts, file=sys.stderr) as bar, \
+                open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            for text_id, other, similarity in near_duplicates(pool, threshold=threshold, progress=bar.update):
+                out.write(json.dumps({"id": text_id, "near": other, "similarity": round(similarity, 4)}) + "\n")
+                if found < shown:
+                    first.append(f"  {text_id} ~ {other} ({similarity:.2f})")
+                found += 1
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    print(f"{found:,} near duplicates (similarity >= {threshold}), each with its most similar earlier text, in {path}"
+          + (":" if first else ""))
+    if first:
+        print("\n".join(first))
+
+
+def _similarity(value: str) -> float:
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = -1.0
+    if not 0 < threshold <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a Jaccard similarity above 0 and at most 1: try 0.8")
+    return threshold
 
 
 def cmd_score(args: argparse.Namespace) -> None:

@@ -112,3 +112,7 @@ def test_pool_add_writes_every_near_duplicate_to_a_report_only_its_owner_reads(t
     assert set(rows[0]) == {"id", "near", "similarity"} and rows[0]["similarity"] >= 0.75
     assert report.stat().st_mode & 0o077 == 0
     assert f"{len(rows):,} near duplicates" in capsys.readouterr().out
+    assert not list(report.parent.glob(".near_duplicates*"))
+    with pytest.raises(SystemExit):  # refused before the corpus is read, not after
+        main(["pool", "add", "--project", "5", "--data", str(path), "--near-duplicates", "80"])
+    assert "try 0.8" in capsys.readouterr().err and not Pool(tmp_path / "home", 5).exists()
