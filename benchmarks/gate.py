@@ -12,7 +12,7 @@ counts (the champion on ``--champion`` labels, challengers on fewer and more), a
 from the pool for each replay, and the truth (which model is better) from a held-out test set of the same data.
 No retraining: every replay is a new audit draw over the same predictions.
 
-    python benchmarks/gate.py [--replays 2000] [--data movie_reviews,bbc_news]
+    python benchmarks/gate.py [--replays 2000] [--data movie_reviews,bbc_news] [--out gate.json]
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data import DEFAULT_OUT, bbc_news, movie_reviews  # noqa: E402
+from data import DEFAULT_OUT, bbc_news, chat_topics, movie_reviews, wordnet_senses  # noqa: E402
 from ladder import mcnemar_exact  # noqa: E402
 
 from labelloop.gate import decide  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DATA = {"movie_reviews": movie_reviews, "bbc_news": bbc_news}
+DATA = {"movie_reviews": movie_reviews, "bbc_news": bbc_news, "chat_topics": chat_topics,
+        "wordnet_senses": wordnet_senses}
 
 
 def baseline_gate(champ: np.ndarray, chall: np.ndarray, budget: int, *, alpha: float = 0.05, min_audit: int = 30
@@ -153,6 +154,7 @@ def main() -> None:
     parser.add_argument("--champion", type=int, default=100, help="labels the real champion head learned from")
     parser.add_argument("--challengers", default="25,50,200,400,800")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="gate.json", help="results file under benchmarks/results/")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     result: dict = {"synthetic": synthetic(args.replays, args.budget, rng), "real": {}}
@@ -169,7 +171,7 @@ def main() -> None:
             print(f"{r['challenger_labels']:>10} {r['test_gain']:>+9.3f} {r['p_disagree']:>6.3f} {r['gate']:>13} "
                   f"{r['promoted']:>9.3f} {r['median_labels_to_decide']:>7.0f}")
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "gate.json"
+    path = RESULTS / args.out
     path.write_text(json.dumps({**result, "args": vars(args)}, indent=2))
     print(f"\nwritten to {path}")
 
