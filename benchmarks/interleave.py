@@ -8,7 +8,10 @@ caches another side warmed). :func:`spread` reports a side's runs as min and med
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -33,6 +36,19 @@ def interleaved(sides: dict[str, Callable[[int], Any]], rounds: int, *,
             if report:
                 report(name, r, result)
     return out
+
+
+def paired_in_children(script: str, sides: tuple[str, str], n: int, pairs: int, seed: Callable[[int], int]
+                       ) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """``(pair, side, run)`` for ``pairs`` pairs of ``script --one SIDE --n N --seed S``, each run a process of its
+    own (so its peak memory is its own and nothing outlives it), the sides alternating which goes first; both sides
+    of a pair get the same seed, ``seed(pair)``, so they can be checked against each other. ``run`` is the JSON the
+    process printed last."""
+    for pair in range(pairs):
+        for side in sides if pair % 2 == 0 else sides[::-1]:
+            out = subprocess.run([sys.executable, script, "--one", side, "--n", str(n), "--seed", str(seed(pair))],
+                                 capture_output=True, text=True, check=True, timeout=3600)
+            yield pair, side, json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def spread(values: list[float]) -> dict[str, Any]:

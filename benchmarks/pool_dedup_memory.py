@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from interleave import paired_in_children
 
 
 def make_keys(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,20 +113,16 @@ def main() -> None:
         return
     runs = []
     for n in sizes:
-        for pair in range(args.pairs):
-            order = ("baseline", "spill") if pair % 2 == 0 else ("spill", "baseline")
-            seed = 1000 * pair + n % 997  # fresh keys per pair; both sides of a pair see the same ones
-            found = {}
-            for side in order:
-                out = subprocess.run([sys.executable, __file__, "--one", side, "--n", str(n), "--seed", str(seed)],
-                                     capture_output=True, text=True, check=True, timeout=3600)
-                run = json.loads(out.stdout.strip().splitlines()[-1])
-                runs.append({**run, "pair": pair})
-                found[side] = (run["repeated"], run["digest"])
-                print(f"{n:>11,} {side:<8} {run['seconds']:7.1f} s  peak RSS {run['peak_rss_mb']:8.1f} MB "
-                      f"(keys alone {run['input_rss_mb']:.1f} MB)", flush=True)
-            if found["baseline"] != found["spill"]:
-                raise SystemExit(f"the two sides found different duplicates at {n} texts: {found}")
+        found: dict = {}
+        # fresh keys per pair; both sides of a pair see the same ones
+        for pair, side, run in paired_in_children(__file__, ("baseline", "spill"), n, args.pairs,
+                                                  lambda pair, n=n: 1000 * pair + n % 997):
+            runs.append({**run, "pair": pair})
+            found.setdefault(pair, {})[side] = (run["repeated"], run["digest"])
+            print(f"{n:>11,} {side:<8} {run['seconds']:7.1f} s  peak RSS {run['peak_rss_mb']:8.1f} MB "
+                  f"(keys alone {run['input_rss_mb']:.1f} MB)", flush=True)
+            if len(found[pair]) == 2 and found[pair]["baseline"] != found[pair]["spill"]:
+                raise SystemExit(f"the two sides found different duplicates at {n} texts: {found[pair]}")
     summary: dict = {}
     for side in ("baseline", "spill"):
         for n in sizes:

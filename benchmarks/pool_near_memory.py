@@ -20,11 +20,11 @@ import json
 import random
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from interleave import paired_in_children
 
 WORDS = ("battery screen delivery refund support price quality update crash login invoice shipping order account "
          "password warranty return broken slow fast great awful cheap expensive helpful rude late early box cable "
@@ -102,18 +102,18 @@ def main() -> None:
     sizes = [int(s) for s in args.texts.split(",")]
     runs = []
     for n in sizes:
-        for pair in range(args.pairs):
-            seed = n + pair  # fresh texts for every pair, the same for both sides of it
-            for side in (("baseline", "disk") if pair % 2 == 0 else ("disk", "baseline")):
-                out = subprocess.run([sys.executable, __file__, "--one", side, "--n", str(n), "--seed", str(seed)],
-                                     check=True, capture_output=True, text=True, timeout=3600)
-                run = json.loads(out.stdout.strip().splitlines()[-1])
-                runs.append(run)
-                print(f"{n:>9,} {side:<8} {run['seconds']:7.1f} s  peak RSS {run['peak_rss_mb']:7.0f} MB "
-                      f"(texts {run['texts_rss_mb']:.0f} MB)  {run['found']:,} found", flush=True)
-            a, b = runs[-2:]
-            if a["digest"] != b["digest"]:
-                raise SystemExit(f"the two sides disagree at {n} texts, seed {seed}: {a['found']} against {b['found']}")
+        by_pair: dict[int, list[dict]] = {}
+        # fresh texts for every pair, the same for both sides of it
+        for pair, side, run in paired_in_children(__file__, ("baseline", "disk"), n, args.pairs,
+                                                  lambda pair, n=n: n + pair):
+            runs.append(run)
+            print(f"{n:>9,} {side:<8} {run['seconds']:7.1f} s  peak RSS {run['peak_rss_mb']:7.0f} MB "
+                  f"(texts {run['texts_rss_mb']:.0f} MB)  {run['found']:,} found", flush=True)
+            both = by_pair.setdefault(pair, [])
+            both.append(run)
+            if len(both) == 2 and both[0]["digest"] != both[1]["digest"]:
+                raise SystemExit(f"the two sides disagree at {n} texts, seed {run['seed']}: {both[0]['found']} "
+                                 f"against {both[1]['found']}")
     summary = {}
     for n in sizes:
         for side in ("baseline", "disk"):

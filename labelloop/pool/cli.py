@@ -96,7 +96,6 @@ def cmd_add(args: argparse.Namespace) -> None:
 def report_near_duplicates(pool: Pool, threshold: float, shown: int = 5) -> None:
     """Every near duplicate to ``near_duplicates.jsonl`` in the pool's folder (only its owner reads it), the
     count and the first few on screen."""
-    import json
     import os
 
     from tqdm import tqdm
@@ -124,13 +123,19 @@ def report_near_duplicates(pool: Pool, threshold: float, shown: int = 5) -> None
 
 
 def _similarity(value: str) -> float:
+    """``--near-duplicates``, checked as the search checks it, so a bad one stops the command before the corpus is
+    read."""
+    from labelloop.errors import ConfigError
+    from labelloop.pool.near import check_threshold
+
     try:
         threshold = float(value)
     except ValueError:
-        threshold = -1.0
-    if not 0 < threshold <= 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a Jaccard similarity above 0 and at most 1: try 0.8")
-    return threshold
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number: give a Jaccard similarity, e.g. 0.8") from None
+    try:
+        return check_threshold(threshold)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def cmd_score(args: argparse.Namespace) -> None:

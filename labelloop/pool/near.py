@@ -79,7 +79,7 @@ def candidate_pairs(keys: NDArray[np.uint64], rows: NDArray[np.int64], window: i
 
 
 class _Shingles:
-    """Each row's sorted shingle hashes, appended to a file while the pool is read, then read back mapped."""
+    """Each row's sorted shingle hashes, appended to a file while the pool is read, then read back a row at a time."""
 
     def __init__(self, folder: Path) -> None:
         self.values_path, self.offsets_path = folder / "shingles.u32", folder / "offsets.i64"
@@ -118,15 +118,20 @@ class _Shingles:
                 os.close(fd)
 
 
+def check_threshold(threshold: float) -> float:
+    """``threshold`` when it is a Jaccard similarity a search can use: above 0 and at most 1."""
+    if not 0 < threshold <= 1:
+        raise ConfigError(f"a near-duplicate threshold is a Jaccard similarity above 0 and at most 1, not {threshold}: "
+                          "try 0.8")
+    return threshold
+
+
 def near_duplicate_rows(texts: Iterator[list[str]], folder: Path, *, threshold: float, window: int = WINDOW,
                         progress: Callable[[int], None] | None = None
                         ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
     """``(row, earlier row, similarity)`` of every text at least ``threshold`` similar to an earlier one, in row
     order, for texts given in batches; ``folder`` holds the working files and is emptied after."""
-    if not 0 < threshold <= 1:
-        raise ConfigError(f"a near-duplicate threshold is a Jaccard similarity above 0 and at most 1, not {threshold}: "
-                          "try 0.8")
-    index = NearDuplicateIndex(threshold)
+    index = NearDuplicateIndex(check_threshold(threshold))
     folder.mkdir(parents=True, exist_ok=True)
     shingles: _Shingles | None = None
     try:
