@@ -114,9 +114,11 @@ class Publisher:
                 pass  # logged and rescheduled by publish
 
     def _push(self, client: Any, project_id: int, version: str, chunk: int) -> int:
-        listed = list(lsclient.iter_tasks(client, project_id, page_size=1000, include="id,data,is_labeled",
-                                          retry=lsclient.BEST_EFFORT))
-        tasks = [t for t in listed if not t.is_labeled]  # what a retrain can still change for annotators
+        # What a retrain can still change for annotators: the open tasks. Label Studio filters them, so a project
+        # whose labelled tasks pile up (a pool's working set) is not listed whole on every publish.
+        tasks = [t for t in lsclient.iter_tasks(client, project_id, page_size=1000, include="id,data,is_labeled",
+                                                filters=[lsclient.OPEN], retry=lsclient.BEST_EFFORT)
+                 if not t.is_labeled]
         # A task that holds this version's prediction already (a rollback to a version still stored, a publish
         # retried after it failed half-way) is not given a second one.
         held = lsclient.task_ids_with_version(client, project_id, version) if tasks else set()
@@ -129,7 +131,7 @@ class Publisher:
         scores = self.predictions.queue_order(
             project_id, [tasks[i].id for i in ok], [tasks[i].data for i in ok],
             np.array([preds[i]["score"] if preds[i]["score"] is not None else 0.0 for i in ok]),
-            cold=len(tasks) == len(listed),
+            cold=not lsclient.any_task(client, project_id, [lsclient.COMPLETED], retry=lsclient.BEST_EFFORT),
         )
         rows = [{"task": tasks[i].id, "result": preds[i]["result"], "score": float(score), "model_version": version}
                 for i, score in zip(ok, scores, strict=True) if tasks[i].id not in held]

@@ -190,6 +190,15 @@ def list_projects(client, *, page_size: int = 100, retry: Retry | None = DEFAULT
 
 # Data Manager filter: tasks nobody has annotated yet.
 UNLABELED = {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}
+# Data Manager filters on ``is_labeled`` (the task has the annotations the project's overlap asks for), through
+# "Completed", the time of its newest annotation, which Label Studio leaves empty until then.
+OPEN = {"filter": "filter:tasks:completed_at", "operator": "empty", "type": "Datetime", "value": True}
+COMPLETED = {**OPEN, "value": False}
+
+
+def any_task(client, project_id: int, filters: list[dict], *, retry: Retry | None = DEFAULT_RETRY) -> bool:
+    """Whether a task of the project matches ``filters``: one page of one id, however large the project."""
+    return next(iter_tasks(client, project_id, filters=filters, page_size=1, include="id", retry=retry), None) is not None
 
 
 def task_ids_with_version(client, project_id: int, model_version: str) -> set[int]:

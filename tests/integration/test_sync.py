@@ -225,6 +225,26 @@ def test_listing_projects_pages_without_asking_label_studio_for_a_page_past_the_
     assert log.read_text(errors="replace").count("Invalid page") == before  # no page past the end was asked for
 
 
+def test_open_and_completed_filters_follow_the_projects_overlap(ls):
+    """The publisher lists only open tasks and asks one id to learn whether any is complete: Label Studio's
+    filters must agree with ``is_labeled``, where a task asking two annotators stays open after the first."""
+    project = create_project(ls, "open tasks", label_config("sentiment"))
+    ls.projects.update(id=project.id, maximum_annotations=2)
+    ls.projects.import_tasks(id=project.id, request=[{"text": t} for t in texts(3)])
+    ids = sorted(t.id for t in lsclient.iter_tasks(ls, project.id, include="id"))
+    assert not lsclient.any_task(ls, project.id, [lsclient.COMPLETED])
+    positive = [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["Positive"]}}]
+    second = ls.users.create(username="second-annotator", email="second-annotator@example.com")
+    ls.annotations.create(id=ids[0], result=positive, project=project.id)
+    ls.annotations.create(id=ids[0], result=positive, project=project.id, completed_by=second.id)
+    ls.annotations.create(id=ids[1], result=positive, project=project.id)  # one of the two annotators it asks for
+    listed = {t.id: t.is_labeled for t in lsclient.iter_tasks(ls, project.id, include="id,is_labeled")}
+    assert listed == {ids[0]: True, ids[1]: False, ids[2]: False}
+    assert {t.id for t in lsclient.iter_tasks(ls, project.id, filters=[lsclient.OPEN])} == {ids[1], ids[2]}
+    assert {t.id for t in lsclient.iter_tasks(ls, project.id, filters=[lsclient.COMPLETED])} == {ids[0]}
+    assert lsclient.any_task(ls, project.id, [lsclient.COMPLETED])
+
+
 def test_cli_synthesizes_examples_with_the_local_llm_into_jsonl_and_label_studio(ls, label_studio, tmp_path):
     import os
     import subprocess
