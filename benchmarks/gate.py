@@ -4,7 +4,10 @@ Both gates see the same draws in every replay:
 - baseline: the previous gate, an exact one-sided McNemar test on uniformly random audit items, from 30 labelled
   items on and judged again after every new audit label (as the backend did), up to the same label budget;
 - disagreement gate (:func:`labelloop.gate.decide`): the labels go to the audit items where champion and
-  challenger disagree, in a random order, and the betting test decides after every label.
+  challenger disagree, in a random order, and the betting test decides after every label; it refuses when the
+  frame's disagreements run out undecided;
+- carried (real data only): the same, but a frame that runs out undecided hands its evidence on to a fresh,
+  disjoint frame of the same pool, within the same label budget (:func:`carried_gate`).
 
 Part 1 draws items from known rates (champion 80% right; challengers at +0, +5 and +8 points). Part 2 replays
 real models on real data from cached predictions: heads on frozen MiniLM vectors trained on different label
@@ -64,6 +67,36 @@ def disagreement_gate(champ: np.ndarray, chall: np.ndarray, disagree: np.ndarray
     return "hold", min(budget, len(served))
 
 
+def carried_gate(frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], budget: int, *,
+                 alpha: float = 0.05, min_gain: float = 0.01) -> tuple[str, int, int]:
+    """The disagreement gate as the ladder runs it, where a frame that runs out undecided hands its evidence on to
+    the next one (:func:`labelloop.gate.decide`'s ``carry``): ``frames`` are successive audit frames (each as
+    for :func:`disagreement_gate`), the outcomes and P(D) pooled over the frames served so far, one budget for
+    the challenger. Verdict, labels used and frames opened."""
+    champs: list[np.ndarray] = []
+    challs: list[np.ndarray] = []
+    seen = disagreements = 0
+    evidence = None
+    for k, (champ, chall, disagree, order) in enumerate(frames):
+        served = order[disagree[order]]
+        seen += len(champ)
+        disagreements += int(disagree.sum())
+        for n in range(0, len(served) + 1):
+            a = np.concatenate([*champs, champ[served[:n]]])
+            b = np.concatenate([*challs, chall[served[:n]]])
+            evidence = decide(a, b, np.ones(len(a), bool), p_disagree=disagreements / seen, frame=seen,
+                              disagreements=disagreements, remaining=len(served) - n, champion_version="champion",
+                              challenger_version="challenger", alpha=alpha, min_gain=min_gain, budget=budget,
+                              carry=k < len(frames) - 1)
+            if evidence.verdict != "hold":
+                break
+        if evidence is not None and evidence.verdict != "carry":
+            return evidence.verdict, evidence.labels, k + 1
+        champs.append(champ[served])
+        challs.append(chall[served])
+    return "hold", sum(len(c) for c in champs), len(frames)
+
+
 def synthetic(replays: int, budget: int, rng: np.random.Generator) -> list[dict]:
     """Part 1: champion 80% right, the models disagree on 16% of items (binary), challenger +0/+5/+8 points."""
     rows = []
@@ -119,15 +152,17 @@ def cached_models(name: str, champion_labels: int, sizes: list[int], seed: int) 
 
 def real_replays(cache: dict, champion_labels: int, replays: int, budget: int, frame: int,
                  rng: np.random.Generator) -> list[dict]:
-    """Part 2: for each challenger, ``replays`` audit frames drawn from the pool; both gates on each."""
+    """Part 2: for each challenger, ``replays`` audit frames drawn from the pool; every gate on each."""
     y_pool, y_test = cache["y_pool"], cache["y_test"]
     champ_pool, champ_test = cache["models"][champion_labels]
     rows = []
+    later = np.random.default_rng(len(y_pool))
     for n, (chall_pool, chall_test) in cache["models"].items():
         if n == champion_labels:
             continue
         test_gain = float((chall_test == y_test).mean() - (champ_test == y_test).mean())
-        verdicts: dict[str, list] = {"baseline": [], "disagreement": []}
+        verdicts: dict[str, list] = {"baseline": [], "disagreement": [], "carried": []}
+        frames_opened = []
         for _ in range(replays):
             items = rng.choice(len(y_pool), size=frame, replace=False)
             champ, chall = champ_pool[items] == y_pool[items], chall_pool[items] == y_pool[items]
@@ -135,13 +170,24 @@ def real_replays(cache: dict, champion_labels: int, replays: int, budget: int, f
             order = rng.permutation(frame)
             verdicts["baseline"].append(baseline_gate(champ[order], chall[order], budget))
             verdicts["disagreement"].append(disagreement_gate(champ, chall, disagree, order, budget))
+            # Later frames, disjoint from the first and from each other, from their own generator so that the
+            # other two gates see the same draws as without them.
+            frames = [(champ, chall, disagree, order)]
+            rest = later.permutation(np.setdiff1d(np.arange(len(y_pool)), items))
+            for more in rest[: frame * (len(rest) // frame)].reshape(-1, frame):
+                frames.append((champ_pool[more] == y_pool[more], chall_pool[more] == y_pool[more],
+                               champ_pool[more] != chall_pool[more], later.permutation(frame)))
+            verdict, labels, opened = carried_gate(frames, budget)
+            verdicts["carried"].append((verdict, labels))
+            frames_opened.append(opened)
         for gate, found in verdicts.items():
             promoted = float(np.mean([v == "promote" for v, _ in found]))
             rows.append({"champion_labels": champion_labels, "challenger_labels": n, "test_gain": test_gain,
                          "gate": gate, "promoted": promoted, "false_promotion": promoted if test_gain < 0 else 0.0,
                          "replays": replays, "budget": budget, "frame": frame,
                          "p_disagree": float(np.mean(champ_pool != chall_pool)),
-                         "median_labels_to_decide": float(np.median([k for v, k in found if v != "hold"] or [0]))})
+                         "median_labels_to_decide": float(np.median([k for v, k in found if v != "hold"] or [0])),
+                         **({"mean_frames": float(np.mean(frames_opened))} if gate == "carried" else {})})
     return rows
 
 

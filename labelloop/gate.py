@@ -18,6 +18,13 @@ bounds the chance that ``W`` ever reaches ``1 / alpha`` by ``alpha``. So the gat
 stop whenever it likes without inflating false promotions. A product does not depend on the order of its
 factors: the evidence is a function of the counts of wins, losses and draws.
 
+**A frame that runs out undecided** hands its evidence on (``carry``): while the challenger has budget left, a
+fresh audit frame is drawn, both frozen models predict it, and the same wealth goes on over its disagreements.
+The bettors' wealth stays a supermartingale under "the challenger is no better on each frame" because every frame
+is a uniform sample of the tasks not labelled yet and its disagreements are served in a random order; P(D) and
+the estimates pool the frames. With frames of 150 tasks (a project of 1,500) this raised the chance of promoting
+a challenger 5.5 to 9 points better from 35-87% to 77-98%, with no false promotion (``benchmarks/gate.py``).
+
 **Futility**: the same bet against "the challenger gains at least ``min_gain``" (E[o | D] ≥ min_gain / P(D))
 stops a challenger that can't be worth it; when the models disagree on fewer than ``min_gain`` of the audit
 tasks, no label is spent at all. **Budget**: a challenger gets at most ``budget`` disagreement labels.
@@ -41,7 +48,7 @@ import numpy as np
 STAKES = np.linspace(0.25, 0.75, 11)  # the bettors' fractions λ; simulated power and error: benchmarks/gate.py
 Z95 = 1.959964
 
-GateVerdict = Literal["promote", "rollback", "futility", "refuse", "keep", "hold"]
+GateVerdict = Literal["promote", "rollback", "futility", "refuse", "keep", "hold", "carry"]
 
 
 def wealth(outcomes: np.ndarray, *, null: float = 0.0, side: Literal["greater", "less"] = "greater") -> float:
@@ -160,13 +167,15 @@ def difference(outcomes: np.ndarray, p_disagree: float) -> Estimate:
 def decide(champion_right: np.ndarray, challenger_right: np.ndarray, disagree: np.ndarray, *, p_disagree: float,
            frame: int, disagreements: int, remaining: int, champion_version: str, challenger_version: str,
            alpha: float = 0.05, min_gain: float = 0.01, budget: int = 40,
-           direction: Literal["promote", "rollback"] = "promote") -> GateEvidence:
+           direction: Literal["promote", "rollback"] = "promote", carry: bool = False) -> GateEvidence:
     """The gate's verdict from the labelled audit items of a frame, each shape (n_labelled,).
 
     ``disagree`` marks the labelled items in D (their order does not matter); ``p_disagree`` is the share of D in
     the frame of ``frame`` audit tasks (``disagreements`` of them), ``remaining`` how many of D are still
     unlabelled. ``direction="promote"``: ``promote`` at ``W >= 1 / alpha``; ``futility`` when the challenger can't
-    gain ``min_gain``; ``refuse`` when ``budget`` labels are spent or D is exhausted; else ``hold``.
+    gain ``min_gain``; ``refuse`` when ``budget`` labels are spent or D is exhausted, but ``carry`` when D is
+    exhausted with budget left and ``carry`` is set (the evidence goes on over a fresh frame); else ``hold``.
+    The labelled items may come from several frames: ``frame``, ``disagreements`` and ``p_disagree`` then pool them.
     ``direction="rollback"`` judges a promoted challenger against the champion it replaced, on labels that came
     after the promotion: ``rollback`` when it is worse beyond the noise, ``keep`` when it is not worse by
     ``min_gain``, ``hold`` while labels come in.
@@ -203,6 +212,11 @@ def decide(champion_right: np.ndarray, challenger_right: np.ndarray, disagree: n
     elif w_futile >= 1.0 / alpha:
         evidence.verdict = "keep" if for_rollback else "futility"
         evidence.reason = f"{ahead} can't gain {min_gain:.1%} over {behind}: {where}"
+    elif carry and not for_rollback and remaining <= 0 and evidence.labels < budget:
+        evidence.verdict = "carry"
+        evidence.reason = (f"every disagreement of the audit frame is labelled and {ahead} is not better than {behind} "
+                           f"beyond the noise yet: {where}; the evidence carries over to a fresh audit frame "
+                           f"({budget - evidence.labels} labels of the budget left)")
     elif evidence.labels >= budget or remaining <= 0:
         evidence.verdict = "keep" if for_rollback else "refuse"
         spent = f"the budget of {budget} labels is spent" if evidence.labels >= budget else \

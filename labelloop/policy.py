@@ -47,9 +47,10 @@ def finetune_due(n_train: int, started: Sequence[int], label_counts: dict[str, i
 
 def new_round_due(gate_states: Sequence[str]) -> bool:
     """Whether the audit frame has served: challengers were judged on it (``gate_states``: the state of each gate
-    opened on the current round's frame) and none is judged or watched on it any more. Its labels then join
-    training and a fresh frame is drawn (:mod:`labelloop.audit`), so no gate label is wasted."""
-    return bool(gate_states) and all(state == "closed" for state in gate_states)
+    opened on the current round's frame) and none is judged or watched on it any more (``closed``, or ``carried``:
+    its frame ran out undecided and its evidence goes on over the next). Its labels then join training and a fresh
+    frame is drawn (:mod:`labelloop.audit`), so no gate label is wasted."""
+    return bool(gate_states) and all(state in ("closed", "carried") for state in gate_states)
 
 
 def finetune_method(n_train: int, *, setfit_below: int, has_setfit: bool = True) -> Literal["setfit", "full"]:

@@ -169,7 +169,7 @@ class LadderEvent:
     """Something the simulated ladder did: a fine-tune started, or the gate's verdict on one."""
 
     labels: int
-    what: str  # finetune | superseded | promote | futility | refuse | hold | rollback | keep | new frame
+    what: str  # finetune | superseded | promote | futility | refuse | hold | carry | rollback | keep | new frame
     detail: str = ""
     evidence: dict = field(default_factory=dict)
 
@@ -193,10 +193,11 @@ class _SimulatedGate:
 
     model: TransformerModel
     size: int
-    audit_ids: np.ndarray
+    audit_ids: np.ndarray  # over every frame it was judged on
     champion: np.ndarray
     challenger: np.ndarray
     opened_at: int  # labels when it opened
+    champion_model: Predict  # the frozen champion, to predict a fresh frame when its evidence carries over
     state: str = "open"
     counted: set[int] = field(default_factory=set)  # audit items whose labels the promotion used
     seen: int = -1
@@ -221,6 +222,7 @@ class LadderLearner:
         self._tuned: tuple[TransformerModel, np.ndarray] | None = None  # serving fine-tune and its features
         self._gate: _SimulatedGate | None = None
         self._started: list[int] = []  # training labels each fine-tune started at
+        self._labelable: np.ndarray = np.zeros(0, dtype=int)  # the pool items annotators can be served (never the test set)
         self.audit: np.ndarray = np.zeros(0, dtype=bool)  # bool per pool item: the current audit frame
         self.audit_since = 0  # labels when the current audit frame was drawn
         self._draw_frame(np.zeros(0, dtype=int))
@@ -234,13 +236,30 @@ class LadderLearner:
         self.audit_since = len(labeled)
 
     def _settle(self, labeled: np.ndarray, at: int) -> None:
-        """The gate is closed: as the backend, once nothing is judged or watched on the frame, its labels join
-        training and a fresh frame is drawn (:func:`labelloop.policy.new_round_due`)."""
-        if self._gate is not None and new_round_due([self._gate.state]):
-            released = int(self.audit[labeled].sum())
-            self._gate = None
-            self._draw_frame(labeled)
-            self.events.append(LadderEvent(at, "new frame", f"{released} audit labels join training"))
+        """The gate is closed or carried: as the backend, once nothing is judged or watched on the frame, its labels
+        join training and a fresh frame is drawn (:func:`labelloop.policy.new_round_due`); a carried gate goes on
+        over it."""
+        gate = self._gate
+        if gate is None or not new_round_due([gate.state]):
+            return
+        released = int(self.audit[labeled].sum())
+        self._gate = None
+        self._draw_frame(labeled)
+        self.events.append(LadderEvent(at, "new frame", f"{released} audit labels join training"))
+        if gate.state != "carried":
+            return
+        new = np.intersect1d(np.flatnonzero(self.audit), self._labelable)
+        ours = gate.champion_model(new).argmax(axis=1)
+        theirs = gate.model.predict_proba(self.pool.texts_at(new)).argmax(axis=1) if len(new) else ours
+        if not (ours != theirs).any():
+            self.events.append(LadderEvent(at, "refuse", f"its evidence could not carry over: the fresh audit frame "
+                                                         f"({len(new)} tasks) holds no disagreement"))
+            return
+        gate.audit_ids = np.concatenate([gate.audit_ids, new])
+        gate.champion = np.concatenate([gate.champion, ours])
+        gate.challenger = np.concatenate([gate.challenger, theirs])
+        gate.state = "open"
+        self._gate = gate
 
     def serve_first(self, candidates: np.ndarray) -> np.ndarray:
         """Of the unlabeled pool items ``candidates``, the gate's disagreements, in their random order."""
@@ -253,6 +272,7 @@ class LadderLearner:
 
     def fit(self, labeled: np.ndarray, unlabeled: np.ndarray | None = None) -> Predict:
         pool = self.pool
+        self._labelable = labeled if unlabeled is None else np.union1d(labeled, unlabeled)
         train, audit = labeled[~self.audit[labeled]], labeled[self.audit[labeled]]
         champion = self._champion(train)
         if self._gate is not None:
@@ -275,10 +295,10 @@ class LadderLearner:
                 self._gate.state = "closed"
                 self._settle(labeled, len(labeled))
             # The frame is the audit tasks annotators can be served: the project's, never the held-out test texts.
-            labelable = labeled if unlabeled is None else np.union1d(labeled, unlabeled)
-            audit_ids = np.intersect1d(np.flatnonzero(self.audit), labelable)
+            audit_ids = np.intersect1d(np.flatnonzero(self.audit), self._labelable)
             self._gate = _SimulatedGate(model, len(train), audit_ids, champion(audit_ids).argmax(axis=1),
-                                        model.predict_proba(pool.texts_at(audit_ids)).argmax(axis=1), len(labeled))
+                                        model.predict_proba(pool.texts_at(audit_ids)).argmax(axis=1), len(labeled),
+                                        champion)
             champion = self._judge(labeled, train, audit) or champion
         return champion
 
@@ -299,7 +319,7 @@ class LadderLearner:
         assert gate is not None
         watch = gate.state == "watch"
         disagree = gate.champion != gate.challenger
-        labelled = np.isin(gate.audit_ids, audit)
+        labelled = np.isin(gate.audit_ids, labeled)  # in any frame the gate was judged on
         usable = labelled & ~np.isin(gate.audit_ids, list(gate.counted) if watch else [])
         steps = [usable]
         if gate.judged is not None:
@@ -332,7 +352,7 @@ class LadderLearner:
             features = gate.model.features(self.pool.texts)
             self._tuned = (gate.model, features)
             return self._champion(train)
-        gate.state = "closed"
+        gate.state = "carried" if evidence.verdict == "carry" else "closed"
         self._settle(labeled, at)
         if evidence.verdict == "rollback":
             self._tuned = None
@@ -348,7 +368,7 @@ class LadderLearner:
                       disagreements=int(disagree.sum()), remaining=int((disagree & unlabelled).sum()),
                       champion_version="serving", challenger_version=f"fine-tune@{gate.size}",
                       alpha=self.gate.alpha, min_gain=self.gate.min_gain, budget=self.gate.budget,
-                      direction="rollback" if watch else "promote")
+                      direction="rollback" if watch else "promote", carry=True)
 
 
 def make_learner(name: str, pool: Pool, rng: np.random.Generator, *, audit_share: float = 0.1,

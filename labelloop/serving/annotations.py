@@ -162,6 +162,16 @@ class ProjectAnnotations:
                 out[record.task_id] = answer
         return out
 
+    def answers(self, project_id: int, spec: ControlSpec, task_ids: set[int]) -> dict[int, Any]:
+        """``{task_id: answer}`` of the annotated tasks among ``task_ids`` that answer ``spec``, whichever audit
+        frame they were drawn in (a gate carried over several frames counts the labels of each)."""
+        out = {}
+        for record in self.store.latest_annotations(project_id):
+            if record.task_id in task_ids:
+                for _, answer in self.pairs(spec, [record]):
+                    out[record.task_id] = answer
+        return out
+
     @staticmethod
     def pairs(spec: ControlSpec, records: list[AnnotationRecord]) -> list[tuple[str, Any]]:
         """``(text, answer)`` for every record that answers ``spec``; malformed records are skipped."""

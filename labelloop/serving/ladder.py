@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from labelloop.audit import audit_key
 from labelloop.errors import GateRefusedError, LabelLoopError
@@ -95,10 +96,10 @@ class Ladder:
         ends, and their frame's labels join training before a fresh frame is drawn for this one. So no label of
         the frame was served first for another pair of models, and the disagreements this gate counts are a
         uniform sample of its own."""
-        for other in self.store.gates(project_id, states=("open", "watch")):
+        for other in self.store.gates(project_id, states=("open", "carried", "watch")):
             if other.run_id == run_id:
                 continue
-            if other.state == "open":
+            if other.state in ("open", "carried"):
                 self._supersede(project_id, other.run_id, other.champion, f"{name} is judged in its place")
             else:
                 self.store.update_gate(project_id, other.run_id, state="closed")
@@ -130,7 +131,7 @@ class Ladder:
     def evidence(self, project_id: int, spec: ControlSpec, gate: Gate) -> GateEvidence:
         """The gate's verdict on ``gate`` from the audit labels so far (the rollback test for a promoted one)."""
         items = self.store.gate_items(project_id, gate.run_id)
-        answers = self.annotations.audit_answers(project_id, spec)
+        answers = self.annotations.answers(project_id, spec, {i.task_id for i in items})
         labels = list(spec.labels)
         gold = {t: labels.index(v) for t, a in answers.items() if (v := export_value(spec, a)) in labels}
         watch = gate.state == "watch"
@@ -144,12 +145,12 @@ class Ladder:
                       disagreements=disagreements, remaining=remaining, champion_version=gate.champion,
                       challenger_version=gate.promoted or gate.challenger, alpha=self.settings.gate_alpha,
                       min_gain=self.settings.gate_min_gain, budget=self.settings.gate_budget,
-                      direction="rollback" if watch else "promote")
+                      direction="rollback" if watch else "promote", carry=True)
 
     def serve_first(self, project_id: int) -> list[int]:
         """Unlabelled audit tasks where an open gate's (or a rollback watch's) two models disagree, in a uniformly
         random order: the queue serves them before anything else."""
-        answered = {r.task_id for r in self.annotations.audit_records(project_id)}
+        answered = {r.task_id for r in self.store.latest_annotations(project_id)}  # in this frame or one before
         frame = self.annotations.frame(project_id)
         out: dict[int, None] = {}
         for gate in self.store.gates(project_id, states=("open", "watch")):
@@ -238,7 +239,8 @@ class Ladder:
         gate = self.store.gate(project_id, run.run_id)
         if gate is not None and gate.state != "closed":
             spec = schema.single_choice()
-            counted = list(self.annotations.audit_answers(project_id, spec)) if spec is not None else []
+            items = {i.task_id for i in self.store.gate_items(project_id, run.run_id)}
+            counted = list(self.annotations.answers(project_id, spec, items)) if spec is not None else []
             # A rollback needs a stored champion to return to; a zero-shot one has nothing to watch against.
             watch = gate.champion != UNTRAINED_VERSION
             self.store.update_gate(project_id, run.run_id, promoted=version, counted=counted,
@@ -290,6 +292,46 @@ class Ladder:
                                 {"reason": reason, "round": new, "released": audit, "labelled": len(labelled)})
         self._reordered.add(project_id)  # the queue spreads the new frame's tasks
         log.info("project %s: audit frame %d: %s", project_id, new, reason)
+        for carried in self.store.gates(project_id, states=("carried",)):
+            self._carry_over(project_id, carried, new)
+
+    def _carry_over(self, project_id: int, gate: Gate, round: int) -> None:
+        """A challenger whose frame ran out undecided goes on over the fresh frame of ``round``: its frozen
+        champion and it predict the new audit tasks, and the bettors' wealth goes on over their disagreements
+        (:mod:`labelloop.gate`). Refused when it can't: a frame with no disagreement has nothing more to judge."""
+        spec = self.schema(project_id).single_choice()
+        tasks = self.annotations.audit_tasks(project_id, spec) if spec is not None else []
+        texts = [t for _, t in tasks]
+        try:
+            if spec is None:
+                raise LabelLoopError("the project has no single-choice classification control any more")
+            ours, theirs = self._frozen_classes(project_id, spec, gate, texts)
+            if not (ours != theirs).any():
+                raise LabelLoopError(f"the fresh audit frame ({len(texts)} tasks) holds no task where {gate.champion} "
+                                     f"and {gate.challenger} disagree: nothing more to judge them on")
+        except (LabelLoopError, OSError) as e:  # a run folder gone, a version that no longer loads
+            self.store.update_gate(project_id, gate.run_id, state="closed")
+            self.store.update_finetune(project_id, gate.run_id, done=True)
+            self.store.add_decision(project_id, "refuse", gate.champion, gate.run_id,
+                                    {"reason": f"its evidence could not carry over: {e}", "run": gate.run_id})
+            log.info("project %s: fine-tune %s refused: its evidence could not carry over: %s", project_id,
+                     gate.run_id, e)
+            return
+        self.store.extend_gate(project_id, gate.run_id,
+                               [(task_id, int(a), int(b)) for (task_id, _), a, b in zip(tasks, ours, theirs, strict=True)],
+                               round=round)
+        log.info("project %s: the gate goes on judging %s against %s on audit frame %d: they disagree on %d of its "
+                 "%d tasks", project_id, gate.challenger, gate.champion, round, int((ours != theirs).sum()), len(tasks))
+
+    def _frozen_classes(self, project_id: int, spec: ControlSpec, gate: Gate, texts: list[str]
+                        ) -> tuple[NDArray[Any], NDArray[Any]]:
+        """The classes a gate's frozen champion and its challenger predict for ``texts``, each shape (n,)."""
+        if not texts:
+            return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+        champion = self.registry.stored(project_id, gate.champion)
+        ours = ModelPredictor(champion, self.features, self.settings.strategy).class_probs(spec, texts).argmax(1)
+        challenger = TransformerModel(self.runs.get(gate.run_id).model_dir, spec.labels)
+        return ours, np.asarray(challenger.predict_proba(texts)).argmax(axis=1)
 
     def next_due(self, project_id: int, pairs: list[Any] | None = None) -> str | None:
         """Why no fine-tune is due now (None: one is due)."""
@@ -377,11 +419,13 @@ class Ladder:
         if evidence.verdict in FINAL_VERDICTS:
             self.store.update_finetune(project_id, finetune.run_id, done=True)
             self.store.update_gate(project_id, finetune.run_id, state="closed")
+        elif evidence.verdict == "carry":  # judged on on the next frame (self._next_round draws it)
+            self.store.update_gate(project_id, finetune.run_id, state="carried")
         self.store.add_decision(project_id, evidence.verdict, gate.champion, finetune.run_id,
                                 {**evidence.to_dict(), "run": finetune.run_id})
         log.info("project %s: fine-tune %s %s: %s", project_id, finetune.run_id,
-                 {"futility": "stopped for futility", "refuse": "refused", "hold": "held"}[evidence.verdict],
-                 evidence.reason)
+                 {"futility": "stopped for futility", "refuse": "refused", "hold": "held",
+                  "carry": "carried over"}[evidence.verdict], evidence.reason)
         return None
 
     def rollback(self, project_id: int) -> str:

@@ -39,8 +39,9 @@ class Finetune:
 @dataclass(frozen=True)
 class Gate:
     """A challenger before the gate: the frozen champion version it meets, the audit frame both predicted
-    (``frame`` tasks), its state (``open`` while judged, ``watch`` after a promotion while the rollback test runs,
-    ``closed``), the version it was promoted as, and how many disagreement labels the last verdict counted."""
+    (``frame`` tasks, over every frame it was judged on), its state (``open`` while judged, ``carried`` from a
+    frame that ran out undecided until a fresh frame is drawn, ``watch`` after a promotion while the rollback test
+    runs, ``closed``), the version it was promoted as, and how many disagreement labels the last verdict counted."""
 
     project_id: int
     run_id: str
@@ -135,7 +136,18 @@ class LadderState(Database):
                            "VALUES (?, ?, ?, ?, ?, ?)",
                            [(self.instance, project_id, run_id, t, a, b) for t, a, b in items])
 
-    def gates(self, project_id: int, *, states: tuple[str, ...] = ("open", "watch", "closed")) -> list[Gate]:
+    def extend_gate(self, project_id: int, run_id: str, items: list[tuple[int, int, int]], *, round: int) -> None:
+        """A carried gate goes on over the fresh frame of audit round ``round``: its items are added to those of
+        the frames before (whose labels keep counting), and it is open again."""
+        with self._tx() as db:
+            key = (self.instance, project_id, run_id)
+            db.execute("UPDATE gates SET state='open', round=?, frame=frame+? WHERE instance=? AND project_id=? AND "
+                       "run_id=?", (round, len(items), *key))
+            db.executemany("INSERT OR IGNORE INTO gate_items(instance, project_id, run_id, task_id, champion, "
+                           "challenger) VALUES (?, ?, ?, ?, ?, ?)", [(*key, t, a, b) for t, a, b in items])
+
+    def gates(self, project_id: int, *, states: tuple[str, ...] = ("open", "carried", "watch", "closed")
+              ) -> list[Gate]:
         """The project's gates in the given states, oldest first."""
         marks = ",".join("?" * len(states))
         rows = self._query(f"SELECT project_id, run_id, champion, challenger, frame, opened_at, state, promoted, "
@@ -171,7 +183,7 @@ class LadderState(Database):
     def pinned_versions(self, project_id: int) -> set[str]:
         """Versions an open gate or rollback watch may need again: the champions they judge against."""
         return {r[0] for r in self._query("SELECT champion FROM gates WHERE instance=? AND project_id=? AND state IN "
-                                          "('open', 'watch')", (self.instance, project_id))}
+                                          "('open', 'carried', 'watch')", (self.instance, project_id))}
 
     # -- audit rounds: a fresh frame once a frame's challengers are settled (labelloop.audit) ------------
 

@@ -4,6 +4,7 @@ the next fine-tune, and one line per challenger being judged or promotion being 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from labelloop.models import TransformerModel, TunedHead
@@ -27,12 +28,15 @@ def ladder_status(ladder: Ladder, project_id: int) -> dict[str, Any]:
     gates = []
     if spec is not None:
         started = {f.run_id: f.labels for f in ladder.store.finetunes(project_id)}
-        methods = {d.challenger: d.evidence.get("method") for d in ladder.store.decisions(project_id)
-                   if d.action == "finetune"}
+        decisions = ladder.store.decisions(project_id)
+        methods = {d.challenger: d.evidence.get("method") for d in decisions if d.action == "finetune"}
+        carried = Counter(d.challenger for d in decisions if d.action == "carry")
         for gate in ladder.store.gates(project_id, states=("open", "watch")):
             evidence = ladder.evidence(project_id, spec, gate)
             what = gate.promoted or gate.challenger
-            how = ", ".join(x for x in (methods.get(gate.run_id), f"{started.get(gate.run_id, 0)} labels") if x)
+            frames = carried.get(gate.run_id, 0) + 1
+            how = ", ".join(x for x in (methods.get(gate.run_id), f"{started.get(gate.run_id, 0)} labels",
+                                        f"judged over {frames} audit frames" if frames > 1 else "") if x)
             line = (f"{'watching ' + what + ' against ' + gate.champion if gate.state == 'watch' else 'challenger ' + what} "
                     f"({how}): {evidence.summary()}")
             gates.append({"run": gate.run_id, "state": gate.state, "line": line, **evidence.to_dict()})
@@ -42,7 +46,7 @@ def ladder_status(ladder: Ladder, project_id: int) -> dict[str, Any]:
     if rounds:
         drawn = time.strftime("%Y-%m-%d %H:%M", time.localtime(rounds[-1].started_at))
         frame_line = (f"audit frame {rounds[-1].round}, drawn {drawn} once the challengers judged on the one before "
-                      f"were settled: {released} labels of earlier frames train now, and "
+                      f"were settled or carried over: {released} labels of earlier frames train now, and "
                       f"{audit} of this frame's tasks are annotated")
     else:
         frame_line = f"audit frame 0: {audit} of its tasks are annotated"

@@ -70,6 +70,20 @@ def test_budget_and_an_exhausted_frame_end_in_a_refusal():
     assert decide(champ[:10], chall[:10], np.ones(10, bool), remaining=0, budget=40, **common).verdict == "refuse"
 
 
+def test_an_exhausted_frame_with_budget_left_carries_its_evidence_to_a_fresh_frame():
+    champ = np.array([True, False] * 20)
+    chall = ~champ
+    common = dict(p_disagree=0.3, frame=200, disagreements=60, champion_version="v1", challenger_version="run",
+                  min_gain=0.0, carry=True)
+    carried = decide(champ[:10], chall[:10], np.ones(10, bool), remaining=0, budget=40, **common)
+    assert carried.verdict == "carry" and "30 labels of the budget left" in carried.reason
+    assert decide(champ, chall, np.ones(40, bool), remaining=0, budget=40, **common).verdict == "refuse"
+    assert decide(champ[:10], chall[:10], np.ones(10, bool), remaining=5, budget=40, **common).verdict == "hold"
+    # a rollback watch never carries: it keeps the promotion when its frame runs out
+    assert decide(champ[:10], chall[:10], np.ones(10, bool), remaining=0, budget=40, direction="rollback",
+                  **common).verdict == "keep"
+
+
 def test_rollback_direction_rolls_back_a_worse_promotion_and_keeps_a_good_one():
     common = dict(p_disagree=0.2, frame=200, disagreements=40, remaining=30, champion_version="v4",
                   challenger_version="v6", min_gain=0.01, budget=40, direction="rollback")

@@ -12,6 +12,7 @@ import pytest
 from labelloop.al import learners
 from labelloop.al.learners import GateSettings, LadderLearner, Pool, _SimulatedGate
 from labelloop.audit import in_audit
+from labelloop.gate import wealth
 from labelloop.models import ChoicesModel
 from labelloop.serving.service import ModelService
 from labelloop.settings import LabelLoopSettings
@@ -43,6 +44,7 @@ GATE = [  # (items, watching a promotion?, verdict)
     pytest.param(frame(3, 1, 0, 20, 20), False, "hold", id="too few disagreement labels yet"),
     pytest.param(frame(0, 16, 0, 10, 20), False, "futility", id="the champion right on every disagreement"),
     pytest.param(frame(20, 20, 2, 0, 10), False, "refuse", id="the budget spent on a tie"),
+    pytest.param(frame(5, 1, 0, 0, 20), False, "carry", id="the frame ran out undecided with budget left"),
     pytest.param(frame(0, 16, 0, 10, 20), True, "rollback", id="the promoted model wrong on new disagreements"),
     pytest.param(frame(14, 0, 0, 10, 20), True, "keep", id="the promoted model right on new disagreements"),
 ]
@@ -143,6 +145,13 @@ class StandIn:
     def features(self, texts):
         raise Promoted
 
+    def predict_proba(self, texts):  # a fresh frame's classes, for a gate carried over (class 0 everywhere)
+        return np.tile([1.0, 0.0, 0.0], (len(texts), 1))
+
+
+def champion_everywhere(cls: int):
+    return lambda ids: np.eye(len(LABELS))[np.full(len(ids), cls)]
+
 
 @pytest.mark.parametrize(("items", "watch", "verdict"), GATE)
 def test_the_simulated_gate_reaches_the_tables_verdict(items, watch, verdict):
@@ -152,17 +161,18 @@ def test_the_simulated_gate_reaches_the_tables_verdict(items, watch, verdict):
     audit_ids = np.flatnonzero(audit)
     learner._gate = _SimulatedGate(StandIn(), 10, audit_ids, np.array([a for a, _, _, _ in items]),
                                    np.array([b for _, b, _, _ in items]), opened_at=0,
-                                   state="watch" if watch else "open")
+                                   champion_model=champion_everywhere(0), state="watch" if watch else "open")
     labelled = np.array([i for i, (_, _, _, annotated) in enumerate(items) if annotated])
     try:
         learner._judge(labelled, np.flatnonzero(~audit), labelled)
     except Promoted:
         pass
     verdicts = [e for e in learner.events if e.what != "new frame"]
-    reached = verdicts[-1].what if verdicts else "hold"
-    assert reached == verdict, verdicts[-1].detail if verdicts else ""
-    # a verdict that closes the gate releases the frame's labels to training and draws a fresh frame over the rest
-    assert (learner.events[-1].what == "new frame") == (verdict not in ("hold", "promote"))
+    reached = verdicts[0].what if verdicts else "hold"
+    assert reached == verdict, verdicts[0].detail if verdicts else ""
+    # a verdict that closes (or carries) the gate releases the frame's labels to training and draws a fresh frame
+    # over the rest
+    assert any(e.what == "new frame" for e in learner.events) == (verdict not in ("hold", "promote"))
     if verdict not in ("hold", "promote"):  # no labelled item is in the new frame; the queue's audit quota restarts
         assert not learner.audit[labelled].any() and learner.audit_since == len(labelled)
 
@@ -175,7 +185,8 @@ def _opened(n_disagree: int, n_agree: int, challenger_right: bool):
     learner = framed(LadderLearner(pool(gold), 0.1, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40)), audit)
     challenger = [0 if challenger_right else 2] * n_disagree + [0] * n_agree
     learner._gate = _SimulatedGate(StandIn(), 10, np.flatnonzero(audit), np.array([1] * n_disagree + [0] * n_agree),
-                                   np.array(challenger), opened_at=0, judged=set())
+                                   np.array(challenger), opened_at=0, champion_model=champion_everywhere(1),
+                                   judged=set())
     return learner, np.flatnonzero(audit)
 
 
@@ -265,3 +276,79 @@ def test_once_its_gate_is_settled_the_frames_labels_train_and_a_fresh_frame_is_d
     # the next challenger's gate opens on the new frame
     again.store.open_gate(1, "next", "labelloop-v1", "next", [(t, 0, 1) for t in fresh], round=frame.round)
     assert again.store.gate(1, "next").round == 1
+
+
+# A frame that runs out undecided: the challenger right on 5 of its 6 disagreements (W < 20, budget left). Its
+# evidence carries over to a fresh frame, where the challenger is right on every disagreement; both must promote
+# it on the labels of both frames.
+FIRST = frame(5, 1, 0, 0, 20)
+WINS_ALONE = next(k for k in range(1, 40) if wealth(np.ones(k)) >= 20)  # on a fresh frame with nothing carried
+
+
+def challenger_class(task: int) -> int:
+    """The carried challenger on the fresh frame: class 1 on every third task, where it is right (the champion
+    says 0 everywhere)."""
+    return 1 if task % 3 == 0 else 0
+
+
+def test_the_backend_carries_an_undecided_gate_to_a_fresh_frame_and_promotes_on_both(tmp_path, monkeypatch):
+    service = backend(tmp_path, audit_share=0.5, finetune="off")
+    tasks = audit_task_ids(len(FIRST), 0.5)
+    for task, (_, _, gold, _) in zip(tasks, FIRST, strict=True):
+        annotate(service, task, LABELS[gold])
+    service.annotations.keep_unlabeled(1, [(t, {"text": f"text {t}"}) for t in range(1000, 1400)])
+    service.store.add_finetune(1, "run-1", 30)
+    service.store.open_gate(1, "run-1", "labelloop-v1", "run-1",
+                            [(t, a, b) for t, (a, b, _, _) in zip(tasks, FIRST, strict=True)])
+    monkeypatch.setattr(service.ladder, "run_status", lambda finetune: "succeeded")
+    monkeypatch.setattr(service.ladder.runs, "get", lambda run_id: type("Run", (), {"task": "classification"}))
+    monkeypatch.setattr(service.ladder, "_frozen_classes", lambda project_id, spec, gate, texts: (
+        np.zeros(len(texts), dtype=int), np.array([challenger_class(int(t.split()[1])) for t in texts])))
+    service.ladder.step(1)
+    actions = [d.action for d in service.store.decisions(1)]
+    assert actions == ["carry", "new frame"], actions
+    gate = service.store.gate(1, "run-1")
+    assert gate.state == "open" and gate.round == 1 and gate.frame > len(FIRST)
+    fresh = service.ladder.serve_first(1)  # the new frame's disagreements, served first
+    assert fresh and all(t >= 1000 and challenger_class(t) == 1 for t in fresh), [t for t in fresh if t < 1000 or t % 3]
+    spec = service.schema(1).single_choice()
+    for task in fresh:
+        annotate(service, task, LABELS[1])
+        evidence = service.ladder.evidence(1, spec, service.store.gate(1, "run-1"))
+        if evidence.verdict != "hold":
+            break
+    assert evidence.verdict == "promote" and evidence.losses == 1, evidence.reason
+    assert 0 < evidence.wins - 5 < WINS_ALONE  # the first frame's labels still count
+
+
+def test_the_simulation_carries_an_undecided_gate_to_a_fresh_frame_and_promotes_on_both():
+    n = 400
+    gold = [g for _, _, g, _ in FIRST] + [challenger_class(i) for i in range(len(FIRST), n)]
+    audit = np.arange(n) < len(FIRST)
+    learner = framed(LadderLearner(pool(gold), 0.1, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40),
+                                   rng=np.random.default_rng(3)), audit)
+
+    class Challenger(StandIn):
+        def predict_proba(self, texts):
+            return np.eye(len(LABELS))[[challenger_class(int(t.split()[1])) for t in texts]]
+
+    learner._labelable = np.arange(n)
+    learner._gate = _SimulatedGate(Challenger(), 10, np.flatnonzero(audit), np.array([a for a, _, _, _ in FIRST]),
+                                   np.array([b for _, b, _, _ in FIRST]), opened_at=0,
+                                   champion_model=champion_everywhere(0))
+    labelled = np.flatnonzero(audit)
+    learner._judge(labelled, np.zeros(0, dtype=int), labelled)
+    assert [e.what for e in learner.events] == ["carry", "new frame"]
+    gate = learner._gate
+    assert gate is not None and gate.state == "open" and len(gate.audit_ids) > len(FIRST)
+    fresh = learner.serve_first(np.setdiff1d(np.arange(n), labelled))
+    assert len(fresh) and all(challenger_class(t) == 1 and learner.audit[t] for t in fresh)
+    for k in range(1, len(fresh) + 1):
+        now = np.union1d(labelled, fresh[:k])
+        try:
+            learner._judge(now, np.setdiff1d(now, np.flatnonzero(learner.audit)), now[learner.audit[now]])
+        except Promoted:
+            break
+    event = learner.events[-1]
+    assert event.what == "promote" and (event.evidence["wins"], event.evidence["losses"]) == (5 + k, 1)
+    assert k < WINS_ALONE
