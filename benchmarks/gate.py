@@ -97,22 +97,34 @@ def carried_gate(frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     return "hold", sum(len(c) for c in champs), len(frames)
 
 
-def synthetic(replays: int, budget: int, rng: np.random.Generator) -> list[dict]:
-    """Part 1: champion 80% right, the models disagree on 16% of items (binary), challenger +0/+5/+8 points."""
+def draw(frame: int, only_champ: float, gain: float, g: np.random.Generator
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic frame: the champion right on 80% of items, alone on ``only_champ`` of them, the challenger
+    alone on ``only_champ + gain``; each model's correctness, where they disagree, and a random serving order."""
+    u = g.random(frame)
+    champ = u < 0.80  # both right below 0.80 - only_champ, the champion alone up to 0.80
+    chall = np.where(u < 0.80 - only_champ, True, np.where(u < 0.80, False, u < 0.80 + only_champ + gain))
+    return champ, chall, champ != chall, g.permutation(frame)
+
+
+def synthetic(replays: int, budget: int, rng: np.random.Generator, small: int = 100) -> list[dict]:
+    """Part 1: champion 80% right, the models disagree on 16% of items (binary), challenger +0/+5/+8 points; on
+    frames of 400 items, and on small frames of ``small`` (about 16 disagreements each, fewer than the budget),
+    one frame alone against frames carried over."""
     rows = []
+    later = np.random.default_rng(small)  # the small frames' own draws: the frames of 400 stay as they were
     for gain in (0.0, 0.05, 0.08):
         only_champ = (0.16 - gain) / 2  # P(champion right, challenger wrong); the rest of D is the other way
-        only_chall = only_champ + gain
-        verdicts: dict[str, list] = {"baseline": [], "disagreement": []}
+
+        verdicts: dict[str, list] = {"baseline": [], "disagreement": [], f"disagreement, frame {small}": [],
+                                     f"carried, frames of {small}": []}
         for _ in range(replays):
-            frame = 400
-            u = rng.random(frame)
-            champ = u < 0.80  # both right below 0.80 - only_champ, the champion alone up to 0.80
-            chall = np.where(u < 0.80 - only_champ, True, np.where(u < 0.80, False, u < 0.80 + only_chall))
-            disagree = champ != chall
-            order = rng.permutation(frame)
+            champ, chall, disagree, order = draw(400, only_champ, gain, rng)
             verdicts["baseline"].append(baseline_gate(champ[order], chall[order], budget))
             verdicts["disagreement"].append(disagreement_gate(champ, chall, disagree, order, budget))
+            frames = [draw(small, only_champ, gain, later) for _ in range(4 * budget * 100 // (16 * small) + 1)]
+            verdicts[f"disagreement, frame {small}"].append(disagreement_gate(*frames[0], budget))
+            verdicts[f"carried, frames of {small}"].append(carried_gate(frames, budget)[:2])
         for gate, found in verdicts.items():
             promoted = np.array([v == "promote" for v, _ in found])
             rows.append({"gain": gain, "gate": gate, "budget": budget, "replays": replays,
@@ -204,9 +216,9 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     result: dict = {"synthetic": synthetic(args.replays, args.budget, rng), "real": {}}
-    print(f"{'gain':>6} {'gate':>13} {'promoted':>9} {'median labels to decide':>24}")
+    print(f"{'gain':>6} {'gate':>26} {'promoted':>9} {'median labels to decide':>24}")
     for r in result["synthetic"]:
-        print(f"{r['gain']:>6.2f} {r['gate']:>13} {r['promoted']:>9.3f} {r['median_labels_to_decide']:>24.0f}")
+        print(f"{r['gain']:>6.2f} {r['gate']:>26} {r['promoted']:>9.3f} {r['median_labels_to_decide']:>24.0f}")
     for name in [d for d in args.data.split(",") if d]:
         cache = cached_models(name, args.champion, [int(s) for s in args.challengers.split(",")], args.seed)
         rows = real_replays(cache, args.champion, max(500, args.replays // 2), args.budget, args.frame, rng)
