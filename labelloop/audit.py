@@ -13,7 +13,7 @@ disagree; every accuracy reported on the audit split carries its n and a 95% Wil
 
 **Rounds: no label is wasted.** A gate's disagreement labels are the most informative a project has, so once
 every challenger judged on a frame is settled (promoted and past its rollback watch, refused, stopped, or
-superseded), the frame's labels join training and a fresh frame is drawn: round ``r`` takes the tasks not
+superseded) or carried over to the next frame, the frame's labels join training and a fresh frame is drawn: round ``r`` takes the tasks not
 labelled when it began (the ``released`` ones train) with a new, independent draw at the same share, and a new
 random order. Because the draw never looks at the models, the labels or the earlier rounds, the new frame is a
 uniform random sample of the tasks still unlabelled: the population the models will pre-annotate, and one no
