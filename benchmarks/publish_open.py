@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict_overhead import make_texts  # noqa: E402
+from publish_scale import start_studio  # noqa: E402
 
-from labelloop.processes import stop_like_ctrl_c  # noqa: E402
 from labelloop.studio import lsclient  # noqa: E402
-from labelloop.studio.localstudio import LocalLabelStudio, free_port  # noqa: E402
 from labelloop.studio.projects import create_project  # noqa: E402
 from labelloop.templates import label_config  # noqa: E402
 
@@ -60,12 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.pairs < 3:
         raise SystemExit("an interleaved comparison needs at least 3 pairs")
-    stop_like_ctrl_c()  # a kill stops Label Studio too
-    work = Path(tempfile.mkdtemp(prefix="labelloop-publish-open-"))
-    studio = LocalLabelStudio(work / "ls", free_port(), "bench@example.com", secrets.token_urlsafe(12),
-                              secrets.token_hex(20))
-    print("starting Label Studio (migrations take about a minute) ...", flush=True)
-    studio.start(timeout=400)
+    work, studio = start_studio("labelloop-publish-open-")
     runs: list[dict] = []
     try:
         ls = lsclient.make_client(studio.url, studio.token, timeout=600)

@@ -108,6 +108,18 @@ def p99(values: list[float]) -> float:
     return float(np.percentile(values, 99)) if values else float("nan")
 
 
+def start_studio(prefix: str) -> tuple[Path, LocalLabelStudio]:
+    """A local Label Studio in a fresh folder (``prefix``), started; a kill of this process stops it too. The caller
+    stops it and removes the folder."""
+    stop_like_ctrl_c()
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    studio = LocalLabelStudio(work / "ls", free_port(), "bench@example.com", secrets.token_urlsafe(12),
+                              secrets.token_hex(20))
+    print("starting Label Studio (migrations take about a minute) ...", flush=True)
+    studio.start(timeout=400)
+    return work, studio
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="10000,30000")
@@ -118,12 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.pairs < 3:
         raise SystemExit("an interleaved comparison needs at least 3 pairs")
-    stop_like_ctrl_c()  # a kill stops Label Studio too
-    work = Path(tempfile.mkdtemp(prefix="labelloop-publish-"))
-    studio = LocalLabelStudio(work / "ls", free_port(), "bench@example.com", secrets.token_urlsafe(12),
-                              secrets.token_hex(20))
-    print("starting Label Studio (migrations take about a minute) ...", flush=True)
-    studio.start(timeout=400)
+    work, studio = start_studio("labelloop-publish-")
     runs: list[dict] = []
     try:
         ls = make_client(studio.url, studio.token, timeout=600)
