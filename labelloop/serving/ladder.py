@@ -406,6 +406,8 @@ class Ladder:
             if gate is None:
                 gate = self.open_gate(project_id, spec, TransformerModel(run.model_dir, spec.labels),
                                       finetune.run_id, finetune.run_id)
+            if gate.state == "carried":
+                return None  # its carry is recorded; the next frame (self._next_round) takes it on
             evidence = self.evidence(project_id, spec, gate)
         except LabelLoopError as e:
             self.store.update_finetune(project_id, finetune.run_id, done=True)

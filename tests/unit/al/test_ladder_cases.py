@@ -304,7 +304,12 @@ def test_the_backend_carries_an_undecided_gate_to_a_fresh_frame_and_promotes_on_
     monkeypatch.setattr(service.ladder.runs, "get", lambda run_id: type("Run", (), {"task": "classification"}))
     monkeypatch.setattr(service.ladder, "_frozen_classes", lambda project_id, spec, gate, texts: (
         np.zeros(len(texts), dtype=int), np.array([challenger_class(int(t.split()[1])) for t in texts])))
-    service.ladder.step(1)
+    drawn = service.store.new_audit_round
+    monkeypatch.setattr(service.store, "new_audit_round", lambda *a: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError):  # killed after the carry was recorded, before the fresh frame was drawn
+        service.ladder.step(1)
+    monkeypatch.setattr(service.store, "new_audit_round", drawn)
+    service.ladder.step(1)  # back: the carry is not recorded twice, and the fresh frame takes the gate on
     actions = [d.action for d in service.store.decisions(1)]
     assert actions == ["carry", "new frame"], actions
     gate = service.store.gate(1, "run-1")
