@@ -276,24 +276,27 @@ class Ladder:
         return changed
 
     def _next_round(self, project_id: int) -> None:
-        """Once every challenger judged on the current audit frame is settled, its labels join training and a
-        fresh frame is drawn over the tasks still unlabelled (:mod:`labelloop.audit`)."""
+        """Once every challenger judged on the current audit frame is settled or carried over, its labels join
+        training and a fresh frame is drawn over the tasks still unlabelled (:mod:`labelloop.audit`); a carried
+        challenger then goes on over it (also one whose frame was drawn just before the backend stopped)."""
         frame = self.annotations.frame(project_id)
+        current = frame.round
         gates = [g for g in self.store.gates(project_id) if g.round == frame.round]
-        if not new_round_due([g.state for g in gates]):
-            return
-        labelled = {str(key) for r in self.store.latest_annotations(project_id)
-                    if (key := audit_key(r.task_id, r.data)) is not None}
-        audit = len(self.annotations.audit_records(project_id))
-        reason = (f"every challenger judged on audit frame {frame.round} is settled: its {audit} labels join training, "
-                  f"and a fresh frame is drawn over the tasks not labelled yet")
-        new = self.store.new_audit_round(project_id, labelled, reason)
-        self.store.add_decision(project_id, "new frame", self.registry.current(project_id).version, None,
-                                {"reason": reason, "round": new, "released": audit, "labelled": len(labelled)})
-        self._reordered.add(project_id)  # the queue spreads the new frame's tasks
-        log.info("project %s: audit frame %d: %s", project_id, new, reason)
+        if new_round_due([g.state for g in gates]):
+            labelled = {str(key) for r in self.store.latest_annotations(project_id)
+                        if (key := audit_key(r.task_id, r.data)) is not None}
+            audit = len(self.annotations.audit_records(project_id))
+            reason = (f"every challenger judged on audit frame {frame.round} is settled or carried over: its {audit} "
+                      f"labels join training, and a fresh frame is drawn over the tasks not labelled yet")
+            current = self.store.new_audit_round(project_id, labelled, reason)
+            self.store.add_decision(project_id, "new frame", self.registry.current(project_id).version, None,
+                                    {"reason": reason, "round": current, "released": audit,
+                                     "labelled": len(labelled)})
+            self._reordered.add(project_id)  # the queue spreads the new frame's tasks
+            log.info("project %s: audit frame %d: %s", project_id, current, reason)
         for carried in self.store.gates(project_id, states=("carried",)):
-            self._carry_over(project_id, carried, new)
+            if carried.round < current:
+                self._carry_over(project_id, carried, current)
 
     def _carry_over(self, project_id: int, gate: Gate, round: int) -> None:
         """A challenger whose frame ran out undecided goes on over the fresh frame of ``round``: its frozen

@@ -309,6 +309,11 @@ def test_the_backend_carries_an_undecided_gate_to_a_fresh_frame_and_promotes_on_
     with pytest.raises(OSError):  # killed after the carry was recorded, before the fresh frame was drawn
         service.ladder.step(1)
     monkeypatch.setattr(service.store, "new_audit_round", drawn)
+    extend = service.store.extend_gate
+    monkeypatch.setattr(service.store, "extend_gate", lambda *a, **k: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError):  # killed again, after the fresh frame was drawn, before the gate was extended
+        service.ladder.step(1)
+    monkeypatch.setattr(service.store, "extend_gate", extend)
     service.ladder.step(1)  # back: the carry is not recorded twice, and the fresh frame takes the gate on
     actions = [d.action for d in service.store.decisions(1)]
     assert actions == ["carry", "new frame"], actions
