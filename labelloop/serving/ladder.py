@@ -11,9 +11,10 @@ examples, then again each time the labels double. A finished fine-tune is the ch
 (:mod:`labelloop.gate`) freezes the serving champion, lets both predict every audit task, and the audit tasks
 where they disagree go to the front of the queue in a random order (:meth:`Ladder.serve_first`); each of their
 labels updates the evidence, until the challenger is promoted, stopped for futility, or refused when its label
-budget is spent; when the frame's disagreements run out first, its evidence carries over to the next frame. After a promotion the same test watches the other way on new disagreement labels and rolls
-back to the champion it replaced when that one proves better. One challenger is judged per audit frame: once it
-is settled (or gives way to a newer one), the frame's labels join training and a fresh frame is drawn
+budget is spent; when the frame's disagreements run out first, its evidence carries over to the next frame.
+After a promotion the same test watches the other way on new disagreement labels and rolls back to the champion
+it replaced when that one proves better. One challenger is judged per audit frame: once it is settled (or gives
+way to a newer one, or is carried over), the frame's labels join training and a fresh frame is drawn
 (:mod:`labelloop.audit`). Every fine-tune, verdict, promotion, rollback and new frame is recorded once, with its
 evidence (:meth:`Store.decisions`), and every promotion goes through :meth:`Ladder.promote`. Where the ladder
 stands, for the dashboard and the CLI, is :func:`labelloop.serving.ladder_status.ladder_status`.
