@@ -7,7 +7,8 @@ Both gates see the same draws in every replay:
   challenger disagree, in a random order, and the betting test decides after every label; it refuses when the
   frame's disagreements run out undecided;
 - carried (real data only): the same, but a frame that runs out undecided hands its evidence on to a fresh,
-  disjoint frame of the same pool, within the same label budget (:func:`carried_gate`).
+  disjoint frame of the same pool, within the same label budget (:func:`carried_gate`); and the same with at
+  most ``CAP`` frames per challenger, to see what a cap would cost.
 
 Part 1 draws items from known rates (champion 80% right; challengers at +0, +5 and +8 points). Part 2 replays
 real models on real data from cached predictions: heads on frozen MiniLM vectors trained on different label
@@ -35,6 +36,7 @@ from ladder import mcnemar_exact  # noqa: E402
 from labelloop.gate import decide  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CAP = 3  # frames a capped carried gate may use, replayed beside the uncapped one
 DATA = {"movie_reviews": movie_reviews, "bbc_news": bbc_news, "chat_topics": chat_topics,
         "wordnet_senses": wordnet_senses}
 
@@ -173,7 +175,8 @@ def real_replays(cache: dict, champion_labels: int, replays: int, budget: int, f
         if n == champion_labels:
             continue
         test_gain = float((chall_test == y_test).mean() - (champ_test == y_test).mean())
-        verdicts: dict[str, list] = {"baseline": [], "disagreement": [], "carried": []}
+        verdicts: dict[str, list] = {"baseline": [], "disagreement": [], "carried": [],
+                                     f"carried, at most {CAP} frames": []}
         frames_opened = []
         for _ in range(replays):
             items = rng.choice(len(y_pool), size=frame, replace=False)
@@ -192,6 +195,7 @@ def real_replays(cache: dict, champion_labels: int, replays: int, budget: int, f
             verdict, labels, opened = carried_gate(frames, budget)
             verdicts["carried"].append((verdict, labels))
             frames_opened.append(opened)
+            verdicts[f"carried, at most {CAP} frames"].append(carried_gate(frames[:CAP], budget)[:2])
         for gate, found in verdicts.items():
             promoted = float(np.mean([v == "promote" for v, _ in found]))
             rows.append({"champion_labels": champion_labels, "challenger_labels": n, "test_gain": test_gain,
@@ -199,7 +203,8 @@ def real_replays(cache: dict, champion_labels: int, replays: int, budget: int, f
                          "replays": replays, "budget": budget, "frame": frame,
                          "p_disagree": float(np.mean(champ_pool != chall_pool)),
                          "median_labels_to_decide": float(np.median([k for v, k in found if v != "hold"] or [0])),
-                         **({"mean_frames": float(np.mean(frames_opened))} if gate == "carried" else {})})
+                         **({"mean_frames": float(np.mean(frames_opened)),
+                             "p90_frames": float(np.percentile(frames_opened, 90))} if gate == "carried" else {})})
     return rows
 
 
@@ -224,10 +229,11 @@ def main() -> None:
         rows = real_replays(cache, args.champion, max(500, args.replays // 2), args.budget, args.frame, rng)
         result["real"][name] = rows
         print(f"\n{name}: champion head on {args.champion} labels; {rows[0]['replays']} audit draws per challenger")
-        print(f"{'challenger':>10} {'test gain':>9} {'P(D)':>6} {'gate':>13} {'promoted':>9} {'labels':>7}")
+        print(f"{'challenger':>10} {'test gain':>9} {'P(D)':>6} {'gate':>26} {'promoted':>9} {'labels':>7} frames")
         for r in rows:
-            print(f"{r['challenger_labels']:>10} {r['test_gain']:>+9.3f} {r['p_disagree']:>6.3f} {r['gate']:>13} "
-                  f"{r['promoted']:>9.3f} {r['median_labels_to_decide']:>7.0f}")
+            frames = f" {r['mean_frames']:.1f} (p90 {r['p90_frames']:.0f})" if "mean_frames" in r else ""
+            print(f"{r['challenger_labels']:>10} {r['test_gain']:>+9.3f} {r['p_disagree']:>6.3f} {r['gate']:>26} "
+                  f"{r['promoted']:>9.3f} {r['median_labels_to_decide']:>7.0f}{frames}")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / args.out
     path.write_text(json.dumps({**result, "args": vars(args)}, indent=2))
