@@ -8,7 +8,7 @@ Both gates see the same draws in every replay:
   frame's disagreements run out undecided;
 - carried (real data only): the same, but a frame that runs out undecided hands its evidence on to a fresh,
   disjoint frame of the same pool, within the same label budget (:func:`carried_gate`); and the same with at
-  most ``CAP`` frames per challenger, to see what a cap would cost.
+  most ``CAP`` frames per challenger, as the ladder does (:data:`labelloop.policy.CARRY_FRAMES`).
 
 Part 1 draws items from known rates (champion 80% right; challengers at +0, +5 and +8 points). Part 2 replays
 real models on real data from cached predictions: heads on frozen MiniLM vectors trained on different label
@@ -34,9 +34,10 @@ from data import DEFAULT_OUT, bbc_news, chat_topics, movie_reviews, wordnet_sens
 from ladder import mcnemar_exact  # noqa: E402
 
 from labelloop.gate import decide  # noqa: E402
+from labelloop.policy import CARRY_FRAMES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CAP = 3  # frames a capped carried gate may use, replayed beside the uncapped one
+CAP = CARRY_FRAMES  # frames the ladder lets a challenger use, replayed beside carrying over without a cap
 DATA = {"movie_reviews": movie_reviews, "bbc_news": bbc_news, "chat_topics": chat_topics,
         "wordnet_senses": wordnet_senses}
 

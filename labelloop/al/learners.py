@@ -37,7 +37,7 @@ import numpy as np
 from labelloop.errors import ModelError
 from labelloop.gate import decide
 from labelloop.models import ChoicesModel, SetFitClassifier, TransformerModel
-from labelloop.policy import finetune_due, finetune_method, new_round_due, pseudo_labels
+from labelloop.policy import CARRY_FRAMES, finetune_due, finetune_method, new_round_due, pseudo_labels
 
 LEARNERS = ("head", "self", "setfit", "finetune", "auto")
 DENSE = ("head", "self", "auto")  # cheap enough to retrain after every batch; the others train on a sparse schedule
@@ -202,6 +202,7 @@ class _SimulatedGate:
     counted: set[int] = field(default_factory=set)  # audit items whose labels the promotion used
     seen: int = -1
     judged: set[int] | None = None  # labelled audit items at the last verdict; None: not judged yet
+    frames: int = 1  # audit frames it has been judged on
 
 
 @dataclass
@@ -259,6 +260,7 @@ class LadderLearner:
         gate.champion = np.concatenate([gate.champion, ours])
         gate.challenger = np.concatenate([gate.challenger, theirs])
         gate.state = "open"
+        gate.frames += 1
         self._gate = gate
 
     def serve_first(self, candidates: np.ndarray) -> np.ndarray:
@@ -368,7 +370,7 @@ class LadderLearner:
                       disagreements=int(disagree.sum()), remaining=int((disagree & unlabelled).sum()),
                       champion_version="serving", challenger_version=f"fine-tune@{gate.size}",
                       alpha=self.gate.alpha, min_gain=self.gate.min_gain, budget=self.gate.budget,
-                      direction="rollback" if watch else "promote", carry=True)
+                      direction="rollback" if watch else "promote", carry=gate.frames < CARRY_FRAMES)
 
 
 def make_learner(name: str, pool: Pool, rng: np.random.Generator, *, audit_share: float = 0.1,

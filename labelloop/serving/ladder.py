@@ -40,6 +40,7 @@ from labelloop.labeling.kinds import export_value
 from labelloop.labeling.schema import ControlSpec, TaskSchema
 from labelloop.models import Features, TransformerModel
 from labelloop.policy import (
+    CARRY_FRAMES,
     FINAL_VERDICTS,
     MIN_PER_LABEL,
     finetune_config,
@@ -139,6 +140,7 @@ class Ladder:
         counted = [i for i in items if i.task_id in gold and not (watch and i.before_promotion)]
         disagreements = sum(i.disagree for i in items)
         remaining = sum(i.disagree and i.task_id not in gold for i in items)
+        carried = sum(d.action == "carry" and d.challenger == gate.run_id for d in self.store.decisions(project_id))
         return decide(np.array([gold[i.task_id] == i.champion for i in counted], dtype=bool),
                       np.array([gold[i.task_id] == i.challenger for i in counted], dtype=bool),
                       np.array([i.disagree for i in counted], dtype=bool),
@@ -146,7 +148,7 @@ class Ladder:
                       disagreements=disagreements, remaining=remaining, champion_version=gate.champion,
                       challenger_version=gate.promoted or gate.challenger, alpha=self.settings.gate_alpha,
                       min_gain=self.settings.gate_min_gain, budget=self.settings.gate_budget,
-                      direction="rollback" if watch else "promote", carry=True)
+                      direction="rollback" if watch else "promote", carry=carried + 1 < CARRY_FRAMES)
 
     def serve_first(self, project_id: int) -> list[int]:
         """Unlabelled audit tasks where an open gate's (or a rollback watch's) two models disagree, in a uniformly

@@ -88,7 +88,7 @@ def test_annotations_cross_the_threshold_and_the_ladder_fine_tunes_judges_and_ke
                  what="Label Studio's queue to serve the gate's disagreements first")
     for task_id in queue_front(len(disagree)):
         ls.annotations.create(id=task_id, result=choice(gold[task_id]), project=project.id)
-    settled = ("promote", "futility", "refuse")
+    settled = ("promote", "futility", "refuse", "carry")  # carry: every disagreement labelled, no verdict yet
     verdict = wait_for(lambda: next((d for d in store.decisions(project.id) if d.action in settled), None),
                        timeout=300, what="the gate's verdict once its disagreements are labelled", interval=2)
     assert verdict.challenger is not None and verdict.evidence["run"] == finetune.run_id
@@ -99,7 +99,8 @@ def test_annotations_cross_the_threshold_and_the_ladder_fine_tunes_judges_and_ke
     service = ModelService(LabelLoopSettings(home=home, audit_share=0.3, finetune="off"))
     if verdict.action == "promote":  # audit tasks are never trained on while the rollback watch judges on them
         assert not {r.task_id for r in service.annotations.training_records(project.id)} & audit
-    else:  # the frame has served: its labels train now, and a fresh frame is drawn over the tasks not labelled yet
+    else:  # the frame has served (or carries its evidence over): its labels train now, and a fresh frame is drawn
+        # over the tasks not labelled yet
         wait_for(lambda: any(d.action == "new frame" for d in store.decisions(project.id)), timeout=60,
                  what="a fresh audit frame once the challenger is settled")
         labelled = {r.task_id for r in service.store.latest_annotations(project.id)}

@@ -14,6 +14,7 @@ from labelloop.al.learners import GateSettings, LadderLearner, Pool, _SimulatedG
 from labelloop.audit import in_audit
 from labelloop.gate import wealth
 from labelloop.models import ChoicesModel
+from labelloop.policy import CARRY_FRAMES
 from labelloop.serving.service import ModelService
 from labelloop.settings import LabelLoopSettings
 
@@ -362,3 +363,28 @@ def test_the_simulation_carries_an_undecided_gate_to_a_fresh_frame_and_promotes_
     event = learner.events[-1]
     assert event.what == "promote" and (event.evidence["wins"], event.evidence["losses"]) == (5 + k, 1)
     assert k < WINS_ALONE
+
+
+@pytest.mark.parametrize(("frames", "verdict"), [(1, "carry"), (CARRY_FRAMES - 1, "carry"), (CARRY_FRAMES, "refuse")])
+def test_both_carry_a_challenger_over_at_most_carry_frames_frames(tmp_path, frames, verdict):
+    """A challenger that rarely disagrees would otherwise turn the audit frame over with every batch."""
+    service = backend(tmp_path, audit_share=0.5, finetune="off")
+    tasks = audit_task_ids(len(FIRST), 0.5)
+    for task, (_, _, gold, _) in zip(tasks, FIRST, strict=True):
+        annotate(service, task, LABELS[gold])
+    service.store.open_gate(1, "run-1", "labelloop-v1", "run-1",
+                            [(t, a, b) for t, (a, b, _, _) in zip(tasks, FIRST, strict=True)])
+    for _ in range(frames - 1):  # the frames it was judged on before this one
+        service.store.add_decision(1, "carry", "labelloop-v1", "run-1", {})
+    spec = service.schema(1).single_choice()
+    assert service.ladder.evidence(1, spec, service.store.gate(1, "run-1")).verdict == verdict
+
+    gold = [g for _, _, g, _ in FIRST] + [0, 1, 2]
+    audit = np.arange(len(gold)) < len(FIRST)
+    learner = framed(LadderLearner(pool(gold), 0.1, gate=GateSettings(alpha=0.05, min_gain=0.01, budget=40)), audit)
+    learner._gate = _SimulatedGate(StandIn(), 10, np.flatnonzero(audit), np.array([a for a, _, _, _ in FIRST]),
+                                   np.array([b for _, b, _, _ in FIRST]), opened_at=0,
+                                   champion_model=champion_everywhere(0), frames=frames)
+    labelled = np.flatnonzero(audit)
+    learner._judge(labelled, np.flatnonzero(~audit), labelled)
+    assert learner.events[0].what == verdict

@@ -68,7 +68,7 @@ def test_every_learner_reports_curves_at_the_label_counts_and_the_ladder_follows
     events = result["learners"]["auto"]["events"]
     finetunes = [e for e in events if e["what"] == "finetune"]
     assert finetunes and all(e["labels"] >= 8 for e in finetunes)
-    verdicts = [e for e in events if e["what"] in ("promote", "futility", "refuse", "hold")]
+    verdicts = [e for e in events if e["what"] in ("promote", "futility", "refuse", "carry", "hold")]
     assert verdicts and all(e["evidence"]["budget"] == 10 and e["evidence"]["labels"] <= 10 for e in verdicts)
 
 
