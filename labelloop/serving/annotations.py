@@ -154,14 +154,6 @@ class ProjectAnnotations:
                 out[task_id] = text
         return sorted(out.items())
 
-    def audit_answers(self, project_id: int, spec: ControlSpec) -> dict[int, Any]:
-        """``{task_id: answer}`` of the annotated audit tasks that answer ``spec``."""
-        out = {}
-        for record in self.audit_records(project_id):
-            for _, answer in self.pairs(spec, [record]):
-                out[record.task_id] = answer
-        return out
-
     def answers(self, project_id: int, spec: ControlSpec, task_ids: set[int]) -> dict[int, Any]:
         """``{task_id: answer}`` of the annotated tasks among ``task_ids`` that answer ``spec``, whichever audit
         frame they were drawn in (a gate carried over several frames counts the labels of each)."""

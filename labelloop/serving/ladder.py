@@ -131,7 +131,8 @@ class Ladder:
         return gate
 
     def evidence(self, project_id: int, spec: ControlSpec, gate: Gate) -> GateEvidence:
-        """The gate's verdict on ``gate`` from the audit labels so far (the rollback test for a promoted one)."""
+        """The gate's verdict on ``gate`` from the audit labels so far (the rollback test for a promoted one);
+        ``details["frames"]`` says how many audit frames it has been judged on."""
         items = self.store.gate_items(project_id, gate.run_id)
         answers = self.annotations.answers(project_id, spec, {i.task_id for i in items})
         labels = list(spec.labels)
@@ -140,15 +141,17 @@ class Ladder:
         counted = [i for i in items if i.task_id in gold and not (watch and i.before_promotion)]
         disagreements = sum(i.disagree for i in items)
         remaining = sum(i.disagree and i.task_id not in gold for i in items)
-        carried = sum(d.action == "carry" and d.challenger == gate.run_id for d in self.store.decisions(project_id))
-        return decide(np.array([gold[i.task_id] == i.champion for i in counted], dtype=bool),
+        frames = 1 + sum(d.action == "carry" and d.challenger == gate.run_id for d in self.store.decisions(project_id))
+        evidence = decide(np.array([gold[i.task_id] == i.champion for i in counted], dtype=bool),
                       np.array([gold[i.task_id] == i.challenger for i in counted], dtype=bool),
                       np.array([i.disagree for i in counted], dtype=bool),
                       p_disagree=disagreements / len(items) if items else 0.0, frame=len(items),
                       disagreements=disagreements, remaining=remaining, champion_version=gate.champion,
                       challenger_version=gate.promoted or gate.challenger, alpha=self.settings.gate_alpha,
                       min_gain=self.settings.gate_min_gain, budget=self.settings.gate_budget,
-                      direction="rollback" if watch else "promote", carry=carried + 1 < CARRY_FRAMES)
+                      direction="rollback" if watch else "promote", carry=frames < CARRY_FRAMES)
+        evidence.details["frames"] = frames
+        return evidence
 
     def serve_first(self, project_id: int) -> list[int]:
         """Unlabelled audit tasks where an open gate's (or a rollback watch's) two models disagree, in a uniformly

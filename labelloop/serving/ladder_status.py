@@ -4,7 +4,6 @@ the next fine-tune, and one line per challenger being judged or promotion being 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import Any
 
 from labelloop.models import TransformerModel, TunedHead
@@ -28,13 +27,12 @@ def ladder_status(ladder: Ladder, project_id: int) -> dict[str, Any]:
     gates = []
     if spec is not None:
         started = {f.run_id: f.labels for f in ladder.store.finetunes(project_id)}
-        decisions = ladder.store.decisions(project_id)
-        methods = {d.challenger: d.evidence.get("method") for d in decisions if d.action == "finetune"}
-        carried = Counter(d.challenger for d in decisions if d.action == "carry")
+        methods = {d.challenger: d.evidence.get("method") for d in ladder.store.decisions(project_id)
+                   if d.action == "finetune"}
         for gate in ladder.store.gates(project_id, states=("open", "watch")):
             evidence = ladder.evidence(project_id, spec, gate)
             what = gate.promoted or gate.challenger
-            frames = carried.get(gate.run_id, 0) + 1
+            frames = evidence.details["frames"]
             how = ", ".join(x for x in (methods.get(gate.run_id), f"{started.get(gate.run_id, 0)} labels",
                                         f"judged over {frames} audit frames" if frames > 1 else "") if x)
             line = (f"{'watching ' + what + ' against ' + gate.champion if gate.state == 'watch' else 'challenger ' + what} "

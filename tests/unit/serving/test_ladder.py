@@ -286,7 +286,8 @@ def test_a_promotion_the_labels_then_disprove_is_rolled_back_to_the_champion_it_
     promoted = service.model_version(1)
     assert promoted != champion
     service.store.update_gate(1, "run-1", promoted=promoted, state="watch",
-                              counted=list(service.annotations.audit_answers(1, spec)))
+                              counted=list(service.annotations.answers(
+                                  1, spec, {i.task_id for i in service.store.gate_items(1, "run-1")})))
     for _ in range(4):  # more trainings would prune the champion's folder, but the watch pins it
         new_task = next(fresh)
         annotate(service, new_task, label_of(new_task))
