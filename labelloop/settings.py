@@ -112,6 +112,9 @@ class LabelLoopSettings(BaseSettings):
         "promotion gate's; once its challenger is settled its labels train and a fresh frame is drawn (0: none).")
     working_set: int = Field(default=200, ge=1, le=100_000, description="Unlabelled tasks from the project's pool "
                              "that `labelloop pool refill` keeps in Label Studio (see labelloop.pool).")
+    refill_at: float = Field(default=0.5, ge=0.0, le=1.0, description="The backend refills a project's working set "
+                             "from its pool before a publish once fewer than this share of `working_set` pool tasks "
+                             "are open (at most 500 tasks every 30 s; 0: only `labelloop pool refill` does).")
     pool_rescore: str = Field(default="local", description="Once a new version serves a project that has a pool, "
                               "the backend re-scores the pool in the background on this engine: 'local' (a process "
                               "of its own), 'ray' (Ray Data, at RAY_ADDRESS or on this machine), or 'off'.")

@@ -201,6 +201,7 @@ def cmd_refill(args: argparse.Namespace) -> None:
         done = refill(client, Path(settings.home), args.project, size=args.size or settings.working_set,
                       version=args.version, audit_share=settings.audit_share, instance=settings.instance,
                       label_config=config, chunk=args.chunk, pace=args.pace, progress=progress)
+    assert done is not None  # it waits its turn
     chosen = f"by the scores of {done.version}" if done.version else "at random (no scores yet)"
     print(f"project {args.project}: imported {done.imported} pool tasks ({done.audit} audit), chosen {chosen}, "
           f"in {done.chunks} imports; {done.open_before} were still open, {done.in_project} pool tasks in the project")

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from labelloop._optional import require
-from labelloop.errors import LabelLoopError
+from labelloop.errors import ConfigError, LabelLoopError
 from labelloop.pool.corpus import Pool
 from labelloop.processes import alive as process_alive
 
@@ -132,3 +132,21 @@ def cancel(pool: Pool) -> str | None:
         return None
     Job(pool, job["version"]).request_cancel()
     return job["version"]
+
+
+def read_scores(pool: Pool, version: str, columns: tuple[str, ...] = ("id", "label", "confidence")):
+    """Every scored text of ``version`` as one ``pyarrow.Table`` (the finished shards)."""
+    pa = require("pyarrow", "pool")
+    return pa.concat_tables(list(scores_by_shard(pool, version, columns)))
+
+
+def scores_by_shard(pool: Pool, version: str, columns: tuple[str, ...] = ("id", "label", "confidence")):
+    """The scores of ``version``, one ``pyarrow.Table`` per finished shard (memory: one shard at a time)."""
+    pq = require("pyarrow.parquet", "pool")
+    job = Job(pool, version)
+    files = [job.output(s) for s in pool.shards() if job.output(s).exists()]
+    if not files:
+        raise ConfigError(f"project {pool.project}'s pool has no scores of {version}: run `labelloop pool score "
+                          f"--project {pool.project}` first")
+    for f in files:
+        yield pq.read_table(f, columns=list(columns))

@@ -232,21 +232,3 @@ def _in_order(table, shard: Path):
     pq = require("pyarrow.parquet", "pool")
     position = {i: k for k, i in enumerate(pq.read_table(shard, columns=["id"]).column("id").to_pylist())}
     return table.take(np.argsort([position[i] for i in table.column("id").to_pylist()], kind="stable"))
-
-
-def read_scores(pool: Pool, version: str, columns: tuple[str, ...] = ("id", "label", "confidence")):
-    """Every scored text of ``version`` as one ``pyarrow.Table`` (the finished shards)."""
-    pa = require("pyarrow", "pool")
-    return pa.concat_tables(list(scores_by_shard(pool, version, columns)))
-
-
-def scores_by_shard(pool: Pool, version: str, columns: tuple[str, ...] = ("id", "label", "confidence")):
-    """The scores of ``version``, one ``pyarrow.Table`` per finished shard (memory: one shard at a time)."""
-    pq = require("pyarrow.parquet", "pool")
-    job = Job(pool, version)
-    files = [job.output(s) for s in pool.shards() if job.output(s).exists()]
-    if not files:
-        raise ConfigError(f"project {pool.project}'s pool has no scores of {version}: run `labelloop pool score "
-                          f"--project {pool.project}` first")
-    for f in files:
-        yield pq.read_table(f, columns=list(columns))

@@ -6,14 +6,21 @@ no scores yet, a random draw (cold start). Each task carries its text, its pool 
 confidence (``labelloop_score``, a Data Manager column Label Studio Community users can sort on), with the
 model's prediction embedded, and is imported in chunks of at most 500, paced as Label Studio advises for large
 imports. Annotations come back to the pool's ids through ``pool_id`` (:func:`labels`).
+
+``labelloop pool refill`` runs it by hand; the backend runs it before each publish (:class:`AutoRefill`) once
+annotators have drained the working set below a share of its size (``LABELLOOP_REFILL_AT``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import heapq
+import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +34,10 @@ from labelloop.studio import lsclient
 POOL_ID = "pool_id"  # task data: the text's id in the pool
 SCORE_FIELD = "labelloop_score"  # task data: the model's confidence (lower: more informative)
 MAX_CHUNK = 500  # tasks per import request (Label Studio's advice for imports with predictions)
+PACE = 30.0  # seconds between large imports (Label Studio's advice)
+RECORD = "in_studio.txt"  # in the pool's folder: the pool ids imported into Label Studio, one a line
+# Data Manager filter: the tasks that came from a pool.
+FROM_POOL = {"filter": f"filter:tasks:data.{POOL_ID}", "operator": "empty", "type": "String", "value": False}
 
 
 @dataclass
@@ -39,16 +50,78 @@ class Refill:
     chunks: int
 
 
-def working_set(client, project_id: int) -> tuple[dict[str, int], int]:
-    """``({pool id: task id}, unlabelled pool tasks)`` of the project in Label Studio."""
-    held: dict[str, int] = {}
+def working_set(client, project_id: int, pool: Pool | None = None) -> tuple[set[str], int]:
+    """``(the pool ids the project holds in Label Studio, how many of those tasks are open)``.
+
+    Only the open tasks (the working set, a few hundred) are listed. Which pool ids the labelled ones hold comes
+    from ``pool``'s record of what it imported (:data:`RECORD`), trusted while Label Studio counts as many pool
+    tasks as it holds and it holds every open one. Otherwise (tasks deleted or imported by hand, a refill killed
+    mid-import, a pool added again, no ``pool`` given) every task is listed once and the record is rewritten.
+    """
+    open_ids = [str(pool_id) for task in lsclient.iter_tasks(client, project_id, page_size=1000, include="id,data",
+                                                             filters=[lsclient.OPEN])
+                if (pool_id := _pool_id(task)) is not None]
+    recorded = _recorded(pool) if pool is not None else None
+    if recorded is not None and recorded.issuperset(open_ids) and \
+            lsclient.count_tasks(client, project_id, [FROM_POOL]) == len(recorded):
+        return recorded, len(open_ids)
+    held: set[str] = set()
     open_ = 0
     for task in lsclient.iter_tasks(client, project_id, page_size=1000, include="id,data,is_labeled"):
-        pool_id = task.data.get(POOL_ID) if isinstance(task.data, dict) else None
-        if pool_id is not None:
-            held[str(pool_id)] = task.id
+        if (pool_id := _pool_id(task)) is not None:
+            held.add(str(pool_id))
             open_ += not task.is_labeled
+    if pool is not None:
+        write_record(pool, held)
     return held, open_
+
+
+def _pool_id(task) -> object:
+    return task.data.get(POOL_ID) if isinstance(task.data, dict) else None
+
+
+def _recorded(pool: Pool) -> set[str] | None:
+    try:
+        return set((pool.folder / RECORD).read_text().splitlines())
+    except FileNotFoundError:
+        return None
+
+
+def write_record(pool: Pool, ids: set[str]) -> None:
+    """Replace the record whole (a partial file renamed over it, so a kill leaves the old one or the new)."""
+    partial = pool.folder / f"{RECORD}.partial"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{i}\n" for i in sorted(ids)))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, pool.folder / RECORD)
+
+
+def _record(pool: Pool, ids: list[str]) -> None:
+    """Add ``ids`` to the record before they are imported: an import that then fails or is killed leaves the
+    record ahead of Label Studio's count, and the next refill lists the project once and rewrites it."""
+    fd = os.open(pool.folder / RECORD, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as f:
+        f.write("".join(f"{i}\n" for i in ids))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextmanager
+def _refilling(pool: Pool, *, wait: bool) -> Iterator[bool]:
+    """One refill of a pool's project at a time (the backend's and a lead's), so none imports a text twice;
+    yields False when ``wait`` is off and another refill holds the project."""
+    fd = os.open(pool.folder / "refill.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def choose(pool: Pool, held: set[str], need: int, *, frame: AuditFrame, version: str | None, seed: int = 0
@@ -60,7 +133,7 @@ def choose(pool: Pool, held: set[str], need: int, *, frame: AuditFrame, version:
     The pool is read shard by shard and only each shard's best candidates are kept, so memory is one shard's
     and ``need`` rows however large the pool.
     """
-    from labelloop.pool.scoring import scores_by_shard
+    from labelloop.pool.jobs import scores_by_shard
 
     if need <= 0:
         return [], version
@@ -111,10 +184,15 @@ def _random_key(seed: int, text_id: str) -> float:
 
 
 def refill(client, home: Path, project_id: int, *, size: int = 200, version: str | None = None, audit_share: float,
-           label_config: str, chunk: int = MAX_CHUNK, pace: float = 30.0, instance: str = "",
-           progress: Callable[[int, int], None] | None = None) -> Refill:
+           label_config: str, chunk: int = MAX_CHUNK, pace: float = PACE, instance: str = "", below: int | None = None,
+           at_most: int | None = None, wait: bool = True,
+           progress: Callable[[int, int], None] | None = None) -> Refill | None:
     """Top the project up to ``size`` unlabelled pool tasks (see the module); ``version`` names the scores to
-    choose by (None: the newest scored version, or a random draw when there is none)."""
+    choose by (None: the newest scored version, or a random draw when there is none).
+
+    ``below``: import only when fewer than that many pool tasks are open; ``at_most``: import no more than that.
+    Refills of one project take turns; with ``wait`` off, None when another one holds the project.
+    """
     from labelloop.labeling.kinds import ClassificationKind, kind_of
     from labelloop.labeling.schema import parse_label_config
     from labelloop.pool.jobs import status
@@ -126,37 +204,74 @@ def refill(client, home: Path, project_id: int, *, size: int = 200, version: str
     control = parse_label_config(label_config).single_choice()
     if control is None:
         raise ConfigError(f"project {project_id} has no single-choice classification control to fill from a pool")
-    if version is None:
-        newest = status(pool)
-        version = newest["version"] if newest and newest.get("state") == "done" else None
-    held, open_before = working_set(client, project_id)
-    frame = stored_frame(home, project_id, audit_share, instance=instance)  # the backend's current audit frame
-    rows, version = choose(pool, set(held), size - open_before, frame=frame, version=version)
     kind = kind_of(control)
     assert isinstance(kind, ClassificationKind)  # single_choice() gives a Choices or Taxonomy control
-    tasks = []
-    for row in rows:
-        data = {control.value_key: row["text"], POOL_ID: row["id"]}
-        task: dict = {"data": data}
-        if row["confidence"] is not None:
-            data[SCORE_FIELD] = round(float(row["confidence"]), 6)
-            if row["label"] in control.labels:
-                region = kind.region(control, kind.value(control, [control.labels.index(row["label"])]),
-                                     float(row["confidence"]))
-                task["predictions"] = [{"model_version": version, "score": float(row["confidence"]),
-                                        "result": [region]}]
-        tasks.append(task)
-    chunks = 0
-    for start in range(0, len(tasks), chunk):
-        if chunks and pace > 0:
-            time.sleep(pace)
-        part = tasks[start:start + chunk]
-        lsclient.call(f"importing pool tasks into project {project_id}", client.projects.import_tasks,
-                      id=project_id, request=part, retry=None)
-        chunks += 1
-        if progress:
-            progress(start + len(part), len(tasks))
+    with _refilling(pool, wait=wait) as mine:
+        if not mine:
+            return None
+        if version is None:
+            newest = status(pool)
+            version = newest["version"] if newest and newest.get("state") == "done" else None
+        held, open_before = working_set(client, project_id, pool)
+        need = 0 if below is not None and open_before >= below else size - open_before
+        if at_most is not None:
+            need = min(need, at_most)
+        frame = stored_frame(home, project_id, audit_share, instance=instance)  # the backend's current audit frame
+        rows, version = choose(pool, held, need, frame=frame, version=version)
+        tasks = []
+        for row in rows:
+            data = {control.value_key: row["text"], POOL_ID: row["id"]}
+            task: dict = {"data": data}
+            if row["confidence"] is not None:
+                data[SCORE_FIELD] = round(float(row["confidence"]), 6)
+                if row["label"] in control.labels:
+                    region = kind.region(control, kind.value(control, [control.labels.index(row["label"])]),
+                                         float(row["confidence"]))
+                    task["predictions"] = [{"model_version": version, "score": float(row["confidence"]),
+                                            "result": [region]}]
+            tasks.append(task)
+        chunks = 0
+        for start in range(0, len(tasks), chunk):
+            if chunks and pace > 0:
+                time.sleep(pace)
+            part = tasks[start:start + chunk]
+            _record(pool, [t["data"][POOL_ID] for t in part])
+            lsclient.call(f"importing pool tasks into project {project_id}", client.projects.import_tasks,
+                          id=project_id, request=part, retry=None)
+            chunks += 1
+            if progress:
+                progress(start + len(part), len(tasks))
     return Refill(len(tasks), sum(r["audit"] for r in rows), open_before, len(held) + len(tasks), version, chunks)
+
+
+class AutoRefill:
+    """The backend's refill, run before each publish: a pool's project whose open pool tasks fell under ``at`` of
+    ``size`` gets the pool's next texts, at most one import of up to 500 every 30 seconds (Label Studio's advice
+    for large imports), so annotators who drain the working set find it topped up after their next annotations."""
+
+    def __init__(self, home: Path, *, size: int, at: float, audit_share: float, instance: str = "") -> None:
+        self.home = Path(home)
+        self.size = size
+        self.below = max(1, math.ceil(at * size))
+        self.audit_share = audit_share
+        self.instance = instance
+        self._last: dict[int, float] = {}  # project -> when it was last imported into (monotonic)
+
+    def __call__(self, client, project_id: int, label_config: str | None) -> Refill | None:
+        """The refill made (None: the project has no pool, or was imported into less than 30 s ago, or another
+        refill holds it). Raises what :func:`refill` raises."""
+        last = self._last.get(project_id)
+        if label_config is None or (last is not None and time.monotonic() - last < PACE) or \
+                not Pool(self.home, project_id).exists():
+            return None
+        if lsclient.count_tasks(client, project_id, [lsclient.OPEN, FROM_POOL]) >= self.below:  # one page of one id
+            return None
+        done = refill(client, self.home, project_id, size=self.size, audit_share=self.audit_share,
+                      label_config=label_config, instance=self.instance, below=self.below, at_most=MAX_CHUNK,
+                      wait=False)
+        if done is not None and done.imported:
+            self._last[project_id] = time.monotonic()
+        return done
 
 
 def labels(client, project_id: int, label_config: str) -> list[dict]:

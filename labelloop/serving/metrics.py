@@ -25,6 +25,7 @@ class Metrics:
     training_seconds: float = field(default=0.0, metadata={"help": "seconds spent training"})
     publishes: int = field(default=0, metadata={"help": "model versions published to Label Studio"})
     publish_failures: int = field(default=0, metadata={"help": "publishes that failed and will be retried"})
+    refilled_tasks: int = field(default=0, metadata={"help": "pool tasks the backend imported into Label Studio"})
     pruned_versions: int = field(default=0, metadata={"help": "old model folders and prediction versions removed"})
     llm_dropped_mentions: int = field(default=0, metadata={"help": "LLM entity mentions not found in the text"})
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from labelloop.errors import LabelLoopError
 from labelloop.pool.background import Rescorer
+from labelloop.pool.working_set import AutoRefill
 from labelloop.serving.clients import Clients
 from labelloop.serving.metrics import Metrics
 from labelloop.serving.store import Store
@@ -54,13 +55,16 @@ class Publisher:
     """Pushes versions of the store's projects to Label Studio, predicted by ``predictions``."""
 
     def __init__(self, store: Store, clients: Clients, predictions: Predicts, *, keep: int = 3,
-                 metrics: Metrics | None = None, rescorer: Rescorer | None = None) -> None:
+                 metrics: Metrics | None = None, rescorer: Rescorer | None = None,
+                 refill: AutoRefill | None = None) -> None:
         self.store = store
         self.clients = clients
         self.predictions = predictions
         self.keep = keep
         self.metrics = metrics or Metrics()
         self.rescorer = rescorer  # re-scores a project's pool (beyond Label Studio's working set) once a version serves
+        self.refill = refill  # tops a pool's project up before a publish, once annotators have drained it
+        self._refill_warned: set[tuple[int, str]] = set()
         self._failures: dict[int, int] = {}
         self._publishing: set[int] = set()  # projects with a publish under way in this process
         self._lock = threading.Lock()
@@ -114,6 +118,8 @@ class Publisher:
                 pass  # logged and rescheduled by publish
 
     def _push(self, client: Any, project_id: int, version: str, chunk: int) -> int:
+        if self.refill is not None:  # first, so the texts it brings are predicted by this version with the rest
+            self._top_up(client, project_id)
         # What a retrain can still change for annotators: the open tasks. Label Studio filters them, so a project
         # whose labelled tasks pile up (a pool's working set) is not listed whole on every publish.
         tasks = [t for t in lsclient.iter_tasks(client, project_id, page_size=1000, include="id,data,is_labeled",
@@ -149,6 +155,22 @@ class Publisher:
         if self.rescorer is not None:
             self.rescorer.start(project_id, version)
         return stored
+
+    def _top_up(self, client: Any, project_id: int) -> None:
+        """Refill the project's working set from its pool when annotators have drained it (best effort: a refill
+        that fails is logged, once per reason, and the publish goes on)."""
+        assert self.refill is not None
+        try:
+            done = self.refill(client, project_id, self.store.label_config(project_id))
+        except (LabelLoopError, OSError) as e:
+            if (project_id, str(e)) not in self._refill_warned:
+                self._refill_warned.add((project_id, str(e)))
+                log.warning("project %s: the working set was not refilled from the pool: %s", project_id, e)
+            return
+        if done is not None and done.imported:
+            self.metrics.add(refilled_tasks=done.imported)
+            log.info("project %s: %d pool tasks imported (%d audit; %d were open)", project_id, done.imported,
+                     done.audit, done.open_before)
 
     def _prune(self, client: Any, project_id: int, version: str) -> None:
         """Delete the predictions of our versions older than the newest ``keep`` (best effort)."""

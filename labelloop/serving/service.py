@@ -27,6 +27,7 @@ from labelloop.labeling.schema import TaskSchema
 from labelloop.labeling.tasks import ANNOTATION_EVENTS, DELETE_EVENTS, Event, parse_project_id
 from labelloop.models import Features
 from labelloop.pool.background import Rescorer
+from labelloop.pool.working_set import AutoRefill
 from labelloop.serving import predictors
 from labelloop.serving.annotations import ProjectAnnotations
 from labelloop.serving.clients import Clients
@@ -88,7 +89,9 @@ class ModelService:
                                  retrain_every=s.retrain_every)
         self.publisher = Publisher(
             self.store, self.clients, self.predictions, keep=s.keep_versions, metrics=self.metrics,
-            rescorer=None if s.pool_rescore == "off" else Rescorer(s.home, engine=s.pool_rescore))
+            rescorer=None if s.pool_rescore == "off" else Rescorer(s.home, engine=s.pool_rescore),
+            refill=None if s.refill_at <= 0 else AutoRefill(s.home, size=s.working_set, at=s.refill_at,
+                                                             audit_share=s.audit_share, instance=s.instance))
 
     def close(self) -> None:
         """Stop what this process started in the background: the ladder's fine-tunes and the pools' re-scoring

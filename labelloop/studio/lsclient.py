@@ -201,6 +201,17 @@ def any_task(client, project_id: int, filters: list[dict], *, retry: Retry | Non
     return next(iter_tasks(client, project_id, filters=filters, page_size=1, include="id", retry=retry), None) is not None
 
 
+def count_tasks(client, project_id: int, filters: list[dict], *, retry: Retry | None = DEFAULT_RETRY) -> int:
+    """How many tasks of the project match ``filters``, counted by Label Studio (one page of one id comes back)."""
+    query = json.dumps({"filters": {"conjunction": "and", "items": filters}})
+    data = _raw(client, f"counting tasks of project {project_id}", "api/tasks/", method="GET", retry=retry,
+                params={"project": project_id, "page_size": 1, "page": 1, "include": "id", "query": query})
+    if not isinstance(data, dict) or not isinstance(data.get("total"), int):
+        raise LabelStudioError(f"Label Studio did not count the tasks of project {project_id} (no 'total' in its "
+                               "answer); is it version 1.23 or later?")
+    return int(data["total"])
+
+
 def task_ids_with_version(client, project_id: int, model_version: str) -> set[int]:
     """Ids of the tasks that already hold a prediction of ``model_version``."""
     # Label Studio loops over the filter value and matches substrings: a bare string would match any version
@@ -252,12 +263,14 @@ def set_model_version(client, project_id: int, model_version: str) -> None:
          id=project_id, model_version=model_version)
 
 
-def _raw(client, what: str, path: str, *, method: str, json_body: Any = None) -> Any:
-    """A call the SDK has no method for, through its own HTTP client (same auth, timeout and base URL)."""
+def _raw(client, what: str, path: str, *, method: str, json_body: Any = None, params: dict | None = None,
+         retry: Retry | None = None) -> Any:
+    """A call the SDK has no method for, through its own HTTP client (same auth, timeout and base URL); only
+    reads may pass a ``retry``."""
     from label_studio_sdk.core.api_error import ApiError
 
     def send() -> Any:
-        response = client._client_wrapper.httpx_client.request(path, method=method, json=json_body)
+        response = client._client_wrapper.httpx_client.request(path, method=method, json=json_body, params=params)
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -266,7 +279,7 @@ def _raw(client, what: str, path: str, *, method: str, json_body: Any = None) ->
             raise ApiError(status_code=response.status_code, headers=dict(response.headers), body=body)
         return response.json() if response.content else None
 
-    return call(what, send, retry=None)
+    return call(what, send, retry=retry)
 
 
 def prediction_versions(client, project_id: int) -> dict[str, int]:

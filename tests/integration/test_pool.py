@@ -12,14 +12,16 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from labelloop.pool.corpus import Pool, add_corpus
-from labelloop.pool.jobs import Job
-from labelloop.pool.scoring import STUB, ScorerSpec, read_scores, score_pool
+from labelloop.pool.jobs import Job, read_scores
+from labelloop.pool.scoring import STUB, ScorerSpec, score_pool
 from labelloop.pool.working_set import POOL_ID, SCORE_FIELD, labels, refill, working_set
 from labelloop.serving.service import ModelService
 from labelloop.settings import LabelLoopSettings
+from labelloop.studio import lsclient
 from tests.integration.conftest import labelloop_cli
 
 ray = pytest.importorskip("ray")
@@ -153,3 +155,90 @@ def test_the_working_set_is_refilled_in_label_studio_and_its_labels_come_back_to
     assert len(joined) == 10 and {j["pool_id"] for j in joined} <= set(held)
     texts = Pool(home, project.id).texts([j["pool_id"] for j in joined])
     assert all((j["label"] == "sport") == any(w in texts[j["pool_id"]] for w in WORDS["sport"]) for j in joined)
+
+
+def test_the_pools_record_of_what_label_studio_holds_is_trusted_only_while_label_studio_agrees(
+        tmp_path, ls, monkeypatch):
+    """A refill lists only the open tasks and reads which pool ids the labelled ones hold from the pool's record,
+    checked against Label Studio's count; a task deleted by hand or an import killed after it was recorded makes
+    it list the project once and rewrite the record."""
+    from labelloop.pool.working_set import RECORD
+
+    project = ls.projects.create(title="pool record", label_config=CONFIG)
+    home = project_home(tmp_path / "home")
+    add_corpus(home, project.id, corpus(tmp_path / "c.jsonl", 300), shard_rows=100)
+    pool = Pool(home, project.id)
+    refill(ls, home, project.id, size=20, audit_share=0.0, label_config=CONFIG, pace=0.0)
+    tasks = list(ls.tasks.list(project=project.id, fields="all"))
+    for task in tasks[:12]:
+        ls.annotations.create(id=task.id, project=project.id, result=[
+            {"from_name": "topic", "to_name": "text", "type": "choices", "value": {"choices": ["sport"]}}])
+    ls.projects.import_tasks(id=project.id, request=[{"text": "a task of the project's own, not from the pool"}])
+
+    listed = []
+    real = lsclient.iter_tasks
+
+    def spy(*args, **kwargs):
+        listed.append(kwargs.get("filters"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lsclient, "iter_tasks", spy)
+    everything = working_set(ls, project.id)  # no pool given: every task listed
+    assert everything == ({t.data[POOL_ID] for t in tasks}, 8) and listed == [[lsclient.OPEN], None]
+    listed.clear()
+    assert working_set(ls, project.id, pool) == everything and listed == [[lsclient.OPEN]]  # the record is trusted
+
+    # A labelled task deleted by hand: Label Studio counts one pool task less, so the project is listed again.
+    ls.tasks.delete(id=tasks[0].id)
+    listed.clear()
+    after_delete = working_set(ls, project.id, pool)
+    assert after_delete == (everything[0] - {tasks[0].data[POOL_ID]}, 8) and listed == [[lsclient.OPEN], None]
+    assert set((pool.folder / RECORD).read_text().split()) == after_delete[0]
+    assert (pool.folder / RECORD).stat().st_mode & 0o077 == 0
+
+    # An import killed after its texts were recorded: the record is ahead of Label Studio, and is rewritten.
+    with open(pool.folder / RECORD, "a") as f:
+        f.write("never-imported\n")
+    listed.clear()
+    assert working_set(ls, project.id, pool) == after_delete and listed == [[lsclient.OPEN], None]
+    listed.clear()
+    assert working_set(ls, project.id, pool) == after_delete and listed == [[lsclient.OPEN]]
+
+    # The next refill imports only texts Label Studio does not hold, and records them.
+    monkeypatch.setattr(lsclient, "iter_tasks", real)
+    topped = refill(ls, home, project.id, size=20, audit_share=0.0, label_config=CONFIG, pace=0.0)
+    assert topped.imported == 12 and topped.open_before == 8
+    ids = [t.data.get(POOL_ID) for t in ls.tasks.list(project=project.id, fields="all") if POOL_ID in t.data]
+    assert len(ids) == len(set(ids)) == 31 and set((pool.folder / RECORD).read_text().split()) == set(ids)
+
+
+def test_the_backend_refills_a_drained_working_set_from_the_pool(tmp_path, ls, start_backend):
+    """Annotators drain the working set; the next publish tops it up from the pool, and the texts it brought get
+    the new version's predictions with the rest."""
+    from labelloop.studio.projects import connect_backend
+    from tests.integration.conftest import wait_for
+
+    project = ls.projects.create(title="pool refilled by the backend", label_config=CONFIG)
+    add_corpus(tmp_path / "backend0", project.id, corpus(tmp_path / "c.jsonl", 300), shard_rows=100)
+    backend = start_backend(LABELLOOP_WORKING_SET="20", LABELLOOP_RETRAIN_EVERY="0", LABELLOOP_AUDIT_SHARE="0",
+                            LABELLOOP_POOL_RESCORE="off")
+    first = refill(ls, tmp_path / "backend0", project.id, size=20, audit_share=0.0, label_config=CONFIG, pace=0.0)
+    assert first.imported == 20
+    ml = connect_backend(ls, project.id, backend.url)
+    tasks = list(ls.tasks.list(project=project.id, fields="all"))
+    for task in tasks[:11]:  # 9 open: under half the working set
+        label = "sport" if any(w in task.data["text"] for w in WORDS["sport"]) else "cooking"
+        ls.annotations.create(id=task.id, project=project.id, result=[
+            {"from_name": "topic", "to_name": "text", "type": "choices", "value": {"choices": [label]}}])
+    ls.ml.train(id=ml.id)
+    wait_for(lambda: ls.projects.get(id=project.id).model_version == "labelloop-v1", timeout=240,
+             what="the retrained version to be published")
+    now = list(ls.tasks.list(project=project.id, fields="all"))
+    ids = [t.data[POOL_ID] for t in now]
+    assert len(now) == 31 and len(set(ids)) == 31  # 11 new texts, none held already
+    open_tasks = [t for t in now if not t.is_labeled]
+    assert len(open_tasks) == 20
+    for task in open_tasks:  # the new ones too: the refill ran before the publish predicted the open tasks
+        versions = [(p if isinstance(p, dict) else p.model_dump())["model_version"] for p in task.predictions]
+        assert "labelloop-v1" in versions, task.data[POOL_ID]
+    assert "labelloop_refilled_tasks_total 11" in httpx.get(backend.url + "/metrics").text

@@ -11,9 +11,9 @@ import pytest
 from labelloop.audit import AuditFrame, audit_key, in_audit
 from labelloop.errors import ConfigError
 from labelloop.pool.corpus import Pool, add_corpus
-from labelloop.pool.jobs import Job, status
+from labelloop.pool.jobs import Job, read_scores, status
 from labelloop.pool.near import near_duplicates
-from labelloop.pool.scoring import STUB, ScorerSpec, read_scores, score_pool
+from labelloop.pool.scoring import STUB, ScorerSpec, score_pool
 from labelloop.pool.working_set import choose
 from labelloop.quality.dedup import content_key
 
@@ -307,3 +307,21 @@ def test_a_broken_json_line_is_named_with_its_fix(tmp_path):
         add_corpus(tmp_path / "home", 1, source)
     assert not Pool(tmp_path / "home", 1).exists()  # nothing half-added
     assert not list((tmp_path / "home" / "pools").glob("1@*"))  # nor a staging folder
+
+
+def test_refills_of_one_project_take_turns_and_the_backend_skips_a_project_without_a_pool(tmp_path):
+    from labelloop.pool.working_set import AutoRefill, _refilling
+
+    add_corpus(tmp_path, 1, write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in TEXTS]))
+    pool = Pool(tmp_path, 1)
+    with _refilling(pool, wait=False) as first:
+        assert first
+        with _refilling(pool, wait=False) as second:
+            assert not second  # a lead's refill holds the project: the backend's skips it
+    with _refilling(pool, wait=False) as again:
+        assert again  # released when the first one ended
+    auto = AutoRefill(tmp_path, size=200, at=0.5, audit_share=0.1)
+    assert auto.below == 100
+    # No pool, or no labeling config known: nothing is asked of Label Studio (there is none here).
+    assert auto(None, 2, "<View/>") is None and auto(None, 1, None) is None
+    assert AutoRefill(tmp_path, size=3, at=0.01, audit_share=0.1).below == 1
