@@ -257,15 +257,22 @@ class AutoRefill:
         self.instance = instance
         self._last: dict[int, float] = {}  # project -> when it was last imported into (monotonic)
 
-    def __call__(self, client, project_id: int, label_config: str | None) -> Refill | None:
-        """The refill made (None: the project has no pool, or was imported into less than 30 s ago, or another
-        refill holds it). Raises what :func:`refill` raises."""
+    def needed(self, client, project_id: int, label_config: str | None) -> bool:
+        """Whether the project has a pool, was not imported into in the last 30 s, and has fewer open pool tasks
+        than the refill waits for (Label Studio counts them: one page of one id)."""
         last = self._last.get(project_id)
         if label_config is None or (last is not None and time.monotonic() - last < PACE) or \
                 not Pool(self.home, project_id).exists():
+            return False
+        return lsclient.count_tasks(client, project_id, [lsclient.OPEN, FROM_POOL],
+                                    retry=lsclient.BEST_EFFORT) < self.below
+
+    def __call__(self, client, project_id: int, label_config: str | None) -> Refill | None:
+        """The refill made (None: not :meth:`needed`, or another refill holds the project). Raises what
+        :func:`refill` raises."""
+        if not self.needed(client, project_id, label_config):
             return None
-        if lsclient.count_tasks(client, project_id, [lsclient.OPEN, FROM_POOL]) >= self.below:  # one page of one id
-            return None
+        assert label_config is not None
         done = refill(client, self.home, project_id, size=self.size, audit_share=self.audit_share,
                       label_config=label_config, instance=self.instance, below=self.below, at_most=MAX_CHUNK,
                       wait=False)

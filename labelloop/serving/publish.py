@@ -34,6 +34,7 @@ OURS = re.compile(r"labelloop-v(\d+)(\+.*)?$")
 RETRY_WAITS = (5.0, 15.0, 60.0, 300.0)
 # A publish under way is owed for this long: if its process dies, another retries it then, never meanwhile.
 PUBLISH_LEASE = 600.0
+REFILL_CHECK = 30.0  # seconds between two looks at whether a pool's project needs refilling
 
 
 class Predicts(Protocol):
@@ -65,6 +66,7 @@ class Publisher:
         self.rescorer = rescorer  # re-scores a project's pool (beyond Label Studio's working set) once a version serves
         self.refill = refill  # tops a pool's project up before a publish, once annotators have drained it
         self._refill_warned: set[tuple[int, str]] = set()
+        self._refill_checked: dict[int, float] = {}  # project -> when refill_due last looked at it (monotonic)
         self._failures: dict[int, int] = {}
         self._publishing: set[int] = set()  # projects with a publish under way in this process
         self._lock = threading.Lock()
@@ -116,6 +118,27 @@ class Publisher:
                 self.publish(project_id, self.predictions.model_version(project_id))
             except LabelLoopError:
                 pass  # logged and rescheduled by publish
+
+    def refill_due(self) -> None:
+        """Refill the pools' projects that annotators drained while nothing was published (a project retrained
+        only on the Train button): each is looked at once per 30 s, and one that needs it gets a publish of the
+        version serving it, which refills it first and predicts what it brought."""
+        if self.refill is None:
+            return
+        for project_id in self.store.projects():
+            last = self._refill_checked.get(project_id)
+            with self._lock:
+                if (last is not None and time.monotonic() - last < REFILL_CHECK) or project_id in self._publishing:
+                    continue
+            self._refill_checked[project_id] = time.monotonic()
+            client = self.clients.client_for(project_id)
+            if client is None:
+                continue
+            try:
+                if self.refill.needed(client, project_id, self.store.label_config(project_id)):
+                    self.publish(project_id, self.predictions.model_version(project_id))
+            except LabelLoopError as e:  # a publish that failed is owed and logged; a count that failed, here
+                log.debug("project %s: checking its working set failed: %s", project_id, e)
 
     def _push(self, client: Any, project_id: int, version: str, chunk: int) -> int:
         if self.refill is not None:  # first, so the texts it brings are predicted by this version with the rest

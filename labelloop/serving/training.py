@@ -250,6 +250,7 @@ class TrainingWorker:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.publisher.retry_due()
+                self.publisher.refill_due()
             except LabelLoopError as e:  # the state database unavailable (a full disk): try again later
                 log.warning("retrying owed publishes failed: %s", e)
 

@@ -213,8 +213,8 @@ def test_the_pools_record_of_what_label_studio_holds_is_trusted_only_while_label
 
 
 def test_the_backend_refills_a_drained_working_set_from_the_pool(tmp_path, ls, start_backend):
-    """Annotators drain the working set; the next publish tops it up from the pool, and the texts it brought get
-    the new version's predictions with the rest."""
+    """Annotators drain the working set: the backend tops it up from the pool within 30 s though nothing trained,
+    and before the publish of a retrain, where the texts it brought get the new version's predictions."""
     from labelloop.studio.projects import connect_backend
     from tests.integration.conftest import wait_for
 
@@ -225,20 +225,32 @@ def test_the_backend_refills_a_drained_working_set_from_the_pool(tmp_path, ls, s
     first = refill(ls, tmp_path / "backend0", project.id, size=20, audit_share=0.0, label_config=CONFIG, pace=0.0)
     assert first.imported == 20
     ml = connect_backend(ls, project.id, backend.url)
-    tasks = list(ls.tasks.list(project=project.id, fields="all"))
-    for task in tasks[:11]:  # 9 open: under half the working set
-        label = "sport" if any(w in task.data["text"] for w in WORDS["sport"]) else "cooking"
-        ls.annotations.create(id=task.id, project=project.id, result=[
-            {"from_name": "topic", "to_name": "text", "type": "choices", "value": {"choices": [label]}}])
+
+    def drain(count: int) -> None:
+        open_tasks = [t for t in ls.tasks.list(project=project.id, fields="all") if not t.is_labeled]
+        for task in open_tasks[:count]:
+            label = "sport" if any(w in task.data["text"] for w in WORDS["sport"]) else "cooking"
+            ls.annotations.create(id=task.id, project=project.id, result=[
+                {"from_name": "topic", "to_name": "text", "type": "choices", "value": {"choices": [label]}}])
+
+    def check(total: int, version: str) -> bool:
+        """Whether the project holds ``total`` distinct pool texts, 20 of them open, each open one predicted by
+        ``version`` (the new ones too: the refill runs before the publish predicts the open tasks)."""
+        now = list(ls.tasks.list(project=project.id, fields="all"))
+        ids = [t.data[POOL_ID] for t in now]
+        assert len(set(ids)) == len(ids)  # none of the texts it brought was held already
+        open_tasks = [t for t in now if not t.is_labeled]
+        return len(now) == total and len(open_tasks) == 20 and all(
+            version in [(p if isinstance(p, dict) else p.model_dump())["model_version"] for p in t.predictions]
+            for t in open_tasks)
+
+    drain(11)  # 9 open: under half the working set; nothing trains (retraining waits for the Train button)
+    wait_for(lambda: check(31, "labelloop-v0"), timeout=120, what="the backend's refill and its publish")
+
+    drain(11)
     ls.ml.train(id=ml.id)
     wait_for(lambda: ls.projects.get(id=project.id).model_version == "labelloop-v1", timeout=240,
              what="the retrained version to be published")
-    now = list(ls.tasks.list(project=project.id, fields="all"))
-    ids = [t.data[POOL_ID] for t in now]
-    assert len(now) == 31 and len(set(ids)) == 31  # 11 new texts, none held already
-    open_tasks = [t for t in now if not t.is_labeled]
-    assert len(open_tasks) == 20
-    for task in open_tasks:  # the new ones too: the refill ran before the publish predicted the open tasks
-        versions = [(p if isinstance(p, dict) else p.model_dump())["model_version"] for p in task.predictions]
-        assert "labelloop-v1" in versions, task.data[POOL_ID]
-    assert "labelloop_refilled_tasks_total 11" in httpx.get(backend.url + "/metrics").text
+    # Within 30 s of the first import the publish leaves the refill to the next look (one import per 30 s).
+    wait_for(lambda: check(42, "labelloop-v1"), timeout=120, what="the second refill and its publish")
+    assert "labelloop_refilled_tasks_total 22" in httpx.get(backend.url + "/metrics").text
