@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import heapq
+import logging
 import math
 import os
 import time
@@ -30,6 +31,8 @@ from labelloop.audit import AuditFrame, stored_frame
 from labelloop.errors import ConfigError
 from labelloop.pool.corpus import Pool
 from labelloop.studio import lsclient
+
+log = logging.getLogger(__name__)
 
 POOL_ID = "pool_id"  # task data: the text's id in the pool
 SCORE_FIELD = "labelloop_score"  # task data: the model's confidence (lower: more informative)
@@ -256,16 +259,32 @@ class AutoRefill:
         self.audit_share = audit_share
         self.instance = instance
         self._last: dict[int, float] = {}  # project -> when it was last imported into (monotonic)
+        self._unfillable: set[int] = set()  # projects already warned about
 
     def needed(self, client, project_id: int, label_config: str | None) -> bool:
         """Whether the project has a pool, was not imported into in the last 30 s, and has fewer open pool tasks
         than the refill waits for (Label Studio counts them: one page of one id)."""
         last = self._last.get(project_id)
         if label_config is None or (last is not None and time.monotonic() - last < PACE) or \
-                not Pool(self.home, project_id).exists():
+                not Pool(self.home, project_id).exists() or not self._fillable(project_id, label_config):
             return False
         return lsclient.count_tasks(client, project_id, [lsclient.OPEN, FROM_POOL],
                                     retry=lsclient.BEST_EFFORT) < self.below
+
+    def _fillable(self, project_id: int, label_config: str) -> bool:
+        """Whether the labeling config has the single-choice control a refill fills (said once per project)."""
+        from labelloop.labeling.schema import parse_label_config
+
+        try:
+            if parse_label_config(label_config).single_choice() is not None:
+                return True
+            reason = "its labeling config has no single-choice classification control"
+        except ConfigError as e:
+            reason = str(e)
+        if project_id not in self._unfillable:
+            self._unfillable.add(project_id)
+            log.warning("project %s has a pool, but it is not refilled: %s", project_id, reason)
+        return False
 
     def __call__(self, client, project_id: int, label_config: str | None) -> Refill | None:
         """The refill made (None: not :meth:`needed`, or another refill holds the project). Raises what

@@ -309,7 +309,7 @@ def test_a_broken_json_line_is_named_with_its_fix(tmp_path):
     assert not list((tmp_path / "home" / "pools").glob("1@*"))  # nor a staging folder
 
 
-def test_refills_of_one_project_take_turns_and_the_backend_skips_a_project_without_a_pool(tmp_path):
+def test_refills_of_one_project_take_turns_and_the_backend_skips_a_project_without_a_pool(tmp_path, caplog):
     from labelloop.pool.working_set import AutoRefill, _refilling
 
     add_corpus(tmp_path, 1, write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in TEXTS]))
@@ -324,4 +324,9 @@ def test_refills_of_one_project_take_turns_and_the_backend_skips_a_project_witho
     assert auto.below == 100
     # No pool, or no labeling config known: nothing is asked of Label Studio (there is none here).
     assert auto(None, 2, "<View/>") is None and auto(None, 1, None) is None
+    # A pool on a project it can't fill (no single-choice control): said once, and Label Studio isn't asked.
+    ner = '<View><Labels name="l" toName="t"><Label value="A"/></Labels><Text name="t" value="$text"/></View>'
+    with caplog.at_level("WARNING", logger="labelloop.pool.working_set"):
+        assert not auto.needed(None, 1, ner) and not auto.needed(None, 1, ner)
+    assert sum("not refilled" in r.getMessage() for r in caplog.records) == 1
     assert AutoRefill(tmp_path, size=3, at=0.01, audit_share=0.1).below == 1
