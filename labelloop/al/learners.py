@@ -347,7 +347,8 @@ class LadderLearner:
             gate.seen = evidence.labels
             return None
         self.events.append(LadderEvent(at, evidence.verdict, evidence.reason,
-                                       {**evidence.to_dict(), "labels_since_ready": at - gate.opened_at}))
+                                       {**evidence.to_dict(), "labels_since_ready": at - gate.opened_at,
+                                        "held_out": self._held_out(gate)}))
         if evidence.verdict == "promote":
             gate.state = "watch"
             gate.counted = gate.judged = set(gate.audit_ids[known].tolist())
@@ -360,6 +361,18 @@ class LadderLearner:
             self._tuned = None
             return self._champion(train)
         return None
+
+    def _held_out(self, gate: _SimulatedGate) -> dict:
+        """Both models' accuracy on the simulation's test texts (never served, so never judged on): what a
+        verdict is checked against afterwards, never what it decides on."""
+        test = np.setdiff1d(np.arange(len(self.pool.texts)), self._labelable)
+        if not len(test):
+            return {}
+        gold = self.pool.y[test]
+        champion = gate.champion_model(test).argmax(axis=1)
+        challenger = gate.model.predict_proba(self.pool.texts_at(test)).argmax(axis=1)
+        return {"n": int(len(test)), "champion": float((champion == gold).mean()),
+                "challenger": float((challenger == gold).mean())}
 
     def _evidence(self, gate: _SimulatedGate, known: np.ndarray, disagree: np.ndarray, watch: bool,
                   unlabelled: np.ndarray):

@@ -195,6 +195,7 @@ def test_a_batch_of_labels_is_judged_one_label_at_a_time_as_the_backend_does():
     from labelloop.gate import wealth
 
     learner, labelled = _opened(60, 20, challenger_right=True)
+    learner._labelable = labelled  # what annotators may be served: items 80-82 are the test texts
     try:  # all 60 disagreements and the 20 agreements labelled in one batch
         learner._judge(labelled, np.array([80, 81, 82]), labelled)
     except Promoted:
@@ -202,6 +203,8 @@ def test_a_batch_of_labels_is_judged_one_label_at_a_time_as_the_backend_does():
     first = next(k for k in range(1, 61) if wealth(np.ones(k)) >= 20)
     event = learner.events[-1]
     assert event.what == "promote" and event.evidence["labels"] == first < 60
+    # checked afterwards on the test texts (here 80-82, gold 0, 1, 2): the champion says 1, the challenger 0
+    assert event.evidence["held_out"] == {"n": 3, "champion": 1 / 3, "challenger": 1 / 3}
     assert event.labels == len(labelled) - (60 - first)  # the labels that came after the verdict are not its
     assert len(learner._gate.counted) == 20 + first  # ...they are the rollback watch's
 
