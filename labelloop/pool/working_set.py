@@ -261,12 +261,15 @@ class AutoRefill:
         self._last: dict[int, float] = {}  # project -> when it was last imported into (monotonic)
         self._unfillable: set[int] = set()  # projects already warned about
 
+    def has_pool(self, project_id: int) -> bool:
+        return Pool(self.home, project_id).exists()
+
     def needed(self, client, project_id: int, label_config: str | None) -> bool:
         """Whether the project has a pool, was not imported into in the last 30 s, and has fewer open pool tasks
         than the refill waits for (Label Studio counts them: one page of one id)."""
         last = self._last.get(project_id)
         if label_config is None or (last is not None and time.monotonic() - last < PACE) or \
-                not Pool(self.home, project_id).exists() or not self._fillable(project_id, label_config):
+                not self.has_pool(project_id) or not self._fillable(project_id, label_config):
             return False
         return lsclient.count_tasks(client, project_id, [lsclient.OPEN, FROM_POOL],
                                     retry=lsclient.BEST_EFFORT) < self.below

@@ -131,6 +131,8 @@ class Publisher:
                 if (last is not None and time.monotonic() - last < REFILL_CHECK) or project_id in self._publishing:
                     continue
             self._refill_checked[project_id] = time.monotonic()
+            if not self.refill.has_pool(project_id):
+                continue
             client = self.clients.client_for(project_id)
             if client is None:
                 continue
