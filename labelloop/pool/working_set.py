@@ -38,6 +38,7 @@ POOL_ID = "pool_id"  # task data: the text's id in the pool
 SCORE_FIELD = "labelloop_score"  # task data: the model's confidence (lower: more informative)
 MAX_CHUNK = 500  # tasks per import request (Label Studio's advice for imports with predictions)
 PACE = 30.0  # seconds between large imports (Label Studio's advice)
+RETRY_FAILED = 300.0  # seconds before the backend tries a refill that failed again
 RECORD = "in_studio.txt"  # in the pool's folder: the pool ids imported into Label Studio, one a line
 # Data Manager filter: the tasks that came from a pool.
 FROM_POOL = {"filter": f"filter:tasks:data.{POOL_ID}", "operator": "empty", "type": "String", "value": False}
@@ -260,6 +261,7 @@ class AutoRefill:
         self.instance = instance
         self._last: dict[int, float] = {}  # project -> when it was last imported into (monotonic)
         self._unfillable: set[int] = set()  # projects already warned about
+        self._failed_until: dict[int, float] = {}  # project -> when a refill that failed may be tried again
 
     def has_pool(self, project_id: int) -> bool:
         return Pool(self.home, project_id).exists()
@@ -269,6 +271,7 @@ class AutoRefill:
         than the refill waits for (Label Studio counts them: one page of one id)."""
         last = self._last.get(project_id)
         if label_config is None or (last is not None and time.monotonic() - last < PACE) or \
+                time.monotonic() < self._failed_until.get(project_id, 0.0) or \
                 not self.has_pool(project_id) or not self._fillable(project_id, label_config):
             return False
         return lsclient.count_tasks(client, project_id, [lsclient.OPEN, FROM_POOL],
@@ -295,9 +298,13 @@ class AutoRefill:
         if not self.needed(client, project_id, label_config):
             return None
         assert label_config is not None
-        done = refill(client, self.home, project_id, size=self.size, audit_share=self.audit_share,
-                      label_config=label_config, instance=self.instance, below=self.below, at_most=MAX_CHUNK,
-                      wait=False)
+        try:
+            done = refill(client, self.home, project_id, size=self.size, audit_share=self.audit_share,
+                          label_config=label_config, instance=self.instance, below=self.below, at_most=MAX_CHUNK,
+                          wait=False)
+        except Exception:  # not tried again for a while, so a failing refill doesn't bring a publish every 30 s
+            self._failed_until[project_id] = time.monotonic() + RETRY_FAILED
+            raise
         if done is not None and done.imported:
             self._last[project_id] = time.monotonic()
         return done

@@ -330,3 +330,19 @@ def test_refills_of_one_project_take_turns_and_the_backend_skips_a_project_witho
         assert not auto.needed(None, 1, ner) and not auto.needed(None, 1, ner)
     assert sum("not refilled" in r.getMessage() for r in caplog.records) == 1
     assert AutoRefill(tmp_path, size=3, at=0.01, audit_share=0.1).below == 1
+
+
+def test_a_refill_that_failed_is_not_tried_again_for_a_while(tmp_path, monkeypatch):
+    from labelloop.pool import working_set
+
+    add_corpus(tmp_path, 1, write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in TEXTS]))
+    config = ('<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="good"/>'
+              '<Choice value="bad"/></Choices></View>')
+    monkeypatch.setattr(working_set.lsclient, "count_tasks", lambda *args, **kwargs: 0)  # no open pool task
+    auto = working_set.AutoRefill(tmp_path, size=10, at=0.5, audit_share=0.0)
+    assert auto.needed(None, 1, config)
+    with pytest.raises(AttributeError):  # no Label Studio client to list the open tasks with
+        auto(None, 1, config)
+    assert not auto.needed(None, 1, config)  # ...so the publish loop doesn't publish every 30 s meanwhile
+    monkeypatch.setattr(working_set.time, "monotonic", lambda: 1e12)
+    assert auto.needed(None, 1, config)  # five minutes later it is tried again
