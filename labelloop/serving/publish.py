@@ -187,10 +187,11 @@ class Publisher:
         assert self.refill is not None
         try:
             done = self.refill(client, project_id, self.store.label_config(project_id))
-        except (LabelLoopError, OSError) as e:
+        except Exception as e:  # a damaged pool file as much as Label Studio: the publish must still go out
             if (project_id, str(e)) not in self._refill_warned:
                 self._refill_warned.add((project_id, str(e)))
-                log.warning("project %s: the working set was not refilled from the pool: %s", project_id, e)
+                log.warning("project %s: the working set was not refilled from the pool: %s", project_id, e,
+                            exc_info=not isinstance(e, (LabelLoopError, OSError)))
             return
         if done is not None and done.imported:
             self.metrics.add(refilled_tasks=done.imported)

@@ -332,3 +332,21 @@ def test_a_published_version_has_the_projects_pool_re_scored_and_a_shutdown_stop
     assert started == [(7, "labelloop-v1")]
     service.close()
     assert stopped == [True]
+
+
+def test_a_refill_that_breaks_never_stops_the_publish(tmp_path, caplog):
+    """A pool's refill runs inside the publish: whatever it raises (here what pyarrow says of a damaged shard) is
+    logged once, and the publish goes on to predict and push."""
+    from labelloop.serving.service import ModelService
+
+    service = ModelService(LabelLoopSettings(home=tmp_path, push_predictions=False))
+
+    def broken(client, project_id, label_config):
+        raise ValueError("Parquet magic bytes not found in footer")
+
+    service.publisher.refill = broken
+    with caplog.at_level("WARNING", logger="labelloop.serving.publish"):
+        service.publisher._top_up(None, 7)
+        service.publisher._top_up(None, 7)
+    said = [r for r in caplog.records if "not refilled" in r.getMessage()]
+    assert len(said) == 1 and "magic bytes" in said[0].getMessage() and said[0].exc_info
